@@ -1,0 +1,1 @@
+//! Disk and IO-scheduler simulator (see README).

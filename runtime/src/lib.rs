@@ -1,0 +1,15 @@
+//! vessel: an OCI runtime. This library holds everything the `vessel` binary
+//! does; the CLI in `src/cli/` only parses arguments, calls in here and prints.
+#![warn(missing_docs)]
+
+pub mod container;
+pub mod hooks;
+pub mod logging;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+pub mod state;
+pub mod terminal;
+pub mod utils;

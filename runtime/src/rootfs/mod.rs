@@ -1,0 +1,1 @@
+//! Root filesystem: mounts, devices, pivot_root, masked and read-only paths.

@@ -1,0 +1,5 @@
+//! Process security: capabilities, seccomp, rlimits, no_new_privs.
+
+pub mod capabilities;
+pub mod rlimits;
+pub mod seccomp;

@@ -1,0 +1,1 @@
+//! Shared helpers for vessel's integration tests.
