@@ -1,23 +1,58 @@
 //! vessel's resource control: one cgroup per container on libcgroups, on
 //! cgroup v1 (including the v1/v2 hybrid layout) and v2.
 //!
-//! The runtime talks only to [`Cgroup`]; what libcgroups cannot express, or
-//! what the host cannot honour, is reported as an error naming the setting.
+//! The runtime talks only to [`Cgroup`]. libcgroups applies what it maps
+//! correctly; what it skips or mis-maps (block IO weights on BFQ hosts,
+//! per-device weights, net_prio, rdma, `unified`, hugetlb on the cgroup2
+//! side of a hybrid host, `pids.limit` on v2, `cpu.burst` on v1) is written
+//! here. What the host cannot honour is refused by [`validate`] with an
+//! error naming the setting, before anything is created.
 #![warn(missing_docs)]
 
-use std::path::{Path, PathBuf};
+pub mod blockio_priority;
+pub mod host;
+pub mod mapping;
+mod stats;
+pub mod validate;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use libcgroups::common::{
-    create_cgroup_manager, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt,
-    FreezerState,
+    create_cgroup_manager, create_cgroup_manager_with_root, AnyCgroupManager, CgroupConfig,
+    CgroupManager, ControllerOpt, FreezerState,
 };
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
+pub use blockio_priority::{BlockIoPolicy, IoClass, IoPriority};
+pub use host::{CgroupMode, Host};
+pub use validate::{validate, validate_on};
+
 /// Root of the cgroup filesystems on the host.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// Errors of the cgroups crate; each names the cgroup or setting involved.
+/// The v1 controllers libcgroups joins (plus rdma, which vessel joins).
+const JOINED_V1: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+    "rdma",
+];
+
+/// Errors of the cgroups crate; each names the cgroup path or setting.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     /// libcgroups could not set up a manager for the path.
@@ -38,6 +73,47 @@ pub enum CgroupError {
         /// What failed.
         msg: String,
     },
+    /// Writing a setting into a cgroup file failed.
+    #[error("{setting}: cannot write {value:?} to {file}: {msg}")]
+    Write {
+        /// The `linux.resources` setting.
+        setting: String,
+        /// The cgroup interface file.
+        file: PathBuf,
+        /// The value written.
+        value: String,
+        /// The kernel's answer.
+        msg: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("{setting}: {msg}")]
+    Invalid {
+        /// The setting (e.g. `linux.resources.cpu.shares`).
+        setting: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A setting nothing on this host can honour.
+    #[error("{setting}: not supported on this host: {msg}")]
+    Unsupported {
+        /// The setting.
+        setting: String,
+        /// Why the host cannot honour it.
+        msg: String,
+    },
+    /// A malformed `io.vessel.blockio.*` annotation.
+    #[error("annotation {key}={value:?}: {msg}")]
+    Annotation {
+        /// The annotation key.
+        key: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The host's cgroup layout could not be read.
+    #[error("cgroup layout: {0}")]
+    Host(String),
     /// The systemd cgroup manager was asked for where it cannot work.
     #[error("--systemd-cgroup: {0}")]
     Systemd(String),
@@ -70,38 +146,163 @@ impl CgroupOptions {
 pub struct Cgroup {
     manager: AnyCgroupManager,
     path: PathBuf,
+    /// Path relative to each hierarchy root (systemd names expanded).
+    rel: PathBuf,
+    host: Host,
 }
 
 impl std::fmt::Debug for Cgroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cgroup").field("path", &self.path).finish()
+        f.debug_struct("Cgroup")
+            .field("path", &self.path)
+            .field("mode", &self.host.mode)
+            .finish()
     }
 }
 
+/// Whether systemd is the running init (as sd_booted(3) checks).
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+/// `slice:prefix:name` to the directory systemd creates for it.
+fn systemd_rel_path(spec: &str) -> Option<PathBuf> {
+    let mut parts = spec.splitn(3, ':');
+    let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let mut rel = PathBuf::new();
+    if slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice")?;
+        let mut acc = String::new();
+        for (i, part) in stem.split('-').enumerate() {
+            if i > 0 {
+                acc.push('-');
+            }
+            acc.push_str(part);
+            rel.push(format!("{acc}.slice"));
+        }
+    }
+    let unit = if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    rel.push(unit);
+    Some(rel)
+}
+
 impl Cgroup {
-    /// Opens (without creating anything yet) the cgroup named by `opts`.
+    /// Opens (without creating anything yet) the cgroup named by `opts` on
+    /// this host.
     pub fn open(opts: &CgroupOptions) -> Result<Self, CgroupError> {
+        let host = Host::detect()?;
+        Self::open_on(opts, host)
+    }
+
+    /// Opens the cgroup named by `opts` on the layout `host` (a unified
+    /// `host` may be rooted at any cgroup2 mount, e.g. one made by a test).
+    pub fn open_on(opts: &CgroupOptions, host: Host) -> Result<Self, CgroupError> {
         let path = opts.resolved_path();
-        if opts.systemd && !Path::new("/run/systemd/system").exists() {
-            return Err(CgroupError::Systemd(
-                "systemd is not running on this host (no /run/systemd/system); run without --systemd-cgroup".into(),
+        let setup = |msg: String| CgroupError::Setup {
+            path: path.clone(),
+            msg,
+        };
+        let rel = if opts.systemd {
+            if !systemd_booted() {
+                return Err(CgroupError::Systemd(
+                    "systemd is not running on this host (no /run/systemd/system); run without --systemd-cgroup".into(),
+                ));
+            }
+            if host.mode != CgroupMode::Unified {
+                return Err(CgroupError::Systemd(format!(
+                    "libcgroups' systemd manager needs a unified cgroup v2 host; this host is {}; run without --systemd-cgroup",
+                    host.mode
+                )));
+            }
+            let s = path.to_string_lossy();
+            systemd_rel_path(&s).ok_or_else(|| {
+                setup(format!(
+                    "with --systemd-cgroup, cgroupsPath must be \"slice:prefix:name\", not {s:?}"
+                ))
+            })?
+        } else {
+            if path
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+            {
+                return Err(setup(
+                    "linux.cgroupsPath must not contain \".\" or \"..\" components".into(),
+                ));
+            }
+            path.components()
+                .filter(|c| matches!(c, Component::Normal(_)))
+                .collect()
+        };
+        if rel.as_os_str().is_empty() {
+            return Err(setup(
+                "linux.cgroupsPath names the root cgroup; a container needs its own".into(),
             ));
         }
-        let manager = create_cgroup_manager(CgroupConfig {
+        let config = CgroupConfig {
             cgroup_path: path.clone(),
             systemd_cgroup: opts.systemd,
             container_name: opts.container_id.clone(),
+        };
+        let manager = if host.mode == CgroupMode::Unified && host.root != Path::new(CGROUP_ROOT) {
+            create_cgroup_manager_with_root(Some(&host.root), config)
+        } else {
+            create_cgroup_manager(config)
+        }
+        .map_err(|e| setup(e.to_string()))?;
+        Ok(Self {
+            manager,
+            path,
+            rel,
+            host,
         })
-        .map_err(|e| CgroupError::Setup {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        Ok(Self { manager, path })
     }
 
     /// The cgroup path (relative to each hierarchy's root).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The host layout this cgroup lives on.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The directory of v1 controller `controller`, if it is mounted.
+    pub fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
+        self.host.v1.get(controller).map(|m| m.join(&self.rel))
+    }
+
+    /// The cgroup2 directory: the cgroup itself on v2, its twin on the
+    /// cgroup2 hierarchy of a hybrid host (joined like runc does, and where
+    /// hugetlb and `unified` settings go), none on a pure v1 host.
+    pub fn v2_dir(&self) -> Option<PathBuf> {
+        match self.host.mode {
+            CgroupMode::Unified => Some(self.host.root.join(&self.rel)),
+            CgroupMode::Hybrid => self.host.unified.as_ref().map(|u| u.join(&self.rel)),
+            CgroupMode::Legacy => None,
+        }
+    }
+
+    /// Every directory of this cgroup, one per hierarchy (v1 controllers
+    /// first, then the cgroup2 one).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        if self.host.mode != CgroupMode::Unified {
+            for c in JOINED_V1 {
+                if let Some(d) = self.v1_dir(c) {
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out.extend(self.v2_dir());
+        out
     }
 
     fn op_err(&self, op: &'static str, e: impl std::fmt::Display) -> CgroupError {
@@ -114,26 +315,321 @@ impl Cgroup {
 
     /// Moves `pid` into the cgroup (creating the cgroup directories).
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        if self.host.mode != CgroupMode::Unified {
+            // The cpuset directory needs cpus and mems before a task joins.
+            self.ensure_created()
+                .map_err(|e| self.op_err("add task", e))?;
+        }
         self.manager
             .add_task(Pid::from_raw(pid))
-            .map_err(|e| self.op_err("add task", e))
+            .map_err(|e| self.op_err("add task", e))?;
+        let mut extra = Vec::new();
+        if self.host.mode == CgroupMode::Hybrid {
+            extra.extend(self.v2_dir());
+        }
+        if self.host.mode != CgroupMode::Unified {
+            extra.extend(self.v1_dir("rdma"));
+        }
+        for dir in extra {
+            fs::create_dir_all(&dir)
+                .map_err(|e| self.op_err("add task", format!("{}: {e}", dir.display())))?;
+            write_file(&dir.join("cgroup.procs"), &pid.to_string())
+                .map_err(|e| self.op_err("add task", format!("{}: {e}", dir.display())))?;
+        }
+        Ok(())
     }
 
-    /// Applies `linux.resources`.
+    /// Creates the cgroup directories that do not exist yet; returns the
+    /// ones it created, deepest last.
+    fn ensure_created(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut created = Vec::new();
+        if self.host.mode != CgroupMode::Unified {
+            for c in JOINED_V1 {
+                let Some(mount) = self.host.v1.get(*c) else {
+                    continue;
+                };
+                let mut cur = mount.clone();
+                for comp in self.rel.components() {
+                    let parent = cur.clone();
+                    cur.push(comp);
+                    if !cur.exists() {
+                        match fs::create_dir(&cur) {
+                            Ok(()) => created.push(cur.clone()),
+                            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                            Err(e) => return Err(annotate(e, &cur)),
+                        }
+                    }
+                    if *c == "cpuset" {
+                        for f in ["cpuset.cpus", "cpuset.mems"] {
+                            let mine = fs::read_to_string(cur.join(f)).unwrap_or_default();
+                            if mine.trim().is_empty() {
+                                let theirs = fs::read_to_string(parent.join(f))
+                                    .map_err(|e| annotate(e, &parent.join(f)))?;
+                                write_file(&cur.join(f), theirs.trim())
+                                    .map_err(|e| annotate(e, &cur.join(f)))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(root) = match self.host.mode {
+            CgroupMode::Unified => Some(self.host.root.clone()),
+            CgroupMode::Hybrid => self.host.unified.clone(),
+            CgroupMode::Legacy => None,
+        } {
+            let mut cur = root;
+            let comps: Vec<_> = self.rel.components().collect();
+            let available = fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
+            for (i, comp) in comps.iter().enumerate() {
+                if self.host.mode == CgroupMode::Unified {
+                    // Best effort, as libcgroups does: enable what the parent offers.
+                    for c in available.split_whitespace() {
+                        let _ = write_file(&cur.join("cgroup.subtree_control"), &format!("+{c}"));
+                    }
+                }
+                cur.push(comp);
+                if !cur.exists() {
+                    match fs::create_dir(&cur) {
+                        Ok(()) => created.push(cur.clone()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(annotate(e, &cur)),
+                    }
+                }
+                let _ = i;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Enables `controller` in `cgroup.subtree_control` from the cgroup2
+    /// root down to this cgroup's parent.
+    fn enable_v2_controller(&self, controller: &str, setting: &str) -> Result<(), CgroupError> {
+        let root = match self.host.mode {
+            CgroupMode::Unified => self.host.root.clone(),
+            _ => self
+                .host
+                .unified
+                .clone()
+                .ok_or_else(|| unsupported(setting, "no cgroup2 hierarchy"))?,
+        };
+        let mut cur = root;
+        for comp in self.rel.components() {
+            let f = cur.join("cgroup.subtree_control");
+            let enabled = fs::read_to_string(&f).unwrap_or_default();
+            if !enabled.split_whitespace().any(|c| c == controller) {
+                write_file(&f, &format!("+{controller}")).map_err(|e| CgroupError::Write {
+                    setting: setting.to_string(),
+                    file: f.clone(),
+                    value: format!("+{controller}"),
+                    msg: e.to_string(),
+                })?;
+            }
+            cur.push(comp);
+        }
+        Ok(())
+    }
+
+    /// Checks `resources` ([`validate_on`]) and applies them: nothing is
+    /// created when they are invalid, and directories this call created
+    /// are removed again when applying fails.
     pub fn apply(
         &self,
         resources: &LinuxResources,
         disable_oom_killer: bool,
     ) -> Result<(), CgroupError> {
-        let opt = ControllerOpt {
-            resources,
-            disable_oom_killer,
-            oom_score_adj: None,
-            freezer_state: None,
-        };
+        validate_on(&self.host, resources)?;
+        if disable_oom_killer && self.host.mode == CgroupMode::Unified {
+            return Err(unsupported(
+                "linux.resources.memory.disableOOMKiller",
+                "cgroup v2 has no switch to disable the OOM killer",
+            ));
+        }
+        if disable_oom_killer && !self.host.has_v1("memory") {
+            return Err(unsupported(
+                "linux.resources.memory.disableOOMKiller",
+                "the memory controller is not mounted",
+            ));
+        }
+        let created = self
+            .ensure_created()
+            .map_err(|e| self.op_err("create", e))?;
+        let result = self.apply_inner(resources, disable_oom_killer);
+        if result.is_err() {
+            for dir in created.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        result
+    }
+
+    fn apply_inner(
+        &self,
+        resources: &LinuxResources,
+        disable_oom_killer: bool,
+    ) -> Result<(), CgroupError> {
+        let v2 = self.host.mode == CgroupMode::Unified;
+        let hugetlb_on_v2_side = self.host.mode == CgroupMode::Hybrid && !self.host.has_v1("hugetlb");
+
+        // What libcgroups maps correctly; the rest is written below.
+        let mut lib = resources.clone();
+        lib.set_block_io(None);
+        lib.set_network(None);
+        lib.set_rdma(None);
+        lib.set_unified(None);
+        if v2 {
+            lib.set_pids(None);
+        }
+        if hugetlb_on_v2_side {
+            lib.set_hugepage_limits(None);
+        }
+        if let Some(cpu) = resources.cpu() {
+            let mut cpu = cpu.clone();
+            if cpu.cpus().as_deref().is_some_and(|s| s.trim().is_empty()) {
+                cpu.set_cpus(None);
+            }
+            if cpu.mems().as_deref().is_some_and(|s| s.trim().is_empty()) {
+                cpu.set_mems(None);
+            }
+            if !v2 {
+                cpu.set_burst(None);
+            }
+            lib.set_cpu(Some(cpu));
+        }
         self.manager
-            .apply(&opt)
-            .map_err(|e| self.op_err("apply resources", e))
+            .apply(&ControllerOpt {
+                resources: &lib,
+                disable_oom_killer,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| self.op_err("apply resources", e))?;
+
+        let mut writes: Vec<(PathBuf, String, String)> = Vec::new();
+        let push = |w: &mut Vec<(PathBuf, String, String)>, dir: &Path, file: &str, v: String, s: &str| {
+            w.push((dir.join(file), v, s.to_string()));
+        };
+
+        if !v2 {
+            if let (Some(b), Some(dir)) = (
+                resources.cpu().as_ref().and_then(|c| c.burst()),
+                self.v1_dir("cpu"),
+            ) {
+                push(&mut writes, &dir, "cpu.cfs_burst_us", b.to_string(), "linux.resources.cpu.burst");
+            }
+            if disable_oom_killer && resources.memory().is_none() {
+                if let Some(dir) = self.v1_dir("memory") {
+                    push(&mut writes, &dir, "memory.oom_control", "1".into(), "linux.resources.memory.disableOOMKiller");
+                }
+            }
+            if let Some(net) = resources.network() {
+                if let (Some(id), Some(dir)) = (net.class_id(), self.v1_dir("net_cls")) {
+                    push(&mut writes, &dir, "net_cls.classid", id.to_string(), "linux.resources.network.classID");
+                }
+                if let Some(dir) = self.v1_dir("net_prio") {
+                    for (i, p) in net.priorities().iter().flatten().enumerate() {
+                        push(
+                            &mut writes,
+                            &dir,
+                            "net_prio.ifpriomap",
+                            format!("{} {}", p.name(), p.priority()),
+                            &format!("linux.resources.network.priorities[{i}]"),
+                        );
+                    }
+                }
+            }
+        } else if let (Some(p), Some(dir)) = (resources.pids(), self.v2_dir()) {
+            let v = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
+            push(&mut writes, &dir, "pids.max", v, "linux.resources.pids.limit");
+        }
+
+        if let Some(bio) = resources.block_io() {
+            let dir = if v2 { self.v2_dir() } else { self.v1_dir("blkio") };
+            if let Some(dir) = dir {
+                let has = |f: &str| dir.join(f).exists();
+                let plan = if v2 {
+                    mapping::v2_io_writes(bio, &has)?
+                } else {
+                    mapping::v1_blkio_writes(bio, &has)?
+                };
+                for w in plan {
+                    push(&mut writes, &dir, &w.file, w.value, &w.setting);
+                }
+            }
+        }
+
+        if hugetlb_on_v2_side {
+            if let (Some(limits), Some(dir)) = (resources.hugepage_limits(), self.v2_dir()) {
+                if !limits.is_empty() {
+                    self.enable_v2_controller("hugetlb", "linux.resources.hugepageLimits")?;
+                }
+                for (i, l) in limits.iter().enumerate() {
+                    let s = format!("linux.resources.hugepageLimits[{i}]");
+                    push(&mut writes, &dir, &format!("hugetlb.{}.max", l.page_size()), l.limit().to_string(), &s);
+                    let rsvd = format!("hugetlb.{}.rsvd.max", l.page_size());
+                    if dir.join(&rsvd).exists() {
+                        push(&mut writes, &dir, &rsvd, l.limit().to_string(), &s);
+                    }
+                }
+            }
+        }
+
+        if let Some(rdma) = resources.rdma() {
+            let dir = if v2 { self.v2_dir() } else { self.v1_dir("rdma") };
+            if let Some(dir) = dir {
+                for (dev, r) in rdma {
+                    let h = r.hca_handles().map_or("max".into(), |v| v.to_string());
+                    let o = r.hca_objects().map_or("max".into(), |v| v.to_string());
+                    push(&mut writes, &dir, "rdma.max", format!("{dev} hca_handle={h} hca_object={o}"), &format!("linux.resources.rdma[{dev:?}]"));
+                }
+            }
+        }
+
+        if let Some(unified) = resources.unified() {
+            if let Some(dir) = self.v2_dir() {
+                let mut keys: Vec<_> = unified.keys().collect();
+                keys.sort();
+                for key in keys {
+                    let controller = key.split('.').next().unwrap_or("");
+                    let setting = format!("linux.resources.unified[{key:?}]");
+                    if controller != "cgroup" {
+                        self.enable_v2_controller(controller, &setting)?;
+                    }
+                    push(&mut writes, &dir, key, unified[key].clone(), &setting);
+                }
+            }
+        }
+
+        for (file, value, setting) in writes {
+            write_file(&file, &value).map_err(|e| CgroupError::Write {
+                setting,
+                file: file.clone(),
+                value: value.clone(),
+                msg: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Applies a container-level block IO policy (the
+    /// `io.vessel.blockio.*` annotations) to this cgroup and returns the
+    /// ioprio value (`class << 13 | level`) the runtime gives every process
+    /// of the container, if the policy sets a priority.
+    pub fn apply_blockio_policy(&self, policy: &BlockIoPolicy) -> Result<Option<u16>, CgroupError> {
+        let created = self
+            .ensure_created()
+            .map_err(|e| self.op_err("create", e))?;
+        let r = blockio_priority::apply(self, policy);
+        if r.is_err() {
+            for dir in created.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        r
     }
 
     /// Freezes every process in the cgroup.
@@ -150,24 +646,181 @@ impl Cgroup {
             .map_err(|e| self.op_err("thaw", e))
     }
 
-    /// Every pid in the cgroup and its descendants.
+    /// Whether the cgroup is frozen (v1 `freezer.state` is `FROZEN`, v2
+    /// `cgroup.events` says `frozen 1`). A missing cgroup is not frozen.
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match self.host.mode {
+            CgroupMode::Unified => {
+                let Some(dir) = self.v2_dir() else {
+                    return Ok(false);
+                };
+                if !dir.exists() {
+                    return Ok(false);
+                }
+                let ev = fs::read_to_string(dir.join("cgroup.events"))
+                    .map_err(|e| self.op_err("freezer state", format!("{}: {e}", dir.display())))?;
+                Ok(ev.lines().any(|l| l.trim() == "frozen 1"))
+            }
+            _ => {
+                let Some(dir) = self.v1_dir("freezer") else {
+                    return Err(self.op_err("freezer state", "the freezer controller is not mounted"));
+                };
+                let f = dir.join("freezer.state");
+                if !dir.exists() {
+                    return Ok(false);
+                }
+                let s = fs::read_to_string(&f)
+                    .map_err(|e| self.op_err("freezer state", format!("{}: {e}", f.display())))?;
+                Ok(s.trim() == "FROZEN")
+            }
+        }
+    }
+
+    /// Every pid in the cgroup and its descendant cgroups, sorted, without
+    /// duplicates (empty when the cgroup does not exist).
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        self.manager
-            .get_all_pids()
-            .map(|v| v.into_iter().map(|p| p.as_raw()).collect())
-            .map_err(|e| self.op_err("list pids", e))
+        let mut set = BTreeSet::new();
+        for dir in self.dirs() {
+            collect_pids(&dir, &mut set).map_err(|e| self.op_err("list pids", e))?;
+        }
+        Ok(set.into_iter().collect())
     }
 
-    /// Resource statistics, as JSON in the shape `runc events --stats` prints.
+    /// Resource statistics, as JSON in the shape `runc events --stats`
+    /// prints under `data` (cpu, memory, pids, blkio, hugetlb).
     pub fn stats(&self) -> Result<serde_json::Value, CgroupError> {
-        let s = self.manager.stats().map_err(|e| self.op_err("stats", e))?;
-        serde_json::to_value(&s).map_err(|e| self.op_err("stats", e))
+        if !self.dirs().iter().any(|d| d.exists()) {
+            return Err(self.op_err("stats", "the cgroup does not exist"));
+        }
+        Ok(stats::collect(self))
     }
 
-    /// Removes the cgroup directories.
+    /// Kills every process left in the cgroup and removes its directories
+    /// (with any child cgroups) in every hierarchy.
     pub fn destroy(&self) -> Result<(), CgroupError> {
-        self.manager
-            .remove()
-            .map_err(|e| self.op_err("remove", e))
+        let dirs: Vec<PathBuf> = self.dirs().into_iter().filter(|d| d.exists()).collect();
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = self.pids()?;
+            if pids.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(self.op_err(
+                    "remove",
+                    format!("processes {pids:?} did not exit after SIGKILL"),
+                ));
+            }
+            if let Some(d) = self.v2_dir().filter(|d| d.join("cgroup.kill").exists()) {
+                let _ = write_file(&d.join("cgroup.kill"), "1");
+            }
+            for p in &pids {
+                let _ = nix::sys::signal::kill(Pid::from_raw(*p), nix::sys::signal::SIGKILL);
+            }
+            // Frozen tasks only die once thawed.
+            if let Some(d) = self.v1_dir("freezer").filter(|d| d.exists()) {
+                let _ = write_file(&d.join("freezer.state"), "THAWED");
+            }
+            if let Some(d) = self.v2_dir().filter(|d| d.join("cgroup.freeze").exists()) {
+                let _ = write_file(&d.join("cgroup.freeze"), "0");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for dir in dirs {
+            remove_tree(&dir).map_err(|e| self.op_err("remove", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn unsupported(setting: &str, msg: &str) -> CgroupError {
+    CgroupError::Unsupported {
+        setting: setting.to_string(),
+        msg: msg.to_string(),
+    }
+}
+
+fn annotate(e: std::io::Error, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Writes `value` to a cgroup interface file in one `write(2)`.
+pub(crate) fn write_file(path: &Path, value: &str) -> std::io::Result<()> {
+    let mut f = fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(value.as_bytes())
+}
+
+fn collect_pids(dir: &Path, set: &mut BTreeSet<i32>) -> Result<(), String> {
+    let procs = dir.join("cgroup.procs");
+    match fs::read_to_string(&procs) {
+        Ok(s) => set.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", procs.display())),
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect_pids(&entry.path(), set)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a cgroup directory and its child cgroups, deepest first,
+/// retrying while the kernel still reports it busy.
+fn remove_tree(dir: &Path) -> Result<(), String> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_tree(&entry.path())?;
+            }
+        }
+    }
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..10 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths() {
+        assert_eq!(
+            systemd_rel_path("system.slice:vessel:abc").unwrap(),
+            PathBuf::from("system.slice/vessel-abc.scope")
+        );
+        assert_eq!(
+            systemd_rel_path("a-b.slice::x").unwrap(),
+            PathBuf::from("a.slice/a-b.slice/x.scope")
+        );
+        assert!(systemd_rel_path("nocolons").is_none());
+    }
+
+    #[test]
+    fn default_paths() {
+        let o = CgroupOptions {
+            cgroups_path: None,
+            systemd: false,
+            container_id: "c1".into(),
+        };
+        assert_eq!(o.resolved_path(), PathBuf::from("/c1"));
     }
 }

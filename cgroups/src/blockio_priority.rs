@@ -1,0 +1,422 @@
+//! Container-level block IO priority and bandwidth share, after the
+//! `blockio.priority` / `blockio.bandwidth` controls the "IO Containment"
+//! paper proposes for cgroups, given as annotations:
+//!
+//! - `io.vessel.blockio.priority`: `rt:N`, `be:N` (N in 0..=7, 0 highest;
+//!   `rt` and `be` alone mean level 4) or `idle`.
+//! - `io.vessel.blockio.bandwidth`: comma-separated shares
+//!   `[DEVICE=]PERCENT[%][@CAPACITY]`, where DEVICE is `MAJ:MIN` or a
+//!   `/dev` path, PERCENT is 1..=100 and CAPACITY the device's bandwidth in
+//!   bytes per second (suffix K, M or G, powers of 1024). A share without a
+//!   device applies to every device.
+//!
+//! What each maps to on the host:
+//!
+//! | policy | every process | cgroup v1 | cgroup v2 |
+//! |---|---|---|---|
+//! | priority | ioprio_set(class, level) | `blkio.bfq.weight` (or `blkio.weight`): rt 1000, be:N 100*(8-N), idle 1 | `io.prio.class` when present (`promote-to-rt`, `restrict-to-be`, `idle`); `io.bfq.weight` or `io.weight` as on v1 |
+//! | PERCENT | - | `blkio.bfq.weight` = 10*PERCENT | `io.bfq.weight` = 10*PERCENT, or `io.weight` converted |
+//! | DEVICE=PERCENT | - | `blkio.bfq.weight_device` (needs bfq on the device) | `io.bfq.weight` / `io.weight` `MAJ:MIN W` |
+//! | @CAPACITY | - | `blkio.throttle.{read,write}_bps_device` = CAPACITY*PERCENT/100 | `io.max` `rbps=`/`wbps=` |
+//!
+//! The weights are proportional shares between sibling cgroups and only
+//! act on devices scheduled by BFQ (or io.cost on v2); the process IO
+//! priority orders requests inside BFQ and mq-deadline; throttles act on
+//! every device.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::host::CgroupMode;
+use crate::mapping::v2_io_weight;
+use crate::validate::{block_device_dir, block_device_scheduler};
+use crate::{write_file, Cgroup, CgroupError};
+
+/// The priority annotation.
+pub const PRIORITY_ANNOTATION: &str = "io.vessel.blockio.priority";
+/// The bandwidth-share annotation.
+pub const BANDWIDTH_ANNOTATION: &str = "io.vessel.blockio.bandwidth";
+
+/// The kernel's IO scheduling classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    /// IOPRIO_CLASS_RT (1).
+    RealTime,
+    /// IOPRIO_CLASS_BE (2).
+    BestEffort,
+    /// IOPRIO_CLASS_IDLE (3).
+    Idle,
+}
+
+impl IoClass {
+    /// The kernel's number for the class.
+    pub fn number(self) -> u16 {
+        match self {
+            IoClass::RealTime => 1,
+            IoClass::BestEffort => 2,
+            IoClass::Idle => 3,
+        }
+    }
+}
+
+/// An IO priority: class and level (0 highest, 7 lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoPriority {
+    /// The class.
+    pub class: IoClass,
+    /// The level inside the class (0 for idle).
+    pub level: u8,
+}
+
+impl IoPriority {
+    /// The value ioprio_set(2) takes: `class << 13 | level`.
+    pub fn ioprio(&self) -> u16 {
+        (self.class.number() << 13) | u16::from(self.level)
+    }
+
+    /// Parses `rt:N`, `be:N`, `rt`, `be` or `idle`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let (class, level) = match s.split_once(':') {
+            Some((c, l)) => (c, Some(l)),
+            None => (s, None),
+        };
+        let class = match class {
+            "rt" => IoClass::RealTime,
+            "be" => IoClass::BestEffort,
+            "idle" => IoClass::Idle,
+            _ => {
+                return Err(format!(
+                    "class {class:?} is not one of rt, be, idle (e.g. \"be:0\", \"rt:4\", \"idle\")"
+                ))
+            }
+        };
+        let level = match (class, level) {
+            (IoClass::Idle, None) => 0,
+            (IoClass::Idle, Some(_)) => return Err("idle takes no level".into()),
+            (_, None) => 4,
+            (_, Some(l)) => match l.parse::<u8>() {
+                Ok(n) if n <= 7 => n,
+                _ => return Err(format!("level {l:?} is not a number in 0..=7")),
+            },
+        };
+        Ok(Self { class, level })
+    }
+
+    /// The BFQ weight (1..=1000) this priority gives the cgroup.
+    pub fn bfq_weight(&self) -> u16 {
+        match self.class {
+            IoClass::RealTime => 1000,
+            IoClass::BestEffort => 100 * (8 - u16::from(self.level)),
+            IoClass::Idle => 1,
+        }
+    }
+}
+
+/// One bandwidth share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BandwidthShare {
+    /// The device (major, minor), or every device.
+    pub device: Option<(u64, u64)>,
+    /// Share of the device, 1..=100 percent.
+    pub percent: u8,
+    /// The device's bandwidth in bytes per second, to derive throttles.
+    pub capacity: Option<u64>,
+}
+
+impl BandwidthShare {
+    /// The BFQ weight (10..=1000) of the share.
+    pub fn weight(&self) -> u16 {
+        u16::from(self.percent) * 10
+    }
+
+    /// The throttle (bytes per second) when a capacity is given.
+    pub fn throttle_bps(&self) -> Option<u64> {
+        self.capacity
+            .map(|c| (c / 100).saturating_mul(u64::from(self.percent)).max(1))
+    }
+}
+
+/// The container-level block IO policy from the annotations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockIoPolicy {
+    /// `io.vessel.blockio.priority`.
+    pub priority: Option<IoPriority>,
+    /// `io.vessel.blockio.bandwidth`.
+    pub bandwidth: Vec<BandwidthShare>,
+}
+
+impl BlockIoPolicy {
+    /// The ioprio value for the container's processes, if a priority is set.
+    pub fn ioprio(&self) -> Option<u16> {
+        self.priority.map(|p| p.ioprio())
+    }
+}
+
+fn ann_err(key: &str, value: &str, msg: impl Into<String>) -> CgroupError {
+    CgroupError::Annotation {
+        key: key.into(),
+        value: value.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads the two annotations; `None` when neither is present.
+pub fn parse_annotations(
+    annotations: &HashMap<String, String>,
+) -> Result<Option<BlockIoPolicy>, CgroupError> {
+    let prio = annotations.get(PRIORITY_ANNOTATION);
+    let bw = annotations.get(BANDWIDTH_ANNOTATION);
+    if prio.is_none() && bw.is_none() {
+        return Ok(None);
+    }
+    let mut policy = BlockIoPolicy::default();
+    if let Some(v) = prio {
+        policy.priority =
+            Some(IoPriority::parse(v).map_err(|m| ann_err(PRIORITY_ANNOTATION, v, m))?);
+    }
+    if let Some(v) = bw {
+        policy.bandwidth = parse_bandwidth(v).map_err(|m| ann_err(BANDWIDTH_ANNOTATION, v, m))?;
+    }
+    Ok(Some(policy))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64),
+        Some((i, _)) => (
+            &s[..i],
+            match &s[i..] {
+                "K" | "k" => 1 << 10,
+                "M" | "m" => 1 << 20,
+                "G" | "g" => 1 << 30,
+                other => return Err(format!("capacity suffix {other:?} is not K, M or G")),
+            },
+        ),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("capacity {s:?} is not a number of bytes per second"))?;
+    if n == 0 {
+        return Err("capacity must be positive".into());
+    }
+    n.checked_mul(mult).ok_or_else(|| format!("capacity {s:?} is too large"))
+}
+
+fn parse_device(s: &str) -> Result<(u64, u64), String> {
+    if s.starts_with('/') {
+        let st = nix::sys::stat::stat(Path::new(s)).map_err(|e| format!("device {s}: {e}"))?;
+        if st.st_mode & libc_s_ifmt() != libc_s_ifblk() {
+            return Err(format!("{s} is not a block device"));
+        }
+        return Ok((
+            nix::sys::stat::major(st.st_rdev),
+            nix::sys::stat::minor(st.st_rdev),
+        ));
+    }
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("device {s:?} is neither MAJ:MIN nor a /dev path"))?;
+    let maj = a.parse::<u64>().map_err(|_| format!("device {s:?}: bad major"))?;
+    let min = b.parse::<u64>().map_err(|_| format!("device {s:?}: bad minor"))?;
+    if block_device_dir(maj as i64, min as i64).is_none() {
+        return Err(format!("block device {maj}:{min} does not exist on this host"));
+    }
+    Ok((maj, min))
+}
+
+fn libc_s_ifmt() -> u32 {
+    nix::sys::stat::SFlag::S_IFMT.bits()
+}
+
+fn libc_s_ifblk() -> u32 {
+    nix::sys::stat::SFlag::S_IFBLK.bits()
+}
+
+/// Parses the bandwidth annotation's value.
+pub fn parse_bandwidth(v: &str) -> Result<Vec<BandwidthShare>, String> {
+    let mut out: Vec<BandwidthShare> = Vec::new();
+    if v.trim().is_empty() {
+        return Err("empty; expected e.g. \"50%\" or \"8:0=25%@200M\"".into());
+    }
+    for item in v.split(',') {
+        let item = item.trim();
+        let (dev, rest) = match item.split_once('=') {
+            Some((d, r)) => (Some(d.trim()), r.trim()),
+            None => (None, item),
+        };
+        let (pct, cap) = match rest.split_once('@') {
+            Some((p, c)) => (p, Some(c)),
+            None => (rest, None),
+        };
+        let pct = pct.strip_suffix('%').unwrap_or(pct);
+        let percent = match pct.parse::<u8>() {
+            Ok(p) if (1..=100).contains(&p) => p,
+            _ => return Err(format!("{item:?}: share {pct:?} is not a percentage in 1..=100")),
+        };
+        let device = dev.map(parse_device).transpose()?;
+        let capacity = cap.map(parse_size).transpose()?;
+        if capacity.is_some() && device.is_none() {
+            return Err(format!(
+                "{item:?}: a capacity (@...) needs a device (DEVICE=PERCENT@CAPACITY)"
+            ));
+        }
+        if out.iter().any(|o| o.device == device) {
+            return Err(format!("{item:?}: the same device is given twice"));
+        }
+        out.push(BandwidthShare {
+            device,
+            percent,
+            capacity,
+        });
+    }
+    Ok(out)
+}
+
+fn unsupported(msg: impl Into<String>) -> CgroupError {
+    CgroupError::Unsupported {
+        setting: format!("annotations {PRIORITY_ANNOTATION}/{BANDWIDTH_ANNOTATION}"),
+        msg: msg.into(),
+    }
+}
+
+/// Applies `policy` to `cg` and returns the ioprio for its processes.
+pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Option<u16>, CgroupError> {
+    let v2 = cg.host.mode == CgroupMode::Unified;
+    let dir = if v2 { cg.v2_dir() } else { cg.v1_dir("blkio") };
+    let Some(dir) = dir else {
+        return Err(unsupported(format!(
+            "no {} controller on this host",
+            if v2 { "io" } else { "blkio" }
+        )));
+    };
+    let has = |f: &str| dir.join(f).exists();
+    let default_share = policy.bandwidth.iter().find(|b| b.device.is_none());
+    let weight = default_share
+        .map(|b| b.weight())
+        .or_else(|| policy.priority.map(|p| p.bfq_weight()));
+
+    let mut writes: Vec<(&str, String)> = Vec::new();
+    let (weight_file, weight_dev_file, convert) = if v2 {
+        if has("io.bfq.weight") {
+            (Some("io.bfq.weight"), Some("io.bfq.weight"), false)
+        } else if has("io.weight") {
+            (Some("io.weight"), Some("io.weight"), true)
+        } else {
+            (None, None, false)
+        }
+    } else if has("blkio.weight") {
+        (Some("blkio.weight"), Some("blkio.weight_device"), false)
+    } else if has("blkio.bfq.weight") {
+        (Some("blkio.bfq.weight"), Some("blkio.bfq.weight_device"), false)
+    } else {
+        (None, None, false)
+    };
+    let conv = |w: u16| -> String {
+        if convert {
+            v2_io_weight(w.max(10)).to_string()
+        } else {
+            w.to_string()
+        }
+    };
+    if let Some(w) = weight {
+        let file = weight_file.ok_or_else(|| {
+            unsupported("the cgroup has no BFQ (blkio.bfq.weight / io.bfq.weight) or io.weight file for a weight")
+        })?;
+        let value = if convert {
+            format!("default {}", conv(w))
+        } else {
+            conv(w)
+        };
+        writes.push((file, value));
+    }
+    for share in policy.bandwidth.iter() {
+        let Some((maj, min)) = share.device else {
+            continue;
+        };
+        let file = weight_dev_file
+            .ok_or_else(|| unsupported("the cgroup has no per-device weight file"))?;
+        if !v2 && file == "blkio.bfq.weight_device" {
+            let sched = block_device_scheduler(maj as i64, min as i64).unwrap_or_default();
+            if sched != "bfq" {
+                return Err(unsupported(format!(
+                    "device {maj}:{min} uses the {sched:?} scheduler; a per-device share needs bfq"
+                )));
+            }
+        }
+        writes.push((file, format!("{maj}:{min} {}", conv(share.weight()))));
+        if let Some(bps) = share.throttle_bps() {
+            if v2 {
+                writes.push(("io.max", format!("{maj}:{min} rbps={bps} wbps={bps}")));
+            } else {
+                writes.push(("blkio.throttle.read_bps_device", format!("{maj}:{min} {bps}")));
+                writes.push(("blkio.throttle.write_bps_device", format!("{maj}:{min} {bps}")));
+            }
+        }
+    }
+    if let (true, Some(p)) = (v2 && has("io.prio.class"), policy.priority) {
+        let class = match p.class {
+            IoClass::RealTime => "promote-to-rt",
+            IoClass::BestEffort => "restrict-to-be",
+            IoClass::Idle => "idle",
+        };
+        writes.push(("io.prio.class", class.to_string()));
+    }
+    for (file, value) in writes {
+        let path = dir.join(file);
+        write_file(&path, &value).map_err(|e| CgroupError::Write {
+            setting: format!("annotations {PRIORITY_ANNOTATION}/{BANDWIDTH_ANNOTATION}"),
+            file: path.clone(),
+            value: value.clone(),
+            msg: e.to_string(),
+        })?;
+    }
+    Ok(policy.ioprio())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities() {
+        let p = IoPriority::parse("rt:4").unwrap();
+        assert_eq!(p.ioprio(), (1 << 13) | 4);
+        assert_eq!(IoPriority::parse("be:0").unwrap().ioprio(), 2 << 13);
+        assert_eq!(IoPriority::parse("idle").unwrap().ioprio(), 3 << 13);
+        assert_eq!(IoPriority::parse("be").unwrap().level, 4);
+        assert_eq!(IoPriority::parse("be:7").unwrap().bfq_weight(), 100);
+        assert_eq!(IoPriority::parse("be:0").unwrap().bfq_weight(), 800);
+        assert_eq!(IoPriority::parse("rt:0").unwrap().bfq_weight(), 1000);
+        for bad in ["", "rt:8", "be:-1", "be:x", "idle:3", "urgent", "rt:"] {
+            assert!(IoPriority::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bandwidth() {
+        let v = parse_bandwidth("50%").unwrap();
+        assert_eq!(v, vec![BandwidthShare { device: None, percent: 50, capacity: None }]);
+        assert_eq!(v[0].weight(), 500);
+        for bad in ["", "0", "101%", "abc", "50%@100M", "50,60", "1:2:3=5"] {
+            assert!(parse_bandwidth(bad).is_err(), "{bad}");
+        }
+        assert!(parse_bandwidth("999:999=10%").unwrap_err().contains("does not exist"));
+        assert_eq!(parse_size("2M").unwrap(), 2 << 20);
+        assert!(parse_size("2X").is_err());
+    }
+
+    #[test]
+    fn annotations() {
+        let mut a = HashMap::new();
+        assert_eq!(parse_annotations(&a).unwrap(), None);
+        a.insert(PRIORITY_ANNOTATION.to_string(), "be:9".to_string());
+        let e = parse_annotations(&a).unwrap_err().to_string();
+        assert!(e.contains(PRIORITY_ANNOTATION) && e.contains("be:9"), "{e}");
+        a.insert(PRIORITY_ANNOTATION.to_string(), "idle".to_string());
+        a.insert(BANDWIDTH_ANNOTATION.to_string(), "25".to_string());
+        let p = parse_annotations(&a).unwrap().unwrap();
+        assert_eq!(p.ioprio(), Some(3 << 13));
+        assert_eq!(p.bandwidth[0].percent, 25);
+    }
+}

@@ -1,0 +1,236 @@
+//! What the host's cgroup filesystems look like: the layout (v1, hybrid or
+//! unified), where each v1 controller is mounted and which controllers the
+//! cgroup2 hierarchy offers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::CgroupError;
+
+/// The three cgroup layouts a Linux host can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Only cgroup v1 hierarchies.
+    Legacy,
+    /// cgroup v1 hierarchies plus a cgroup2 mount (usually
+    /// `/sys/fs/cgroup/unified`) holding the controllers v1 does not use.
+    Hybrid,
+    /// A single cgroup2 hierarchy at the cgroup root.
+    Unified,
+}
+
+impl std::fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupMode::Legacy => "cgroup v1",
+            CgroupMode::Hybrid => "cgroup v1 hybrid",
+            CgroupMode::Unified => "cgroup v2",
+        })
+    }
+}
+
+/// The v1 controllers vessel knows about.
+pub const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "rdma",
+    "misc",
+];
+
+/// The host's cgroup layout.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The layout.
+    pub mode: CgroupMode,
+    /// The cgroup root (`/sys/fs/cgroup`; the cgroup2 mount on v2).
+    pub root: PathBuf,
+    /// Mount point of each v1 controller (empty on v2).
+    pub v1: BTreeMap<String, PathBuf>,
+    /// The cgroup2 mount: the root on v2, `unified` on a hybrid host.
+    pub unified: Option<PathBuf>,
+}
+
+impl Host {
+    /// Detects the layout under [`crate::CGROUP_ROOT`] from
+    /// `/proc/self/mountinfo`.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+            CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}"))
+        })?;
+        Self::from_mountinfo(&mountinfo, Path::new(crate::CGROUP_ROOT))
+    }
+
+    /// Builds the layout from the text of a mountinfo file, keeping the
+    /// cgroup mounts at or under `root`.
+    pub fn from_mountinfo(mountinfo: &str, root: &Path) -> Result<Self, CgroupError> {
+        let mut v1 = BTreeMap::new();
+        let mut unified = None;
+        let mut root_is_v2 = false;
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split_whitespace().nth(4) else {
+                continue;
+            };
+            let mount_point = PathBuf::from(unescape_mountinfo(mount_point));
+            if !mount_point.starts_with(root) {
+                continue;
+            }
+            let mut right = right.split_whitespace();
+            let fstype = right.next().unwrap_or("");
+            let super_opts = right.nth(1).unwrap_or("");
+            match fstype {
+                "cgroup2" => {
+                    if mount_point == root {
+                        root_is_v2 = true;
+                    }
+                    unified.get_or_insert(mount_point);
+                }
+                "cgroup" => {
+                    for opt in super_opts.split(',') {
+                        if V1_CONTROLLERS.contains(&opt) {
+                            v1.entry(opt.to_string())
+                                .or_insert_with(|| mount_point.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mode = if root_is_v2 {
+            v1.clear();
+            CgroupMode::Unified
+        } else if v1.is_empty() {
+            return Err(CgroupError::Host(format!(
+                "no cgroup filesystem is mounted at or under {}",
+                root.display()
+            )));
+        } else if unified.is_some() {
+            CgroupMode::Hybrid
+        } else {
+            CgroupMode::Legacy
+        };
+        Ok(Self {
+            mode,
+            root: root.to_path_buf(),
+            v1,
+            unified,
+        })
+    }
+
+    /// A unified (cgroup v2) host rooted at `root`, e.g. a cgroup2 mount
+    /// made for tests.
+    pub fn unified_at(root: &Path) -> Self {
+        Self {
+            mode: CgroupMode::Unified,
+            root: root.to_path_buf(),
+            v1: BTreeMap::new(),
+            unified: Some(root.to_path_buf()),
+        }
+    }
+
+    /// Whether the v1 controller `name` is mounted.
+    pub fn has_v1(&self, name: &str) -> bool {
+        self.v1.contains_key(name)
+    }
+
+    /// The controllers the cgroup2 hierarchy offers at its root (empty
+    /// when there is none).
+    pub fn unified_controllers(&self) -> Vec<String> {
+        let Some(u) = &self.unified else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(u.join("cgroup.controllers"))
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the cgroup2 hierarchy offers `controller`.
+    pub fn has_v2(&self, controller: &str) -> bool {
+        self.unified_controllers().iter().any(|c| c == controller)
+    }
+
+    /// Whether a file named `file` exists at the root of the hierarchy
+    /// that holds `controller` (v1 mount point, or the cgroup2 root).
+    pub fn root_has_file(&self, controller: &str, file: &str) -> bool {
+        let dir = match self.mode {
+            CgroupMode::Unified => Some(self.root.clone()),
+            _ => self.v1.get(controller).cloned(),
+        };
+        dir.is_some_and(|d| d.join(file).exists())
+    }
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &s[i + 1..i + 4];
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn hybrid_layout() {
+        let h = Host::from_mountinfo(HYBRID, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(h.mode, CgroupMode::Hybrid);
+        assert_eq!(h.v1["cpu"], Path::new("/sys/fs/cgroup/cpu"));
+        assert!(h.has_v1("blkio"));
+        assert!(!h.has_v1("pids"));
+        assert!(!h.v1.contains_key("name=systemd"));
+        assert_eq!(h.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+    }
+
+    #[test]
+    fn unified_and_comounted() {
+        let u = "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        let h = Host::from_mountinfo(u, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(h.mode, CgroupMode::Unified);
+        let l = "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+        let h = Host::from_mountinfo(l, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(h.mode, CgroupMode::Legacy);
+        assert_eq!(h.v1["cpuacct"], Path::new("/sys/fs/cgroup/cpu,cpuacct"));
+        assert!(Host::from_mountinfo("", Path::new("/sys/fs/cgroup")).is_err());
+    }
+
+    #[test]
+    fn unescapes_spaces() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}
