@@ -588,7 +588,7 @@ fn check_architectures(arches: Option<&Vec<Arch>>) -> Result<(), SeccompError> {
         } else if !KILLED_ARCHES.contains(arch) {
             return Err(SeccompError::Unsupported {
                 field: format!("linux.seccomp.architectures[{i}]"),
-                what: format!("{arch:?}"),
+                what: arch.to_string(),
                 why: format!(
                     "rules are compiled for the native architecture ({}) only",
                     std::env::consts::ARCH
@@ -972,5 +972,275 @@ impl CompiledSeccomp {
     /// The seccomp(2) flags every filter is installed with.
     pub fn flags(&self) -> u64 {
         self.flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn err(json: &str) -> String {
+        compile(&profile(json)).unwrap_err().to_string()
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn foreign_list_is_sorted_and_foreign() {
+        assert!(FOREIGN_SYSCALLS.windows(2).all(|w| w[0] < w[1]));
+        for name in FOREIGN_SYSCALLS {
+            assert!(name.parse::<syscalls::Sysno>().is_err(), "{name} is native");
+        }
+    }
+
+    #[test]
+    fn native_names_resolve() {
+        assert!(matches!(lookup("getcwd"), Lookup::Native(n) if n == libc::SYS_getcwd));
+        assert!(matches!(lookup("seccomp"), Lookup::Native(n) if n == libc::SYS_seccomp));
+        assert!(matches!(
+            lookup("socketcall"),
+            Lookup::Foreign("socketcall")
+        ));
+        assert!(matches!(lookup("fooo"), Lookup::Unknown));
+    }
+
+    #[test]
+    fn flag_bits_match_the_kernel() {
+        assert_eq!(FLAG_TSYNC, libc::SECCOMP_FILTER_FLAG_TSYNC as u64);
+        assert_eq!(FLAG_LOG, libc::SECCOMP_FILTER_FLAG_LOG as u64);
+        assert_eq!(FLAG_SPEC_ALLOW, libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u64);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_and_foreign_ones_skipped() {
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["getcwd"],"action":"SCMP_ACT_ERRNO"},
+                {"names":["mkdir"],"action":"SCMP_ACT_ERRNO"},
+                {"names":["rmdir"],"action":"SCMP_ACT_ERRNO"},
+                {"names":["getpid","fooo"],"action":"SCMP_ACT_ERRNO"}]}"#),
+            r#"linux.seccomp.syscalls[3].names[1]: unknown syscall "fooo""#
+        );
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["read","socketcall","_llseek","set_tls"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.skipped_syscalls(), ["socketcall", "_llseek", "set_tls"]);
+        assert_eq!(c.filter_count(), 1);
+    }
+
+    #[test]
+    fn refused_features_name_their_field() {
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["getcwd"],"action":"SCMP_ACT_NOTIFY"}]}"#),
+            "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported: \
+             vessel has no seccomp user-notification agent"
+        );
+        assert!(err(r#"{"defaultAction":"SCMP_ACT_TRACE"}"#)
+            .starts_with("linux.seccomp.defaultAction: SCMP_ACT_TRACE is not supported"));
+        assert!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/l.sock"}"#)
+                .starts_with("linux.seccomp.listenerPath:")
+        );
+        assert!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerMetadata":"x"}"#)
+                .starts_with("linux.seccomp.listenerMetadata:")
+        );
+        assert!(err(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG","SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}"#
+        )
+        .starts_with("linux.seccomp.flags[1]: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"));
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["read"],"action":"SCMP_ACT_ALLOW","errnoRet":1}]}"#),
+            "linux.seccomp.syscalls[0].errnoRet: errnoRet 1 is only meaningful with \
+             SCMP_ACT_ERRNO, not SCMP_ACT_ALLOW"
+        );
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":5000}"#),
+            "linux.seccomp.defaultErrnoRet: errno 5000 is above the kernel's maximum 4095"
+        );
+        assert_eq!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["read"],"action":"SCMP_ACT_ERRNO",
+                 "args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":6,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#),
+            "linux.seccomp.syscalls[0].args[1].index: argument index 6 is out of range 0..=5"
+        );
+        assert!(err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["read"],"action":"SCMP_ACT_ERRNO",
+                 "args":[{"index":0,"value":1,"valueTwo":2,"op":"SCMP_CMP_EQ"}]}]}"#)
+        .starts_with("linux.seccomp.syscalls[0].args[0].valueTwo:"));
+        assert_eq!(
+            err(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":[],"action":"SCMP_ACT_ERRNO"}]}"#
+            ),
+            "linux.seccomp.syscalls[0].names: no syscall names"
+        );
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn architectures() {
+        for ok in [
+            r#"[]"#,
+            r#"["SCMP_ARCH_X86_64"]"#,
+            r#"["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"]"#,
+            r#"["SCMP_ARCH_NATIVE"]"#,
+        ] {
+            compile(&profile(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","architectures":{ok}}}"#
+            )))
+            .unwrap();
+        }
+        assert!(err(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_AARCH64"]}"#
+        )
+        .starts_with("linux.seccomp.architectures[1]: SCMP_ARCH_AARCH64 is not supported"));
+        assert!(
+            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86"]}"#)
+                .starts_with("linux.seccomp.architectures: the native architecture (x86_64)")
+        );
+    }
+
+    #[test]
+    fn one_filter_per_verdict_plus_default() {
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[
+                {"names":["read","write"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["getcwd"],"action":"SCMP_ACT_ERRNO","errnoRet":1},
+                {"names":["mkdir"],"action":"SCMP_ACT_ERRNO"},
+                {"names":["getppid"],"action":"SCMP_ACT_LOG"},
+                {"names":["ptrace"],"action":"SCMP_ACT_KILL"}]}"#,
+        ))
+        .unwrap();
+        // KILL_THREAD, ERRNO(1), LOG and the default.
+        assert_eq!(c.filter_count(), 4, "{c:?}");
+        // An allow-everything profile still installs the architecture checks.
+        let c = compile(&profile(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#)).unwrap();
+        assert_eq!(c.filter_count(), 1);
+        assert_eq!(c.instruction_count(), 7, "{c:?}");
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn x32_guard_follows_the_arch_check() {
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getcwd"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        ))
+        .unwrap();
+        let bpf = &c.programs[0].bpf;
+        assert!(starts_with_arch_check(bpf));
+        assert_eq!((bpf[3].code, bpf[3].k), (0x20, 0));
+        assert_eq!(
+            (bpf[4].code, bpf[4].k, bpf[4].jt, bpf[4].jf),
+            (0x35, 0x4000_0000, 0, 1)
+        );
+        assert_eq!(
+            (bpf[5].code, bpf[5].k),
+            (0x06, libc::SECCOMP_RET_KILL_PROCESS)
+        );
+        // Exactly one guard per profile.
+        let guards = c
+            .programs
+            .iter()
+            .flat_map(|p| p.bpf.iter())
+            .filter(|i| i.code == 0x35 && i.k == 0x4000_0000)
+            .count();
+        assert_eq!(guards, 1);
+    }
+
+    #[test]
+    fn filter_that_may_deny_seccomp_is_installed_last() {
+        // The default filter denies seccomp(2); the ERRNO(38) filter does not.
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["write","exit_group"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            c.programs.last().unwrap().label,
+            "default SCMP_ACT_ERRNO(1)"
+        );
+        // A KILL rule on seccomp itself goes last instead.
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["seccomp"],"action":"SCMP_ACT_KILL_PROCESS"},
+                {"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_KILL_PROCESS");
+        // A rule on seccomp's third argument (a pointer) may match.
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["seccomp"],"action":"SCMP_ACT_ERRNO","args":[{"index":2,"value":0,"op":"SCMP_CMP_NE"}]},
+                {"names":["getppid"],"action":"SCMP_ACT_TRAP"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_ERRNO(1)");
+        // A condition on the operation that rules the install out does not count.
+        let c = compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["seccomp"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":0,"op":"SCMP_CMP_EQ"}]},
+                {"names":["seccomp"],"action":"SCMP_ACT_TRAP","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_TRAP");
+        // Two filters that may both deny it cannot all be installed.
+        assert!(err(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
+                {"names":["seccomp"],"action":"SCMP_ACT_ERRNO"},
+                {"names":["seccomp"],"action":"SCMP_ACT_TRAP","args":[{"index":2,"value":0,"op":"SCMP_CMP_NE"}]}]}"#
+        )
+        .contains("can deny seccomp(2) from more than one of the 2 filters"));
+    }
+
+    #[test]
+    fn repeated_argument_index_means_or() {
+        let m = rule_match(
+            0,
+            Some(&serde_json::from_str(
+                r#"[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":0,"value":2,"op":"SCMP_CMP_EQ"}]"#,
+            )
+            .unwrap()),
+        )
+        .unwrap();
+        assert!(matches!(&m, Match::AnyOf(sets) if sets.len() == 2));
+        assert_eq!(m.outcome(&[(0, 2)]), (true, true));
+        assert_eq!(m.outcome(&[(0, 3)]), (false, false));
+        let m = rule_match(
+            0,
+            Some(&serde_json::from_str(
+                r#"[{"index":0,"value":1,"op":"SCMP_CMP_EQ"},{"index":1,"value":255,"valueTwo":18,"op":"SCMP_CMP_MASKED_EQ"}]"#,
+            )
+            .unwrap()),
+        )
+        .unwrap();
+        assert!(matches!(&m, Match::AnyOf(sets) if sets.len() == 1 && sets[0].len() == 2));
+        assert_eq!(m.outcome(&[(0, 1), (1, 0x112)]), (true, true));
+        assert_eq!(m.outcome(&[(0, 1), (1, 0x13)]), (false, false));
+        assert_eq!(m.outcome(&[(0, 1)]), (true, false));
+    }
+
+    #[test]
+    fn errors_display_nothing_but_the_field_and_reason() {
+        let e = SeccompError::Install {
+            index: 2,
+            count: 3,
+            verdict: "SCMP_ACT_TRAP".into(),
+            flags: 2,
+            source: io::Error::from_raw_os_error(libc::EACCES),
+            hint: " (hint)",
+        };
+        assert_eq!(
+            e.to_string(),
+            "linux.seccomp: installing filter 2 of 3 (SCMP_ACT_TRAP) with flags 0x2: \
+             Permission denied (os error 13) (hint)"
+        );
     }
 }
