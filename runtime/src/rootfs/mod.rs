@@ -1,1 +1,160 @@
 //! Root filesystem: mounts, devices, pivot_root, masked and read-only paths.
+//!
+//! The container's init calls, in its new mount namespace:
+//! [`prepare`] (host /proc still visible), then [`pivot`], then
+//! [`finalize`]. [`validate`] runs earlier, in `create`, before anything
+//! exists. Every container path is resolved inside the rootfs (see
+//! `resolve.rs`), so a symlink in the image cannot send a mount to the host.
+
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{umask, Mode};
+use oci_spec::runtime::Spec;
+
+mod cgroup_mount;
+mod devices;
+mod error;
+mod mounts;
+mod options;
+mod paths;
+mod pivot;
+mod resolve;
+mod validate;
+
+pub use error::RootfsError;
+
+/// What [`prepare`] needs to build the container's root.
+#[derive(Debug, Clone, Copy)]
+pub struct RootfsConfig<'a> {
+    /// The spec: `mounts`, `root.readonly`, `linux.{devices,
+    /// rootfsPropagation, maskedPaths, readonlyPaths}`.
+    pub spec: &'a Spec,
+    /// Absolute, canonical host path of the rootfs.
+    pub rootfs: &'a Path,
+    /// The bundle directory; relative bind sources are relative to it.
+    pub bundle: &'a Path,
+    /// The container has a new user namespace: device nodes are bind-mounted
+    /// from the host instead of created with mknod.
+    pub user_ns: bool,
+    /// The container has a new cgroup namespace: cgroup filesystems are
+    /// mounted directly; otherwise the container's own cgroup directories
+    /// (from /proc/self/cgroup) are bind-mounted.
+    pub cgroup_ns: bool,
+}
+
+/// Static checks done before anything is created: the rootfs is a
+/// directory, mount destinations, types and options are usable, bind
+/// sources exist, device entries are sane. Errors name the field.
+pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
+    validate::validate(spec, bundle)
+}
+
+/// Build the container's root, in the init's new mount namespace, before
+/// [`pivot`]: propagation of `/`, the rootfs bound onto itself, the spec's
+/// mounts in order, default and spec devices, the /dev symlinks.
+///
+/// The process must already be in its cgroups (cgroup mounts bind the
+/// directories listed in /proc/self/cgroup).
+pub fn prepare(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
+    // Device and mount point modes are applied exactly as given.
+    let old = umask(Mode::empty());
+    let r = prepare_root(cfg);
+    umask(old);
+    r
+}
+
+fn propagation(spec: &Spec) -> Result<Option<MsFlags>, RootfsError> {
+    let Some(p) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .filter(|p| !p.is_empty())
+    else {
+        return Ok(None);
+    };
+    options::propagation_flag(p).map(Some).ok_or_else(|| {
+        RootfsError::invalid(
+            "linux.rootfsPropagation",
+            format!("unknown propagation {p:?}"),
+        )
+    })
+}
+
+fn prepare_root(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
+    let prop = propagation(cfg.spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    let none = None::<&str>;
+    mount(none, "/", none, prop, none)
+        .map_err(|e| RootfsError::sys("linux.rootfsPropagation", "set propagation of /", e))?;
+    let bind_self = || {
+        mount(
+            Some(cfg.rootfs),
+            cfg.rootfs,
+            none,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            none,
+        )
+        .map_err(|e| RootfsError::sys("root.path", "bind rootfs onto itself", e))
+    };
+    bind_self()?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        // pivot_root refuses a new root whose parent mount is shared: stack
+        // the root on a private bind of itself.
+        mount(none, cfg.rootfs, none, MsFlags::MS_PRIVATE, none)
+            .map_err(|e| RootfsError::sys("root.path", "make rootfs private", e))?;
+        bind_self()?;
+    }
+    // Opened after the self-bind so it refers to the new mount.
+    let root = resolve::RootDir::open(cfg.rootfs)
+        .map_err(|e| RootfsError::sys("root.path", "open rootfs", e))?;
+    for (i, m) in cfg.spec.mounts().iter().flatten().enumerate() {
+        mounts::mount_entry(&root, cfg, i, m)?;
+    }
+    if devices::needs_dev_setup(cfg.spec) {
+        devices::setup(&root, cfg.spec, cfg.user_ns)?;
+    }
+    Ok(())
+}
+
+/// Make `rootfs` the process's root: `pivot_root` and detach the old root,
+/// or with `no_pivot` (runc's `--no-pivot`) move the rootfs onto `/` and
+/// chroot. The working directory is `/` afterwards.
+pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
+    if no_pivot {
+        pivot::move_root(rootfs)
+    } else {
+        pivot::pivot_root_into(rootfs)
+    }
+}
+
+/// After [`pivot`]: /dev read-only if its tmpfs asked for it, read-only
+/// paths, masked paths, the read-only root, the final rootfsPropagation.
+pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if m.typ().as_deref() == Some("tmpfs")
+            && resolve::clean(m.destination()) == Path::new("dev")
+            && options::parse(m.options().as_deref().unwrap_or(&[]))
+                .flags
+                .contains(MsFlags::MS_RDONLY)
+        {
+            paths::remount_ro(&mounts::field(i, m), Path::new("/dev"))?;
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        for (i, p) in linux.readonly_paths().iter().flatten().enumerate() {
+            paths::readonly(&format!("linux.readonlyPaths[{i}] ({p})"), Path::new(p))?;
+        }
+        for (i, p) in linux.masked_paths().iter().flatten().enumerate() {
+            paths::mask(&format!("linux.maskedPaths[{i}] ({p})"), Path::new(p))?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        paths::remount_ro("root.readonly", Path::new("/"))?;
+    }
+    if let Some(p) = propagation(spec)? {
+        let none = None::<&str>;
+        mount(none, "/", none, p, none)
+            .map_err(|e| RootfsError::sys("linux.rootfsPropagation", "set propagation of /", e))?;
+    }
+    Ok(())
+}

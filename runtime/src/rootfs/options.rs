@@ -1,0 +1,205 @@
+//! Parsing of OCI mount options into mount(2) flags, propagation changes,
+//! recursive attributes (mount_setattr) and the filesystem data string.
+
+use nix::mount::MsFlags;
+
+/// MOUNT_ATTR_* bits for the recursive options (`rro`, `rnosuid`, ...).
+pub(crate) mod attr {
+    pub const RDONLY: u64 = 0x1;
+    pub const NOSUID: u64 = 0x2;
+    pub const NODEV: u64 = 0x4;
+    pub const NOEXEC: u64 = 0x8;
+    pub const RELATIME: u64 = 0x0;
+    pub const NOATIME: u64 = 0x10;
+    pub const STRICTATIME: u64 = 0x20;
+    pub const ATIME_MASK: u64 = 0x70;
+    pub const NODIRATIME: u64 = 0x80;
+}
+
+/// What a mount's `options` ask for.
+#[derive(Debug)]
+pub(crate) struct MountOptions {
+    /// Flags for the mount call (and the remount of a bind mount).
+    pub flags: MsFlags,
+    /// Flags explicitly turned off (`rw`, `suid`, `dev`, `exec`, `atime`...),
+    /// so a read-only bind remount does not re-add them from the source.
+    pub cleared: MsFlags,
+    /// Propagation changes, applied in order after the mount.
+    pub propagation: Vec<MsFlags>,
+    /// Recursive attributes to set / clear with mount_setattr(AT_RECURSIVE).
+    pub attr_set: u64,
+    /// See `attr_set`.
+    pub attr_clr: u64,
+    /// Unknown options, comma-joined: the filesystem's own data
+    /// (`mode=755`, `size=65536k`, `newinstance`...).
+    pub data: String,
+    /// `tmpcopyup`: copy the directory's content into a new tmpfs.
+    pub tmpcopyup: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
+            propagation: Vec::new(),
+            attr_set: 0,
+            attr_clr: 0,
+            data: String::new(),
+            tmpcopyup: false,
+        }
+    }
+}
+
+impl MountOptions {
+    /// True for `bind` / `rbind`.
+    pub(crate) fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+}
+
+/// Options that change a flag: (name, clear?, flag).
+const FLAGS: &[(&str, bool, MsFlags)] = &[
+    ("async", true, MsFlags::MS_SYNCHRONOUS),
+    ("atime", true, MsFlags::MS_NOATIME),
+    ("bind", false, MsFlags::MS_BIND),
+    ("defaults", false, MsFlags::empty()),
+    ("dev", true, MsFlags::MS_NODEV),
+    ("diratime", true, MsFlags::MS_NODIRATIME),
+    ("dirsync", false, MsFlags::MS_DIRSYNC),
+    ("exec", true, MsFlags::MS_NOEXEC),
+    ("iversion", false, MsFlags::MS_I_VERSION),
+    ("lazytime", false, MsFlags::MS_LAZYTIME),
+    ("loud", true, MsFlags::MS_SILENT),
+    ("mand", false, MsFlags::MS_MANDLOCK),
+    ("noatime", false, MsFlags::MS_NOATIME),
+    ("nodev", false, MsFlags::MS_NODEV),
+    ("nodiratime", false, MsFlags::MS_NODIRATIME),
+    ("noexec", false, MsFlags::MS_NOEXEC),
+    ("noiversion", true, MsFlags::MS_I_VERSION),
+    ("nolazytime", true, MsFlags::MS_LAZYTIME),
+    ("nomand", true, MsFlags::MS_MANDLOCK),
+    ("norelatime", true, MsFlags::MS_RELATIME),
+    ("nostrictatime", true, MsFlags::MS_STRICTATIME),
+    ("nosuid", false, MsFlags::MS_NOSUID),
+    ("rbind", false, MsFlags::MS_BIND.union(MsFlags::MS_REC)),
+    ("relatime", false, MsFlags::MS_RELATIME),
+    ("remount", false, MsFlags::MS_REMOUNT),
+    ("ro", false, MsFlags::MS_RDONLY),
+    ("rw", true, MsFlags::MS_RDONLY),
+    ("silent", false, MsFlags::MS_SILENT),
+    ("strictatime", false, MsFlags::MS_STRICTATIME),
+    ("suid", true, MsFlags::MS_NOSUID),
+    ("sync", false, MsFlags::MS_SYNCHRONOUS),
+];
+
+const PROPAGATION: &[(&str, MsFlags)] = &[
+    ("private", MsFlags::MS_PRIVATE),
+    ("rprivate", MsFlags::MS_PRIVATE.union(MsFlags::MS_REC)),
+    ("shared", MsFlags::MS_SHARED),
+    ("rshared", MsFlags::MS_SHARED.union(MsFlags::MS_REC)),
+    ("slave", MsFlags::MS_SLAVE),
+    ("rslave", MsFlags::MS_SLAVE.union(MsFlags::MS_REC)),
+    ("unbindable", MsFlags::MS_UNBINDABLE),
+    ("runbindable", MsFlags::MS_UNBINDABLE.union(MsFlags::MS_REC)),
+];
+
+/// Recursive attributes: (name, clear?, attribute).
+const RECURSIVE: &[(&str, bool, u64)] = &[
+    ("rro", false, attr::RDONLY),
+    ("rrw", true, attr::RDONLY),
+    ("rnosuid", false, attr::NOSUID),
+    ("rsuid", true, attr::NOSUID),
+    ("rnodev", false, attr::NODEV),
+    ("rdev", true, attr::NODEV),
+    ("rnoexec", false, attr::NOEXEC),
+    ("rexec", true, attr::NOEXEC),
+    ("rnodiratime", false, attr::NODIRATIME),
+    ("rdiratime", true, attr::NODIRATIME),
+];
+
+/// Recursive atime options replace the whole atime field.
+const RECURSIVE_ATIME: &[(&str, u64)] = &[
+    ("rrelatime", attr::RELATIME),
+    ("rnoatime", attr::NOATIME),
+    ("rstrictatime", attr::STRICTATIME),
+];
+
+/// Options vessel refuses rather than silently ignores.
+pub(crate) const UNSUPPORTED: &[&str] = &["idmap", "ridmap"];
+
+/// Propagation flags named by `rootfsPropagation` (or a mount option).
+pub(crate) fn propagation_flag(name: &str) -> Option<MsFlags> {
+    PROPAGATION
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+}
+
+/// Parse a mount's option list. Unknown options become filesystem data.
+pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
+    let mut o = MountOptions::default();
+    for opt in options {
+        let opt = opt.as_ref();
+        if let Some(&(_, clear, flag)) = FLAGS.iter().find(|(n, _, _)| *n == opt) {
+            if clear {
+                o.flags.remove(flag);
+                o.cleared.insert(flag);
+            } else {
+                o.flags.insert(flag);
+                o.cleared.remove(flag);
+            }
+        } else if let Some(flag) = propagation_flag(opt) {
+            o.propagation.push(flag);
+        } else if let Some(&(_, clear, a)) = RECURSIVE.iter().find(|(n, _, _)| *n == opt) {
+            if clear {
+                o.attr_clr |= a;
+                o.attr_set &= !a;
+            } else {
+                o.attr_set |= a;
+                o.attr_clr &= !a;
+            }
+        } else if let Some(&(_, a)) = RECURSIVE_ATIME.iter().find(|(n, _)| *n == opt) {
+            o.attr_clr |= attr::ATIME_MASK;
+            o.attr_set = (o.attr_set & !attr::ATIME_MASK) | a;
+        } else if opt == "tmpcopyup" {
+            o.tmpcopyup = true;
+        } else if opt == "notmpcopyup" {
+            o.tmpcopyup = false;
+        } else {
+            if !o.data.is_empty() {
+                o.data.push(',');
+            }
+            o.data.push_str(opt);
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flags_propagation_and_data() {
+        let o = parse(&[
+            "nosuid",
+            "rbind",
+            "ro",
+            "rprivate",
+            "mode=755",
+            "size=65536k",
+            "rw",
+        ]);
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID));
+        assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+        assert!(o.cleared.contains(MsFlags::MS_RDONLY));
+        assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+        assert_eq!(o.data, "mode=755,size=65536k");
+        let r = parse(&["rro", "rnoatime"]);
+        assert_eq!(r.attr_set, attr::RDONLY | attr::NOATIME);
+        assert_eq!(r.attr_clr, attr::ATIME_MASK);
+    }
+}
