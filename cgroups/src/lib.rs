@@ -381,7 +381,7 @@ impl Cgroup {
             let mut cur = root;
             let comps: Vec<_> = self.rel.components().collect();
             let available = fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
-            for (i, comp) in comps.iter().enumerate() {
+            for comp in &comps {
                 if self.host.mode == CgroupMode::Unified {
                     // Best effort, as libcgroups does: enable what the parent offers.
                     for c in available.split_whitespace() {
@@ -396,7 +396,6 @@ impl Cgroup {
                         Err(e) => return Err(annotate(e, &cur)),
                     }
                 }
-                let _ = i;
             }
         }
         Ok(created)

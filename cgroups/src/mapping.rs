@@ -46,9 +46,12 @@ pub fn v2_io_weight(weight: u16) -> u32 {
     1 + (w - 10) * 9999 / 990
 }
 
+/// One throttle list: OCI name, v1 file, v2 `io.max` key, (major, minor, rate).
+type Throttle = (&'static str, &'static str, &'static str, Vec<(i64, i64, u64)>);
+
 /// The throttle lists of `bio` with their OCI names and their v1 file and
 /// v2 `io.max` key.
-fn throttles(bio: &LinuxBlockIo) -> [(&'static str, &'static str, &'static str, Vec<(i64, i64, u64)>); 4] {
+fn throttles(bio: &LinuxBlockIo) -> [Throttle; 4] {
     let list = |v: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| {
         v.iter()
             .flatten()
