@@ -1,1 +1,120 @@
-//! logging
+//! Logging as runc does it: `--log <file>` (stderr otherwise) and
+//! `--log-format text|json`. The JSON lines carry `level`, `msg` and `time`,
+//! the shape containerd's runc client parses to report a runtime's error.
+
+use std::fmt::Write as _;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `time="..." level=info msg="..."`
+    Text,
+    /// `{"level":"info","msg":"...","time":"..."}`
+    Json,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Format::Text),
+            "json" => Ok(Format::Json),
+            _ => Err(format!("--log-format: unknown format {s:?} (use text or json)")),
+        }
+    }
+}
+
+struct RuncLayer {
+    out: Mutex<Box<dyn Write + Send>>,
+    format: Format,
+    max: Level,
+}
+
+#[derive(Default)]
+struct Message {
+    msg: String,
+    fields: String,
+}
+
+impl Visit for Message {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.msg, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.msg.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+}
+
+fn level_name(l: &Level) -> &'static str {
+    match *l {
+        Level::ERROR => "error",
+        Level::WARN => "warning",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+impl<S: Subscriber> Layer<S> for RuncLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = event.metadata().level();
+        if *level > self.max {
+            return;
+        }
+        let mut m = Message::default();
+        event.record(&mut m);
+        let msg = format!("{}{}", m.msg, m.fields);
+        let time = crate::utils::now_rfc3339();
+        let line = match self.format {
+            Format::Json => serde_json::json!({
+                "level": level_name(level), "msg": msg, "time": time
+            })
+            .to_string(),
+            Format::Text => format!("time={time:?} level={} msg={msg:?}", level_name(level)),
+        };
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+/// Installs the global logger. Without `--log`, only warnings and errors go
+/// to stderr (the CLI prints the final error itself).
+pub fn init(log: Option<&Path>, format: Format, debug: bool) -> io::Result<()> {
+    let (out, max): (Box<dyn Write + Send>, Level) = match log {
+        Some(path) => {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("--log {}: {e}", path.display())))?;
+            (Box::new(f), if debug { Level::DEBUG } else { Level::INFO })
+        }
+        None if debug => (Box::new(io::stderr()), Level::DEBUG),
+        None => return Ok(()),
+    };
+    let layer = RuncLayer {
+        out: Mutex::new(out),
+        format,
+        max,
+    };
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+    Ok(())
+}

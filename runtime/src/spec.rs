@@ -1,1 +1,280 @@
-//! spec
+//! Loading and validating a bundle's config.json. Every error names the
+//! bundle file and the field, so an engine's user sees what to fix.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// A problem with the bundle's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// config.json could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// config.json is not a valid OCI configuration.
+    #[error("{path}: field {field}: {msg}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// JSON path of the offending field.
+        field: String,
+        /// The parser's message.
+        msg: String,
+    },
+    /// A field holds a value vessel cannot run.
+    #[error("config.json: {field}: {msg}")]
+    Invalid {
+        /// The field (`process.cwd`, `linux.namespaces[2]`, ...).
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// Shorthand for an [`SpecError::Invalid`].
+pub fn invalid(field: impl Into<String>, msg: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads `<bundle>/config.json`.
+pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&path, &data)
+}
+
+/// Parses a configuration, reporting the JSON path of a bad field.
+pub fn parse(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
+        path: path.to_path_buf(),
+        field: e.path().to_string(),
+        msg: e.into_inner().to_string(),
+    })
+}
+
+/// The absolute rootfs path (`root.path` is relative to the bundle).
+pub fn rootfs_path(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing: the bundle names no root filesystem"))?;
+    let p = bundle.join(root.path());
+    let canon = p
+        .canonicalize()
+        .map_err(|e| invalid("root.path", format!("{}: {e}", p.display())))?;
+    if !canon.is_dir() {
+        return Err(invalid(
+            "root.path",
+            format!("{} is not a directory", canon.display()),
+        ));
+    }
+    Ok(canon)
+}
+
+/// Checks the parts of the spec that belong to no other module: version,
+/// process, namespaces, hostname, and fields vessel does not support.
+pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
+    if !spec.version().starts_with("1.") {
+        return Err(invalid(
+            "ociVersion",
+            format!("{:?} is not a supported OCI version (1.x)", spec.version()),
+        ));
+    }
+    match spec.process() {
+        Some(p) => validate_process(p)?,
+        None if need_process => return Err(invalid("process", "missing")),
+        None => {}
+    }
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| invalid("linux", "missing: vessel runs Linux containers"))?;
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut seen = HashSet::new();
+    for (i, ns) in namespaces.iter().enumerate() {
+        if !seen.insert(ns.typ()) {
+            return Err(invalid(
+                format!("linux.namespaces[{i}]"),
+                format!("namespace {} listed twice", ns.typ()),
+            ));
+        }
+        if let Some(p) = ns.path() {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    format!("linux.namespaces[{i}].path"),
+                    format!("{} is not absolute", p.display()),
+                ));
+            }
+            if !p.exists() {
+                return Err(invalid(
+                    format!("linux.namespaces[{i}].path"),
+                    format!("{} does not exist", p.display()),
+                ));
+            }
+        }
+    }
+    let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
+    if !has(LinuxNamespaceType::Mount) {
+        return Err(invalid(
+            "linux.namespaces",
+            "a mount namespace is required",
+        ));
+    }
+    let new_user = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+    if new_user
+        && (linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty())
+            || linux.gid_mappings().as_ref().is_none_or(|m| m.is_empty()))
+    {
+        return Err(invalid(
+            "linux.uidMappings",
+            "a new user namespace needs uidMappings and gidMappings",
+        ));
+    }
+    if !has(LinuxNamespaceType::User)
+        && (linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()))
+    {
+        return Err(invalid(
+            "linux.uidMappings",
+            "mappings given without a user namespace",
+        ));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return Err(invalid("hostname", "setting a hostname needs a uts namespace"));
+    }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts)
+    {
+        return Err(invalid("domainname", "setting a domainname needs a uts namespace"));
+    }
+    if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
+        && !namespaces
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none())
+    {
+        return Err(invalid("linux.timeOffsets", "time offsets need a new time namespace"));
+    }
+    if let Some(offsets) = linux.time_offsets() {
+        for k in offsets.keys() {
+            if k != "monotonic" && k != "boottime" {
+                return Err(invalid(
+                    format!("linux.timeOffsets.{k}"),
+                    "only monotonic and boottime clocks can be offset",
+                ));
+            }
+        }
+    }
+    // Fields vessel does not implement are refused, never ignored.
+    if linux.intel_rdt().is_some() {
+        return Err(invalid("linux.intelRdt", "Intel RDT is not supported by vessel"));
+    }
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(invalid("linux.netDevices", "moving net devices is not supported by vessel"));
+    }
+    if linux.memory_policy().is_some() {
+        return Err(invalid("linux.memoryPolicy", "memory policies are not supported by vessel"));
+    }
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(invalid("linux.mountLabel", "SELinux labels are not supported by vessel"));
+    }
+    if let Some(sysctl) = linux.sysctl() {
+        for k in sysctl.keys() {
+            if k.is_empty() || k.contains("..") || k.starts_with('/') || k.starts_with('.') {
+                return Err(invalid(format!("linux.sysctl.{k}"), "invalid sysctl name"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a process (the container's or one given to `exec`).
+pub fn validate_process(p: &oci_spec::runtime::Process) -> Result<(), SpecError> {
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(invalid("process.args", "must name a program to run"));
+    }
+    if !p.cwd().is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            format!("{} is not an absolute path", p.cwd().display()),
+        ));
+    }
+    if let Some(env) = p.env() {
+        for (i, e) in env.iter().enumerate() {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(invalid(format!("process.env[{i}]"), format!("{e:?} is not KEY=VALUE")));
+            }
+        }
+    }
+    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(invalid("process.selinuxLabel", "SELinux labels are not supported by vessel"));
+    }
+    if let Some(score) = p.oom_score_adj() {
+        if !(-1000..=1000).contains(&score) {
+            return Err(invalid("process.oomScoreAdj", format!("{score} is outside -1000..1000")));
+        }
+    }
+    if p.scheduler().is_some() {
+        return Err(invalid("process.scheduler", "scheduler settings are not supported by vessel"));
+    }
+    if p.exec_cpu_affinity().is_some() {
+        return Err(invalid("process.execCPUAffinity", "not supported by vessel"));
+    }
+    if let Some(io) = p.io_priority() {
+        if !(0..=7).contains(&io.priority()) {
+            return Err(invalid(
+                "process.ioPriority.priority",
+                format!("{} is outside 0..7", io.priority()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_error_names_field() {
+        let e = parse(
+            Path::new("config.json"),
+            br#"{"ociVersion":"1.0.2","linux":{"namespaces":[{"type":"pid"},{"type":"bogus"}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("linux.namespaces[1]"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_namespace_and_relative_cwd() {
+        let spec = parse(
+            Path::new("c"),
+            br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+                 "linux":{"namespaces":[{"type":"mount"},{"type":"pid"},{"type":"pid"}]}}"#,
+        )
+        .unwrap();
+        let e = validate(&spec, true).unwrap_err().to_string();
+        assert!(e.contains("linux.namespaces[2]"), "{e}");
+        let spec = parse(
+            Path::new("c"),
+            br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"tmp","user":{"uid":0,"gid":0}},
+                 "linux":{"namespaces":[{"type":"mount"}]}}"#,
+        )
+        .unwrap();
+        let e = validate(&spec, true).unwrap_err().to_string();
+        assert!(e.contains("process.cwd"), "{e}");
+    }
+}

@@ -1,1 +1,81 @@
-//! terminal
+//! Terminals: a pty opened inside the container, its master sent to the
+//! engine over `--console-socket` (SCM_RIGHTS), its slave made the process's
+//! controlling terminal and stdio.
+
+use std::io;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{open, OFlag};
+use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::stat::Mode;
+
+mod ioctl {
+    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, nix::pty::Winsize);
+}
+use ioctl::set_winsize;
+
+/// Opens a new pty in the current mount namespace (the container's devpts)
+/// and returns (master, slave, slave path).
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, String)> {
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname_r(&master)?;
+    let slave = open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    // SAFETY: into_raw_fd hands over ownership of the master's descriptor.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok((master, slave, name))
+}
+
+/// Sets the window size of a terminal.
+pub fn resize(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one Winsize from the pointer, which is valid.
+    unsafe { set_winsize(fd.as_raw_fd(), &ws) }?;
+    Ok(())
+}
+
+/// Sends `fd` over the unix socket `sock`, with `name` as the payload, the
+/// way runc hands a pty master to its caller.
+pub fn send_fd(sock: BorrowedFd<'_>, name: &str, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(name.as_bytes())];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Makes `slave` the controlling terminal of a new session and the stdio
+/// of the current process.
+pub fn make_controlling(slave: &OwnedFd) -> io::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: TIOCSCTTY takes an integer argument; the descriptor is valid.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for target in 0..3 {
+        dup2(slave.as_raw_fd(), target)?;
+    }
+    Ok(())
+}
+
+fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on descriptors we own; the target is replaced atomically.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

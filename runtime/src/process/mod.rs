@@ -1,1 +1,7 @@
-//! process
+//! Processes: the sync channel between vessel and the processes it forks,
+//! the preparation every container process goes through before `execve`,
+//! and waiting with signal forwarding.
+
+pub mod channel;
+pub mod exec;
+pub mod wait;

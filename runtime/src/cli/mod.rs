@@ -1,0 +1,139 @@
+//! Argument parsing and dispatch.
+
+mod create;
+mod delete;
+mod events;
+mod exec;
+mod features;
+mod kill;
+mod list;
+mod pause;
+mod ps;
+mod run;
+mod spec;
+mod start;
+mod state;
+mod update;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vessel::logging;
+
+/// vessel: an OCI runtime with container and microVM isolation.
+#[derive(Parser, Debug)]
+#[command(name = "vessel", version, about, long_about = None)]
+pub struct Cli {
+    /// Directory holding container state.
+    #[arg(long, global = true, default_value = "/run/vessel")]
+    pub root: PathBuf,
+    /// Log file (default: stderr for debug output only).
+    #[arg(long, global = true)]
+    pub log: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    pub log_format: String,
+    /// Debug logging.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Manage cgroups through systemd.
+    #[arg(long = "systemd-cgroup", global = true)]
+    pub systemd_cgroup: bool,
+    /// Accepted for runc compatibility: rootless mode is decided from the spec.
+    #[arg(long, global = true, hide = true)]
+    pub rootless: Option<String>,
+    /// Accepted for runc compatibility (checkpointing is not supported).
+    #[arg(long, global = true, hide = true)]
+    pub criu: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container from a bundle; its process waits for `start`.
+    Create(create::Args),
+    /// Start a created container.
+    Start(start::Args),
+    /// Print a container's OCI state as JSON.
+    State(state::Args),
+    /// Send a signal to a container's init (or all its processes).
+    Kill(kill::Args),
+    /// Delete a container and its resources.
+    Delete(delete::Args),
+    /// Create, start and wait for a container.
+    Run(run::Args),
+    /// List containers.
+    #[command(alias = "ls")]
+    List(list::Args),
+    /// List a container's processes.
+    Ps(ps::Args),
+    /// Run a new process in a container.
+    Exec(exec::Args),
+    /// Freeze a container's processes.
+    Pause(pause::Args),
+    /// Thaw a paused container.
+    Resume(pause::Args),
+    /// Show a container's resource statistics.
+    Events(events::Args),
+    /// Change a running container's resources.
+    Update(update::Args),
+    /// Print what this runtime supports, as JSON.
+    Features,
+    /// Write a default config.json into a bundle.
+    Spec(spec::Args),
+}
+
+/// Parses, runs, and turns an error into runc's exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_)
+    ) {
+        // Commands that put a vessel process inside a container run from a
+        // sealed memfd copy, so the container cannot reach the host binary
+        // through /proc/<pid>/exe (CVE-2019-5736).
+        if let Err(e) = pentacle::ensure_sealed() {
+            eprintln!("vessel: cannot re-execute from a sealed copy: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let format = match cli.log_format.parse::<logging::Format>() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vessel: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("vessel: {e}");
+        return ExitCode::from(1);
+    }
+    let result = match &cli.command {
+        Command::Create(a) => create::run(&cli, a),
+        Command::Start(a) => start::run(&cli, a),
+        Command::State(a) => state::run(&cli, a),
+        Command::Kill(a) => kill::run(&cli, a),
+        Command::Delete(a) => delete::run(&cli, a),
+        Command::Run(a) => run::run(&cli, a),
+        Command::List(a) => list::run(&cli, a),
+        Command::Ps(a) => ps::run(&cli, a),
+        Command::Exec(a) => exec::run(&cli, a),
+        Command::Pause(a) => pause::pause(&cli, a),
+        Command::Resume(a) => pause::resume(&cli, a),
+        Command::Events(a) => events::run(&cli, a),
+        Command::Update(a) => update::run(&cli, a),
+        Command::Features => features::run(),
+        Command::Spec(a) => spec::run(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("vessel: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The parent side of `create`: validate everything, make the state
+//! directory and cgroup, fork the setup stage, drive it through the sync
+//! protocol, run the runtime-namespace hooks, and record the state. Any
+//! failure undoes all of it: no directory, cgroup or process is left.
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::Spec;
+use vessel_cgroups::{Cgroup, CgroupOptions};
+
+use super::init::{self, InitCtx};
+use super::{err, Error};
+use crate::hooks::{self, Phase};
+use crate::namespaces::Plan;
+use crate::process::channel::{Channel, Msg};
+use crate::process::wait::become_subreaper;
+use crate::security::{rlimits, seccomp};
+use crate::state::{Lock, State, Status, EXEC_FIFO};
+use crate::{rootfs, spec, utils};
+
+/// Options of `vessel create` (and `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// State root (`--root`).
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Where to send the pty master.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the init pid.
+    pub pid_file: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Keep the caller's session keyring.
+    pub no_new_keyring: bool,
+    /// Extra descriptors (3..3+n) passed to the process.
+    pub preserve_fds: u32,
+    /// Manage the cgroup through systemd.
+    pub systemd_cgroup: bool,
+    /// `run` in the foreground: start over the sync channel, no exec fifo.
+    pub foreground: bool,
+}
+
+/// A created container, as `run` keeps it to start and wait.
+#[derive(Debug)]
+pub struct Created {
+    /// Host pid of init.
+    pub pid: i32,
+    /// The state directory.
+    pub dir: PathBuf,
+    /// The sync channel (foreground only) to send `Start` on.
+    pub channel: Option<Channel>,
+    /// The lock, held until the caller is done.
+    pub lock: Lock,
+}
+
+/// Undoes a half-made container when dropped unless disarmed.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    cgroup: Option<&'a Cgroup>,
+    pids: Vec<i32>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for &pid in self.pids.iter().rev() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = self.cgroup {
+            let _ = cg.destroy();
+        }
+        let _ = fs::remove_dir_all(self.dir);
+    }
+}
+
+/// Checks the whole bundle before anything is created.
+struct Checked {
+    spec: Spec,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+    plan: Plan,
+    seccomp: Option<seccomp::CompiledSeccomp>,
+}
+
+fn check(opts: &CreateOptions) -> Result<Checked, Error> {
+    let id = opts.id.as_str();
+    let e = |m: String| err(id, m);
+    let bundle = opts
+        .bundle
+        .canonicalize()
+        .map_err(|x| e(format!("bundle {}: {x}", opts.bundle.display())))?;
+    let spec = spec::load(&bundle).map_err(|x| e(x.to_string()))?;
+    spec::validate(&spec, true).map_err(|x| e(x.to_string()))?;
+    let rootfs = spec::rootfs_path(&spec, &bundle).map_err(|x| e(x.to_string()))?;
+    rootfs::validate(&spec, &bundle).map_err(|x| e(x.to_string()))?;
+    let process = spec.process().as_ref().expect("validated");
+    if let Some(r) = process.rlimits() {
+        rlimits::validate(r).map_err(|x| e(x.to_string()))?;
+    }
+    let linux = spec.linux().as_ref().expect("validated");
+    if let Some(res) = linux.resources() {
+        vessel_cgroups::validate(res).map_err(|x| e(x.to_string()))?;
+    }
+    let seccomp = match linux.seccomp() {
+        Some(s) => Some(seccomp::compile(s).map_err(|x| e(x.to_string()))?),
+        None => None,
+    };
+    let plan = Plan::from_spec(&spec).map_err(|x| e(x.to_string()))?;
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() {
+        return Err(e(
+            "process.terminal is true but no --console-socket was given".into(),
+        ));
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(e(
+            "--console-socket was given but process.terminal is false".into(),
+        ));
+    }
+    Ok(Checked {
+        spec,
+        bundle,
+        rootfs,
+        plan,
+        seccomp,
+    })
+}
+
+/// Creates container `opts.id`: on success its init waits for `start`.
+pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
+    let id = opts.id.as_str();
+    utils::validate_id(id).map_err(|m| err(id, m))?;
+    let c = check(opts)?;
+    let console: Option<OwnedFd> = match &opts.console_socket {
+        Some(p) => Some(
+            UnixStream::connect(p)
+                .map_err(|x| err(id, format!("--console-socket {}: {x}", p.display())))?
+                .into(),
+        ),
+        None => None,
+    };
+
+    // Opening the cgroup creates nothing yet; it must outlive `cleanup`.
+    let linux = c.spec.linux().as_ref().expect("validated");
+    let cg_opts = CgroupOptions {
+        cgroups_path: linux.cgroups_path().clone(),
+        systemd: opts.systemd_cgroup,
+        container_id: id.into(),
+    };
+    let cgroup = Cgroup::open(&cg_opts).map_err(|x| err(id, x))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.root)
+        .map_err(|x| err(id, format!("--root {}: {x}", opts.root.display())))?;
+    let dir = opts.root.join(id);
+    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(x) if x.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(id.into()))
+        }
+        Err(x) => return Err(err(id, format!("{}: {x}", dir.display()))),
+    }
+    let mut cleanup = Cleanup {
+        dir: &dir,
+        cgroup: None,
+        pids: Vec::new(),
+        armed: true,
+    };
+    let lock = Lock::acquire(&dir).map_err(|x| err(id, format!("lock: {x}")))?;
+    cleanup.cgroup = Some(&cgroup);
+
+    let fifo = if opts.foreground {
+        None
+    } else {
+        let path = dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+            .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+        // Read-write, so init's blocking read waits for a writer's byte
+        // instead of seeing end-of-file.
+        let fd = nix::fcntl::open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+        // SAFETY: `open` returned a fresh descriptor that we now own.
+        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    };
+
+    let hooks = c.spec.hooks().as_ref();
+    let has = |p: Phase| hooks.is_some_and(|h| !p.of(h).is_empty());
+    let runtime_hooks = has(Phase::Prestart) || has(Phase::CreateRuntime);
+    let hooks_round_trip =
+        runtime_hooks || has(Phase::CreateContainer) || has(Phase::StartContainer);
+
+    let mut state = State {
+        oci_version: c.spec.version().clone(),
+        id: id.into(),
+        pid: 0,
+        status: Status::Creating,
+        bundle: c.bundle.clone(),
+        rootfs: c.rootfs.clone(),
+        created: utils::now_rfc3339(),
+        owner: owner_name(),
+        annotations: c.spec.annotations().clone().unwrap_or_default(),
+        pid_start_time: 0,
+        cgroup_path: cgroup.path().to_path_buf(),
+        systemd_cgroup: opts.systemd_cgroup,
+        isolation: "container".into(),
+        own_pid_ns: c.plan.has(CloneFlags::CLONE_NEWPID),
+    };
+
+    let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
+    become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
+    // SAFETY: vessel is single-threaded (no runtime threads are started
+    // before create), so the forked child may run arbitrary code.
+    let stage_pid = match unsafe { nix::unistd::fork() }.map_err(|x| err(id, format!("fork: {x}")))? {
+        ForkResult::Child => {
+            drop(parent);
+            init::stage(InitCtx {
+                id,
+                spec: &c.spec,
+                rootfs: &c.rootfs,
+                bundle: &c.bundle,
+                plan: &c.plan,
+                seccomp: c.seccomp.as_ref(),
+                chan: child,
+                fifo,
+                console,
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds,
+                hooks_round_trip,
+            })
+        }
+        ForkResult::Parent { child: pid } => pid.as_raw(),
+    };
+    drop(child);
+    drop(fifo);
+    drop(console);
+    cleanup.pids.push(stage_pid);
+
+    let fail = |m: String| err(id, m);
+    if c.plan.new.contains(CloneFlags::CLONE_NEWUSER) {
+        parent.expect(Msg::UserNs).map_err(fail)?;
+        write_id_maps(stage_pid, linux).map_err(fail)?;
+    }
+    cgroup.add_task(stage_pid).map_err(|x| err(id, x))?;
+    if let Some(res) = linux.resources() {
+        let oom = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.disable_oom_killer())
+            .unwrap_or(false);
+        cgroup.apply(res, oom).map_err(|x| err(id, x))?;
+    }
+    parent.send(&Msg::Go).map_err(|x| err(id, x))?;
+    let pid = parent.expect_pid().map_err(fail)?;
+    if pid != stage_pid {
+        cleanup.pids.push(pid);
+        let _ = waitpid(Pid::from_raw(stage_pid), None);
+    }
+    state.pid = pid;
+    state.pid_start_time = utils::proc_start_time(pid)
+        .map(|(t, _)| t)
+        .ok_or_else(|| err(id, "init exited during setup"))?;
+
+    if hooks_round_trip {
+        parent.expect(Msg::Hooks).map_err(fail)?;
+        let json = serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| err(id, x))?;
+        hooks::run(hooks, Phase::Prestart, json.as_bytes()).map_err(|x| err(id, x))?;
+        hooks::run(hooks, Phase::CreateRuntime, json.as_bytes()).map_err(|x| err(id, x))?;
+        parent.send(&Msg::HooksDone(json)).map_err(|x| err(id, x))?;
+    }
+    parent.expect(Msg::Ready).map_err(fail)?;
+
+    state.status = Status::Created;
+    state
+        .save(&dir)
+        .map_err(|x| err(id, format!("write state: {x}")))?;
+    if let Some(p) = &opts.pid_file {
+        utils::write_atomic(p, pid.to_string().as_bytes())
+            .map_err(|x| err(id, format!("--pid-file {}: {x}", p.display())))?;
+    }
+    cleanup.armed = false;
+    drop(cleanup);
+    Ok(Created {
+        pid,
+        dir: dir.clone(),
+        channel: opts.foreground.then_some(parent),
+        lock,
+    })
+}
+
+fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
+    let fmt = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+            .collect::<String>()
+    };
+    fs::write(format!("/proc/{pid}/uid_map"), fmt(linux.uid_mappings()))
+        .map_err(|e| format!("linux.uidMappings: write uid_map: {e}"))?;
+    fs::write(format!("/proc/{pid}/gid_map"), fmt(linux.gid_mappings()))
+        .map_err(|e| format!("linux.gidMappings: write gid_map: {e}"))?;
+    Ok(())
+}
+
+/// The user name of the caller, as runc's `list` shows it.
+fn owner_name() -> String {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return "root".into();
+    }
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}

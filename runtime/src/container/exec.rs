@@ -1,0 +1,227 @@
+//! `vessel exec`: a new process inside a running container. A setup stage
+//! joins the container's cgroup and all its namespaces at once through a
+//! pidfd, then forks the process, which goes through the same preparation
+//! as the container's init.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::Process;
+
+use super::{err, Container, Error};
+use crate::namespaces::PROC_NS;
+use crate::process::channel::{Channel, Msg};
+use crate::process::exec as pexec;
+use crate::process::wait::{become_subreaper, forward_and_wait};
+use crate::security::seccomp::{self, CompiledSeccomp};
+use crate::state::Status;
+use crate::{spec, terminal, utils};
+
+/// Options of `vessel exec`.
+#[derive(Debug)]
+pub struct ExecOptions {
+    /// State root.
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// The process to run.
+    pub process: Process,
+    /// Where to send the pty master when `process.terminal`.
+    pub console_socket: Option<PathBuf>,
+    /// Where to write the new process's pid.
+    pub pid_file: Option<PathBuf>,
+    /// Return once the process runs instead of waiting for it.
+    pub detach: bool,
+    /// Extra descriptors passed on.
+    pub preserve_fds: u32,
+}
+
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; we are its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Which of the container's namespaces differ from ours (those to join).
+fn namespaces_of(pid: i32) -> CloneFlags {
+    let mut flags = CloneFlags::empty();
+    for (name, f) in PROC_NS {
+        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{name}"));
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}"));
+        if let (Ok(t), Ok(o)) = (theirs, ours) {
+            if t.ino() != o.ino() || t.dev() != o.dev() {
+                flags |= CloneFlags::from_bits_retain(f);
+            }
+        }
+    }
+    flags
+}
+
+/// Runs `opts.process` in the container; returns its exit code, or 0 when
+/// detached.
+pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
+    let id = opts.id.as_str();
+    spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
+    let c = Container::load(&opts.root, id)?;
+    let status = c.status();
+    if !matches!(status, Status::Created | Status::Running) {
+        return Err(Error::WrongState {
+            id: id.into(),
+            status,
+            msg: "cannot exec in a container that is not running".into(),
+        });
+    }
+    let container_spec = spec::load(&c.state.bundle).map_err(|e| err(id, e))?;
+    let seccomp: Option<CompiledSeccomp> = match container_spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+    {
+        Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
+        None => None,
+    };
+    let init_pid = c.state.pid;
+    let pidfd = pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
+    let join = namespaces_of(init_pid);
+    let cgroup = c.cgroup()?;
+    // Do not hold the container's lock while the process runs.
+    drop(c);
+
+    let terminal = opts.process.terminal().unwrap_or(false);
+    let console: Option<OwnedFd> = match (&opts.console_socket, terminal) {
+        (Some(p), true) => Some(
+            UnixStream::connect(p)
+                .map_err(|e| err(id, format!("--console-socket {}: {e}", p.display())))?
+                .into(),
+        ),
+        (None, true) => {
+            return Err(err(id, "process.terminal is true but no --console-socket was given"))
+        }
+        (Some(_), false) => {
+            return Err(err(id, "--console-socket was given but the process has no terminal"))
+        }
+        (None, false) => None,
+    };
+
+    let (parent, child) = Channel::pair().map_err(|e| err(id, format!("socketpair: {e}")))?;
+    become_subreaper().map_err(|e| err(id, format!("subreaper: {e}")))?;
+    // SAFETY: vessel is single-threaded here, so the child may run Rust code.
+    let stage = match unsafe { nix::unistd::fork() }.map_err(|e| err(id, format!("fork: {e}")))? {
+        ForkResult::Child => {
+            drop(parent);
+            exec_stage(&child, &pidfd, join, &opts, console, seccomp.as_ref())
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child);
+    drop(console);
+    let fail = |m: String| {
+        let _ = nix::sys::signal::kill(stage, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(stage, None);
+        err(id, m)
+    };
+    if let Err(e) = cgroup.add_task(stage.as_raw()) {
+        return Err(fail(e.to_string()));
+    }
+    parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
+    let pid = parent.expect_pid().map_err(fail)?;
+    let _ = waitpid(stage, None);
+    // The process's end of the channel closes on a successful execve.
+    match parent.recv() {
+        Ok(None) => {}
+        Ok(Some(Msg::Error(e))) => {
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(err(id, e));
+        }
+        Ok(Some(m)) => return Err(err(id, format!("protocol error: {m:?}"))),
+        Err(e) => return Err(err(id, e)),
+    }
+    if let Some(p) = &opts.pid_file {
+        utils::write_atomic(p, pid.to_string().as_bytes())
+            .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}")))
+}
+
+fn exec_stage(
+    chan: &Channel,
+    pidfd: &OwnedFd,
+    join: CloneFlags,
+    opts: &ExecOptions,
+    console: Option<OwnedFd>,
+    seccomp: Option<&CompiledSeccomp>,
+) -> ! {
+    let r = (|| -> Result<bool, String> {
+        chan.expect(Msg::Go)?;
+        nix::sched::setns(pidfd.as_fd(), join)
+            .map_err(|e| format!("join the container's namespaces: {e}"))?;
+        // SAFETY: single-threaded; the child goes on running Rust code.
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+            ForkResult::Child => Ok(true),
+            ForkResult::Parent { child } => {
+                chan.send(&Msg::Pid(child.as_raw())).map_err(|e| e.to_string())?;
+                Ok(false)
+            }
+        }
+    })();
+    match r {
+        Ok(false) => {
+            // SAFETY: the stage is done; leave without the parent's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(true) => {
+            let e = run_process(opts, join, console, seccomp).unwrap_err();
+            let _ = chan.send(&Msg::Error(e));
+        }
+        Err(e) => {
+            let _ = chan.send(&Msg::Error(e));
+        }
+    }
+    // SAFETY: as above: a forked helper exits without running atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+fn run_process(
+    opts: &ExecOptions,
+    join: CloneFlags,
+    console: Option<OwnedFd>,
+    seccomp: Option<&CompiledSeccomp>,
+) -> Result<(), String> {
+    let p = &opts.process;
+    if let Some(console) = console {
+        let (master, slave, name) =
+            terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
+        if let Some(size) = p.console_size() {
+            terminal::resize(slave.as_fd(), size.height() as u16, size.width() as u16)
+                .map_err(|e| format!("process.consoleSize: {e}"))?;
+        }
+        terminal::send_fd(console.as_fd(), &name, master.as_fd())
+            .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+        terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
+    }
+    pexec::apply_privileged(p)?;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    if !nnp {
+        if let Some(s) = seccomp {
+            s.apply().map_err(|e| format!("linux.seccomp: {e}"))?;
+        }
+    }
+    let prepared = pexec::drop_privileges(p, join.contains(CloneFlags::CLONE_NEWUSER))?;
+    Err(pexec::exec(
+        &prepared,
+        opts.preserve_fds,
+        if nnp { seccomp } else { None },
+    ))
+}

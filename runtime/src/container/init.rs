@@ -1,0 +1,236 @@
+//! The container side of `create`: the setup stage that enters and creates
+//! namespaces, and the init that builds the container and finally execs the
+//! user's process. Both run in forked copies of vessel and report to the
+//! parent over the sync channel; they never return.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Gid, Uid};
+use oci_spec::runtime::Spec;
+
+use crate::hooks::{self, Phase};
+use crate::namespaces::Plan;
+use crate::process::channel::{Channel, Msg};
+use crate::process::exec as pexec;
+use crate::rootfs::{self, RootfsConfig};
+use crate::security::seccomp::CompiledSeccomp;
+use crate::terminal;
+
+/// Everything the forked stages need, prepared by the parent.
+pub(super) struct InitCtx<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub plan: &'a Plan,
+    pub seccomp: Option<&'a CompiledSeccomp>,
+    pub chan: Channel,
+    /// The exec fifo (detached create) or `None` (foreground run: `Start`
+    /// arrives on the channel).
+    pub fifo: Option<OwnedFd>,
+    pub console: Option<OwnedFd>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// Whether init must stop for the parent's prestart/createRuntime hooks
+    /// or needs the state for its own hooks.
+    pub hooks_round_trip: bool,
+}
+
+fn exit_with(chan: &Channel, r: Result<(), String>) -> ! {
+    if let Err(msg) = r {
+        let _ = chan.send(&Msg::Error(msg));
+    }
+    // SAFETY: _exit ends this forked process without running the parent's
+    // atexit handlers or flushing stdio buffers it inherited.
+    unsafe { libc::_exit(1) }
+}
+
+/// The setup stage: joins and creates namespaces, then forks init where a
+/// pid or time namespace requires it.
+pub(super) fn stage(ctx: InitCtx<'_>) -> ! {
+    let r = stage_inner(&ctx);
+    match r {
+        Ok(true) => init(ctx),
+        Ok(false) => {
+            // SAFETY: the setup stage is done; leave without atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => exit_with(&ctx.chan, Err(e)),
+    }
+}
+
+/// Returns Ok(true) in the process that goes on as init.
+fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
+    let plan = ctx.plan;
+    plan.join_all()
+        .map_err(|e| format!("linux.namespaces: setns: {e}"))?;
+    if plan.new.contains(CloneFlags::CLONE_NEWUSER) {
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("linux.namespaces: unshare user: {e}"))?;
+        ctx.chan.send(&Msg::UserNs).map_err(|e| e.to_string())?;
+    }
+    ctx.chan.expect(Msg::Go)?;
+    if plan.has(CloneFlags::CLONE_NEWUSER) {
+        // Become root of the user namespace (0 must be mapped).
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            .map_err(|e| format!("linux.gidMappings: setresgid(0) in the user namespace: {e}"))?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .map_err(|e| format!("linux.uidMappings: setresuid(0) in the user namespace: {e}"))?;
+    }
+    plan.unshare_rest()
+        .map_err(|e| format!("linux.namespaces: unshare: {e}"))?;
+    if let Some(offsets) = ctx.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) {
+        let mut text = String::new();
+        for (clock, off) in offsets {
+            text.push_str(&format!(
+                "{clock} {} {}\n",
+                off.secs().unwrap_or(0),
+                off.nanosecs().unwrap_or(0)
+            ));
+        }
+        fs::write("/proc/self/timens_offsets", text)
+            .map_err(|e| format!("linux.timeOffsets: {e}"))?;
+    }
+    if !plan.needs_fork() {
+        ctx.chan
+            .send(&Msg::Pid(std::process::id() as i32))
+            .map_err(|e| e.to_string())?;
+        return Ok(true);
+    }
+    // SAFETY: vessel is single-threaded here (the parent forked us from its
+    // only thread), so the child may keep running Rust code.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork init: {e}"))? {
+        ForkResult::Child => Ok(true),
+        ForkResult::Parent { child } => {
+            ctx.chan
+                .send(&Msg::Pid(child.as_raw()))
+                .map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+    }
+}
+
+/// The container's init: builds the root filesystem and the process's
+/// environment, reports Ready, waits for start, and execs.
+fn init(ctx: InitCtx<'_>) -> ! {
+    let r = init_inner(&ctx);
+    exit_with(&ctx.chan, r.map(|_| ()))
+}
+
+fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
+    let spec = ctx.spec;
+    let process = spec.process().as_ref().ok_or("process: missing")?;
+    let hooks = spec.hooks().as_ref();
+    let plan = ctx.plan;
+    let user_ns = plan.has(CloneFlags::CLONE_NEWUSER);
+
+    if !ctx.no_new_keyring {
+        join_session_keyring(ctx.id)?;
+    }
+    rootfs::prepare(&RootfsConfig {
+        spec,
+        rootfs: ctx.rootfs,
+        bundle: ctx.bundle,
+        user_ns,
+        cgroup_ns: plan.has(CloneFlags::CLONE_NEWCGROUP),
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(|e| format!("hostname {h:?}: {e}"))?;
+    }
+    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        // SAFETY: the pointer and length describe `d`'s bytes, valid for the call.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } < 0 {
+            return Err(format!(
+                "domainname {d:?}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let mut state_json = Vec::new();
+    if ctx.hooks_round_trip {
+        ctx.chan.send(&Msg::Hooks).map_err(|e| e.to_string())?;
+        match ctx.chan.recv() {
+            Ok(Some(Msg::HooksDone(s))) => state_json = s.into_bytes(),
+            Ok(other) => return Err(format!("protocol error: expected HooksDone, got {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+        hooks::run(hooks, Phase::CreateContainer, &state_json).map_err(|e| e.to_string())?;
+    }
+    rootfs::pivot(ctx.rootfs, ctx.no_pivot).map_err(|e| e.to_string())?;
+    if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            fs::write(&path, v).map_err(|e| format!("linux.sysctl.{k}: {e}"))?;
+        }
+    }
+    if let Some(console) = &ctx.console {
+        let (master, slave, name) =
+            terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
+        if let Some(size) = process.console_size() {
+            terminal::resize(slave.as_fd(), size.height() as u16, size.width() as u16)
+                .map_err(|e| format!("process.consoleSize: {e}"))?;
+        }
+        terminal::send_fd(console.as_fd(), &name, master.as_fd())
+            .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+        drop(master);
+        terminal::make_controlling(&slave)
+            .map_err(|e| format!("process.terminal: {e}"))?;
+    }
+    rootfs::finalize(spec).map_err(|e| e.to_string())?;
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
+        pexec::set_personality(p)?;
+    }
+    pexec::apply_privileged(process)?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which the
+    // process may be about to lose: install it now (runc's order).
+    if !nnp {
+        if let Some(s) = ctx.seccomp {
+            s.apply().map_err(|e| format!("linux.seccomp: {e}"))?;
+        }
+    }
+    let prepared = pexec::drop_privileges(process, user_ns)?;
+    ctx.chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
+    match &ctx.fifo {
+        Some(fifo) => {
+            let mut f = fs::File::from(fifo.try_clone().map_err(|e| e.to_string())?);
+            let mut b = [0u8; 1];
+            loop {
+                match f.read(&mut b) {
+                    Ok(1) => break,
+                    Ok(_) => return Err("exec fifo closed before start".into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(format!("exec fifo: {e}")),
+                }
+            }
+        }
+        None => ctx.chan.expect(Msg::Start)?,
+    }
+    if ctx.hooks_round_trip {
+        hooks::run(hooks, Phase::StartContainer, &state_json).map_err(|e| e.to_string())?;
+    }
+    let seccomp = if nnp { ctx.seccomp } else { None };
+    Err(pexec::exec(&prepared, ctx.preserve_fds, seccomp))
+}
+
+/// A fresh session keyring per container, so containers do not share the
+/// host's keys (runc's default; `--no-new-keyring` skips it).
+fn join_session_keyring(id: &str) -> Result<(), String> {
+    let name = std::ffi::CString::new(format!("_ses.{id}")).map_err(|e| e.to_string())?;
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, name) reads the valid C string.
+    let rc = unsafe { libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels without keys, or seccomp'd hosts: nothing to isolate.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(format!("join session keyring: {e}"));
+        }
+    }
+    Ok(())
+}

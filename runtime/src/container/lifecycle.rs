@@ -1,0 +1,187 @@
+//! start, kill, delete, pause and resume: small state transitions on an
+//! existing container.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill as send_signal, Signal};
+use nix::unistd::Pid;
+
+use super::{err, Container, Error};
+use crate::hooks::{self, Phase};
+use crate::state::{Status, EXEC_FIFO};
+use crate::{spec, utils};
+
+fn wrong(c: &Container, status: Status, msg: &str) -> Error {
+    Error::WrongState {
+        id: c.id().into(),
+        status,
+        msg: msg.into(),
+    }
+}
+
+/// Starts a created container: releases its init through the exec fifo,
+/// then runs the poststart hooks.
+pub fn start(root: &Path, id: &str) -> Result<(), Error> {
+    let mut c = Container::load(root, id)?;
+    let status = c.status();
+    if status != Status::Created {
+        return Err(wrong(&c, status, "cannot start a container that is not created"));
+    }
+    let fifo = c.dir.join(EXEC_FIFO);
+    // Non-blocking: if init is gone there is no reader and open fails (ENXIO)
+    // instead of hanging.
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo)
+        .map_err(|e| err(id, format!("start: init is not waiting ({e})")))?;
+    f.write_all(&[0]).map_err(|e| err(id, format!("start: {e}")))?;
+    drop(f);
+    let _ = fs::remove_file(&fifo);
+    c.state.status = Status::Running;
+    c.save()?;
+    run_hooks_from_bundle(&c, Phase::Poststart, Status::Running)
+}
+
+fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status) -> Result<(), Error> {
+    // Hooks are read from the bundle's config.json as it is now, like runc.
+    let Ok(spec) = spec::load(&c.state.bundle) else {
+        return Ok(());
+    };
+    if spec.hooks().as_ref().is_none_or(|h| phase.of(h).is_empty()) {
+        return Ok(());
+    }
+    hooks::run(spec.hooks().as_ref(), phase, &c.state_json(status)).map_err(|e| err(c.id(), e))
+}
+
+/// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number.
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("unknown signal {s:?}"));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    name.parse::<Signal>()
+        .map_err(|_| format!("unknown signal {s:?}"))
+}
+
+/// Sends `sig` to the container's init, or to every process in its cgroup.
+pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), Error> {
+    let c = Container::load(root, id)?;
+    let status = c.status();
+    if status == Status::Stopped && !all {
+        return Err(wrong(&c, status, "container not running"));
+    }
+    if all {
+        return kill_all(&c, sig);
+    }
+    send_signal(Pid::from_raw(c.state.pid), sig).map_err(|e| err(id, format!("kill: {e}")))
+}
+
+/// Sends `sig` to every process in the container's cgroup (thawing a paused
+/// container so the signal is delivered).
+pub fn kill_all(c: &Container, sig: Signal) -> Result<(), Error> {
+    let cg = c.cgroup()?;
+    let frozen = cg.is_frozen().unwrap_or(false);
+    for pid in cg.pids().map_err(|e| err(c.id(), e))? {
+        let _ = send_signal(Pid::from_raw(pid), sig);
+    }
+    if frozen {
+        cg.thaw().map_err(|e| err(c.id(), e))?;
+    }
+    Ok(())
+}
+
+/// Deletes a container: it must be stopped (or created, or `force`), then
+/// its processes, cgroup and state go, and the poststop hooks run.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
+    let c = Container::load(root, id)?;
+    let status = c.status();
+    match status {
+        Status::Stopped => {}
+        Status::Created | Status::Creating => stop_all(&c)?,
+        _ if force => stop_all(&c)?,
+        _ => {
+            return Err(wrong(
+                &c,
+                status,
+                "cannot delete a running container without --force",
+            ))
+        }
+    }
+    let cg = c.cgroup()?;
+    // Processes outside a private pid namespace survive their init.
+    if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
+        stop_all(&c)?;
+    }
+    cg.destroy().map_err(|e| err(id, e))?;
+    let hooks_result = run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped);
+    fs::remove_dir_all(&c.dir).map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
+    if let Err(e) = hooks_result {
+        // runc reports a failing poststop hook as a warning only.
+        tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
+/// SIGKILLs everything in the container and waits until it is gone.
+fn stop_all(c: &Container) -> Result<(), Error> {
+    let _ = send_signal(Pid::from_raw(c.state.pid), Signal::SIGKILL)
+        .ok()
+        .filter(|_| utils::process_alive(c.state.pid, c.state.pid_start_time));
+    kill_all(c, Signal::SIGKILL)?;
+    let cg = c.cgroup()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut nap = Duration::from_micros(100);
+    loop {
+        let init_gone = !utils::process_alive(c.state.pid, c.state.pid_start_time);
+        let left: Vec<i32> = cg
+            .pids()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| utils::proc_start_time(*p).is_some_and(|(_, zombie)| !zombie))
+            .collect();
+        if init_gone && left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(err(
+                c.id(),
+                format!("processes {left:?} did not die after SIGKILL"),
+            ));
+        }
+        for p in &left {
+            let _ = send_signal(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Freezes a running container.
+pub fn pause(root: &Path, id: &str) -> Result<(), Error> {
+    let mut c = Container::load(root, id)?;
+    let status = c.status();
+    if status != Status::Running {
+        return Err(wrong(&c, status, "cannot pause a container that is not running"));
+    }
+    c.cgroup()?.freeze().map_err(|e| err(id, e))?;
+    c.state.status = Status::Paused;
+    c.save()
+}
+
+/// Thaws a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<(), Error> {
+    let mut c = Container::load(root, id)?;
+    let status = c.status();
+    if status != Status::Paused {
+        return Err(wrong(&c, status, "cannot resume a container that is not paused"));
+    }
+    c.cgroup()?.thaw().map_err(|e| err(id, e))?;
+    c.state.status = Status::Running;
+    c.save()
+}

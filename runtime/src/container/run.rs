@@ -1,0 +1,44 @@
+//! `run` in the foreground: create, start over the sync channel (no exec
+//! fifo round trip), wait with signals forwarded, then delete.
+
+use super::{create, delete, err, CreateOptions, Error};
+use crate::hooks::{self, Phase};
+use crate::process::channel::Msg;
+use crate::process::wait::forward_and_wait;
+use crate::state::{State, Status};
+
+/// Runs the container to completion; returns the workload's exit code.
+/// With `keep`, the stopped container is left for the caller to delete.
+pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
+    let id = opts.id.as_str();
+    let created = create(opts)?;
+    let chan = created
+        .channel
+        .as_ref()
+        .ok_or_else(|| err(id, "no sync channel"))?;
+    let mut state = State::load(&created.dir).map_err(|e| err(id, e))?;
+    state.status = Status::Running;
+    state.save(&created.dir).map_err(|e| err(id, e))?;
+    if let Err(e) = chan.send(&Msg::Start) {
+        drop(created);
+        let _ = delete(&opts.root, id, true);
+        return Err(err(id, format!("start: {e}")));
+    }
+    let spec = crate::spec::load(&state.bundle).map_err(|e| err(id, e))?;
+    let poststart = hooks::run(
+        spec.hooks().as_ref(),
+        Phase::Poststart,
+        &serde_json::to_vec(&state.oci(Status::Running)).unwrap_or_default(),
+    );
+    let pid = created.pid;
+    // Other vessel commands (state, kill, exec) may run while we wait.
+    drop(created);
+    let code = match poststart {
+        Ok(()) => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
+        Err(e) => Err(err(id, e)),
+    };
+    if !keep {
+        delete(&opts.root, id, true)?;
+    }
+    code
+}
