@@ -73,6 +73,16 @@ pub enum CgroupError {
         /// What failed.
         msg: String,
     },
+    /// The kernel refused a setting libcgroups wrote.
+    #[error("cgroup {path}: {setting}: {msg}")]
+    Apply {
+        /// The cgroup path.
+        path: PathBuf,
+        /// The `linux.resources` setting, found from the file written.
+        setting: String,
+        /// libcgroups' message (names the file and the value).
+        msg: String,
+    },
     /// Writing a setting into a cgroup file failed.
     #[error("{setting}: cannot write {value:?} to {file}: {msg}")]
     Write {
@@ -502,7 +512,17 @@ impl Cgroup {
                 oom_score_adj: None,
                 freezer_state: None,
             })
-            .map_err(|e| self.op_err("apply resources", e))?;
+            .map_err(|e| {
+                let msg = e.to_string();
+                match setting_in_message(&msg) {
+                    Some(setting) => CgroupError::Apply {
+                        path: self.path.clone(),
+                        setting: setting.to_string(),
+                        msg,
+                    },
+                    None => self.op_err("apply resources", msg),
+                }
+            })?;
 
         let mut writes: Vec<(PathBuf, String, String)> = Vec::new();
         let push = |w: &mut Vec<(PathBuf, String, String)>, dir: &Path, file: &str, v: String, s: &str| {
@@ -733,6 +753,15 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// Finds the setting behind the first cgroup file named in `msg`.
+fn setting_in_message(msg: &str) -> Option<&'static str> {
+    msg.split_whitespace().find_map(|tok| {
+        let tok = tok.trim_matches(|c: char| c == ':' || c == '"' || c == '\'' || c == ',');
+        let name = tok.rsplit('/').next()?;
+        mapping::setting_for_file(name)
+    })
 }
 
 fn unsupported(setting: &str, msg: &str) -> CgroupError {

@@ -6,6 +6,8 @@
 //! Each function returns the list of writes (file, value, setting) so the
 //! mapping can be checked without a kernel.
 
+use std::path::Path;
+
 use oci_spec::runtime::LinuxBlockIo;
 
 use crate::CgroupError;
@@ -249,6 +251,60 @@ pub fn v2_io_writes(
     Ok(out)
 }
 
+/// Performs `plan` in the cgroup directory `dir`, one `write(2)` per line
+/// (the kernel parses one line per write).
+pub fn write_plan(dir: &Path, plan: &[FileWrite]) -> Result<(), CgroupError> {
+    for w in plan {
+        let file = dir.join(&w.file);
+        crate::write_file(&file, &w.value).map_err(|e| CgroupError::Write {
+            setting: w.setting.clone(),
+            file: file.clone(),
+            value: w.value.clone(),
+            msg: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Maps and writes `bio` into the cgroup v1 blkio directory `dir`.
+pub fn apply_v1_blkio(dir: &Path, bio: &LinuxBlockIo) -> Result<(), CgroupError> {
+    let plan = v1_blkio_writes(bio, &|f| dir.join(f).exists())?;
+    write_plan(dir, &plan)
+}
+
+/// Maps and writes `bio` into the cgroup v2 directory `dir`.
+pub fn apply_v2_io(dir: &Path, bio: &LinuxBlockIo) -> Result<(), CgroupError> {
+    let plan = v2_io_writes(bio, &|f| dir.join(f).exists())?;
+    write_plan(dir, &plan)
+}
+
+/// The `linux.resources` setting a cgroup interface file carries, to name
+/// it in errors the kernel gives for files libcgroups wrote.
+pub fn setting_for_file(file: &str) -> Option<&'static str> {
+    Some(match file {
+        "cpu.shares" | "cpu.weight" => "linux.resources.cpu.shares",
+        "cpu.cfs_quota_us" | "cpu.max" => "linux.resources.cpu.quota",
+        "cpu.cfs_period_us" => "linux.resources.cpu.period",
+        "cpu.cfs_burst_us" | "cpu.max.burst" => "linux.resources.cpu.burst",
+        "cpu.rt_runtime_us" => "linux.resources.cpu.realtimeRuntime",
+        "cpu.rt_period_us" => "linux.resources.cpu.realtimePeriod",
+        "cpu.idle" => "linux.resources.cpu.idle",
+        "cpuset.cpus" => "linux.resources.cpu.cpus",
+        "cpuset.mems" => "linux.resources.cpu.mems",
+        "memory.limit_in_bytes" | "memory.max" => "linux.resources.memory.limit",
+        "memory.soft_limit_in_bytes" | "memory.low" => "linux.resources.memory.reservation",
+        "memory.memsw.limit_in_bytes" | "memory.swap.max" => "linux.resources.memory.swap",
+        "memory.swappiness" => "linux.resources.memory.swappiness",
+        "memory.kmem.limit_in_bytes" => "linux.resources.memory.kernel",
+        "memory.kmem.tcp.limit_in_bytes" => "linux.resources.memory.kernelTCP",
+        "memory.oom_control" => "linux.resources.memory.disableOOMKiller",
+        "pids.max" => "linux.resources.pids.limit",
+        "devices.allow" | "devices.deny" => "linux.resources.devices",
+        _ if file.starts_with("hugetlb.") => "linux.resources.hugepageLimits",
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +333,45 @@ mod tests {
                 .unwrap()])
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn v2_files_in_a_fake_cgroup_root() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("c1");
+        std::fs::create_dir(&dir).unwrap();
+        for f in ["io.weight", "io.max"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let b = LinuxBlockIoBuilder::default().weight(1000u16).build().unwrap();
+        apply_v2_io(&dir, &b).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("io.weight")).unwrap(), "default 10000");
+        let t = LinuxBlockIoBuilder::default()
+            .throttle_write_bps_device(vec![LinuxThrottleDeviceBuilder::default()
+                .major(259)
+                .minor(1)
+                .rate(4096u64)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        apply_v2_io(&dir, &t).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("io.max")).unwrap(), "259:1 wbps=4096");
+        // With BFQ's file present, the OCI weight is written unconverted.
+        std::fs::write(dir.join("io.bfq.weight"), "").unwrap();
+        let b = LinuxBlockIoBuilder::default().weight(250u16).build().unwrap();
+        apply_v2_io(&dir, &b).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("io.bfq.weight")).unwrap(), "250");
+        // Nothing to write to: a clear error naming the setting and file.
+        let gone = root.path().join("missing");
+        std::fs::create_dir(&gone).unwrap();
+        // (a directory where the file should be: the write fails even as root)
+        std::fs::create_dir(gone.join("io.weight")).unwrap();
+        let b = LinuxBlockIoBuilder::default().weight(100u16).build().unwrap();
+        let e = apply_v2_io(&gone, &b).unwrap_err().to_string();
+        assert!(e.contains("linux.resources.blockIO.weight") && e.contains("io.weight"), "{e}");
+        assert_eq!(setting_for_file("cpu.rt_runtime_us"), Some("linux.resources.cpu.realtimeRuntime"));
+        assert_eq!(setting_for_file("hugetlb.2MB.max"), Some("linux.resources.hugepageLimits"));
     }
 
     #[test]

@@ -41,10 +41,10 @@ pub struct Cli {
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
     /// Accepted for runc compatibility: rootless mode is decided from the spec.
-    #[arg(long, global = true, hide = true)]
+    #[arg(long, hide = true)]
     pub rootless: Option<String>,
     /// Accepted for runc compatibility (checkpointing is not supported).
-    #[arg(long, global = true, hide = true)]
+    #[arg(long, hide = true)]
     pub criu: Option<String>,
     #[command(subcommand)]
     command: Command,

@@ -27,7 +27,7 @@ pub fn default_spec(rootless: bool) -> Value {
             "args": ["sh"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
             "cwd": "/",
-            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps },
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
             "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
             "noNewPrivileges": true
         },

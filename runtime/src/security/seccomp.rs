@@ -1008,6 +1008,8 @@ mod tests {
     }
 
     #[test]
+    // c_ulong is u64 only on 64-bit targets.
+    #[allow(clippy::unnecessary_cast)]
     fn flag_bits_match_the_kernel() {
         assert_eq!(FLAG_TSYNC, libc::SECCOMP_FILTER_FLAG_TSYNC as u64);
         assert_eq!(FLAG_LOG, libc::SECCOMP_FILTER_FLAG_LOG as u64);
