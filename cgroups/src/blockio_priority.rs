@@ -200,7 +200,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
     if n == 0 {
         return Err("capacity must be positive".into());
     }
-    n.checked_mul(mult).ok_or_else(|| format!("capacity {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("capacity {s:?} is too large"))
 }
 
 fn parse_device(s: &str) -> Result<(u64, u64), String> {
@@ -217,10 +218,16 @@ fn parse_device(s: &str) -> Result<(u64, u64), String> {
     let (a, b) = s
         .split_once(':')
         .ok_or_else(|| format!("device {s:?} is neither MAJ:MIN nor a /dev path"))?;
-    let maj = a.parse::<u64>().map_err(|_| format!("device {s:?}: bad major"))?;
-    let min = b.parse::<u64>().map_err(|_| format!("device {s:?}: bad minor"))?;
+    let maj = a
+        .parse::<u64>()
+        .map_err(|_| format!("device {s:?}: bad major"))?;
+    let min = b
+        .parse::<u64>()
+        .map_err(|_| format!("device {s:?}: bad minor"))?;
     if block_device_dir(maj as i64, min as i64).is_none() {
-        return Err(format!("block device {maj}:{min} does not exist on this host"));
+        return Err(format!(
+            "block device {maj}:{min} does not exist on this host"
+        ));
     }
     Ok((maj, min))
 }
@@ -252,7 +259,11 @@ pub fn parse_bandwidth(v: &str) -> Result<Vec<BandwidthShare>, String> {
         let pct = pct.strip_suffix('%').unwrap_or(pct);
         let percent = match pct.parse::<u8>() {
             Ok(p) if (1..=100).contains(&p) => p,
-            _ => return Err(format!("{item:?}: share {pct:?} is not a percentage in 1..=100")),
+            _ => {
+                return Err(format!(
+                    "{item:?}: share {pct:?} is not a percentage in 1..=100"
+                ))
+            }
         };
         let device = dev.map(parse_device).transpose()?;
         let capacity = cap.map(parse_size).transpose()?;
@@ -308,7 +319,11 @@ pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Option<u16>, 
     } else if has("blkio.weight") {
         (Some("blkio.weight"), Some("blkio.weight_device"), false)
     } else if has("blkio.bfq.weight") {
-        (Some("blkio.bfq.weight"), Some("blkio.bfq.weight_device"), false)
+        (
+            Some("blkio.bfq.weight"),
+            Some("blkio.bfq.weight_device"),
+            false,
+        )
     } else {
         (None, None, false)
     };
@@ -349,8 +364,14 @@ pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Option<u16>, 
             if v2 {
                 writes.push(("io.max", format!("{maj}:{min} rbps={bps} wbps={bps}")));
             } else {
-                writes.push(("blkio.throttle.read_bps_device", format!("{maj}:{min} {bps}")));
-                writes.push(("blkio.throttle.write_bps_device", format!("{maj}:{min} {bps}")));
+                writes.push((
+                    "blkio.throttle.read_bps_device",
+                    format!("{maj}:{min} {bps}"),
+                ));
+                writes.push((
+                    "blkio.throttle.write_bps_device",
+                    format!("{maj}:{min} {bps}"),
+                ));
             }
         }
     }
@@ -396,12 +417,21 @@ mod tests {
     #[test]
     fn bandwidth() {
         let v = parse_bandwidth("50%").unwrap();
-        assert_eq!(v, vec![BandwidthShare { device: None, percent: 50, capacity: None }]);
+        assert_eq!(
+            v,
+            vec![BandwidthShare {
+                device: None,
+                percent: 50,
+                capacity: None
+            }]
+        );
         assert_eq!(v[0].weight(), 500);
         for bad in ["", "0", "101%", "abc", "50%@100M", "50,60", "1:2:3=5"] {
             assert!(parse_bandwidth(bad).is_err(), "{bad}");
         }
-        assert!(parse_bandwidth("999:999=10%").unwrap_err().contains("does not exist"));
+        assert!(parse_bandwidth("999:999=10%")
+            .unwrap_err()
+            .contains("does not exist"));
         assert_eq!(parse_size("2M").unwrap(), 2 << 20);
         assert!(parse_size("2X").is_err());
     }

@@ -64,9 +64,8 @@ impl Host {
     /// Detects the layout under [`crate::CGROUP_ROOT`] from
     /// `/proc/self/mountinfo`.
     pub fn detect() -> Result<Self, CgroupError> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
-            CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}"))
-        })?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}")))?;
         Self::from_mountinfo(&mountinfo, Path::new(crate::CGROUP_ROOT))
     }
 
@@ -213,7 +212,10 @@ mod tests {
         assert!(h.has_v1("blkio"));
         assert!(!h.has_v1("pids"));
         assert!(!h.v1.contains_key("name=systemd"));
-        assert_eq!(h.unified.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            h.unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
     }
 
     #[test]

@@ -146,7 +146,9 @@ impl CgroupOptions {
     pub fn resolved_path(&self) -> PathBuf {
         match &self.cgroups_path {
             Some(p) if !p.as_os_str().is_empty() => p.clone(),
-            _ if self.systemd => PathBuf::from(format!("system.slice:vessel:{}", self.container_id)),
+            _ if self.systemd => {
+                PathBuf::from(format!("system.slice:vessel:{}", self.container_id))
+            }
             _ => PathBuf::from(format!("/{}", self.container_id)),
         }
     }
@@ -179,7 +181,11 @@ pub fn systemd_booted() -> bool {
 fn systemd_rel_path(spec: &str) -> Option<PathBuf> {
     let mut parts = spec.splitn(3, ':');
     let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
-    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
     let mut rel = PathBuf::new();
     if slice != "-.slice" {
         let stem = slice.strip_suffix(".slice")?;
@@ -296,6 +302,16 @@ impl Cgroup {
             CgroupMode::Hybrid => self.host.unified.as_ref().map(|u| u.join(&self.rel)),
             CgroupMode::Legacy => None,
         }
+    }
+
+    /// The directory of every mounted v1 controller, by controller name
+    /// (empty on a v2 host).
+    pub fn v1_paths(&self) -> std::collections::BTreeMap<String, PathBuf> {
+        self.host
+            .v1
+            .iter()
+            .map(|(c, m)| (c.clone(), m.join(&self.rel)))
+            .collect()
     }
 
     /// Every directory of this cgroup, one per hierarchy (v1 controllers
@@ -448,6 +464,16 @@ impl Cgroup {
         disable_oom_killer: bool,
     ) -> Result<(), CgroupError> {
         validate_on(&self.host, resources)?;
+        if self.host.mode == CgroupMode::Unified
+            && resources.devices().as_ref().is_some_and(|d| !d.is_empty())
+        {
+            // libcgroups enforces device rules on v2 only with its eBPF
+            // feature (cgroupsv2_devices), which vessel does not build.
+            tracing::warn!(
+                cgroup = %self.path.display(),
+                "linux.resources.devices: not enforced by the cgroup on cgroup v2 (no eBPF device filter); only the device nodes in the container's /dev limit access"
+            );
+        }
         if disable_oom_killer && self.host.mode == CgroupMode::Unified {
             return Err(unsupported(
                 "linux.resources.memory.disableOOMKiller",
@@ -478,7 +504,8 @@ impl Cgroup {
         disable_oom_killer: bool,
     ) -> Result<(), CgroupError> {
         let v2 = self.host.mode == CgroupMode::Unified;
-        let hugetlb_on_v2_side = self.host.mode == CgroupMode::Hybrid && !self.host.has_v1("hugetlb");
+        let hugetlb_on_v2_side =
+            self.host.mode == CgroupMode::Hybrid && !self.host.has_v1("hugetlb");
 
         // What libcgroups maps correctly; the rest is written below.
         let mut lib = resources.clone();
@@ -525,25 +552,44 @@ impl Cgroup {
             })?;
 
         let mut writes: Vec<(PathBuf, String, String)> = Vec::new();
-        let push = |w: &mut Vec<(PathBuf, String, String)>, dir: &Path, file: &str, v: String, s: &str| {
-            w.push((dir.join(file), v, s.to_string()));
-        };
+        let push =
+            |w: &mut Vec<(PathBuf, String, String)>, dir: &Path, file: &str, v: String, s: &str| {
+                w.push((dir.join(file), v, s.to_string()));
+            };
 
         if !v2 {
             if let (Some(b), Some(dir)) = (
                 resources.cpu().as_ref().and_then(|c| c.burst()),
                 self.v1_dir("cpu"),
             ) {
-                push(&mut writes, &dir, "cpu.cfs_burst_us", b.to_string(), "linux.resources.cpu.burst");
+                push(
+                    &mut writes,
+                    &dir,
+                    "cpu.cfs_burst_us",
+                    b.to_string(),
+                    "linux.resources.cpu.burst",
+                );
             }
             if disable_oom_killer && resources.memory().is_none() {
                 if let Some(dir) = self.v1_dir("memory") {
-                    push(&mut writes, &dir, "memory.oom_control", "1".into(), "linux.resources.memory.disableOOMKiller");
+                    push(
+                        &mut writes,
+                        &dir,
+                        "memory.oom_control",
+                        "1".into(),
+                        "linux.resources.memory.disableOOMKiller",
+                    );
                 }
             }
             if let Some(net) = resources.network() {
                 if let (Some(id), Some(dir)) = (net.class_id(), self.v1_dir("net_cls")) {
-                    push(&mut writes, &dir, "net_cls.classid", id.to_string(), "linux.resources.network.classID");
+                    push(
+                        &mut writes,
+                        &dir,
+                        "net_cls.classid",
+                        id.to_string(),
+                        "linux.resources.network.classID",
+                    );
                 }
                 if let Some(dir) = self.v1_dir("net_prio") {
                     for (i, p) in net.priorities().iter().flatten().enumerate() {
@@ -563,11 +609,21 @@ impl Cgroup {
             } else {
                 "max".into()
             };
-            push(&mut writes, &dir, "pids.max", v, "linux.resources.pids.limit");
+            push(
+                &mut writes,
+                &dir,
+                "pids.max",
+                v,
+                "linux.resources.pids.limit",
+            );
         }
 
         if let Some(bio) = resources.block_io() {
-            let dir = if v2 { self.v2_dir() } else { self.v1_dir("blkio") };
+            let dir = if v2 {
+                self.v2_dir()
+            } else {
+                self.v1_dir("blkio")
+            };
             if let Some(dir) = dir {
                 let has = |f: &str| dir.join(f).exists();
                 let plan = if v2 {
@@ -588,7 +644,13 @@ impl Cgroup {
                 }
                 for (i, l) in limits.iter().enumerate() {
                     let s = format!("linux.resources.hugepageLimits[{i}]");
-                    push(&mut writes, &dir, &format!("hugetlb.{}.max", l.page_size()), l.limit().to_string(), &s);
+                    push(
+                        &mut writes,
+                        &dir,
+                        &format!("hugetlb.{}.max", l.page_size()),
+                        l.limit().to_string(),
+                        &s,
+                    );
                     let rsvd = format!("hugetlb.{}.rsvd.max", l.page_size());
                     if dir.join(&rsvd).exists() {
                         push(&mut writes, &dir, &rsvd, l.limit().to_string(), &s);
@@ -598,12 +660,22 @@ impl Cgroup {
         }
 
         if let Some(rdma) = resources.rdma() {
-            let dir = if v2 { self.v2_dir() } else { self.v1_dir("rdma") };
+            let dir = if v2 {
+                self.v2_dir()
+            } else {
+                self.v1_dir("rdma")
+            };
             if let Some(dir) = dir {
                 for (dev, r) in rdma {
                     let h = r.hca_handles().map_or("max".into(), |v| v.to_string());
                     let o = r.hca_objects().map_or("max".into(), |v| v.to_string());
-                    push(&mut writes, &dir, "rdma.max", format!("{dev} hca_handle={h} hca_object={o}"), &format!("linux.resources.rdma[{dev:?}]"));
+                    push(
+                        &mut writes,
+                        &dir,
+                        "rdma.max",
+                        format!("{dev} hca_handle={h} hca_object={o}"),
+                        &format!("linux.resources.rdma[{dev:?}]"),
+                    );
                 }
             }
         }
@@ -682,7 +754,9 @@ impl Cgroup {
             }
             _ => {
                 let Some(dir) = self.v1_dir("freezer") else {
-                    return Err(self.op_err("freezer state", "the freezer controller is not mounted"));
+                    return Err(
+                        self.op_err("freezer state", "the freezer controller is not mounted")
+                    );
                 };
                 let f = dir.join("freezer.state");
                 if !dir.exists() {

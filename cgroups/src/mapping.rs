@@ -49,7 +49,12 @@ pub fn v2_io_weight(weight: u16) -> u32 {
 }
 
 /// One throttle list: OCI name, v1 file, v2 `io.max` key, (major, minor, rate).
-type Throttle = (&'static str, &'static str, &'static str, Vec<(i64, i64, u64)>);
+type Throttle = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(i64, i64, u64)>,
+);
 
 /// The throttle lists of `bio` with their OCI names and their v1 file and
 /// v2 `io.max` key.
@@ -110,7 +115,10 @@ pub fn v1_blkio_writes(
     if let Some(weight) = bio.weight().filter(|x| *x != 0) {
         let setting = "linux.resources.blockIO.weight".to_string();
         let file = weight_file.ok_or_else(|| {
-            unsupported(setting.clone(), "neither blkio.weight nor blkio.bfq.weight exists")
+            unsupported(
+                setting.clone(),
+                "neither blkio.weight nor blkio.bfq.weight exists",
+            )
         })?;
         out.push(w(file, weight.to_string(), setting));
     }
@@ -138,7 +146,11 @@ pub fn v1_blkio_writes(
                     "neither blkio.weight_device nor blkio.bfq.weight_device exists",
                 ));
             };
-            out.push(w(file, format!("{}:{} {weight}", d.major(), d.minor()), setting));
+            out.push(w(
+                file,
+                format!("{}:{} {weight}", d.major(), d.minor()),
+                setting,
+            ));
         }
         if let Some(leaf) = d.leaf_weight().filter(|x| *x != 0) {
             let setting = format!("{base}.leafWeight");
@@ -308,7 +320,9 @@ pub fn setting_for_file(file: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxBlockIoBuilder, LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder};
+    use oci_spec::runtime::{
+        LinuxBlockIoBuilder, LinuxThrottleDeviceBuilder, LinuxWeightDeviceBuilder,
+    };
 
     fn bio() -> LinuxBlockIo {
         LinuxBlockIoBuilder::default()
@@ -343,9 +357,15 @@ mod tests {
         for f in ["io.weight", "io.max"] {
             std::fs::write(dir.join(f), "").unwrap();
         }
-        let b = LinuxBlockIoBuilder::default().weight(1000u16).build().unwrap();
+        let b = LinuxBlockIoBuilder::default()
+            .weight(1000u16)
+            .build()
+            .unwrap();
         apply_v2_io(&dir, &b).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("io.weight")).unwrap(), "default 10000");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("io.weight")).unwrap(),
+            "default 10000"
+        );
         let t = LinuxBlockIoBuilder::default()
             .throttle_write_bps_device(vec![LinuxThrottleDeviceBuilder::default()
                 .major(259)
@@ -356,22 +376,43 @@ mod tests {
             .build()
             .unwrap();
         apply_v2_io(&dir, &t).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("io.max")).unwrap(), "259:1 wbps=4096");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("io.max")).unwrap(),
+            "259:1 wbps=4096"
+        );
         // With BFQ's file present, the OCI weight is written unconverted.
         std::fs::write(dir.join("io.bfq.weight"), "").unwrap();
-        let b = LinuxBlockIoBuilder::default().weight(250u16).build().unwrap();
+        let b = LinuxBlockIoBuilder::default()
+            .weight(250u16)
+            .build()
+            .unwrap();
         apply_v2_io(&dir, &b).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("io.bfq.weight")).unwrap(), "250");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("io.bfq.weight")).unwrap(),
+            "250"
+        );
         // Nothing to write to: a clear error naming the setting and file.
         let gone = root.path().join("missing");
         std::fs::create_dir(&gone).unwrap();
         // (a directory where the file should be: the write fails even as root)
         std::fs::create_dir(gone.join("io.weight")).unwrap();
-        let b = LinuxBlockIoBuilder::default().weight(100u16).build().unwrap();
+        let b = LinuxBlockIoBuilder::default()
+            .weight(100u16)
+            .build()
+            .unwrap();
         let e = apply_v2_io(&gone, &b).unwrap_err().to_string();
-        assert!(e.contains("linux.resources.blockIO.weight") && e.contains("io.weight"), "{e}");
-        assert_eq!(setting_for_file("cpu.rt_runtime_us"), Some("linux.resources.cpu.realtimeRuntime"));
-        assert_eq!(setting_for_file("hugetlb.2MB.max"), Some("linux.resources.hugepageLimits"));
+        assert!(
+            e.contains("linux.resources.blockIO.weight") && e.contains("io.weight"),
+            "{e}"
+        );
+        assert_eq!(
+            setting_for_file("cpu.rt_runtime_us"),
+            Some("linux.resources.cpu.realtimeRuntime")
+        );
+        assert_eq!(
+            setting_for_file("hugetlb.2MB.max"),
+            Some("linux.resources.hugepageLimits")
+        );
     }
 
     #[test]
@@ -385,8 +426,14 @@ mod tests {
 
     #[test]
     fn v1_prefers_cfq_then_bfq() {
-        let plan = v1_blkio_writes(&bio(), &|f| f.starts_with("blkio.bfq") || f.starts_with("blkio.throttle")).unwrap();
-        let files: Vec<_> = plan.iter().map(|p| (p.file.as_str(), p.value.as_str())).collect();
+        let plan = v1_blkio_writes(&bio(), &|f| {
+            f.starts_with("blkio.bfq") || f.starts_with("blkio.throttle")
+        })
+        .unwrap();
+        let files: Vec<_> = plan
+            .iter()
+            .map(|p| (p.file.as_str(), p.value.as_str()))
+            .collect();
         assert_eq!(
             files,
             vec![
@@ -405,7 +452,10 @@ mod tests {
 
     #[test]
     fn v1_leaf_weight_refused_without_cfq() {
-        let b = LinuxBlockIoBuilder::default().leaf_weight(200u16).build().unwrap();
+        let b = LinuxBlockIoBuilder::default()
+            .leaf_weight(200u16)
+            .build()
+            .unwrap();
         let err = v1_blkio_writes(&b, &|f| f.starts_with("blkio.bfq")).unwrap_err();
         assert!(err.to_string().contains("leafWeight"), "{err}");
         let ok = v1_blkio_writes(&b, &|_| true).unwrap();
@@ -415,7 +465,10 @@ mod tests {
     #[test]
     fn v2_bfq_then_io_weight() {
         let plan = v2_io_writes(&bio(), &|f| f == "io.bfq.weight").unwrap();
-        let files: Vec<_> = plan.iter().map(|p| (p.file.as_str(), p.value.as_str())).collect();
+        let files: Vec<_> = plan
+            .iter()
+            .map(|p| (p.file.as_str(), p.value.as_str()))
+            .collect();
         assert_eq!(
             files,
             vec![
@@ -430,7 +483,10 @@ mod tests {
         assert_eq!(plan[1].value, format!("8:0 {}", v2_io_weight(300)));
         let err = v2_io_writes(&bio(), &|_| false).unwrap_err().to_string();
         assert!(err.contains("blockIO.weight"), "{err}");
-        let leaf = LinuxBlockIoBuilder::default().leaf_weight(100u16).build().unwrap();
+        let leaf = LinuxBlockIoBuilder::default()
+            .leaf_weight(100u16)
+            .build()
+            .unwrap();
         assert!(v2_io_writes(&leaf, &|_| true).is_err());
     }
 }

@@ -174,7 +174,10 @@ fn v1(cg: &Cgroup) -> Value {
     let mut throttling = Map::new();
     if let Some(d) = cg.v1_dir("cpu").filter(|d| d.exists()) {
         let st = flat(&d, "cpu.stat");
-        throttling.insert("periods".into(), json!(st.get("nr_periods").copied().unwrap_or(0)));
+        throttling.insert(
+            "periods".into(),
+            json!(st.get("nr_periods").copied().unwrap_or(0)),
+        );
         throttling.insert(
             "throttledPeriods".into(),
             json!(st.get("nr_throttled").copied().unwrap_or(0)),
@@ -184,7 +187,10 @@ fn v1(cg: &Cgroup) -> Value {
             json!(st.get("throttled_time").copied().unwrap_or(0)),
         );
     }
-    out.insert("cpu".into(), json!({"usage": usage, "throttling": throttling}));
+    out.insert(
+        "cpu".into(),
+        json!({"usage": usage, "throttling": throttling}),
+    );
 
     // memory
     let mut memory = Map::new();
@@ -198,7 +204,10 @@ fn v1(cg: &Cgroup) -> Value {
             )
         };
         let raw = flat(&d, "memory.stat");
-        memory.insert("cache".into(), json!(raw.get("cache").copied().unwrap_or(0)));
+        memory.insert(
+            "cache".into(),
+            json!(raw.get("cache").copied().unwrap_or(0)),
+        );
         memory.insert("usage".into(), data("memory"));
         memory.insert("swap".into(), data("memory.memsw"));
         memory.insert("kernel".into(), data("memory.kmem"));
@@ -212,7 +221,10 @@ fn v1(cg: &Cgroup) -> Value {
     if let Some(d) = cg.v1_dir("pids").filter(|d| d.exists()) {
         pids.insert("current".into(), json!(num(&d, "pids.current")));
         let limit = num(&d, "pids.max");
-        pids.insert("limit".into(), json!(if limit == u64::MAX { 0 } else { limit }));
+        pids.insert(
+            "limit".into(),
+            json!(if limit == u64::MAX { 0 } else { limit }),
+        );
     }
     out.insert("pids".into(), Value::Object(pids));
 
@@ -220,7 +232,12 @@ fn v1(cg: &Cgroup) -> Value {
     // the devices they schedule.
     let mut blkio = Map::new();
     if let Some(d) = cg.v1_dir("blkio").filter(|d| d.exists()) {
-        let pick = |names: &[&str]| names.iter().find_map(|n| blkio_entries(&d, n)).unwrap_or_default();
+        let pick = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| blkio_entries(&d, n))
+                .unwrap_or_default()
+        };
         non_empty(
             &mut blkio,
             "ioServiceBytesRecursive",
@@ -336,7 +353,10 @@ fn v2(d: &Path) -> Value {
     if d.join("pids.current").exists() {
         pids.insert("current".into(), json!(num(d, "pids.current")));
         let limit = num(d, "pids.max");
-        pids.insert("limit".into(), json!(if limit == u64::MAX { 0 } else { limit }));
+        pids.insert(
+            "limit".into(),
+            json!(if limit == u64::MAX { 0 } else { limit }),
+        );
     }
 
     let mut blkio = Map::new();
@@ -395,7 +415,10 @@ mod tests {
         put("memory.events", "low 0\nhigh 0\nmax 2\noom 0\n");
         put("pids.current", "3\n");
         put("pids.max", "100\n");
-        put("io.stat", "8:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n");
+        put(
+            "io.stat",
+            "8:0 rbytes=512 wbytes=1024 rios=1 wios=2 dbytes=0 dios=0\n",
+        );
         let v = v2(d);
         assert_eq!(v["cpu"]["usage"]["total"], 10_000);
         assert_eq!(v["cpu"]["usage"]["kernel"], 4_000);
@@ -406,7 +429,10 @@ mod tests {
         assert_eq!(v["memory"]["cache"], 8192);
         assert_eq!(v["pids"]["limit"], 100);
         let b = &v["blkio"]["ioServiceBytesRecursive"];
-        assert_eq!(b[0], json!({"major": 8, "minor": 0, "op": "Read", "value": 512}));
+        assert_eq!(
+            b[0],
+            json!({"major": 8, "minor": 0, "op": "Read", "value": 512})
+        );
         assert_eq!(v["blkio"]["ioServicedRecursive"][1]["op"], "Write");
     }
 
@@ -420,6 +446,9 @@ mod tests {
         .unwrap();
         let e = blkio_entries(dir.path(), "f").unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!(e[0], json!({"major": 254, "minor": 0, "op": "Read", "value": 4096}));
+        assert_eq!(
+            e[0],
+            json!({"major": 254, "minor": 0, "op": "Read", "value": 4096})
+        );
     }
 }

@@ -132,7 +132,10 @@ fn require(host: &Host, controller: &str, setting: &str) -> Result<(), CgroupErr
     } else {
         Err(unsupported(
             setting,
-            format!("the {controller} controller is not available on this {} host", host.mode),
+            format!(
+                "the {controller} controller is not available on this {} host",
+                host.mode
+            ),
         ))
     }
 }
@@ -149,7 +152,9 @@ fn validate_net(host: &Host, controller: &str, setting: &str) -> Result<(), Cgro
     if host.mode == CgroupMode::Unified {
         return Err(unsupported(
             setting,
-            format!("{controller} exists only in cgroup v1; on cgroup v2 classify traffic with eBPF"),
+            format!(
+                "{controller} exists only in cgroup v1; on cgroup v2 classify traffic with eBPF"
+            ),
         ));
     }
     if !host.has_v1(controller) {
@@ -469,7 +474,10 @@ fn check_device(setting: &str, major: i64, minor: i64) -> Result<(), CgroupError
 fn check_weight(setting: &str, w: u16) -> Result<(), CgroupError> {
     let (lo, hi) = BLKIO_WEIGHT_RANGE;
     if w != 0 && !(lo..=hi).contains(&w) {
-        return Err(invalid(setting, format!("{w} is out of range [{lo}, {hi}]")));
+        return Err(invalid(
+            setting,
+            format!("{w} is out of range [{lo}, {hi}]"),
+        ));
     }
     Ok(())
 }
@@ -491,14 +499,30 @@ fn validate_blkio(host: &Host, bio: &LinuxBlockIo) -> Result<(), CgroupError> {
     let any = bio.weight().is_some_and(|w| w != 0)
         || bio.leaf_weight().is_some_and(|w| w != 0)
         || bio.weight_device().as_ref().is_some_and(|v| !v.is_empty())
-        || bio.throttle_read_bps_device().as_ref().is_some_and(|v| !v.is_empty())
-        || bio.throttle_write_bps_device().as_ref().is_some_and(|v| !v.is_empty())
-        || bio.throttle_read_iops_device().as_ref().is_some_and(|v| !v.is_empty())
-        || bio.throttle_write_iops_device().as_ref().is_some_and(|v| !v.is_empty());
+        || bio
+            .throttle_read_bps_device()
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+        || bio
+            .throttle_write_bps_device()
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+        || bio
+            .throttle_read_iops_device()
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+        || bio
+            .throttle_write_iops_device()
+            .as_ref()
+            .is_some_and(|v| !v.is_empty());
     if !any {
         return Ok(());
     }
-    require(host, if v2 { "io" } else { "blkio" }, "linux.resources.blockIO")?;
+    require(
+        host,
+        if v2 { "io" } else { "blkio" },
+        "linux.resources.blockIO",
+    )?;
     let weights_ok = v2 || v1_has_cfq_weight(host) || v1_has_bfq(host);
     if let Some(w) = bio.weight() {
         check_weight("linux.resources.blockIO.weight", w)?;

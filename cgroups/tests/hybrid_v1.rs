@@ -9,7 +9,9 @@ use std::sync::Mutex;
 
 use common::*;
 use serde_json::json;
-use vessel_cgroups::blockio_priority::{parse_annotations, BANDWIDTH_ANNOTATION, PRIORITY_ANNOTATION};
+use vessel_cgroups::blockio_priority::{
+    parse_annotations, BANDWIDTH_ANNOTATION, PRIORITY_ANNOTATION,
+};
 use vessel_cgroups::{validate_on, Cgroup, CgroupError, CgroupMode, CgroupOptions, Host};
 
 /// Tests that toggle host-wide state (hugetlb in the cgroup2 root) take turns.
@@ -51,6 +53,10 @@ fn every_field_is_written_and_read_back() {
             "swappiness": 30, "kernelTCP": 67108864_i64, "disableOOMKiller": true
         },
         "pids": {"limit": 100},
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}
+        ],
         "blockIO": {
             "weight": 500,
             "throttleReadBpsDevice": [{"major": 254, "minor": 0, "rate": 1048576}],
@@ -67,7 +73,8 @@ fn every_field_is_written_and_read_back() {
     }
     let loopdev = LoopDev::new();
     if let Some(l) = &loopdev {
-        res["blockIO"]["weightDevice"] = json!([{"major": l.major, "minor": l.minor, "weight": 300}]);
+        res["blockIO"]["weightDevice"] =
+            json!([{"major": l.major, "minor": l.minor, "weight": 300}]);
     } else {
         println!("no loop device with bfq: weightDevice not tested");
     }
@@ -98,6 +105,12 @@ fn every_field_is_written_and_read_back() {
     let pids = g.cg.v1_dir("pids").unwrap();
     assert_eq!(read(&pids, "pids.max"), "100");
 
+    let devices = g.cg.v1_dir("devices").unwrap();
+    let list = read(&devices, "devices.list");
+    assert!(list.contains("c 1:3 rw"), "{list}");
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    assert_eq!(g.cg.v1_paths()["devices"], devices);
+
     let blkio = g.cg.v1_dir("blkio").unwrap();
     let weight_file = if blkio.join("blkio.weight").exists() {
         "blkio.weight"
@@ -105,10 +118,19 @@ fn every_field_is_written_and_read_back() {
         "blkio.bfq.weight"
     };
     assert!(read(&blkio, weight_file).contains("500"), "{weight_file}");
-    assert_eq!(read(&blkio, "blkio.throttle.read_bps_device"), "254:0 1048576");
-    assert_eq!(read(&blkio, "blkio.throttle.write_bps_device"), "254:0 2097152");
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_bps_device"),
+        "254:0 1048576"
+    );
+    assert_eq!(
+        read(&blkio, "blkio.throttle.write_bps_device"),
+        "254:0 2097152"
+    );
     assert_eq!(read(&blkio, "blkio.throttle.read_iops_device"), "254:0 100");
-    assert_eq!(read(&blkio, "blkio.throttle.write_iops_device"), "254:0 200");
+    assert_eq!(
+        read(&blkio, "blkio.throttle.write_iops_device"),
+        "254:0 200"
+    );
     if let Some(l) = &loopdev {
         let wd = read(&blkio, "blkio.bfq.weight_device");
         assert!(wd.contains(&format!("{}:{} 300", l.major, l.minor)), "{wd}");
@@ -118,7 +140,10 @@ fn every_field_is_written_and_read_back() {
     assert_eq!(read(&v2, "cgroup.max.descendants"), "10");
     if hugetlb {
         let (dir, file) = if host.has_v1("hugetlb") {
-            (g.cg.v1_dir("hugetlb").unwrap(), "hugetlb.2MB.limit_in_bytes")
+            (
+                g.cg.v1_dir("hugetlb").unwrap(),
+                "hugetlb.2MB.limit_in_bytes",
+            )
         } else {
             (v2.clone(), "hugetlb.2MB.max")
         };
@@ -198,50 +223,120 @@ fn invalid_values_are_refused_and_leave_nothing() {
     };
     let cases = vec![
         (json!({"cpu": {"shares": 1}}), "linux.resources.cpu.shares"),
-        (json!({"cpu": {"shares": 300000}}), "linux.resources.cpu.shares"),
+        (
+            json!({"cpu": {"shares": 300000}}),
+            "linux.resources.cpu.shares",
+        ),
         (json!({"cpu": {"quota": 10}}), "linux.resources.cpu.quota"),
         (json!({"cpu": {"quota": -5}}), "linux.resources.cpu.quota"),
         (json!({"cpu": {"period": 10}}), "linux.resources.cpu.period"),
-        (json!({"cpu": {"quota": 10000, "burst": 20000}}), "linux.resources.cpu.burst"),
+        (
+            json!({"cpu": {"quota": 10000, "burst": 20000}}),
+            "linux.resources.cpu.burst",
+        ),
         (json!({"cpu": {"idle": 2}}), "linux.resources.cpu.idle"),
-        (json!({"cpu": {"realtimeRuntime": 2000000, "realtimePeriod": 1000000}}), "linux.resources.cpu.realtimeRuntime"),
+        (
+            json!({"cpu": {"realtimeRuntime": 2000000, "realtimePeriod": 1000000}}),
+            "linux.resources.cpu.realtimeRuntime",
+        ),
         (json!({"cpu": {"cpus": "0-63"}}), "linux.resources.cpu.cpus"),
         (json!({"cpu": {"cpus": "zero"}}), "linux.resources.cpu.cpus"),
         (json!({"cpu": {"mems": "5"}}), "linux.resources.cpu.mems"),
-        (json!({"memory": {"limit": -2}}), "linux.resources.memory.limit"),
-        (json!({"memory": {"limit": 1073741824_i64, "swap": 1048576}}), "linux.resources.memory.swap"),
-        (json!({"memory": {"swappiness": 200}}), "linux.resources.memory.swappiness"),
-        (json!({"memory": {"reservation": -7}}), "linux.resources.memory.reservation"),
-        (json!({"memory": {"useHierarchy": false}}), "linux.resources.memory.useHierarchy"),
-        (json!({"blockIO": {"weight": 5}}), "linux.resources.blockIO.weight"),
-        (json!({"blockIO": {"weight": 2000}}), "linux.resources.blockIO.weight"),
-        (json!({"blockIO": {"leafWeight": 100}}), "linux.resources.blockIO.leafWeight"),
-        (json!({"blockIO": {"weightDevice": [{"major": 254, "minor": 0, "weight": 5000}]}}), "linux.resources.blockIO.weightDevice[0]"),
-        (json!({"blockIO": {"throttleReadBpsDevice": [{"major": 250, "minor": 250, "rate": 1}]}}), "linux.resources.blockIO.throttleReadBpsDevice[0]"),
-        (json!({"blockIO": {"throttleWriteIOPSDevice": [{"major": -1, "minor": 0, "rate": 1}]}}), "linux.resources.blockIO.throttleWriteIOPSDevice[0]"),
-        (json!({"hugepageLimits": [{"pageSize": "3MB", "limit": 0}]}), "linux.resources.hugepageLimits[0].pageSize"),
-        (json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 1000}]}), "linux.resources.hugepageLimits[0].limit"),
-        (json!({"unified": {"../../etc/passwd": "x"}}), "linux.resources.unified"),
-        (json!({"unified": {"cgroup.procs": "1"}}), "linux.resources.unified"),
+        (
+            json!({"memory": {"limit": -2}}),
+            "linux.resources.memory.limit",
+        ),
+        (
+            json!({"memory": {"limit": 1073741824_i64, "swap": 1048576}}),
+            "linux.resources.memory.swap",
+        ),
+        (
+            json!({"memory": {"swappiness": 200}}),
+            "linux.resources.memory.swappiness",
+        ),
+        (
+            json!({"memory": {"reservation": -7}}),
+            "linux.resources.memory.reservation",
+        ),
+        (
+            json!({"memory": {"useHierarchy": false}}),
+            "linux.resources.memory.useHierarchy",
+        ),
+        (
+            json!({"blockIO": {"weight": 5}}),
+            "linux.resources.blockIO.weight",
+        ),
+        (
+            json!({"blockIO": {"weight": 2000}}),
+            "linux.resources.blockIO.weight",
+        ),
+        (
+            json!({"blockIO": {"leafWeight": 100}}),
+            "linux.resources.blockIO.leafWeight",
+        ),
+        (
+            json!({"blockIO": {"weightDevice": [{"major": 254, "minor": 0, "weight": 5000}]}}),
+            "linux.resources.blockIO.weightDevice[0]",
+        ),
+        (
+            json!({"blockIO": {"throttleReadBpsDevice": [{"major": 250, "minor": 250, "rate": 1}]}}),
+            "linux.resources.blockIO.throttleReadBpsDevice[0]",
+        ),
+        (
+            json!({"blockIO": {"throttleWriteIOPSDevice": [{"major": -1, "minor": 0, "rate": 1}]}}),
+            "linux.resources.blockIO.throttleWriteIOPSDevice[0]",
+        ),
+        (
+            json!({"hugepageLimits": [{"pageSize": "3MB", "limit": 0}]}),
+            "linux.resources.hugepageLimits[0].pageSize",
+        ),
+        (
+            json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 1000}]}),
+            "linux.resources.hugepageLimits[0].limit",
+        ),
+        (
+            json!({"unified": {"../../etc/passwd": "x"}}),
+            "linux.resources.unified",
+        ),
+        (
+            json!({"unified": {"cgroup.procs": "1"}}),
+            "linux.resources.unified",
+        ),
     ];
     let mut cases = cases;
     // Settings this host cannot honour.
     if host.mode == CgroupMode::Hybrid && !host.has_v2("memory") {
-        cases.push((json!({"unified": {"memory.high": "1G"}}), "linux.resources.unified[\"memory.high\"]"));
+        cases.push((
+            json!({"unified": {"memory.high": "1G"}}),
+            "linux.resources.unified[\"memory.high\"]",
+        ));
     }
     if !host.has_v1("net_cls") {
-        cases.push((json!({"network": {"classID": 1048577}}), "linux.resources.network.classID"));
+        cases.push((
+            json!({"network": {"classID": 1048577}}),
+            "linux.resources.network.classID",
+        ));
     }
     if !host.has_v1("net_prio") {
-        cases.push((json!({"network": {"priorities": [{"name": "lo", "priority": 1}]}}), "linux.resources.network.priorities"));
+        cases.push((
+            json!({"network": {"priorities": [{"name": "lo", "priority": 1}]}}),
+            "linux.resources.network.priorities",
+        ));
     }
     if !host.has_v1("rdma") {
-        cases.push((json!({"rdma": {"mlx5_0": {"hcaHandles": 1}}}), "linux.resources.rdma"));
+        cases.push((
+            json!({"rdma": {"mlx5_0": {"hcaHandles": 1}}}),
+            "linux.resources.rdma",
+        ));
     }
     if vessel_cgroups_kernel_at_least(6, 1) {
-        cases.push((json!({"memory": {"kernel": 1073741824_i64}}), "linux.resources.memory.kernel"));
+        cases.push((
+            json!({"memory": {"kernel": 1073741824_i64}}),
+            "linux.resources.memory.kernel",
+        ));
     }
-    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler").is_ok_and(|s| !s.contains("[bfq]"))
+    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler")
+        .is_ok_and(|s| !s.contains("[bfq]"))
         && !host.root_has_file("blkio", "blkio.weight")
     {
         cases.push((
@@ -260,9 +355,14 @@ fn invalid_values_are_refused_and_leave_nothing() {
             err.to_string().contains(setting),
             "error for {v} does not name {setting}: {err}"
         );
-        let err = cg.apply(&res, false).expect_err(&format!("{v} should be refused"));
+        let err = cg
+            .apply(&res, false)
+            .expect_err(&format!("{v} should be refused"));
         assert!(
-            matches!(err, CgroupError::Invalid { .. } | CgroupError::Unsupported { .. }),
+            matches!(
+                err,
+                CgroupError::Invalid { .. } | CgroupError::Unsupported { .. }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains(setting), "{err}");
@@ -335,7 +435,9 @@ fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
         return;
     };
     let Some(l) = LoopDev::new() else {
-        println!("SKIP blockio_priority_annotations_map_onto_bfq_and_throttles: no loop device with bfq");
+        println!(
+            "SKIP blockio_priority_annotations_map_onto_bfq_and_throttles: no loop device with bfq"
+        );
         return;
     };
     let mut ann = HashMap::new();
@@ -354,15 +456,23 @@ fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
     let dev = format!("{}:{}", l.major, l.minor);
     assert!(read(&blkio, "blkio.bfq.weight_device").contains(&format!("{dev} 200")));
     let bps = (100u64 << 20) / 100 * 20;
-    assert_eq!(read(&blkio, "blkio.throttle.read_bps_device"), format!("{dev} {bps}"));
-    assert_eq!(read(&blkio, "blkio.throttle.write_bps_device"), format!("{dev} {bps}"));
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_bps_device"),
+        format!("{dev} {bps}")
+    );
+    assert_eq!(
+        read(&blkio, "blkio.throttle.write_bps_device"),
+        format!("{dev} {bps}")
+    );
 
     // A share on a device without bfq is refused, naming the annotations.
     ann.insert(BANDWIDTH_ANNOTATION.to_string(), "254:0=50%".to_string());
     let policy = parse_annotations(&ann).unwrap().unwrap();
     let path2 = unique_path("prio2");
     let g2 = Guard::new(Cgroup::open(&opts(&path2)).expect("open"));
-    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler").is_ok_and(|s| !s.contains("[bfq]")) {
+    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler")
+        .is_ok_and(|s| !s.contains("[bfq]"))
+    {
         let err = g2.cg.apply_blockio_policy(&policy).unwrap_err().to_string();
         assert!(err.contains(BANDWIDTH_ANNOTATION), "{err}");
         assert_nothing_left(&g2.cg);

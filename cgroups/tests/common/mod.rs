@@ -23,10 +23,7 @@ pub fn can_run(test: &str) -> bool {
 /// A cgroup path no other test or run uses.
 pub fn unique_path(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    PathBuf::from(format!(
-        "/vessel-test-{tag}-{}-{n}",
-        std::process::id()
-    ))
+    PathBuf::from(format!("/vessel-test-{tag}-{}-{n}", std::process::id()))
 }
 
 /// Options for a cgroup at `path`.

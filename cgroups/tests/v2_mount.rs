@@ -1,0 +1,180 @@
+//! cgroup v2 through a cgroup2 hierarchy this test mounts itself. On a
+//! hybrid host the controllers bound to v1 are absent there, so the test
+//! checks what cgroup2 offers (core files, freezer, kill, hugetlb when it
+//! is not bound to v1) and that the rest is refused by name.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::json;
+use vessel_cgroups::{validate_on, Cgroup, CgroupMode, Host};
+
+struct Mount(PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn mount_cgroup2(test: &str) -> Option<Mount> {
+    if !can_run(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let path = dir.path().to_path_buf();
+    if let Err(e) = nix::mount::mount(
+        Some("none"),
+        &path,
+        Some("cgroup2"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    ) {
+        println!("SKIP {test}: cannot mount a cgroup2 hierarchy here: {e}");
+        return None;
+    }
+    Some(Mount(path, dir))
+}
+
+fn exists_under(root: &Path, rel: &Path) -> bool {
+    root.join(rel.strip_prefix("/").unwrap_or(rel)).exists()
+}
+
+#[test]
+fn v2_hierarchy_apply_freeze_stats_destroy() {
+    let test = "v2_hierarchy_apply_freeze_stats_destroy";
+    let Some(m) = mount_cgroup2(test) else {
+        return;
+    };
+    let host = Host::unified_at(&m.0);
+    assert_eq!(host.mode, CgroupMode::Unified);
+    let controllers = host.unified_controllers();
+    println!("controllers on the mounted cgroup2 hierarchy: {controllers:?}");
+    let _subtree = SubtreeGuard::new(&host, "hugetlb");
+
+    let path = unique_path("v2");
+    let mut g = Guard::new(Cgroup::open_on(&opts(&path), host.clone()).expect("open"));
+    let pid = g.spawn_sleeper();
+    g.cg.add_task(pid).expect("add task");
+    let dir = g.cg.v2_dir().unwrap();
+    assert!(dir.starts_with(&m.0));
+    assert!(read(&dir, "cgroup.procs").contains(&pid.to_string()));
+
+    let hugetlb = controllers.iter().any(|c| c == "hugetlb");
+    let mut res = json!({"unified": {"cgroup.max.descendants": "5", "cgroup.max.depth": "2"}});
+    if hugetlb {
+        res["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 8388608}]);
+    } else {
+        println!("hugetlb not on cgroup2 here: hugepageLimits not tested on v2");
+    }
+    let res = resources(res);
+    validate_on(&host, &res).expect("valid on v2");
+    g.cg.apply(&res, false).expect("apply");
+    assert_eq!(read(&dir, "cgroup.max.descendants"), "5");
+    assert_eq!(read(&dir, "cgroup.max.depth"), "2");
+    if hugetlb {
+        assert_eq!(read(&dir, "hugetlb.2MB.max"), "8388608");
+    }
+
+    assert_eq!(g.cg.pids().unwrap(), vec![pid]);
+    assert!(!g.cg.is_frozen().unwrap());
+    g.cg.freeze().expect("freeze");
+    assert!(g.cg.is_frozen().unwrap());
+    g.cg.thaw().expect("thaw");
+    assert!(!g.cg.is_frozen().unwrap());
+
+    let s = g.cg.stats().expect("stats");
+    assert!(s["cpu"]["usage"]["total"].is_u64(), "{s}");
+    if hugetlb {
+        assert!(s["hugetlb"]["2MB"]["usage"].is_u64(), "{s}");
+    }
+
+    g.cg.destroy().expect("destroy");
+    assert!(!exists_under(&m.0, &path));
+    g.reap();
+}
+
+#[test]
+fn v2_refuses_what_the_hierarchy_cannot_do() {
+    let test = "v2_refuses_what_the_hierarchy_cannot_do";
+    let Some(m) = mount_cgroup2(test) else {
+        return;
+    };
+    let host = Host::unified_at(&m.0);
+    let has = |c: &str| host.has_v2(c);
+    let mut cases = vec![
+        // Settings cgroup v2 has no file for, whatever the controllers.
+        (
+            json!({"cpu": {"realtimeRuntime": 1000, "realtimePeriod": 100000}}),
+            "linux.resources.cpu.realtimeRuntime",
+        ),
+        (
+            json!({"network": {"classID": 1}}),
+            "linux.resources.network.classID",
+        ),
+        (
+            json!({"blockIO": {"leafWeight": 300}}),
+            "linux.resources.blockIO",
+        ),
+        (
+            json!({"unified": {"bogus"    : "1"}}),
+            "linux.resources.unified[\"bogus\"]",
+        ),
+    ];
+    if has("memory") {
+        cases.push((
+            json!({"memory": {"swappiness": 10}}),
+            "linux.resources.memory.swappiness",
+        ));
+        cases.push((
+            json!({"memory": {"kernel": 1048576}}),
+            "linux.resources.memory.kernel",
+        ));
+        cases.push((
+            json!({"memory": {"disableOOMKiller": true}}),
+            "linux.resources.memory.disableOOMKiller",
+        ));
+    } else {
+        cases.push((
+            json!({"memory": {"limit": 1048576}}),
+            "linux.resources.memory",
+        ));
+    }
+    if !has("cpu") {
+        cases.push((json!({"cpu": {"shares": 1024}}), "linux.resources.cpu"));
+    }
+    if !has("pids") {
+        cases.push((json!({"pids": {"limit": 10}}), "linux.resources.pids.limit"));
+    }
+    if !has("io") {
+        cases.push((
+            json!({"blockIO": {"weight": 100}}),
+            "linux.resources.blockIO",
+        ));
+    }
+    if !has("memory") {
+        cases.push((
+            json!({"unified": {"memory.high": "1M"}}),
+            "linux.resources.unified[\"memory.high\"]",
+        ));
+    }
+    for (i, (v, setting)) in cases.into_iter().enumerate() {
+        let res = resources(v.clone());
+        let path = unique_path(&format!("v2bad{i}"));
+        let g = Guard::new(Cgroup::open_on(&opts(&path), host.clone()).expect("open"));
+        let err =
+            g.cg.apply(&res, false)
+                .expect_err(&format!("{v} must be refused"));
+        assert!(err.to_string().contains(setting), "{v}: {err}");
+        println!("refused as expected: {err}");
+        assert!(!exists_under(&m.0, &path), "{v} left {}", path.display());
+    }
+    // The OOM-killer switch passed separately is refused too.
+    let path = unique_path("v2oom");
+    let g = Guard::new(Cgroup::open_on(&opts(&path), host.clone()).expect("open"));
+    let err = g.cg.apply(&resources(json!({})), true).unwrap_err();
+    assert!(err.to_string().contains("disableOOMKiller"), "{err}");
+    assert!(!exists_under(&m.0, &path));
+}
