@@ -161,6 +161,8 @@ pub struct Cgroup {
     /// Path relative to each hierarchy root (systemd names expanded).
     rel: PathBuf,
     host: Host,
+    /// Driven by libcgroups' systemd manager (unit properties).
+    systemd: bool,
 }
 
 impl std::fmt::Debug for Cgroup {
@@ -275,6 +277,7 @@ impl Cgroup {
             path,
             rel,
             host,
+            systemd: opts.systemd,
         })
     }
 
@@ -486,9 +489,12 @@ impl Cgroup {
                 "the memory controller is not mounted",
             ));
         }
-        let created = self
-            .ensure_created()
-            .map_err(|e| self.op_err("create", e))?;
+        let created = if self.systemd {
+            Vec::new()
+        } else {
+            self.ensure_created()
+                .map_err(|e| self.op_err("create", e))?
+        };
         let result = self.apply_inner(resources, disable_oom_killer);
         if result.is_err() {
             for dir in created.iter().rev() {
@@ -503,6 +509,19 @@ impl Cgroup {
         resources: &LinuxResources,
         disable_oom_killer: bool,
     ) -> Result<(), CgroupError> {
+        if self.systemd {
+            // systemd owns the unit's cgroup: libcgroups turns every
+            // setting into a unit property (or refuses it).
+            return self
+                .manager
+                .apply(&ControllerOpt {
+                    resources,
+                    disable_oom_killer,
+                    oom_score_adj: None,
+                    freezer_state: None,
+                })
+                .map_err(|e| self.op_err("apply resources (systemd)", e));
+        }
         let v2 = self.host.mode == CgroupMode::Unified;
         let hugetlb_on_v2_side =
             self.host.mode == CgroupMode::Hybrid && !self.host.has_v1("hugetlb");
@@ -711,6 +730,12 @@ impl Cgroup {
     /// ioprio value (`class << 13 | level`) the runtime gives every process
     /// of the container, if the policy sets a priority.
     pub fn apply_blockio_policy(&self, policy: &BlockIoPolicy) -> Result<Option<u16>, CgroupError> {
+        if self.systemd {
+            return Err(unsupported(
+                "annotations io.vessel.blockio.priority/bandwidth",
+                "not applied to systemd-managed cgroups; run without --systemd-cgroup",
+            ));
+        }
         let created = self
             .ensure_created()
             .map_err(|e| self.op_err("create", e))?;
@@ -791,6 +816,12 @@ impl Cgroup {
     /// Kills every process left in the cgroup and removes its directories
     /// (with any child cgroups) in every hierarchy.
     pub fn destroy(&self) -> Result<(), CgroupError> {
+        if self.systemd {
+            // Stopping the transient unit kills its processes.
+            self.manager
+                .remove()
+                .map_err(|e| self.op_err("stop systemd unit", e))?;
+        }
         let dirs: Vec<PathBuf> = self.dirs().into_iter().filter(|d| d.exists()).collect();
         if dirs.is_empty() {
             return Ok(());

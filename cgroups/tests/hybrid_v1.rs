@@ -465,6 +465,31 @@ fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
         format!("{dev} {bps}")
     );
 
+    // IO done inside the cgroup shows in the blkio statistics.
+    let mut dd = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read _; dd if={} of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null",
+            l.dev
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn dd");
+    g.cg.add_task(dd.id() as i32).expect("add dd");
+    drop(dd.stdin.take());
+    assert!(dd.wait().unwrap().success());
+    let s = g.cg.stats().unwrap();
+    let bytes = s["blkio"]["ioServiceBytesRecursive"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let read_bytes: u64 = bytes
+        .iter()
+        .filter(|e| e["major"] == l.major && e["minor"] == l.minor && e["op"] == "Read")
+        .filter_map(|e| e["value"].as_u64())
+        .sum();
+    assert_eq!(read_bytes, 16 * 65536, "{s}");
+
     // A share on a device without bfq is refused, naming the annotations.
     ann.insert(BANDWIDTH_ANNOTATION.to_string(), "254:0=50%".to_string());
     let policy = parse_annotations(&ann).unwrap().unwrap();
