@@ -281,8 +281,8 @@ fn full_spec_after_pivot() {
         "linux": {
             "devices": [{"path": "/dev/custom", "type": "c", "major": 1, "minor": 3,
                          "fileMode": 0o600, "uid": 1000, "gid": 1001}],
-            "maskedPaths": ["/proc/kcore", "/proc/acpi", "/sys/firmware", "/proc/does-not-exist"],
-            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger", "/proc/nothing"],
+            "maskedPaths": ["/proc/kcore", "/proc/timer_list", "/proc/acpi", "/sys/firmware", "/proc/does-not-exist"],
+            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/nothing"],
         }
     }));
     validate(&s, b.path()).expect("validate");
@@ -366,7 +366,18 @@ fn full_spec_after_pivot() {
         expect_mount(&mi, "/etc/hostname", "ext4", &["rw"], &[])?;
         expect_mount(&mi, "/run/app", "tmpfs", &["noexec"], &["mode=700"])?;
         expect_mount(&mi, "/proc/sys", "proc", &["ro"], &[])?;
-        expect_mount(&mi, "/proc/sysrq-trigger", "proc", &["ro"], &[])?;
+        expect_mount(&mi, "/proc/irq", "proc", &["ro"], &[])?;
+        let tl = fs::metadata("/proc/timer_list").map_err(|e| format!("/proc/timer_list: {e}"))?;
+        ensure(
+            tl.file_type().is_char_device(),
+            "/proc/timer_list not masked by /dev/null",
+        )?;
+        ensure(
+            fs::read_to_string("/proc/timer_list")
+                .map(|s| s.is_empty())
+                .unwrap_or(false),
+            "/proc/timer_list readable",
+        )?;
         expect_mount(&mi, "/sys/firmware", "tmpfs", &["ro"], &[])?;
         expect_mount(&mi, "/proc/acpi", "tmpfs", &["ro"], &[])?;
         ensure(
