@@ -42,6 +42,8 @@ fn every_field_is_written_and_read_back() {
     g.cg.add_task(pid).expect("add task");
 
     let hugetlb = host.has_v1("hugetlb") || host.has_v2("hugetlb");
+    let (dmaj, dmin) = host_disk();
+    let disk = format!("{dmaj}:{dmin}");
     let mut res = json!({
         "cpu": {
             "shares": 512, "quota": 50000, "period": 100000, "burst": 10000,
@@ -59,10 +61,10 @@ fn every_field_is_written_and_read_back() {
         ],
         "blockIO": {
             "weight": 500,
-            "throttleReadBpsDevice": [{"major": 254, "minor": 0, "rate": 1048576}],
-            "throttleWriteBpsDevice": [{"major": 254, "minor": 0, "rate": 2097152}],
-            "throttleReadIOPSDevice": [{"major": 254, "minor": 0, "rate": 100}],
-            "throttleWriteIOPSDevice": [{"major": 254, "minor": 0, "rate": 200}]
+            "throttleReadBpsDevice": [{"major": dmaj, "minor": dmin, "rate": 1048576}],
+            "throttleWriteBpsDevice": [{"major": dmaj, "minor": dmin, "rate": 2097152}],
+            "throttleReadIOPSDevice": [{"major": dmaj, "minor": dmin, "rate": 100}],
+            "throttleWriteIOPSDevice": [{"major": dmaj, "minor": dmin, "rate": 200}]
         },
         "unified": {"cgroup.max.descendants": "10"}
     });
@@ -120,16 +122,19 @@ fn every_field_is_written_and_read_back() {
     assert!(read(&blkio, weight_file).contains("500"), "{weight_file}");
     assert_eq!(
         read(&blkio, "blkio.throttle.read_bps_device"),
-        "254:0 1048576"
+        format!("{disk} 1048576")
     );
     assert_eq!(
         read(&blkio, "blkio.throttle.write_bps_device"),
-        "254:0 2097152"
+        format!("{disk} 2097152")
     );
-    assert_eq!(read(&blkio, "blkio.throttle.read_iops_device"), "254:0 100");
+    assert_eq!(
+        read(&blkio, "blkio.throttle.read_iops_device"),
+        format!("{disk} 100")
+    );
     assert_eq!(
         read(&blkio, "blkio.throttle.write_iops_device"),
-        "254:0 200"
+        format!("{disk} 200")
     );
     if let Some(l) = &loopdev {
         let wd = read(&blkio, "blkio.bfq.weight_device");
@@ -221,6 +226,7 @@ fn invalid_values_are_refused_and_leave_nothing() {
     let Some(host) = v1_host("invalid_values_are_refused_and_leave_nothing") else {
         return;
     };
+    let (dmaj, dmin) = host_disk();
     let cases = vec![
         (json!({"cpu": {"shares": 1}}), "linux.resources.cpu.shares"),
         (
@@ -275,7 +281,7 @@ fn invalid_values_are_refused_and_leave_nothing() {
             "linux.resources.blockIO.leafWeight",
         ),
         (
-            json!({"blockIO": {"weightDevice": [{"major": 254, "minor": 0, "weight": 5000}]}}),
+            json!({"blockIO": {"weightDevice": [{"major": dmaj, "minor": dmin, "weight": 5000}]}}),
             "linux.resources.blockIO.weightDevice[0]",
         ),
         (
@@ -335,12 +341,12 @@ fn invalid_values_are_refused_and_leave_nothing() {
             "linux.resources.memory.kernel",
         ));
     }
-    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler")
+    if std::fs::read_to_string(format!("/sys/dev/block/{dmaj}:{dmin}/queue/scheduler"))
         .is_ok_and(|s| !s.contains("[bfq]"))
         && !host.root_has_file("blkio", "blkio.weight")
     {
         cases.push((
-            json!({"blockIO": {"weightDevice": [{"major": 254, "minor": 0, "weight": 300}]}}),
+            json!({"blockIO": {"weightDevice": [{"major": dmaj, "minor": dmin, "weight": 300}]}}),
             "linux.resources.blockIO.weightDevice[0].weight",
         ));
     }
@@ -491,11 +497,15 @@ fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
     assert_eq!(read_bytes, 16 * 65536, "{s}");
 
     // A share on a device without bfq is refused, naming the annotations.
-    ann.insert(BANDWIDTH_ANNOTATION.to_string(), "254:0=50%".to_string());
+    let (dmaj, dmin) = host_disk();
+    ann.insert(
+        BANDWIDTH_ANNOTATION.to_string(),
+        format!("{dmaj}:{dmin}=50%"),
+    );
     let policy = parse_annotations(&ann).unwrap().unwrap();
     let path2 = unique_path("prio2");
     let g2 = Guard::new(Cgroup::open(&opts(&path2)).expect("open"));
-    if std::fs::read_to_string("/sys/dev/block/254:0/queue/scheduler")
+    if std::fs::read_to_string(format!("/sys/dev/block/{dmaj}:{dmin}/queue/scheduler"))
         .is_ok_and(|s| !s.contains("[bfq]"))
     {
         let err = g2.cg.apply_blockio_policy(&policy).unwrap_err().to_string();

@@ -186,3 +186,29 @@ impl Drop for LoopDev {
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
+
+/// A block device of this host as (major, minor): the first whole disk
+/// under /sys/block that is not a loop, ram or zram device.
+pub fn host_disk() -> (u64, u64) {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for n in names {
+        if n.starts_with("loop") || n.starts_with("ram") || n.starts_with("zram") {
+            continue;
+        }
+        if let Ok(dev) = std::fs::read_to_string(format!("/sys/block/{n}/dev")) {
+            if let Some((a, b)) = dev.trim().split_once(':') {
+                if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+                    return (a, b);
+                }
+            }
+        }
+    }
+    panic!("no block device found under /sys/block");
+}
