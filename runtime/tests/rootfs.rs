@@ -564,7 +564,7 @@ fn symlinks_in_the_image_never_reach_the_host() {
     fs::write(victim.join("keep"), "host").unwrap();
     let victim_name = format!("vessel-victim-{}", std::process::id());
     let host_tmp_victim = Path::new("/tmp").join(&victim_name);
-    fs::remove_dir(&rootfs.join("proc")).unwrap();
+    fs::remove_dir(rootfs.join("proc")).unwrap();
     std::os::unix::fs::symlink(&victim, rootfs.join("proc")).unwrap();
     std::os::unix::fs::symlink("../../../../../../..", rootfs.join("up")).unwrap();
     std::os::unix::fs::symlink("/", rootfs.join("hostroot")).unwrap();

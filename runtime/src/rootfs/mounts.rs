@@ -143,7 +143,7 @@ fn check_target(root: &RootDir, t: &Target<'_>, fd: BorrowedFd<'_>) -> Result<()
             "destination resolves to the container's root",
         ));
     }
-    let fs = fstatfs(&fd).map_err(|e| t.err("statfs mount point", e))?;
+    let fs = fstatfs(fd).map_err(|e| t.err("statfs mount point", e))?;
     if fs.filesystem_type() == PROC_SUPER_MAGIC
         && !PROC_ALLOWED.iter().any(|p| t.rel == Path::new(p))
     {
@@ -237,7 +237,7 @@ pub(crate) fn remount_bind(
     flags: MsFlags,
     cleared: MsFlags,
 ) -> Result<(), Errno> {
-    let current = to_ms_flags(fstatvfs(&fd)?.flags());
+    let current = to_ms_flags(fstatvfs(fd)?.flags());
     remount(fd_path(fd).as_str(), flags, current, cleared)
 }
 
