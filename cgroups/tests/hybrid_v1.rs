@@ -555,3 +555,42 @@ fn cgroups_path_cannot_escape() {
         assert!(err.contains("cgroupsPath"), "{p}: {err}");
     }
 }
+
+#[test]
+fn many_cgroups_in_parallel_leave_nothing() {
+    let Some(_host) = v1_host("many_cgroups_in_parallel_leave_nothing") else {
+        return;
+    };
+    // Nested under one shared parent, to race on creating it.
+    let parent = unique_path("par");
+    let threads: Vec<_> = (0..24)
+        .map(|i| {
+            let path = parent.join(format!("c{i}"));
+            std::thread::spawn(move || {
+                let mut g = Guard::new(Cgroup::open(&opts(&path)).expect("open"));
+                let pid = g.spawn_sleeper();
+                g.cg.add_task(pid).expect("add task");
+                g.cg.apply(
+                    &resources(json!({"cpu": {"shares": 256 + i}, "pids": {"limit": 10}})),
+                    false,
+                )
+                .expect("apply");
+                assert_eq!(g.cg.pids().unwrap(), vec![pid]);
+                g.cg.destroy().expect("destroy");
+                assert_nothing_left(&g.cg);
+                g.reap();
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in threads {
+        if t.join().is_err() {
+            failed += 1;
+        }
+    }
+    // The shared parent is the caller's to remove (as with runc).
+    let pg = Cgroup::open(&opts(&parent)).expect("open parent");
+    pg.destroy().expect("remove parent");
+    assert_nothing_left(&pg);
+    assert_eq!(failed, 0);
+}
