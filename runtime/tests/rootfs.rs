@@ -727,3 +727,58 @@ fn relative_bind_source_and_destination() {
     });
     r.unwrap();
 }
+
+#[test]
+fn tmpcopyup_and_recursive_read_only() {
+    if !is_root() {
+        return;
+    }
+    let b = Bundle::new();
+    let rootfs = b.rootfs();
+    let app = rootfs.join("var/lib/app");
+    fs::create_dir_all(app.join("sub")).unwrap();
+    fs::write(app.join("conf"), "kept").unwrap();
+    fs::set_permissions(app.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink("/etc/marker", app.join("link")).unwrap();
+    let vol = b.path().join("vol");
+    fs::create_dir_all(vol.join("inner")).unwrap();
+    let s = spec(json!({"mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/var/lib/app", "type": "tmpfs", "source": "tmpfs",
+         "options": ["tmpcopyup", "nosuid", "mode=755"]},
+        {"destination": "/vol", "type": "bind", "source": vol, "options": ["rbind", "rro", "rprivate"]},
+    ]}));
+    validate(&s, b.path()).expect("validate");
+    let r = in_child(CloneFlags::empty(), || {
+        // A submount in the bind source: rro must reach it too.
+        nix::mount::mount(
+            Some("tmpfs"),
+            &vol.join("inner"),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| format!("submount: {e}"))?;
+        prepare(&config(&s, b.path(), &rootfs, false, false)).map_err(e2s)?;
+        pivot(&rootfs, false).map_err(e2s)?;
+        finalize(&s).map_err(e2s)?;
+        let mi = mountinfo();
+        expect_mount(&mi, "/var/lib/app", "tmpfs", &["nosuid"], &[])?;
+        ensure(
+            fs::read_to_string("/var/lib/app/conf").ok().as_deref() == Some("kept"),
+            "tmpcopyup lost conf",
+        )?;
+        let sub = fs::metadata("/var/lib/app/sub").map_err(|e| format!("sub: {e}"))?;
+        ensure(sub.permissions().mode() & 0o7777 == 0o700, "sub mode")?;
+        ensure(
+            fs::read_link("/var/lib/app/link").ok() == Some(PathBuf::from("/etc/marker")),
+            "symlink not copied",
+        )?;
+        expect_mount(&mi, "/vol", "ext4", &["ro"], &[])?;
+        expect_mount(&mi, "/vol/inner", "tmpfs", &["ro"], &[])?;
+        ensure(fs::write("/vol/inner/x", "x").is_err(), "submount writable")
+    });
+    r.unwrap();
+    // The image's directory itself was never touched.
+    assert_eq!(fs::read_to_string(app.join("conf")).unwrap(), "kept");
+}

@@ -20,6 +20,7 @@ mod options;
 mod paths;
 mod pivot;
 mod resolve;
+mod tmpcopy;
 mod validate;
 
 pub use error::RootfsError;

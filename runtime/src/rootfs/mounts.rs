@@ -16,6 +16,7 @@ use oci_spec::runtime::Mount;
 use super::cgroup_mount;
 use super::options::{self, MountOptions};
 use super::resolve::{clean, fd_path, RootDir};
+use super::tmpcopy;
 use super::{RootfsConfig, RootfsError};
 
 /// Files under /proc that may be bind-mounted over (lxcfs emulates them).
@@ -165,15 +166,40 @@ pub(crate) fn mount_fs(
     check_target(root, t, dir.as_fd())?;
     let data = (!t.opts.data.is_empty()).then_some(t.opts.data.as_str());
     let flags = t.opts.flags & !MsFlags::MS_REMOUNT;
+    let copyup = t.opts.tmpcopyup && typ == "tmpfs";
+    // Read handle on what the tmpfs will cover, taken before it is covered.
+    let covered = match copyup {
+        true => Some(
+            tmpcopy::open_dir(dir.as_raw_fd())
+                .map_err(|e| t.err("open directory to copy up", e))?,
+        ),
+        false => None,
+    };
+    // Copy while the tmpfs is still writable.
+    let first = if covered.is_some() {
+        flags & !MsFlags::MS_RDONLY
+    } else {
+        flags
+    };
     mount(
         Some(src),
         fd_path(dir.as_fd()).as_str(),
         Some(typ),
-        flags,
+        first,
         data,
     )
     .map_err(|e| t.err(format!("mount {typ}"), e))?;
-    after_mount(root, t, None)
+    let Some(covered) = covered else {
+        return after_mount(root, t, None);
+    };
+    let top = reopen(root, t)?;
+    let dst = tmpcopy::open_dir(top.as_raw_fd()).map_err(|e| t.err("open tmpfs", e))?;
+    tmpcopy::copy_tree(covered, &dst).map_err(|e| t.err("tmpcopyup", e))?;
+    if first != flags {
+        remount_bind(top.as_fd(), MsFlags::MS_RDONLY, MsFlags::empty())
+            .map_err(|e| t.err("remount read-only", e))?;
+    }
+    after_mount(root, t, Some(top))
 }
 
 /// Bind-mount `/sys` or `/dev/mqueue` of the host when a fresh instance is

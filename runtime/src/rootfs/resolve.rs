@@ -83,7 +83,11 @@ impl RootDir {
     /// Resolve `rel` (already cleaned) inside the root to an `O_PATH` handle.
     /// Trailing symlinks are followed, but only within the root.
     pub(crate) fn open_path(&self, rel: &Path, want_dir: bool) -> Result<OwnedFd, Errno> {
-        let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+        let rel: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
         if want_dir {
             flags |= OFlag::O_DIRECTORY;
