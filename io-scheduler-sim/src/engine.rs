@@ -1,0 +1,782 @@
+//! The discrete-event engine: jobs issue IO through the page cache or
+//! directly, the scheduler orders it, the device serves it.
+//!
+//! Events are kept in a binary heap ordered by (time, sequence number), so
+//! simultaneous events run in the order they were scheduled and a seed gives
+//! exactly one run.
+
+use crate::disk::Disk;
+use crate::pagecache::PageCache;
+use crate::request::{Dir, IoPrio, Origin, Part, ReqId, Request, WRITEBACK_CTX};
+use crate::rng::Rng;
+use crate::schedulers::{Decision, Scheduler};
+use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
+use crate::units::{parse_duration, parse_size, Time, SECTOR, SEC};
+use crate::workload::{SimConfig, PAGE};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Wake(u32),
+    Done(u32),
+    Timer(u64),
+    WbTick,
+}
+
+/// What the engine records when tracing (for property tests and debugging).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// A request entered the scheduler.
+    Submit {
+        /// Time.
+        t: Time,
+        /// Id.
+        id: ReqId,
+        /// Priority rank ([`IoPrio::rank`]).
+        rank: usize,
+        /// Sync (else async).
+        sync: bool,
+        /// Direction.
+        dir: Dir,
+    },
+    /// The scheduler sent a request (with its merged parts) to the device.
+    Dispatch {
+        /// Time.
+        t: Time,
+        /// Ids of all parts.
+        ids: Vec<ReqId>,
+        /// Priority rank.
+        rank: usize,
+    },
+    /// The device finished a request.
+    Complete {
+        /// Time.
+        t: Time,
+        /// Ids of all parts.
+        ids: Vec<ReqId>,
+    },
+}
+
+/// Run options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Record a [`TraceEvent`] log.
+    pub trace: bool,
+    /// After the runtime, stop issuing but let every submitted request finish.
+    pub drain: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Blocked,
+    Throttled,
+    Syncing,
+    Done,
+}
+
+#[derive(Debug)]
+struct JobRt {
+    rng: Rng,
+    state: State,
+    pos: u64,
+    op_off: u64,
+    op_start: Time,
+    last_end: u64,
+    ra_next: u64,
+    wait: Vec<ReqId>,
+    fills: Vec<(ReqId, u64, u64)>,
+    sync_ids: Vec<ReqId>,
+    bytes_done: u64,
+    since_fadv: u64,
+    fadv_from: u64,
+    since_sync: u64,
+    samples: Vec<u64>,
+    bytes_measured: u64,
+}
+
+/// The simulation state.
+pub struct Engine<'a> {
+    cfg: &'a SimConfig,
+    now: Time,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(Time, u64, Ev)>>,
+    sched: Box<dyn Scheduler>,
+    disk: Box<dyn Disk>,
+    servers: Vec<Option<Request>>,
+    dev_queue: VecDeque<Request>,
+    in_device: usize,
+    depth: usize,
+    cache: PageCache,
+    jobs: Vec<JobRt>,
+    next_id: ReqId,
+    timer_gen: u64,
+    timer_at: Option<Time>,
+    wb_inflight: u32,
+    wb_expired: bool,
+    ra_pages: u64,
+    bg_thresh: u64,
+    dirty_thresh: u64,
+    dirty_expire: Time,
+    wb_interval: Time,
+    wb_max: u32,
+    max_req_pages: u64,
+    copy_ns_per_byte: f64,
+    running: bool,
+    opts: RunOptions,
+    trace: Vec<TraceEvent>,
+    dev: DeviceStats,
+    busy_ns: Time,
+    submitted: u64,
+    completed: u64,
+    events: u64,
+    idle_with_pending: u64,
+}
+
+impl<'a> Engine<'a> {
+    /// Prepares a run (page cache pre-filled as the job file asks).
+    pub fn new(cfg: &'a SimConfig, opts: RunOptions) -> Self {
+        let disk = cfg.disk.build();
+        let file_pages: Vec<u64> = cfg.files.iter().map(|f| f.size.div_ceil(PAGE)).collect();
+        let cache_bytes = parse_size("cache.size", &cfg.cache.size).unwrap_or(0);
+        let capacity = (cache_bytes / PAGE).max(1);
+        let mut cache = PageCache::new(capacity, &file_pages);
+        for (i, f) in cfg.files.iter().enumerate() {
+            if f.precache > 0 {
+                cache.insert_clean(i as u32, 0, f.precache.div_ceil(PAGE));
+            }
+        }
+        let jobs = cfg
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, _)| JobRt {
+                rng: Rng::new(cfg.seed, i as u64 + 1),
+                state: State::Idle,
+                pos: 0,
+                op_off: 0,
+                op_start: 0,
+                last_end: 0,
+                ra_next: 0,
+                wait: Vec::new(),
+                fills: Vec::new(),
+                sync_ids: Vec::new(),
+                bytes_done: 0,
+                since_fadv: 0,
+                fadv_from: 0,
+                since_sync: 0,
+                samples: Vec::new(),
+                bytes_measured: 0,
+            })
+            .collect();
+        let depth = disk.queue_depth().max(1);
+        let servers = disk.servers().max(1);
+        Engine {
+            now: 0,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            sched: cfg.scheduler.build(),
+            servers: vec![None; servers],
+            dev_queue: VecDeque::new(),
+            in_device: 0,
+            depth,
+            cache,
+            jobs,
+            next_id: 1,
+            timer_gen: 0,
+            timer_at: None,
+            wb_inflight: 0,
+            wb_expired: false,
+            ra_pages: cfg.cache.read_ahead_kb * 1024 / PAGE,
+            bg_thresh: capacity * cfg.cache.dirty_background_ratio as u64 / 100,
+            dirty_thresh: (capacity * cfg.cache.dirty_ratio as u64 / 100).max(1),
+            dirty_expire: parse_duration("cache.dirty_expire", &cfg.cache.dirty_expire)
+                .unwrap_or(30 * SEC),
+            wb_interval: parse_duration("cache.writeback_interval", &cfg.cache.writeback_interval)
+                .unwrap_or(5 * SEC)
+                .max(1),
+            wb_max: cfg.cache.writeback_inflight.max(1),
+            max_req_pages: (cfg.max_request / PAGE).max(1),
+            copy_ns_per_byte: 1e3 / cfg.cache.memcpy_mb_s,
+            running: true,
+            opts,
+            trace: Vec::new(),
+            dev: DeviceStats::default(),
+            busy_ns: 0,
+            submitted: 0,
+            completed: 0,
+            events: 0,
+            idle_with_pending: 0,
+            disk,
+            cfg,
+        }
+    }
+
+    fn push(&mut self, t: Time, ev: Ev) {
+        self.seq += 1;
+        self.heap.push(Reverse((t, self.seq, ev)));
+    }
+
+    /// Runs to the end and summarizes.
+    pub fn run(mut self) -> (RunResult, Vec<TraceEvent>) {
+        for (i, j) in self.cfg.jobs.iter().enumerate() {
+            if j.start < j.end {
+                self.push(j.start, Ev::Wake(i as u32));
+            }
+        }
+        self.push(self.wb_interval, Ev::WbTick);
+        while let Some(Reverse((t, _, ev))) = self.heap.pop() {
+            if t > self.cfg.runtime && self.running {
+                self.running = false;
+                self.now = self.cfg.runtime;
+                for j in 0..self.jobs.len() {
+                    self.finish(j);
+                }
+                if !self.opts.drain {
+                    break;
+                }
+            }
+            self.now = t;
+            self.events += 1;
+            match ev {
+                Ev::Wake(j) => {
+                    if self.running {
+                        self.issue(j as usize);
+                    }
+                }
+                Ev::Done(s) => self.device_done(s as usize),
+                Ev::Timer(g) => {
+                    if g != self.timer_gen {
+                        continue;
+                    }
+                    self.timer_at = None;
+                }
+                Ev::WbTick => {
+                    if self.running {
+                        self.wb_expired = true;
+                        self.pump_writeback();
+                        let next = t + self.wb_interval;
+                        self.push(next, Ev::WbTick);
+                    }
+                }
+            }
+            self.kick();
+        }
+        self.summarize()
+    }
+
+    fn summarize(self) -> (RunResult, Vec<TraceEvent>) {
+        let window = self.cfg.runtime.saturating_sub(self.cfg.ramp).max(1) as f64 / SEC as f64;
+        let jobs = self
+            .cfg
+            .jobs
+            .iter()
+            .zip(self.jobs)
+            .map(|(spec, rt)| {
+                let rw = match (spec.sequential, spec.dir) {
+                    (true, Dir::Read) => "read",
+                    (true, Dir::Write) => "write",
+                    (false, Dir::Read) => "randread",
+                    (false, Dir::Write) => "randwrite",
+                };
+                JobResult {
+                    name: spec.name.clone(),
+                    kind: format!(
+                        "{rw} {}k {}",
+                        spec.bs / 1024,
+                        if spec.direct { "direct" } else { "buffered" }
+                    ),
+                    prio: spec.prio,
+                    ios: rt.samples.len() as u64,
+                    bytes: rt.bytes_measured,
+                    bw_kb_s: rt.bytes_measured as f64 / 1024.0 / window,
+                    lat: LatencyStats::from_ns(&rt.samples),
+                    report: spec.report,
+                    samples: rt.samples,
+                }
+            })
+            .collect();
+        let mut dev = self.dev;
+        dev.utilization = self.busy_ns as f64 / self.cfg.runtime.max(1) as f64;
+        (
+            RunResult {
+                scheduler: self.sched.name().to_string(),
+                runtime_s: self.cfg.runtime as f64 / SEC as f64,
+                jobs,
+                device: dev,
+                submitted: self.submitted,
+                completed: self.completed,
+                events: self.events,
+                idle_with_pending: self.idle_with_pending,
+                evictions: self.cache.evictions,
+            },
+            self.trace,
+        )
+    }
+
+    // ---- device and scheduler ----
+
+    fn kick(&mut self) {
+        while self.in_device < self.depth {
+            match self.sched.dispatch(self.now) {
+                Decision::Dispatch(r) => {
+                    if self.opts.trace {
+                        self.trace.push(TraceEvent::Dispatch {
+                            t: self.now,
+                            ids: r.all_parts().map(|p| p.id).collect(),
+                            rank: r.prio.rank(),
+                        });
+                    }
+                    self.send(r);
+                }
+                Decision::Wait(t) => {
+                    if self.sched.work_conserving() {
+                        self.idle_with_pending += 1;
+                    }
+                    let t = t.max(self.now + 1);
+                    if self.timer_at != Some(t) {
+                        self.timer_gen += 1;
+                        self.timer_at = Some(t);
+                        let g = self.timer_gen;
+                        self.push(t, Ev::Timer(g));
+                    }
+                    break;
+                }
+                Decision::Idle => {
+                    if self.sched.pending() > 0 && self.sched.work_conserving() {
+                        self.idle_with_pending += 1;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, r: Request) {
+        self.in_device += 1;
+        match self.servers.iter().position(|s| s.is_none()) {
+            Some(s) => self.start(s, r),
+            None => self.dev_queue.push_back(r),
+        }
+    }
+
+    fn start(&mut self, s: usize, r: Request) {
+        let dur = self.disk.service(&r, self.now).max(1);
+        self.busy_ns += dur;
+        self.servers[s] = Some(r);
+        self.push(self.now + dur, Ev::Done(s as u32));
+    }
+
+    fn device_done(&mut self, s: usize) {
+        let r = self.servers[s].take().expect("server was busy");
+        self.in_device -= 1;
+        if let Some(n) = self.dev_queue.pop_front() {
+            self.start(s, n);
+        }
+        self.sched.completed(&r, self.now);
+        self.dev.requests += 1;
+        self.dev.parts += r.parts() as u64;
+        let bytes = r.sectors as u64 * SECTOR;
+        match r.dir {
+            Dir::Read => self.dev.bytes_read += bytes,
+            Dir::Write => self.dev.bytes_written += bytes,
+        }
+        if self.opts.trace {
+            self.trace.push(TraceEvent::Complete {
+                t: self.now,
+                ids: r.all_parts().map(|p| p.id).collect(),
+            });
+        }
+        for part in r.all_parts() {
+            self.part_done(part);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        lba: u64,
+        sectors: u32,
+        dir: Dir,
+        sync: bool,
+        prio: IoPrio,
+        ctx: u32,
+        origin: Origin,
+    ) -> ReqId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.submitted += 1;
+        if self.opts.trace {
+            self.trace.push(TraceEvent::Submit {
+                t: self.now,
+                id,
+                rank: prio.rank(),
+                sync,
+                dir,
+            });
+        }
+        self.sched.add(
+            Request {
+                id,
+                lba,
+                sectors,
+                dir,
+                sync,
+                prio,
+                ctx,
+                submitted: self.now,
+                origin,
+                merged: Vec::new(),
+            },
+            self.now,
+        );
+        id
+    }
+
+    fn part_done(&mut self, part: Part) {
+        self.completed += 1;
+        match part.origin {
+            Origin::Direct { job } => self.job_io_done(job as usize, part.id),
+            Origin::Fill {
+                job,
+                file,
+                page,
+                pages,
+            } => {
+                self.cache.insert_clean(file, page, pages as u64);
+                self.jobs[job as usize].fills.retain(|f| f.0 != part.id);
+                self.job_io_done(job as usize, part.id);
+            }
+            Origin::Writeback { file, page, pages } => {
+                self.cache.writeback_done(file, page, pages);
+                self.wb_inflight = self.wb_inflight.saturating_sub(1);
+                for j in 0..self.jobs.len() {
+                    if self.jobs[j].state == State::Syncing {
+                        self.jobs[j].sync_ids.retain(|&i| i != part.id);
+                        if self.jobs[j].sync_ids.is_empty() {
+                            self.schedule_next(j, self.now);
+                        }
+                    }
+                }
+                self.check_throttled();
+                if self.running {
+                    self.pump_writeback();
+                }
+            }
+        }
+    }
+
+    // ---- jobs ----
+
+    fn finish(&mut self, j: usize) {
+        if self.jobs[j].state != State::Done {
+            self.jobs[j].state = State::Done;
+            self.sched.ctx_exited(j as u32);
+        }
+    }
+
+    fn issue(&mut self, j: usize) {
+        let spec = &self.cfg.jobs[j];
+        if self.now >= spec.end || self.jobs[j].state == State::Done {
+            self.finish(j);
+            return;
+        }
+        let file = &self.cfg.files[spec.file];
+        let rt = &mut self.jobs[j];
+        let off = if spec.sequential {
+            let o = rt.pos;
+            rt.pos = (o + spec.bs) % file.size;
+            o
+        } else {
+            rt.rng.below(file.size / spec.bs) * spec.bs
+        };
+        rt.op_off = off;
+        rt.op_start = self.now;
+        rt.state = State::Blocked;
+        if spec.direct {
+            let id = self.submit(
+                file.start_lba + off / SECTOR,
+                (spec.bs / SECTOR) as u32,
+                spec.dir,
+                true,
+                spec.prio,
+                j as u32,
+                Origin::Direct { job: j as u32 },
+            );
+            self.jobs[j].wait.push(id);
+            return;
+        }
+        match spec.dir {
+            Dir::Read => self.buffered_read(j, off),
+            Dir::Write => self.buffered_write(j, off),
+        }
+    }
+
+    fn fill(&mut self, j: usize, from: u64, to: u64, wait_until: u64) {
+        let spec = &self.cfg.jobs[j];
+        let f = spec.file;
+        let start_lba = self.cfg.files[f].start_lba;
+        let prio = spec.prio;
+        let mut p = from;
+        while p < to {
+            let e = (p + self.max_req_pages).min(to);
+            let id = self.submit(
+                start_lba + p * PAGE / SECTOR,
+                ((e - p) * PAGE / SECTOR) as u32,
+                Dir::Read,
+                true,
+                prio,
+                j as u32,
+                Origin::Fill {
+                    job: j as u32,
+                    file: f as u32,
+                    page: p,
+                    pages: (e - p) as u32,
+                },
+            );
+            let rt = &mut self.jobs[j];
+            rt.fills.push((id, p, e));
+            if p < wait_until {
+                rt.wait.push(id);
+            }
+            p = e;
+        }
+    }
+
+    fn buffered_read(&mut self, j: usize, off: u64) {
+        let spec = &self.cfg.jobs[j];
+        let f = spec.file as u32;
+        let npages = self.cache.file_pages(f);
+        let p0 = off / PAGE;
+        let p1 = (off + spec.bs).div_ceil(PAGE).min(npages);
+        let sequential = off == self.jobs[j].last_end;
+        let mut first_missing = None;
+        let mut last_missing = 0;
+        for p in p0..p1 {
+            if self.cache.touch(f, p) {
+                continue;
+            }
+            let rt = &mut self.jobs[j];
+            if let Some(&(id, _, _)) = rt.fills.iter().find(|&&(_, a, b)| p >= a && p < b) {
+                if !rt.wait.contains(&id) {
+                    rt.wait.push(id);
+                }
+                continue;
+            }
+            first_missing.get_or_insert(p);
+            last_missing = p + 1;
+        }
+        let mut fetch_end = last_missing;
+        if sequential && self.ra_pages > 0 {
+            // Keep half a window ahead of the reader; refill a whole window
+            // at a time so read-ahead requests are window-sized.
+            let rt_next = self.jobs[j].ra_next.max(p1);
+            if rt_next < p1 + self.ra_pages / 2 && rt_next < npages {
+                let ra_end = (rt_next + self.ra_pages).min(npages);
+                match first_missing {
+                    Some(_) if fetch_end >= rt_next.saturating_sub(1) => fetch_end = ra_end,
+                    _ => {
+                        let mut from = rt_next;
+                        while from < ra_end && self.cache.contains(f, from) {
+                            from += 1;
+                        }
+                        if from < ra_end {
+                            self.fill(j, from, ra_end, 0);
+                        }
+                    }
+                }
+                self.jobs[j].ra_next = ra_end;
+            }
+        }
+        if let Some(fm) = first_missing {
+            self.fill(j, fm, fetch_end, p1);
+            let rt = &mut self.jobs[j];
+            rt.ra_next = rt.ra_next.max(fetch_end);
+        }
+        if self.jobs[j].wait.is_empty() {
+            let cost = self.copy_cost(j);
+            self.complete_op(j, cost);
+        }
+    }
+
+    fn buffered_write(&mut self, j: usize, off: u64) {
+        let spec = &self.cfg.jobs[j];
+        let f = spec.file as u32;
+        let p0 = off / PAGE;
+        let p1 = (off + spec.bs).div_ceil(PAGE);
+        self.cache.write(f, p0, p1 - p0, self.now, spec.prio);
+        self.pump_writeback();
+        if self.cache.dirty() + self.cache.under_writeback() > self.dirty_thresh {
+            self.jobs[j].state = State::Throttled;
+        } else {
+            let cost = self.copy_cost(j);
+            self.complete_op(j, cost);
+        }
+    }
+
+    fn copy_cost(&self, j: usize) -> Time {
+        (self.cfg.jobs[j].bs as f64 * self.copy_ns_per_byte) as Time
+    }
+
+    fn check_throttled(&mut self) {
+        if self.cache.dirty() + self.cache.under_writeback() > self.dirty_thresh {
+            return;
+        }
+        for j in 0..self.jobs.len() {
+            if self.jobs[j].state == State::Throttled {
+                self.complete_op(j, 0);
+            }
+        }
+    }
+
+    fn job_io_done(&mut self, j: usize, id: ReqId) {
+        let rt = &mut self.jobs[j];
+        let before = rt.wait.len();
+        rt.wait.retain(|&w| w != id);
+        if before > 0 && rt.wait.is_empty() && rt.state == State::Blocked {
+            let spec = &self.cfg.jobs[j];
+            let cost = if spec.direct { 0 } else { self.copy_cost(j) };
+            self.complete_op(j, cost);
+        }
+    }
+
+    fn complete_op(&mut self, j: usize, extra: Time) {
+        let spec = &self.cfg.jobs[j];
+        let done = self.now + extra;
+        let rt = &mut self.jobs[j];
+        if rt.op_start >= self.cfg.ramp && done <= self.cfg.runtime {
+            rt.samples.push(done - rt.op_start);
+            rt.bytes_measured += spec.bs;
+        }
+        rt.bytes_done += spec.bs;
+        rt.last_end = rt.op_off + spec.bs;
+        rt.state = State::Idle;
+        let f = spec.file as u32;
+        if let Some(n) = spec.fadvise_every {
+            rt.since_fadv += spec.bs;
+            if rt.since_fadv >= n {
+                rt.since_fadv = 0;
+                self.fadvise(j);
+            }
+        }
+        if let Some(n) = spec.sync_every {
+            let rt = &mut self.jobs[j];
+            rt.since_sync += spec.bs;
+            if rt.since_sync >= n {
+                rt.since_sync = 0;
+                let mut ids = Vec::new();
+                while let Some(c) = self.cache.take_dirty(Some(f), None, None, self.max_req_pages as u32) {
+                    ids.push(self.submit_writeback(c, j as u32));
+                }
+                if !ids.is_empty() {
+                    let rt = &mut self.jobs[j];
+                    rt.sync_ids = ids;
+                    rt.state = State::Syncing;
+                    return;
+                }
+            }
+        }
+        self.schedule_next(j, done);
+    }
+
+    /// `posix_fadvise(DONTNEED)` over what the job touched since the last
+    /// call: start writeback of its dirty pages, drop the clean ones.
+    fn fadvise(&mut self, j: usize) {
+        let spec = &self.cfg.jobs[j];
+        let f = spec.file as u32;
+        let rt = &self.jobs[j];
+        let to = rt.last_end.div_ceil(PAGE);
+        let from = if to < rt.fadv_from { 0 } else { rt.fadv_from };
+        while let Some(c) = self
+            .cache
+            .take_dirty(Some(f), Some((from, to)), None, self.max_req_pages as u32)
+        {
+            self.submit_writeback(c, j as u32);
+        }
+        self.cache.drop_range(f, from, to);
+        // Pages still under writeback are retried on the next call.
+        let mut keep = to;
+        for p in from..to {
+            if self.cache.contains(f, p) {
+                keep = p;
+                break;
+            }
+        }
+        self.jobs[j].fadv_from = keep;
+    }
+
+    fn schedule_next(&mut self, j: usize, done: Time) {
+        let spec = &self.cfg.jobs[j];
+        let rt = &mut self.jobs[j];
+        rt.state = State::Idle;
+        let mut next = done + self.cfg.syscall + spec.think;
+        if let Some(rate) = spec.rate {
+            let allowed = spec.start + (rt.bytes_done as u128 * SEC as u128 / rate as u128) as Time;
+            next = next.max(allowed);
+        }
+        if next < spec.end && self.running {
+            self.push(next, Ev::Wake(j as u32));
+        } else {
+            self.finish(j);
+        }
+    }
+
+    // ---- writeback ----
+
+    fn submit_writeback(&mut self, c: crate::pagecache::WritebackChunk, ctx: u32) -> ReqId {
+        let start_lba = self.cfg.files[c.file as usize].start_lba;
+        self.wb_inflight += 1;
+        self.submit(
+            start_lba + c.page * PAGE / SECTOR,
+            (c.pages as u64 * PAGE / SECTOR) as u32,
+            Dir::Write,
+            false,
+            c.prio,
+            ctx,
+            Origin::Writeback {
+                file: c.file,
+                page: c.page,
+                pages: c.pages,
+            },
+        )
+    }
+
+    /// The flush thread: write back while above the background threshold or
+    /// while writers are throttled, and expired data after each period.
+    fn pump_writeback(&mut self) {
+        while self.wb_inflight < self.wb_max {
+            let throttled = self.jobs.iter().any(|r| r.state == State::Throttled);
+            let chunk = if self.cache.dirty() > self.bg_thresh || throttled {
+                self.cache.take_dirty(None, None, None, self.max_req_pages as u32)
+            } else if self.wb_expired {
+                let cutoff = self.now.saturating_sub(self.dirty_expire);
+                let c = self
+                    .cache
+                    .take_dirty(None, None, Some(cutoff), self.max_req_pages as u32);
+                if c.is_none() {
+                    self.wb_expired = false;
+                }
+                c
+            } else {
+                None
+            };
+            match chunk {
+                Some(c) => {
+                    self.submit_writeback(c, WRITEBACK_CTX);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+/// Runs a simulation.
+pub fn run(cfg: &SimConfig) -> RunResult {
+    Engine::new(cfg, RunOptions::default()).run().0
+}
+
+/// Runs a simulation with options; returns the trace too.
+pub fn run_with(cfg: &SimConfig, opts: RunOptions) -> (RunResult, Vec<TraceEvent>) {
+    Engine::new(cfg, opts).run()
+}

@@ -1,0 +1,550 @@
+//! The anticipatory scheduler (Linux 2.6.18 `as-iosched`) and, when built with
+//! [`PrioTunables`], the paper's priority scheduler on top of it.
+//!
+//! Vanilla AS: a one-way elevator with limited backward seeks, sync and async
+//! FIFOs with expiry, alternating sync/async batches with time limits, and
+//! anticipation: after a sync request completes the disk may stay idle for
+//! up to `antic_expire` waiting for the same process's next, nearby request,
+//! judged from its think time and mean seek distance.
+//!
+//! Priority mode ("IO Containment", section 3) keeps one sort list and one
+//! FIFO per direction per priority level; a level's FIFO expires only while
+//! that level is being served; each level has tokens (requests per round) and
+//! a batch runs at one level in one direction while it has requests and
+//! tokens; anticipation also waits for a higher-priority process instead of
+//! dispatching a lower-priority request, and an arriving higher-priority
+//! request breaks anticipation and interrupts a lower-priority batch; merges
+//! happen only within a level.
+//!
+//! Requests are classed sync/async (as later kernels do) rather than
+//! read/write, so direct writes are anticipated on like reads.
+
+use super::queue::{Key, SortedFifo};
+use super::{Decision, Scheduler};
+use crate::request::{IoPrio, Request, WRITEBACK_CTX};
+use crate::units::{ms, Time, MS};
+use serde::{Deserialize, Serialize};
+
+/// Anticipatory tunables (defaults of Linux 2.6.18 with HZ=1000).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AsTunables {
+    /// Sync FIFO expiry (ms).
+    pub read_expire_ms: f64,
+    /// Async FIFO expiry (ms).
+    pub write_expire_ms: f64,
+    /// Longest sync batch when async requests wait (ms).
+    pub read_batch_expire_ms: f64,
+    /// Longest async batch when sync requests wait (ms).
+    pub write_batch_expire_ms: f64,
+    /// Longest anticipation (ms); 0 turns anticipation off.
+    pub antic_expire_ms: f64,
+    /// Farthest backward seek the elevator takes (KiB).
+    pub back_seek_max_kb: u64,
+    /// Cost factor of a backward seek.
+    pub back_seek_penalty: u64,
+    /// Largest merged request (sectors); 0 disables merging.
+    pub max_sectors: u32,
+}
+
+impl Default for AsTunables {
+    fn default() -> Self {
+        AsTunables {
+            read_expire_ms: 125.0,
+            write_expire_ms: 250.0,
+            read_batch_expire_ms: 500.0,
+            write_batch_expire_ms: 125.0,
+            antic_expire_ms: 6.0,
+            back_seek_max_kb: 512 * 1024,
+            back_seek_penalty: 2,
+            max_sectors: 1024,
+        }
+    }
+}
+
+/// Tunables of the priority scheduler: AS's plus tokens per level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PrioTunables {
+    /// The anticipatory core's tunables.
+    #[serde(flatten)]
+    pub anticipatory: AsTunables,
+    /// Tokens (requests per round) of RT levels 0..=7.
+    pub rt_tokens: Vec<u32>,
+    /// Tokens of BE levels 0..=7.
+    pub be_tokens: Vec<u32>,
+    /// Tokens of the IDLE class.
+    pub idle_tokens: u32,
+    /// Whether an arriving higher-priority request ends a lower-priority batch.
+    pub interrupt_batches: bool,
+}
+
+impl Default for PrioTunables {
+    fn default() -> Self {
+        // Tokens fall with the level like CFQ's slices do: level n gets 8 - n.
+        let t: Vec<u32> = (0..8).map(|l| 8 - l).collect();
+        PrioTunables {
+            anticipatory: AsTunables::default(),
+            rt_tokens: t.clone(),
+            be_tokens: t,
+            idle_tokens: 1,
+            interrupt_batches: true,
+        }
+    }
+}
+
+impl PrioTunables {
+    fn tokens(&self) -> Vec<u32> {
+        let mut v = Vec::with_capacity(IoPrio::RANKS);
+        for l in 0..8 {
+            v.push(self.rt_tokens.get(l).copied().unwrap_or(1).max(1));
+        }
+        for l in 0..8 {
+            v.push(self.be_tokens.get(l).copied().unwrap_or(1).max(1));
+        }
+        v.push(self.idle_tokens.max(1));
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Antic {
+    Off,
+    /// Waiting for the anticipated process's request to complete.
+    WaitReq,
+    /// Waiting for its next request, until `antic_start + antic_expire`.
+    WaitNext,
+    /// Anticipation ended; dispatch normally.
+    Finished,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Ctx {
+    ttime_samples: u64,
+    ttime_total: u64,
+    ttime_mean: Time,
+    seek_samples: u64,
+    seek_total: u64,
+    seek_mean: u64,
+    last_pos: u64,
+    last_done: Option<Time>,
+    queued: u32,
+    dispatched: u32,
+    exited: bool,
+    rank: usize,
+}
+
+/// Anticipatory scheduler, optionally with the paper's priorities.
+#[derive(Debug)]
+pub struct Anticipatory {
+    prio: Option<PrioTunables>,
+    q: Vec<[SortedFifo; 2]>,
+    ctxs: Vec<Ctx>,
+    antic: Antic,
+    antic_start: Time,
+    antic_ctx: Option<u32>,
+    ioc_finished: bool,
+    batch_level: usize,
+    batch_dir: usize,
+    batch_expires: Time,
+    changed_batch: bool,
+    last_dir_at_level: Vec<usize>,
+    last_sector: [u64; 2],
+    last_check_fifo: Vec<[Time; 2]>,
+    in_flight: usize,
+    tokens: Vec<u32>,
+    token_init: Vec<u32>,
+    pending: usize,
+    expire: [Time; 2],
+    batch_expire: [Time; 2],
+    antic_expire: Time,
+    antic_expire_ms: u64,
+    back_max: u64,
+    penalty: u64,
+    max_sectors: u32,
+}
+
+const MAX_THINKTIME: Time = 20 * MS;
+
+fn ctx_index(ctx: u32) -> usize {
+    if ctx == WRITEBACK_CTX {
+        0
+    } else {
+        ctx as usize + 1
+    }
+}
+
+impl Anticipatory {
+    /// Vanilla AS when `prio` is `None`, the priority scheduler otherwise.
+    pub fn new(t: AsTunables, prio: Option<PrioTunables>) -> Self {
+        let levels = if prio.is_some() { IoPrio::RANKS } else { 1 };
+        let token_init = prio
+            .as_ref()
+            .map(|p| p.tokens())
+            .unwrap_or_else(|| vec![u32::MAX]);
+        Anticipatory {
+            q: (0..levels)
+                .map(|_| [SortedFifo::default(), SortedFifo::default()])
+                .collect(),
+            ctxs: Vec::new(),
+            antic: Antic::Off,
+            antic_start: 0,
+            antic_ctx: None,
+            ioc_finished: false,
+            batch_level: 0,
+            batch_dir: 0,
+            batch_expires: 0,
+            changed_batch: false,
+            last_dir_at_level: vec![0; levels],
+            last_sector: [0, 0],
+            last_check_fifo: vec![[0, 0]; levels],
+            in_flight: 0,
+            tokens: token_init.clone(),
+            token_init,
+            pending: 0,
+            expire: [ms(t.read_expire_ms), ms(t.write_expire_ms)],
+            batch_expire: [ms(t.read_batch_expire_ms), ms(t.write_batch_expire_ms)],
+            antic_expire: ms(t.antic_expire_ms),
+            antic_expire_ms: t.antic_expire_ms.max(0.0) as u64,
+            back_max: t.back_seek_max_kb * 2,
+            penalty: t.back_seek_penalty.max(1),
+            max_sectors: t.max_sectors,
+            prio,
+        }
+    }
+
+    fn level(&self, r: &Request) -> usize {
+        if self.prio.is_some() {
+            r.prio.rank()
+        } else {
+            0
+        }
+    }
+
+    fn ctx(&mut self, ctx: u32) -> &mut Ctx {
+        let i = ctx_index(ctx);
+        if i >= self.ctxs.len() {
+            self.ctxs.resize_with(i + 1, Ctx::default);
+        }
+        &mut self.ctxs[i]
+    }
+
+    fn ctx_ref(&self, ctx: u32) -> Option<&Ctx> {
+        self.ctxs.get(ctx_index(ctx))
+    }
+
+    fn level_pending(&self, l: usize) -> bool {
+        !self.q[l][0].is_empty() || !self.q[l][1].is_empty()
+    }
+
+    fn higher_pending_with_tokens(&self, lvl: usize) -> bool {
+        (0..lvl).any(|l| self.tokens[l] > 0 && self.level_pending(l))
+    }
+
+    /// AS checks a FIFO at most once per expiry period; a request can thus
+    /// wait up to about twice its expiry before the FIFO forces it.
+    fn fifo_expired(&mut self, lvl: usize, dir: usize, now: Time) -> bool {
+        if now.saturating_sub(self.last_check_fifo[lvl][dir]) < self.expire[dir] {
+            return false;
+        }
+        self.last_check_fifo[lvl][dir] = now;
+        match self.q[lvl][dir].fifo_head() {
+            Some((_, exp)) => now > exp,
+            None => false,
+        }
+    }
+
+    fn antic_expired(&self, now: Time) -> bool {
+        self.ioc_finished && now >= self.antic_start + self.antic_expire
+    }
+
+    fn close_req(&self, c: &Ctx, r: &Request, now: Time) -> bool {
+        let delay = if self.antic == Antic::Off || !self.ioc_finished {
+            0
+        } else {
+            now.saturating_sub(self.antic_start) / MS
+        };
+        let delta: u64 = if delay == 0 {
+            8192
+        } else if delay <= 20 && delay <= self.antic_expire_ms {
+            8192 << delay
+        } else {
+            return true;
+        };
+        let last = self.last_sector[self.batch_dir];
+        let next = r.lba;
+        if last <= next + delta / 2 && next <= last + delta {
+            return true;
+        }
+        let s = last.abs_diff(next);
+        c.seek_samples > 0 && c.seek_mean > s
+    }
+
+    fn can_break(&self, r: Option<&Request>, now: Time) -> bool {
+        let Some(cid) = self.antic_ctx else {
+            return true;
+        };
+        if r.is_some_and(|r| r.ctx == cid) {
+            return true;
+        }
+        let Some(c) = self.ctx_ref(cid) else {
+            return true;
+        };
+        let thinks_too_long = c.ttime_samples > 0 && c.ttime_mean > self.antic_expire;
+        if let (Some(_), Some(r)) = (&self.prio, r) {
+            let rl = r.prio.rank();
+            if rl < c.rank {
+                return true;
+            }
+            if rl > c.rank {
+                // A lower-priority request waits for the anticipated
+                // higher-priority process unless waiting cannot pay off.
+                return c.exited
+                    || self.tokens[c.rank] == 0
+                    || self.antic_expired(now)
+                    || thinks_too_long;
+            }
+        }
+        if self.antic_expired(now) || c.queued > 0 || c.dispatched > 0 {
+            return true;
+        }
+        if let Some(r) = r {
+            if r.sync && self.close_req(c, r, now) {
+                return true;
+            }
+        }
+        c.exited || thinks_too_long
+    }
+
+    fn can_anticipate(&self, next: Option<&Request>, now: Time) -> bool {
+        if self.antic_ctx.is_none() || self.antic == Antic::Finished {
+            return false;
+        }
+        if let (Some(_), Some(c)) = (&self.prio, self.antic_ctx.and_then(|c| self.ctx_ref(c))) {
+            if self.tokens[c.rank] == 0 {
+                return false;
+            }
+        }
+        !self.can_break(next, now)
+    }
+
+    fn choose_batch(&mut self) -> Option<(usize, usize)> {
+        let lvl = if self.prio.is_some() {
+            match (0..self.q.len()).find(|&l| self.tokens[l] > 0 && self.level_pending(l)) {
+                Some(l) => l,
+                None => {
+                    self.tokens.clone_from(&self.token_init);
+                    (0..self.q.len()).find(|&l| self.level_pending(l))?
+                }
+            }
+        } else if self.level_pending(0) {
+            0
+        } else {
+            return None;
+        };
+        let sync = !self.q[lvl][0].is_empty();
+        let asy = !self.q[lvl][1].is_empty();
+        let last = if self.prio.is_some() {
+            self.last_dir_at_level[lvl]
+        } else {
+            self.batch_dir
+        };
+        let dir = if sync && asy {
+            if last == 0 {
+                1
+            } else {
+                0
+            }
+        } else if sync {
+            0
+        } else {
+            1
+        };
+        Some((lvl, dir))
+    }
+
+    fn take(&mut self, lvl: usize, dir: usize, key: Key) -> Request {
+        let r = self.q[lvl][dir].remove(key).expect("key is queued");
+        self.pending -= 1;
+        self.in_flight += 1;
+        self.last_sector[dir] = r.end();
+        let parts = r.parts() as u32;
+        let c = self.ctx(r.ctx);
+        c.queued = c.queued.saturating_sub(parts);
+        c.dispatched += parts;
+        if dir == 0 {
+            self.antic_ctx = Some(r.ctx);
+        } else {
+            self.antic_ctx = None;
+        }
+        self.antic = Antic::Off;
+        self.ioc_finished = false;
+        if self.prio.is_some() {
+            self.tokens[lvl] = self.tokens[lvl].saturating_sub(1);
+        }
+        r
+    }
+
+    fn update_history(&mut self, r: &Request, now: Time) {
+        let rank = r.prio.rank();
+        let c = self.ctx(r.ctx);
+        c.rank = rank;
+        if !r.sync {
+            return;
+        }
+        if c.dispatched == 0 && c.queued == 0 {
+            if let Some(done) = c.last_done {
+                let tt = now.saturating_sub(done).min(MAX_THINKTIME);
+                c.ttime_samples = (7 * c.ttime_samples + 256) / 8;
+                c.ttime_total = (7 * c.ttime_total + 256 * tt) / 8;
+                c.ttime_mean = (c.ttime_total + 128) / c.ttime_samples;
+            }
+        }
+        let mut dist = r.lba.abs_diff(c.last_pos);
+        if c.seek_samples > 0 {
+            // Ignore outliers, as AS does.
+            dist = dist.min(c.seek_mean * 4 + 2 * 1024 * 1024);
+        }
+        c.seek_samples = (7 * c.seek_samples + 256) / 8;
+        c.seek_total = (7 * c.seek_total + 256 * dist) / 8;
+        c.seek_mean = (c.seek_total + c.seek_samples / 2) / c.seek_samples;
+        c.last_pos = r.end();
+    }
+}
+
+impl Scheduler for Anticipatory {
+    fn name(&self) -> &'static str {
+        if self.prio.is_some() {
+            "priority"
+        } else {
+            "anticipatory"
+        }
+    }
+
+    fn add(&mut self, req: Request, now: Time) {
+        self.update_history(&req, now);
+        let parts = req.parts() as u32;
+        self.ctx(req.ctx).queued += parts;
+        if matches!(self.antic, Antic::WaitReq | Antic::WaitNext) && self.can_break(Some(&req), now)
+        {
+            self.antic = Antic::Finished;
+        }
+        let lvl = self.level(&req);
+        let dir = if req.sync { 0 } else { 1 };
+        let exp = now + self.expire[dir];
+        if !self.q[lvl][dir].insert(req, exp, self.max_sectors) {
+            self.pending += 1;
+        }
+    }
+
+    fn dispatch(&mut self, now: Time) -> Decision {
+        if self.pending == 0 {
+            return Decision::Idle;
+        }
+        match self.antic {
+            Antic::WaitReq => return Decision::Idle,
+            Antic::WaitNext => {
+                let deadline = self.antic_start + self.antic_expire;
+                if now < deadline {
+                    return Decision::Wait(deadline);
+                }
+                self.antic = Antic::Finished;
+            }
+            Antic::Off | Antic::Finished => {}
+        }
+        if self.changed_batch {
+            if self.in_flight > 0 {
+                return Decision::Idle;
+            }
+            self.changed_batch = false;
+        }
+        let lvl = self.batch_level;
+        let dir = self.batch_dir;
+        let other_pending = !self.q[lvl][1 - dir].is_empty();
+        let mut running = !(other_pending && now >= self.batch_expires);
+        if let Some(p) = &self.prio {
+            if self.tokens[lvl] == 0 || (p.interrupt_batches && self.higher_pending_with_tokens(lvl))
+            {
+                running = false;
+            }
+        }
+        if running {
+            let next = self.q[lvl][dir].elevator(self.last_sector[dir], self.back_max, self.penalty);
+            if dir == 0 && self.antic_expire > 0 {
+                if self.fifo_expired(lvl, dir, now) {
+                    let (key, _) = self.q[lvl][dir].fifo_head().expect("expired head");
+                    return Decision::Dispatch(self.take(lvl, dir, key));
+                }
+                let cand = next.and_then(|k| self.q[lvl][dir].get(k));
+                if self.can_anticipate(cand, now) {
+                    if !self.ioc_finished {
+                        self.antic = Antic::WaitReq;
+                        return Decision::Idle;
+                    }
+                    self.antic = Antic::WaitNext;
+                    return Decision::Wait(self.antic_start + self.antic_expire);
+                }
+            }
+            if let Some(k) = next {
+                if !other_pending {
+                    self.batch_expires = now + self.batch_expire[dir];
+                }
+                let key = if self.fifo_expired(lvl, dir, now) {
+                    self.q[lvl][dir].fifo_head().expect("expired head").0
+                } else {
+                    k
+                };
+                return Decision::Dispatch(self.take(lvl, dir, key));
+            }
+        }
+        let Some((nl, nd)) = self.choose_batch() else {
+            return Decision::Idle;
+        };
+        let changed_dir = nd != self.batch_dir;
+        self.batch_level = nl;
+        self.batch_dir = nd;
+        self.last_dir_at_level[nl] = nd;
+        self.batch_expires = now + self.batch_expire[nd];
+        self.last_check_fifo[nl][nd] = now;
+        if changed_dir && self.in_flight > 0 {
+            // Let the previous batch drain before switching direction.
+            self.changed_batch = true;
+            return Decision::Idle;
+        }
+        let (key, _) = self.q[nl][nd].fifo_head().expect("chosen batch has requests");
+        Decision::Dispatch(self.take(nl, nd, key))
+    }
+
+    fn completed(&mut self, req: &Request, now: Time) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let parts = req.parts() as u32;
+        let c = self.ctx(req.ctx);
+        c.dispatched = c.dispatched.saturating_sub(parts);
+        c.last_done = Some(now);
+        if self.changed_batch && self.in_flight == 0 {
+            self.changed_batch = false;
+        }
+        if req.sync && self.antic_ctx == Some(req.ctx) {
+            self.antic_start = now;
+            self.ioc_finished = true;
+            if self.antic == Antic::WaitReq {
+                self.antic = Antic::WaitNext;
+            }
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.pending
+    }
+
+    fn work_conserving(&self) -> bool {
+        false
+    }
+
+    fn ctx_exited(&mut self, ctx: u32) {
+        self.ctx(ctx).exited = true;
+        if self.antic_ctx == Some(ctx) && matches!(self.antic, Antic::WaitReq | Antic::WaitNext) {
+            self.antic = Antic::Finished;
+        }
+    }
+}
