@@ -21,8 +21,8 @@
 //! restrictive of them. That last case is where OCI leaves the result to
 //! libseccomp, which in practice also lets the stricter rule win. Between two
 //! ERRNO rules with different errnos that match the same call the kernel
-//! keeps the verdict of the filter installed last, which [`compile`] orders
-//! by ascending errno: the larger errno wins.
+//! keeps the verdict of the filter installed last; [`compile`] installs them
+//! by ascending errno, so normally the larger errno wins.
 //!
 //! Argument conditions are compared as 64-bit values. The conditions of one
 //! rule are ANDed, except that when one argument index appears more than once
@@ -334,10 +334,8 @@ impl Match {
                 let mut may = false;
                 let mut must = false;
                 for set in sets {
-                    let results: Vec<Option<bool>> =
-                        set.iter().map(|c| c.holds_for(known)).collect();
-                    may |= results.iter().all(|r| *r != Some(false));
-                    must |= results.iter().all(|r| *r == Some(true));
+                    may |= set.iter().all(|c| c.holds_for(known) != Some(false));
+                    must |= set.iter().all(|c| c.holds_for(known) == Some(true));
                 }
                 (may, must)
             }
@@ -853,9 +851,7 @@ fn add_rule(
     let noop = v == Verdict::Allow && default == Verdict::Allow;
     for (j, name) in sc.names().iter().enumerate() {
         match lookup(name) {
-            Lookup::Native(nr) if noop => {
-                let _ = nr;
-            }
+            Lookup::Native(_) if noop => {}
             Lookup::Native(nr) => {
                 let rules = by_verdict.entry(v).or_default();
                 match rules.get_mut(&nr) {
@@ -973,6 +969,76 @@ impl CompiledSeccomp {
     pub fn flags(&self) -> u64 {
         self.flags
     }
+}
+
+/// What `vessel features` reports under `linux.seccomp`: the actions,
+/// operators and architectures [`compile`] accepts, the flags it knows and
+/// those the running kernel supports.
+pub fn features() -> oci_spec::runtime::Seccomp {
+    use LinuxSeccompAction as A;
+    let known = [
+        (LinuxSeccompFilterFlag::SeccompFilterFlagTsync, FLAG_TSYNC),
+        (LinuxSeccompFilterFlag::SeccompFilterFlagLog, FLAG_LOG),
+        (
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow,
+            FLAG_SPEC_ALLOW,
+        ),
+    ];
+    let mut archs = vec![NATIVE_ARCH];
+    archs.extend_from_slice(KILLED_ARCHES);
+    oci_spec::runtime::SeccompBuilder::default()
+        .enabled(true)
+        .actions(vec![
+            A::ScmpActAllow,
+            A::ScmpActErrno,
+            A::ScmpActKill,
+            A::ScmpActKillProcess,
+            A::ScmpActKillThread,
+            A::ScmpActLog,
+            A::ScmpActTrap,
+        ])
+        .operators(
+            [
+                LinuxSeccompOperator::ScmpCmpEq,
+                LinuxSeccompOperator::ScmpCmpGe,
+                LinuxSeccompOperator::ScmpCmpGt,
+                LinuxSeccompOperator::ScmpCmpLe,
+                LinuxSeccompOperator::ScmpCmpLt,
+                LinuxSeccompOperator::ScmpCmpMaskedEq,
+                LinuxSeccompOperator::ScmpCmpNe,
+            ]
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>(),
+        )
+        .archs(archs)
+        .known_flags(known.iter().map(|(f, _)| f.to_string()).collect::<Vec<_>>())
+        .supported_flags(
+            known
+                .iter()
+                .filter(|(_, bit)| kernel_supports_flag(*bit))
+                .map(|(f, _)| f.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .unwrap_or_default()
+}
+
+/// Asks the kernel whether it knows a filter flag without installing
+/// anything: with a NULL program it checks the flags first (EINVAL when
+/// unknown) and then fails to copy the program (EFAULT).
+fn kernel_supports_flag(flag: u64) -> bool {
+    // SAFETY: a NULL program pointer is never dereferenced by us; the kernel
+    // rejects it with EFAULT after validating the flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flag,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
 }
 
 #[cfg(test)]
@@ -1244,5 +1310,39 @@ mod tests {
             "linux.seccomp: installing filter 2 of 3 (SCMP_ACT_TRAP) with flags 0x2: \
              Permission denied (os error 13) (hint)"
         );
+    }
+
+    #[test]
+    fn features_lists_what_compile_accepts() {
+        let f = features();
+        assert_eq!(f.enabled(), &Some(true));
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            json["knownFlags"],
+            serde_json::json!([
+                "SECCOMP_FILTER_FLAG_TSYNC",
+                "SECCOMP_FILTER_FLAG_LOG",
+                "SECCOMP_FILTER_FLAG_SPEC_ALLOW"
+            ])
+        );
+        // Every kernel vessel targets (>= 4.17) has all three.
+        assert_eq!(json["supportedFlags"], json["knownFlags"]);
+        assert!(json["operators"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("SCMP_CMP_MASKED_EQ")));
+        // Every advertised action compiles.
+        for action in f.actions().as_ref().unwrap() {
+            let errno = if *action == LinuxSeccompAction::ScmpActErrno {
+                1
+            } else {
+                0
+            };
+            let p = profile(&format!(
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["getcwd"],"action":"{action}"{}}}]}}"#,
+                if errno == 1 { r#","errnoRet":1"# } else { "" }
+            ));
+            compile(&p).unwrap();
+        }
     }
 }
