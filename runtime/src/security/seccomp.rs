@@ -72,7 +72,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
@@ -116,6 +116,16 @@ pub enum SeccompError {
     /// The profile is valid but cannot be turned into installable filters.
     #[error("linux.seccomp: {0}")]
     Build(String),
+    /// SECCOMP_FILTER_FLAG_TSYNC could not apply a filter to another thread.
+    #[error("linux.seccomp: installing filter {index} of {count}: thread {thread} cannot be synchronised (SECCOMP_FILTER_FLAG_TSYNC)")]
+    ThreadSync {
+        /// 1-based position of the filter in the install order.
+        index: usize,
+        /// How many filters the profile compiles to.
+        count: usize,
+        /// The thread that could not take the filter.
+        thread: i64,
+    },
     /// The kernel refused a filter.
     #[error("linux.seccomp: installing filter {index} of {count} ({verdict}) with flags {flags:#x}: {source}{hint}")]
     Install {
@@ -124,7 +134,7 @@ pub enum SeccompError {
         /// How many filters the profile compiles to.
         count: usize,
         /// What the filter returns on a match.
-        verdict: String,
+        verdict: Arc<str>,
         /// The seccomp(2) flags used.
         flags: u64,
         /// The kernel's error.
@@ -695,8 +705,9 @@ fn add_x32_guard(_bpf: &mut BpfProgram) -> Result<(), SeccompError> {
 /// One filter ready for seccomp(2).
 #[derive(Clone)]
 struct Program {
-    /// What the filter returns on a match, for messages.
-    label: String,
+    /// What the filter returns on a match, for messages (shared so that a
+    /// failed install reports it without allocating under a partial filter).
+    label: Arc<str>,
     bpf: BpfProgram,
 }
 
@@ -790,7 +801,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
                 .get(&libc::SYS_seccomp)
                 .is_some_and(|m| m.outcome(&install_call).1);
         let mut program = build(&union, default, Verdict::Allow)?;
-        program.label = format!("default {default}");
+        program.label = format!("default {default}").into();
         filters.push((program, blocks_install));
     }
     if filters.is_empty() {
@@ -888,7 +899,7 @@ fn build(
         SeccompError::Build(format!("{on_match} filter: {e}"))
     })?;
     Ok(Program {
-        label: on_match.to_string(),
+        label: on_match.to_string().into(),
         bpf,
     })
 }
@@ -921,21 +932,20 @@ impl CompiledSeccomp {
             if rc == 0 {
                 continue;
             }
-            let (source, hint) = if rc > 0 {
-                (
-                    io::Error::other(format!("thread {rc} cannot be synchronised (TSYNC)")),
-                    "",
-                )
-            } else {
-                let err = io::Error::last_os_error();
-                let hint = match err.raw_os_error() {
-                    Some(libc::EACCES) => {
-                        " (set no_new_privs first, or install while holding CAP_SYS_ADMIN)"
-                    }
-                    Some(libc::EINVAL) => " (the kernel rejected the flags or the program)",
-                    _ => "",
-                };
-                (err, hint)
+            if rc > 0 {
+                return Err(SeccompError::ThreadSync {
+                    index: i + 1,
+                    count: self.programs.len(),
+                    thread: rc,
+                });
+            }
+            let source = io::Error::last_os_error();
+            let hint = match source.raw_os_error() {
+                Some(libc::EACCES) => {
+                    " (set no_new_privs first, or install while holding CAP_SYS_ADMIN)"
+                }
+                Some(libc::EINVAL) => " (the kernel rejected the flags or the program)",
+                _ => "",
             };
             return Err(SeccompError::Install {
                 index: i + 1,
@@ -1232,7 +1242,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            c.programs.last().unwrap().label,
+            &*c.programs.last().unwrap().label,
             "default SCMP_ACT_ERRNO(1)"
         );
         // A KILL rule on seccomp itself goes last instead.
@@ -1242,7 +1252,7 @@ mod tests {
                 {"names":["getppid"],"action":"SCMP_ACT_ERRNO","errnoRet":38}]}"#,
         ))
         .unwrap();
-        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_KILL_PROCESS");
+        assert_eq!(&*c.programs.last().unwrap().label, "SCMP_ACT_KILL_PROCESS");
         // A rule on seccomp's third argument (a pointer) may match.
         let c = compile(&profile(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
@@ -1250,7 +1260,7 @@ mod tests {
                 {"names":["getppid"],"action":"SCMP_ACT_TRAP"}]}"#,
         ))
         .unwrap();
-        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_ERRNO(1)");
+        assert_eq!(&*c.programs.last().unwrap().label, "SCMP_ACT_ERRNO(1)");
         // A condition on the operation that rules the install out does not count.
         let c = compile(&profile(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
@@ -1258,7 +1268,7 @@ mod tests {
                 {"names":["seccomp"],"action":"SCMP_ACT_TRAP","args":[{"index":0,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
         ))
         .unwrap();
-        assert_eq!(c.programs.last().unwrap().label, "SCMP_ACT_TRAP");
+        assert_eq!(&*c.programs.last().unwrap().label, "SCMP_ACT_TRAP");
         // Two filters that may both deny it cannot all be installed.
         assert!(err(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
