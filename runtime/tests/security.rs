@@ -739,6 +739,31 @@ fn dropped_capabilities_cannot_come_back_through_inheritable() {
     );
 }
 
+#[test]
+fn without_keepcaps_setuid_empties_permitted() {
+    if !is_root() {
+        return;
+    }
+    let spec = caps_json(r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"]}"#);
+    let out = in_child(|r| {
+        capabilities::drop_bounding(&spec).unwrap();
+        capabilities::set_keep_caps(false).unwrap();
+        nix::unistd::setuid(1000.into()).unwrap();
+        match capabilities::apply(&spec) {
+            Ok(()) => r.say("applied"),
+            Err(e) => r.say(&e.to_string()),
+        }
+        0
+    });
+    assert!(out.exited(0), "{:?} {}", out.status, out.report);
+    assert!(
+        out.report
+            .starts_with("process.capabilities.permitted: setting CAP_KILL:"),
+        "{}",
+        out.report
+    );
+}
+
 fn rlimits_json(json: &str) -> Vec<PosixRlimit> {
     serde_json::from_str(json).unwrap()
 }

@@ -646,6 +646,7 @@ const BPF_MAXINSNS: usize = 4096;
 
 /// seccompiler's programs start with these three instructions: load the
 /// architecture, skip the next instruction if it is the native one, kill.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn starts_with_arch_check(bpf: &[sock_filter]) -> bool {
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
