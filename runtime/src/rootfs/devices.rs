@@ -5,7 +5,7 @@
 //! node is bind-mounted onto an empty file instead (also the fallback when
 //! mknod answers EPERM).
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -79,6 +79,10 @@ pub(crate) fn needs_dev_setup(spec: &Spec) -> bool {
 /// Create the default devices, `linux.devices`, /dev symlinks and the
 /// /dev/ptmx link to the devpts instance.
 pub(crate) fn setup(root: &RootDir, spec: &Spec, user_ns: bool) -> Result<(), RootfsError> {
+    // One handle on /dev serves every node directly in it.
+    let dev = root
+        .mkdir_all(Path::new("dev"))
+        .map_err(|e| RootfsError::sys("/dev", "open", e))?;
     let spec_devs = spec
         .linux()
         .as_ref()
@@ -90,6 +94,7 @@ pub(crate) fn setup(root: &RootDir, spec: &Spec, user_ns: bool) -> Result<(), Ro
         }
         create(
             root,
+            &dev,
             &Dev {
                 field: format!("default device {path}"),
                 path: Path::new(path),
@@ -111,7 +116,7 @@ pub(crate) fn setup(root: &RootDir, spec: &Spec, user_ns: bool) -> Result<(), Ro
                 "type \"a\" is not a device node",
             ));
         };
-        let dev = Dev {
+        let d = Dev {
             path: d.path(),
             kind,
             major: d.major().max(0) as u64,
@@ -121,12 +126,12 @@ pub(crate) fn setup(root: &RootDir, spec: &Spec, user_ns: bool) -> Result<(), Ro
             gid: d.gid().unwrap_or(0),
             field,
         };
-        create(root, &dev, user_ns)?;
+        create(root, &dev, &d, user_ns)?;
     }
-    symlinks(root)
+    symlinks(&dev)
 }
 
-fn create(root: &RootDir, d: &Dev<'_>, user_ns: bool) -> Result<(), RootfsError> {
+fn create(root: &RootDir, dev: &OwnedFd, d: &Dev<'_>, user_ns: bool) -> Result<(), RootfsError> {
     let rel = clean(d.path);
     if !rel.starts_with("dev") || rel == Path::new("dev") {
         return Err(RootfsError::invalid(
@@ -135,7 +140,7 @@ fn create(root: &RootDir, d: &Dev<'_>, user_ns: bool) -> Result<(), RootfsError>
         ));
     }
     if !user_ns {
-        match make_node(root, &rel, d) {
+        match make_node(root, dev, &rel, d) {
             Err(Errno::EPERM) => {}
             r => return r.map_err(|e| RootfsError::sys(&d.field, "mknod", e)),
         }
@@ -143,8 +148,16 @@ fn create(root: &RootDir, d: &Dev<'_>, user_ns: bool) -> Result<(), RootfsError>
     bind_host(root, &rel, d)
 }
 
-fn make_node(root: &RootDir, rel: &Path, d: &Dev<'_>) -> Result<(), Errno> {
-    let (dir, name) = root.parent(rel)?;
+fn make_node(root: &RootDir, dev: &OwnedFd, rel: &Path, d: &Dev<'_>) -> Result<(), Errno> {
+    let owned;
+    let (dir, name) = match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(name)) if p == Path::new("dev") => (dev, name),
+        _ => {
+            let (d, name) = root.parent(rel)?;
+            owned = d;
+            (&owned, name)
+        }
+    };
     let dev = makedev(d.major, d.minor);
     // The process umask is 0 during prepare, so `mode` is applied as given.
     let mode = Mode::from_bits_truncate(d.mode as libc::mode_t);
@@ -189,10 +202,7 @@ fn bind_host(root: &RootDir, rel: &Path, d: &Dev<'_>) -> Result<(), RootfsError>
     })
 }
 
-fn symlinks(root: &RootDir) -> Result<(), RootfsError> {
-    let dev = root
-        .mkdir_all(Path::new("dev"))
-        .map_err(|e| RootfsError::sys("/dev", "open", e))?;
+fn symlinks(dev: &OwnedFd) -> Result<(), RootfsError> {
     let dirfd = Some(dev.as_raw_fd());
     let link = |target: &str, name: &str| match symlinkat(target, dirfd, name) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),

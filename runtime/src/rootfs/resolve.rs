@@ -124,30 +124,24 @@ impl RootDir {
             Err(Errno::ENOENT) => {}
             r => return r,
         }
-        // Walk from the top: each prefix is re-resolved in the root, so a
-        // symlinked component stays confined, and each new directory is made
-        // with mkdirat on a handle that was resolved in the root.
-        let mut parent = self.fd.try_clone().map_err(io_errno)?;
-        let mut prefix = PathBuf::new();
-        for name in rel.iter() {
-            prefix.push(name);
-            let fd = match self.open_path(&prefix, true) {
-                Err(Errno::ENOENT) => {
-                    match mkdirat(
-                        Some(parent.as_raw_fd()),
-                        name,
-                        Mode::from_bits_truncate(0o755),
-                    ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                    self.open_path(&prefix, true)?
-                }
-                r => r?,
-            };
-            parent = fd;
+        // Create the missing tail under the deepest existing ancestor
+        // (usually the parent). That ancestor was resolved in the root, and
+        // each new component is a single name made with mkdirat and opened
+        // with O_NOFOLLOW, so nothing is looked up outside the root.
+        let name = rel.file_name().ok_or(Errno::ENOENT)?;
+        let parent = self.mkdir_all(rel.parent().unwrap_or(Path::new("")))?;
+        match mkdirat(
+            Some(parent.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) => {}
+            // Something is there after all (a symlink): resolve it in the root.
+            Err(Errno::EEXIST) => return self.open_path(rel, true),
+            Err(e) => return Err(e),
         }
-        Ok(parent)
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        openat(Some(parent.as_raw_fd()), name, flags, Mode::empty()).map(owned)
     }
 
     /// Split `rel` into a handle on its (created if missing) parent directory
@@ -168,18 +162,17 @@ impl RootDir {
         }
         let (dir, name) = self.parent(rel)?;
         // O_NOFOLLOW: a dangling symlink in the image must not make us
-        // create its target.
+        // create its target. The new file's own handle is the mount point.
         match openat(
             Some(dir.as_raw_fd()),
             name,
             OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::from_bits_truncate(0o644),
         ) {
-            Ok(fd) => drop(owned(fd)),
-            Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e),
+            Ok(fd) => Ok(owned(fd)),
+            Err(Errno::EEXIST) => self.open_path(rel, false),
+            Err(e) => Err(e),
         }
-        self.open_path(rel, false)
     }
 }
 
