@@ -17,7 +17,9 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe, ForkResult, Uid};
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
-use vessel::rootfs::{finalize, pivot, prepare, validate, RootfsConfig, RootfsError};
+use vessel::rootfs::{
+    finalize, mount_console, pivot, prepare, validate, RootfsConfig, RootfsError,
+};
 
 type Check = Result<(), String>;
 
@@ -290,12 +292,20 @@ fn full_spec_after_pivot() {
     let r = in_child(CloneFlags::empty(), || {
         prepare(&config(&s, b.path(), &rootfs, false, false)).map_err(e2s)?;
         pivot(&rootfs, false).map_err(e2s)?;
+        // A terminal from the container's devpts, bound to /dev/console.
+        let pty = nix::pty::posix_openpt(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY)
+            .map_err(|e| format!("posix_openpt: {e}"))?;
+        nix::pty::grantpt(&pty).map_err(|e| e.to_string())?;
+        nix::pty::unlockpt(&pty).map_err(|e| e.to_string())?;
+        let slave = nix::pty::ptsname_r(&pty).map_err(|e| e.to_string())?;
+        mount_console(Path::new(&slave)).map_err(e2s)?;
         finalize(&s).map_err(e2s)?;
         ensure(
             fs::read_to_string("/etc/marker").ok().as_deref() == Some("inside"),
             "not in the rootfs",
         )?;
         let mi = mountinfo();
+        expect_mount(&mi, "/dev/console", "devpts", &[], &["ptmxmode=666"])?;
         expect_mount(&mi, "/", "ext4", &["ro"], &[])?;
         expect_mount(&mi, "/proc", "proc", &["rw"], &[])?;
         expect_mount(

@@ -5,11 +5,11 @@
 //! node is bind-mounted onto an empty file instead (also the fallback when
 //! mknod answers EPERM).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::AtFlags;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -224,4 +224,34 @@ fn symlinks(dev: &OwnedFd) -> Result<(), RootfsError> {
         Err(e) => return Err(RootfsError::sys("/dev/ptmx", "unlink", e)),
     }
     link("pts/ptmx", "ptmx")
+}
+
+/// Bind the terminal's pty slave onto /dev/console (after pivot).
+pub(crate) fn mount_console(slave: &Path) -> Result<(), RootfsError> {
+    let err = |op: &str, e| RootfsError::sys("process.terminal", op, e);
+    // An empty file to bind onto, unless the image has an entry there; an
+    // existing node is never opened (that would open the device).
+    match nix::fcntl::open(
+        "/dev/console",
+        OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_WRONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NOCTTY
+            | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        // SAFETY: `fd` was just returned by open and is owned by nobody else.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(err("create /dev/console", e)),
+    }
+    mount(
+        Some(slave),
+        "/dev/console",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err(&format!("bind {} onto /dev/console", slave.display()), e))
 }

@@ -128,6 +128,13 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     }
 }
 
+/// With a terminal, after [`pivot`] and before [`finalize`] (which may make
+/// /dev read-only): bind the pty slave (e.g. `/dev/pts/0` of the
+/// container's devpts) onto /dev/console, as runc does.
+pub fn mount_console(pty_slave: &Path) -> Result<(), RootfsError> {
+    devices::mount_console(pty_slave)
+}
+
 /// After [`pivot`]: /dev read-only if its tmpfs asked for it, read-only
 /// paths, masked paths, the read-only root, the final rootfsPropagation.
 pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
