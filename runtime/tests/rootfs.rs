@@ -674,6 +674,10 @@ fn validate_names_the_field() {
             "mounts[0] (destination /x): type missing",
         ),
         (
+            json!({"mounts": [{"destination": "/x", "type": "none", "source": "/"}]}),
+            "mounts[0] (destination /x): type missing",
+        ),
+        (
             json!({"mounts": [{"destination": "/x", "type": "nosuchfs"}]}),
             "mounts[0] (destination /x): unknown filesystem type",
         ),
@@ -791,4 +795,52 @@ fn tmpcopyup_and_recursive_read_only() {
     r.unwrap();
     // The image's directory itself was never touched.
     assert_eq!(fs::read_to_string(app.join("conf")).unwrap(), "kept");
+}
+
+#[test]
+fn image_dev_entries_are_replaced_not_followed() {
+    if !is_root() {
+        return;
+    }
+    for user_ns in [false, true] {
+        let b = Bundle::new();
+        let rootfs = b.rootfs();
+        // An image whose /dev (no tmpfs over it) has hostile entries.
+        std::os::unix::fs::symlink("../etc/marker", rootfs.join("dev/null")).unwrap();
+        std::os::unix::fs::symlink("/etc/marker", rootfs.join("dev/zero")).unwrap();
+        fs::write(rootfs.join("dev/full"), "plain file").unwrap();
+        let s = spec(json!({"mounts": []}));
+        let ns = if user_ns {
+            CloneFlags::CLONE_NEWUSER
+        } else {
+            CloneFlags::empty()
+        };
+        let r = in_child(ns, || {
+            prepare(&config(&s, b.path(), &rootfs, user_ns, false)).map_err(e2s)?;
+            for d in ["null", "zero", "full"] {
+                let md =
+                    fs::symlink_metadata(rootfs.join("dev").join(d)).map_err(|e| e.to_string())?;
+                ensure(
+                    md.file_type().is_char_device() || (user_ns && md.file_type().is_file()),
+                    format!("/dev/{d} is {:?}", md.file_type()),
+                )?;
+                let md = fs::metadata(rootfs.join("dev").join(d)).map_err(|e| e.to_string())?;
+                ensure(
+                    md.file_type().is_char_device(),
+                    format!("/dev/{d} is no device"),
+                )?;
+            }
+            let marker = rootfs.join("etc/marker");
+            ensure(
+                fs::read_to_string(&marker).ok().as_deref() == Some("inside"),
+                "etc/marker was covered",
+            )?;
+            let point = marker.to_str().unwrap_or_default();
+            ensure(
+                mountinfo().iter().all(|m| m.point != point),
+                "mount on etc/marker",
+            )
+        });
+        r.unwrap_or_else(|e| panic!("user_ns={user_ns}: {e}"));
+    }
 }

@@ -5,11 +5,12 @@
 //! node is bind-mounted onto an empty file instead (also the fallback when
 //! mknod answers EPERM).
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
@@ -139,39 +140,45 @@ fn create(root: &RootDir, dev: &OwnedFd, d: &Dev<'_>, user_ns: bool) -> Result<(
             "device path must be under /dev",
         ));
     }
+    // The node's directory: the shared /dev handle, or resolved in the root.
+    let owned = match rel.parent() {
+        Some(p) if p == Path::new("dev") => None,
+        _ => Some(
+            root.mkdir_all(rel.parent().unwrap_or(Path::new("dev")))
+                .map_err(|e| RootfsError::sys(&d.field, "create parent directory", e))?,
+        ),
+    };
+    let dir = owned.as_ref().unwrap_or(dev).as_raw_fd();
+    let name = rel.file_name().unwrap_or_default();
     if !user_ns {
-        match make_node(root, dev, &rel, d) {
+        match make_node(dir, name, d) {
             Err(Errno::EPERM) => {}
             r => return r.map_err(|e| RootfsError::sys(&d.field, "mknod", e)),
         }
     }
-    bind_host(root, &rel, d)
+    bind_host(dir, name, d)
 }
 
-fn make_node(root: &RootDir, dev: &OwnedFd, rel: &Path, d: &Dev<'_>) -> Result<(), Errno> {
-    let owned;
-    let (dir, name) = match (rel.parent(), rel.file_name()) {
-        (Some(p), Some(name)) if p == Path::new("dev") => (dev, name),
-        _ => {
-            let (d, name) = root.parent(rel)?;
-            owned = d;
-            (&owned, name)
+/// Run `make` to create `name` in `dir`; if something is already there
+/// (an image may ship its own /dev entries, even symlinks), replace it.
+fn replace<T>(dir: RawFd, name: &OsStr, make: impl Fn() -> Result<T, Errno>) -> Result<T, Errno> {
+    match make() {
+        Err(Errno::EEXIST) => {
+            unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir)?;
+            make()
         }
-    };
+        r => r,
+    }
+}
+
+fn make_node(dir: RawFd, name: &OsStr, d: &Dev<'_>) -> Result<(), Errno> {
     let dev = makedev(d.major, d.minor);
     // The process umask is 0 during prepare, so `mode` is applied as given.
     let mode = Mode::from_bits_truncate(d.mode as libc::mode_t);
-    match mknodat(Some(dir.as_raw_fd()), name, d.kind, mode, dev) {
-        Err(Errno::EEXIST) => {
-            // An image may ship its own /dev entries: ours win.
-            unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)?;
-            mknodat(Some(dir.as_raw_fd()), name, d.kind, mode, dev)?;
-        }
-        r => r?,
-    }
+    replace(dir, name, || mknodat(Some(dir), name, d.kind, mode, dev))?;
     if d.uid != 0 || d.gid != 0 {
         fchownat(
-            Some(dir.as_raw_fd()),
+            Some(dir),
             name,
             Some(Uid::from_raw(d.uid)),
             Some(Gid::from_raw(d.gid)),
@@ -181,11 +188,16 @@ fn make_node(root: &RootDir, dev: &OwnedFd, rel: &Path, d: &Dev<'_>) -> Result<(
     Ok(())
 }
 
-/// Bind the host's node at the same path onto an empty file in the root.
-fn bind_host(root: &RootDir, rel: &Path, d: &Dev<'_>) -> Result<(), RootfsError> {
-    let target = root
-        .ensure_file(rel)
-        .map_err(|e| RootfsError::sys(&d.field, "create bind target", e))?;
+/// Bind the host's node at the same path onto a fresh empty file.
+fn bind_host(dir: RawFd, name: &OsStr, d: &Dev<'_>) -> Result<(), RootfsError> {
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = replace(dir, name, || {
+        openat(Some(dir), name, flags, Mode::from_bits_truncate(0o644))
+    })
+    .map_err(|e| RootfsError::sys(&d.field, "create bind target", e))?;
+    // SAFETY: `fd` was just returned by openat and is owned by nobody else.
+    let target = unsafe { OwnedFd::from_raw_fd(fd) };
     mount(
         Some(d.path),
         fd_path(target.as_fd()).as_str(),

@@ -135,7 +135,7 @@ fn check_mount(
                 errno_of(&e),
             ));
         }
-    } else if typ.is_empty() {
+    } else if typ.is_empty() || typ == "none" {
         return Err(RootfsError::invalid(
             field(),
             "type missing (and not a bind mount)",
