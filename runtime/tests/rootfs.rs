@@ -715,7 +715,7 @@ fn validate_names_the_field() {
 }
 
 #[test]
-fn relative_bind_source_and_destination() {
+fn relative_paths_and_shared_root_with_pivot() {
     if !is_root() {
         return;
     }
@@ -725,7 +725,7 @@ fn relative_bind_source_and_destination() {
     let s = spec(json!({"mounts": [
         {"destination": "proc", "type": "proc", "source": "proc"},
         {"destination": "mnt/vol", "type": "none", "source": "vol", "options": ["rbind", "ro"]},
-    ]}));
+    ], "linux": {"rootfsPropagation": "rshared"}}));
     validate(&s, b.path()).expect("validate");
     let rootfs = b.rootfs();
     let r = in_child(CloneFlags::empty(), || {
@@ -737,7 +737,14 @@ fn relative_bind_source_and_destination() {
             "bind content",
         )?;
         ensure(fs::write("/mnt/vol/g", "x").is_err(), "ro bind writable")?;
-        expect_mount(&mountinfo(), "/mnt/vol", "ext4", &["ro"], &[])
+        let mi = mountinfo();
+        // pivot_root worked under rshared, and / is shared again after it.
+        let root = mount_at(&mi, "/")?;
+        ensure(
+            root.optional.contains("shared:"),
+            format!("/ not shared: {root:?}"),
+        )?;
+        expect_mount(&mi, "/mnt/vol", "ext4", &["ro"], &[])
     });
     r.unwrap();
 }
