@@ -8,14 +8,13 @@
 //! get one directory plus a symlink per controller, as on the host.
 
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
 use nix::unistd::symlinkat;
-use std::os::fd::AsRawFd;
 
 use super::mounts::{bind, mount_fs, remount_bind, Target};
 use super::options::MountOptions;
@@ -179,6 +178,7 @@ fn mount_v1(
         "tmpfs",
         Path::new("tmpfs"),
     )?;
+    // The tmpfs root (the handle is taken after the mount).
     let base = root
         .open_path(t.rel, true)
         .map_err(|e| RootfsError::sys(t.field, "open cgroup tmpfs", e))?;
@@ -236,10 +236,7 @@ fn mount_v1(
         }
     }
     if t.opts.flags.contains(MsFlags::MS_RDONLY) {
-        let top = root
-            .open_path(t.rel, true)
-            .map_err(|e| RootfsError::sys(t.field, "open cgroup tmpfs", e))?;
-        remount_bind(top.as_fd(), MsFlags::MS_RDONLY, MsFlags::empty())
+        remount_bind(base.as_fd(), MsFlags::MS_RDONLY, MsFlags::empty())
             .map_err(|e| RootfsError::sys(t.field, "remount cgroup tmpfs read-only", e))?;
     }
     Ok(())
