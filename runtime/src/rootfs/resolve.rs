@@ -218,3 +218,54 @@ fn openat2_in_root(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> Result<Own
     }
     Err(Errno::EAGAIN)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn real(fd: &OwnedFd) -> PathBuf {
+        std::fs::read_link(fd_path(fd.as_fd())).expect("readlink")
+    }
+
+    #[test]
+    fn clean_stays_below_root() {
+        assert_eq!(clean(Path::new("/../a/./b/../c")), Path::new("a/c"));
+        assert_eq!(clean(Path::new("rel/x")), Path::new("rel/x"));
+        assert_eq!(clean(Path::new("/")), Path::new(""));
+    }
+
+    /// Both resolvers (openat2 and libpathrs' userspace fallback) keep
+    /// absolute and `..` symlinks inside the root.
+    #[test]
+    fn symlinks_are_confined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let top = std::fs::canonicalize(dir.path()).expect("canonicalize");
+        let root_path = top.join("root");
+        std::fs::create_dir_all(root_path.join("etc")).expect("mkdir");
+        symlink("/etc", root_path.join("abs")).expect("symlink");
+        symlink("../../../..", root_path.join("up")).expect("symlink");
+        let root = RootDir::open(&root_path).expect("open root");
+        for userspace in [false, true] {
+            let open = |p: &str| {
+                if userspace {
+                    root.open_path_userspace(Path::new(p), true)
+                } else {
+                    root.open_path(Path::new(p), true)
+                }
+            };
+            assert_eq!(real(&open("abs").expect("abs")), root_path.join("etc"));
+            assert_eq!(real(&open("up").expect("up")), root_path);
+            assert_eq!(
+                real(&open("up/etc").expect("up/etc")),
+                root_path.join("etc")
+            );
+        }
+        // mkdir_all through a symlink creates inside the root.
+        let made = root.mkdir_all(Path::new("up/new/dir")).expect("mkdir_all");
+        assert_eq!(real(&made), root_path.join("new/dir"));
+        assert!(!top.join("new").exists());
+        let file = root.ensure_file(Path::new("abs/f")).expect("ensure_file");
+        assert_eq!(real(&file), root_path.join("etc/f"));
+    }
+}
