@@ -531,6 +531,9 @@ fn user_namespace_binds_devices_and_falls_back_for_sysfs() {
             &["ro", "nosuid", "nodev", "noexec"],
             &[],
         )?;
+        // ... recursively: the host's submounts came in read-only as well.
+        expect_mount(&mi, "/sys/fs/cgroup", "tmpfs", &["ro"], &[])?;
+        expect_mount(&mi, "/sys/fs/cgroup/memory", "cgroup", &["ro"], &[])?;
         expect_mount(&mi, "/dev/null", "devtmpfs", &[], &[])?;
         ensure(
             fs::metadata("/dev/null")

@@ -203,15 +203,40 @@ pub(crate) fn mount_fs(
 }
 
 /// Bind-mount `/sys` or `/dev/mqueue` of the host when a fresh instance is
-/// refused; the spec's flags (ro, nosuid...) still apply.
+/// refused; the spec's flags (ro, nosuid...) still apply, and a read-only
+/// one is made read-only recursively, so the host's submounts (such as
+/// /sys/fs/cgroup) come in read-only too.
 fn rebind(root: &RootDir, t: &Target<'_>, host: &str) -> Result<(), RootfsError> {
-    let opts = MountOptions {
+    let mut opts = MountOptions {
         flags: t.opts.flags | MsFlags::MS_BIND | MsFlags::MS_REC,
         propagation: t.opts.propagation.clone(),
         data: String::new(),
         ..*t.opts
     };
+    if opts.flags.contains(MsFlags::MS_RDONLY) && mount_setattr_works() {
+        opts.attr_set |= options::attr::RDONLY;
+    }
     bind(root, &Target { opts: &opts, ..*t }, Path::new(host))
+}
+
+/// mount_setattr(2) exists (Linux 5.12+): probed once with an invalid fd.
+fn mount_setattr_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        // SAFETY: fd -1 with an empty path and no attributes only makes the
+        // kernel validate its arguments; nothing is changed.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                -1,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                std::ptr::null::<u8>(),
+                0usize,
+            )
+        };
+        r == 0 || Errno::last() != Errno::ENOSYS
+    })
 }
 
 /// Bind-mount host path `src` onto the destination; a second remount
