@@ -854,3 +854,26 @@ fn image_dev_entries_are_replaced_not_followed() {
         r.unwrap_or_else(|e| panic!("user_ns={user_ns}: {e}"));
     }
 }
+
+#[test]
+fn refuses_the_host_mount_namespace() {
+    if !is_root() {
+        return;
+    }
+    // Only where the initial mount namespace is recognisable by its fixed
+    // inode (Linux 6.16+) and this test runs in it: elsewhere prepare could
+    // not tell and would really bind the rootfs in this namespace.
+    let own = fs::metadata("/proc/self/ns/mnt")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    if own != 0xEFFF_FFF8 {
+        eprintln!("skipped: not in a recognisable initial mount namespace");
+        return;
+    }
+    let b = Bundle::new();
+    let s = spec(json!({"mounts": []}));
+    let rootfs = b.rootfs();
+    let e = prepare(&config(&s, b.path(), &rootfs, false, false))
+        .expect_err("ran in the host mount namespace");
+    assert!(e.to_string().starts_with("linux.namespaces:"), "{e}");
+}

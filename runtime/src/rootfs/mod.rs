@@ -82,7 +82,30 @@ fn propagation(spec: &Spec) -> Result<Option<MsFlags>, RootfsError> {
     })
 }
 
+/// Inode of the initial mount namespace on kernels that give it a fixed
+/// one (PROC_MNT_INIT_INO, Linux 6.16+).
+const INIT_MNT_NS_INO: u64 = 0xEFFF_FFF8;
+
+/// Refuse to touch mounts of the host's own mount namespace: everything
+/// below (propagation of /, the rootfs bind) is only meant for the
+/// container's copy. Detected by the initial namespace's fixed inode, or by
+/// sharing pid 1's namespace when /proc/1 can be inspected.
+fn ensure_private_mount_ns() -> Result<(), RootfsError> {
+    let ino = |p: &str| nix::sys::stat::stat(p).map(|s| (s.st_dev, s.st_ino));
+    let own = ino("/proc/self/ns/mnt").ok();
+    let shared = own.is_some_and(|(_, i)| i == INIT_MNT_NS_INO)
+        || (own.is_some() && own == ino("/proc/1/ns/mnt").ok());
+    if shared {
+        return Err(RootfsError::invalid(
+            "linux.namespaces",
+            "the rootfs must be set up in a new mount namespace, but this process is in the host's",
+        ));
+    }
+    Ok(())
+}
+
 fn prepare_root(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
+    ensure_private_mount_ns()?;
     let prop = propagation(cfg.spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     let none = None::<&str>;
     mount(none, "/", none, prop, none)
