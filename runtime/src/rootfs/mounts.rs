@@ -63,6 +63,7 @@ pub(crate) fn mount_entry(
     m: &Mount,
 ) -> Result<(), RootfsError> {
     let field = field(i, m);
+    tracing::debug!(field, "mount");
     let mut opts = options::parse(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let rel = clean(m.destination());
@@ -207,6 +208,11 @@ pub(crate) fn mount_fs(
 /// one is made read-only recursively, so the host's submounts (such as
 /// /sys/fs/cgroup) come in read-only too.
 fn rebind(root: &RootDir, t: &Target<'_>, host: &str) -> Result<(), RootfsError> {
+    tracing::debug!(
+        field = t.field,
+        host,
+        "new instance refused (EPERM): binding the host's"
+    );
     let mut opts = MountOptions {
         flags: t.opts.flags | MsFlags::MS_BIND | MsFlags::MS_REC,
         propagation: t.opts.propagation.clone(),
