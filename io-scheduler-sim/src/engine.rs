@@ -131,6 +131,7 @@ pub struct Engine<'a> {
     submitted: u64,
     completed: u64,
     events: u64,
+    ios: u64,
     idle_with_pending: u64,
 }
 
@@ -207,6 +208,7 @@ impl<'a> Engine<'a> {
             submitted: 0,
             completed: 0,
             events: 0,
+            ios: 0,
             idle_with_pending: 0,
             disk,
             cfg,
@@ -308,6 +310,7 @@ impl<'a> Engine<'a> {
                 submitted: self.submitted,
                 completed: self.completed,
                 events: self.events,
+                ios: self.ios,
                 idle_with_pending: self.idle_with_pending,
                 evictions: self.cache.evictions,
             },
@@ -644,6 +647,7 @@ impl<'a> Engine<'a> {
     fn complete_op(&mut self, j: usize, extra: Time) {
         let spec = &self.cfg.jobs[j];
         let done = self.now + extra;
+        self.ios += 1;
         let rt = &mut self.jobs[j];
         if rt.op_start >= self.cfg.ramp && done <= self.cfg.runtime {
             rt.samples.push(done - rt.op_start);

@@ -7,8 +7,11 @@
 #![warn(missing_docs)]
 
 
+pub mod bench;
 pub mod disk;
 pub mod engine;
+pub mod experiments;
+pub mod output;
 pub mod error;
 
 

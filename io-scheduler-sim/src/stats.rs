@@ -127,6 +127,8 @@ pub struct RunResult {
     pub completed: u64,
     /// Events processed.
     pub events: u64,
+    /// IOs the jobs completed (fio's count: from the cache or the device).
+    pub ios: u64,
     /// Times a work-conserving scheduler left the device idle with IO pending.
     pub idle_with_pending: u64,
     /// Page-cache evictions.

@@ -237,6 +237,10 @@ impl Anticipatory {
         !self.q[l][0].is_empty() || !self.q[l][1].is_empty()
     }
 
+    fn other_pending_with_tokens(&self, lvl: usize) -> bool {
+        (0..self.q.len()).any(|l| l != lvl && self.tokens[l] > 0 && self.level_pending(l))
+    }
+
     fn higher_pending_with_tokens(&self, lvl: usize) -> bool {
         (0..lvl).any(|l| self.tokens[l] > 0 && self.level_pending(l))
     }
@@ -321,7 +325,7 @@ impl Anticipatory {
             return false;
         }
         if let (Some(_), Some(c)) = (&self.prio, self.antic_ctx.and_then(|c| self.ctx_ref(c))) {
-            if self.tokens[c.rank] == 0 {
+            if self.tokens[c.rank] == 0 && self.other_pending_with_tokens(c.rank) {
                 return false;
             }
         }
@@ -462,9 +466,13 @@ impl Scheduler for Anticipatory {
         let dir = self.batch_dir;
         let other_pending = !self.q[lvl][1 - dir].is_empty();
         let mut running = !(other_pending && now >= self.batch_expires);
-        if let Some(p) = &self.prio {
-            if self.tokens[lvl] == 0 || (p.interrupt_batches && self.higher_pending_with_tokens(lvl))
-            {
+        if self.prio.is_some() {
+            if self.tokens[lvl] == 0 && !self.other_pending_with_tokens(lvl) {
+                // Nobody else could use the disk: start a new round in place.
+                self.tokens.clone_from(&self.token_init);
+            }
+            let interrupt = self.prio.as_ref().is_some_and(|p| p.interrupt_batches);
+            if self.tokens[lvl] == 0 || (interrupt && self.higher_pending_with_tokens(lvl)) {
                 running = false;
             }
         }
@@ -501,17 +509,28 @@ impl Scheduler for Anticipatory {
             return Decision::Idle;
         };
         let changed_dir = nd != self.batch_dir;
+        // A token refill that picks the same level and direction continues
+        // the sweep rather than restarting from the FIFO head.
+        let same = nl == self.batch_level && !changed_dir;
         self.batch_level = nl;
         self.batch_dir = nd;
         self.last_dir_at_level[nl] = nd;
-        self.batch_expires = now + self.batch_expire[nd];
-        self.last_check_fifo[nl][nd] = now;
+        if !same {
+            self.batch_expires = now + self.batch_expire[nd];
+            self.last_check_fifo[nl][nd] = now;
+        }
         if changed_dir && self.in_flight > 0 {
             // Let the previous batch drain before switching direction.
             self.changed_batch = true;
             return Decision::Idle;
         }
-        let (key, _) = self.q[nl][nd].fifo_head().expect("chosen batch has requests");
+        let key = if same {
+            self.q[nl][nd]
+                .elevator(self.last_sector[nd], self.back_max, self.penalty)
+                .expect("chosen batch has requests")
+        } else {
+            self.q[nl][nd].fifo_head().expect("chosen batch has requests").0
+        };
         Decision::Dispatch(self.take(nl, nd, key))
     }
 

@@ -1,0 +1,158 @@
+//! Tables 1-4: a 64 KiB random reader (optionally with 8 GB of its 10 GB
+//! file cached) against one 64 KiB sequential antagonist of various kinds.
+
+use super::reference::{PaperRow, TABLE1, TABLE2, TABLE3, TABLE4};
+use super::{job, PaperSettings, LOW};
+use crate::engine;
+use crate::stats::{JobResult, LatencyStats};
+use crate::workload::JobSpec;
+use crate::Result;
+use serde::Serialize;
+
+/// Which table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSpec {
+    /// Number in the paper.
+    pub number: u32,
+    /// Title.
+    pub title: &'static str,
+    /// Whether 8 GB of the foreground's file is cached first.
+    pub cached: bool,
+    /// Whether the antagonist writes (else reads).
+    pub writes: bool,
+    /// The paper's rows.
+    #[serde(skip)]
+    pub paper: &'static [PaperRow],
+}
+
+/// One simulated row beside the paper's.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableRow {
+    /// Case label.
+    pub case: String,
+    /// Foreground latency.
+    pub lat: LatencyStats,
+    /// Foreground bandwidth (KiB/s).
+    pub bw_kb_s: f64,
+    /// Antagonist bandwidth (KiB/s).
+    pub antagonist_kb_s: f64,
+    /// Paper mean (ms).
+    pub paper_mean: f64,
+    /// Paper max (ms).
+    pub paper_max: f64,
+    /// Paper std dev (ms).
+    pub paper_std: f64,
+    /// Paper bandwidth (KiB/s), where given.
+    pub paper_bw_kb_s: Option<f64>,
+    /// Simulated mean / paper mean.
+    pub mean_ratio: f64,
+    /// Foreground latencies (ns) for the CDF plot.
+    #[serde(skip)]
+    pub samples: Vec<u64>,
+}
+
+/// A whole simulated table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableResult {
+    /// Which table.
+    pub spec: TableSpec,
+    /// Rows in the paper's order.
+    pub rows: Vec<TableRow>,
+    /// Requests simulated.
+    pub requests: u64,
+}
+
+/// The four tables.
+pub fn table_specs() -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            number: 1,
+            title: "Random cached reads with background sequential reads",
+            cached: true,
+            writes: false,
+            paper: TABLE1,
+        },
+        TableSpec {
+            number: 2,
+            title: "Random cached reads with background sequential writes",
+            cached: true,
+            writes: true,
+            paper: TABLE2,
+        },
+        TableSpec {
+            number: 3,
+            title: "Random reads with background sequential reads",
+            cached: false,
+            writes: false,
+            paper: TABLE3,
+        },
+        TableSpec {
+            number: 4,
+            title: "Random reads with background sequential writes",
+            cached: false,
+            writes: true,
+            paper: TABLE4,
+        },
+    ]
+}
+
+/// The job list of one case.
+pub fn case_jobs(spec: &TableSpec, case: &str) -> Vec<JobSpec> {
+    let mut fg = job("fg", "randread", "64k", "10g");
+    if spec.cached {
+        fg.precache = Some("8g".into());
+    }
+    let mut jobs = vec![fg];
+    if case == "no-load" {
+        return jobs;
+    }
+    let rw = if spec.writes { "write" } else { "read" };
+    let mut bg = job("bg", rw, "64k", "10g");
+    bg.direct = case.starts_with("direct");
+    if case.contains("prio") {
+        bg.prio = LOW;
+    }
+    if case.contains("fadv") {
+        bg.fadvise_dontneed = Some("16m".into());
+    }
+    if case.contains("sync-16m") {
+        bg.sync_every = Some("16m".into());
+    }
+    jobs.push(bg);
+    jobs
+}
+
+fn pick<'a>(r: &'a crate::stats::RunResult, name: &str) -> Option<&'a JobResult> {
+    r.job(name)
+}
+
+/// Runs every case of one table.
+pub fn run_table(spec: &TableSpec, s: &PaperSettings) -> Result<TableResult> {
+    let mut rows = Vec::new();
+    let mut requests = 0;
+    for p in spec.paper {
+        let jf = s.job_file(s.table_runtime_s, case_jobs(spec, p.case));
+        let cfg = jf.resolve()?;
+        let r = engine::run(&cfg);
+        requests += r.submitted;
+        let fg = pick(&r, "fg").expect("fg job exists");
+        let bg_kb = pick(&r, "bg").map(|b| b.bw_kb_s).unwrap_or(0.0);
+        rows.push(TableRow {
+            case: p.case.to_string(),
+            lat: fg.lat.clone(),
+            bw_kb_s: fg.bw_kb_s,
+            antagonist_kb_s: bg_kb,
+            paper_mean: p.mean,
+            paper_max: p.max,
+            paper_std: p.std,
+            paper_bw_kb_s: p.bw_kb_s,
+            mean_ratio: fg.lat.mean / p.mean,
+            samples: fg.samples.clone(),
+        });
+    }
+    Ok(TableResult {
+        spec: spec.clone(),
+        rows,
+        requests,
+    })
+}
