@@ -1,8 +1,8 @@
 //! Root filesystem: mounts, devices, pivot_root, masked and read-only paths.
 //!
 //! The container's init calls, in its new mount namespace:
-//! [`prepare`] (host /proc still visible), then [`pivot`], then
-//! [`finalize`]. [`validate`] runs earlier, in `create`, before anything
+//! [`prepare`] (host /proc still visible), then [`pivot`], then (with a
+//! terminal) [`mount_console`], then [`finalize`]. [`validate`] runs earlier, in `create`, before anything
 //! exists. Every container path is resolved inside the rootfs (see
 //! `resolve.rs`), so a symlink in the image cannot send a mount to the host.
 
