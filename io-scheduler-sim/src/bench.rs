@@ -114,7 +114,10 @@ pub fn run_bench(paper: bool) -> Result<BenchReport> {
         "sata2008",
         "priority",
         300,
-        vec![job("fg", "randread", "64k", "4g"), job("w", "write", "64k", "8g")],
+        vec![
+            job("fg", "randread", "64k", "4g"),
+            job("w", "write", "64k", "8g"),
+        ],
     )?);
     let (paper_wall_s, paper_requests) = if paper {
         let r = run_paper(&PaperSettings::default(), true)?;

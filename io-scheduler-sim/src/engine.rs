@@ -11,7 +11,7 @@ use crate::request::{Dir, IoPrio, Origin, Part, ReqId, Request, WRITEBACK_CTX};
 use crate::rng::Rng;
 use crate::schedulers::{Decision, Scheduler};
 use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
-use crate::units::{parse_duration, parse_size, Time, SECTOR, SEC};
+use crate::units::{parse_duration, parse_size, Time, SEC, SECTOR};
 use crate::workload::{SimConfig, PAGE};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -670,7 +670,10 @@ impl<'a> Engine<'a> {
             if rt.since_sync >= n {
                 rt.since_sync = 0;
                 let mut ids = Vec::new();
-                while let Some(c) = self.cache.take_dirty(Some(f), None, None, self.max_req_pages as u32) {
+                while let Some(c) =
+                    self.cache
+                        .take_dirty(Some(f), None, None, self.max_req_pages as u32)
+                {
                     ids.push(self.submit_writeback(c, j as u32));
                 }
                 if !ids.is_empty() {
@@ -692,9 +695,9 @@ impl<'a> Engine<'a> {
         let rt = &self.jobs[j];
         let to = rt.last_end.div_ceil(PAGE);
         let from = if to < rt.fadv_from { 0 } else { rt.fadv_from };
-        while let Some(c) = self
-            .cache
-            .take_dirty(Some(f), Some((from, to)), None, self.max_req_pages as u32)
+        while let Some(c) =
+            self.cache
+                .take_dirty(Some(f), Some((from, to)), None, self.max_req_pages as u32)
         {
             self.submit_writeback(c, j as u32);
         }
@@ -752,7 +755,8 @@ impl<'a> Engine<'a> {
         while self.wb_inflight < self.wb_max {
             let throttled = self.jobs.iter().any(|r| r.state == State::Throttled);
             let chunk = if self.cache.dirty() > self.bg_thresh || throttled {
-                self.cache.take_dirty(None, None, None, self.max_req_pages as u32)
+                self.cache
+                    .take_dirty(None, None, None, self.max_req_pages as u32)
             } else if self.wb_expired {
                 let cutoff = self.now.saturating_sub(self.dirty_expire);
                 let c = self

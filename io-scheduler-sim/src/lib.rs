@@ -6,14 +6,12 @@
 //! 2008). Workloads are fio-like job files; `experiments` reruns the paper.
 #![warn(missing_docs)]
 
-
 pub mod bench;
 pub mod disk;
 pub mod engine;
+pub mod error;
 pub mod experiments;
 pub mod output;
-pub mod error;
-
 
 pub mod pagecache;
 pub mod request;

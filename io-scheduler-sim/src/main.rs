@@ -11,7 +11,11 @@ use vessel_iosim::schedulers::SchedulerConfig;
 use vessel_iosim::workload::{DiskSpec, JobFile, SchedSpec};
 
 #[derive(Parser)]
-#[command(name = "vessel-iosim", version, about = "Disk and IO-scheduler simulator")]
+#[command(
+    name = "vessel-iosim",
+    version,
+    about = "Disk and IO-scheduler simulator"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -122,11 +126,19 @@ fn main() -> Result<()> {
             let r = run_paper(&s, !tables_only)?;
             for t in &r.tables {
                 println!("{}", output::render_table(t));
-                write_both(&out, &format!("table{}-cdf", t.spec.number), &output::table_cdf_svg(t))?;
+                write_both(
+                    &out,
+                    &format!("table{}-cdf", t.spec.number),
+                    &output::table_cdf_svg(t),
+                )?;
             }
             for f in &r.figures {
                 println!("{}", output::render_figure(f));
-                write_both(&out, &format!("figure{}", f.spec.number), &output::figure_svg(f))?;
+                write_both(
+                    &out,
+                    &format!("figure{}", f.spec.number),
+                    &output::figure_svg(f),
+                )?;
             }
             println!("Findings of the paper, checked");
             for c in &r.checks {
@@ -204,8 +216,15 @@ fn main() -> Result<()> {
         Cmd::Bench { no_paper, out } => {
             let r = vessel_iosim::bench::run_bench(!no_paper)?;
             let mut tt = TextTable::new(&[
-                "workload", "scheduler", "disk", "block reqs", "job IOs", "sim s", "wall s",
-                "M req/s", "M IO/s",
+                "workload",
+                "scheduler",
+                "disk",
+                "block reqs",
+                "job IOs",
+                "sim s",
+                "wall s",
+                "M req/s",
+                "M IO/s",
             ]);
             for row in &r.rows {
                 tt.row(vec![

@@ -27,7 +27,10 @@ pub fn to_ms(t: Time) -> f64 {
 /// Parses a byte size such as `4096`, `64k`, `1m`, `10g` (binary multiples).
 pub fn parse_size(field: &str, s: &str) -> Result<u64> {
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1u64 << 10),
         Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -39,7 +42,7 @@ pub fn parse_size(field: &str, s: &str) -> Result<u64> {
         .trim()
         .parse()
         .map_err(|_| Error::invalid(field, format!("`{s}` is not a size like 64k or 10g")))?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return Err(Error::invalid(field, format!("`{s}` is negative")));
     }
     Ok((v * mult as f64).round() as u64)
@@ -65,7 +68,7 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Time> {
         .trim()
         .parse()
         .map_err(|_| Error::invalid(field, format!("`{s}` is not a duration like 6ms or 30s")))?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return Err(Error::invalid(field, format!("`{s}` is negative")));
     }
     Ok((v * mult).round() as Time)

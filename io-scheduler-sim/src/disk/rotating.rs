@@ -92,7 +92,10 @@ impl RotatingParams {
             ));
         }
         if self.controller_overhead_ms < 0.0 {
-            return Err(crate::Error::invalid("controller_overhead_ms", "must be >= 0"));
+            return Err(crate::Error::invalid(
+                "controller_overhead_ms",
+                "must be >= 0",
+            ));
         }
         Ok(())
     }
@@ -273,7 +276,11 @@ impl Disk for Rotating {
                     (self.overhead + xfer).max(media)
                 } else {
                     let pref = self.prefetched_end(now);
-                    self.head_lba = if self.prefetching { pref } else { self.head_lba };
+                    self.head_lba = if self.prefetching {
+                        pref
+                    } else {
+                        self.head_lba
+                    };
                     self.mechanical(req, now)
                 };
                 // The head is now at the write; the buffer stops prefetching

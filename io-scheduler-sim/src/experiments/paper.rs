@@ -1,7 +1,9 @@
 //! `vessel-iosim paper`: every table and figure, plus checks of the paper's
 //! qualitative findings.
 
-use super::{figure_specs, run_figure, run_table, table_specs, FigureResult, PaperSettings, TableResult};
+use super::{
+    figure_specs, run_figure, run_table, table_specs, FigureResult, PaperSettings, TableResult,
+};
 use crate::Result;
 use serde::Serialize;
 use std::time::Instant;
@@ -48,7 +50,9 @@ fn table_checks(t: &TableResult, out: &mut Vec<Check>) {
     let d = mean_of(t, "direct-64k");
     let dp = mean_of(t, "direct-64k-prio");
     out.push(Check {
-        claim: format!("Table {n}: a low-priority direct antagonist hurts far less than an equal one"),
+        claim: format!(
+            "Table {n}: a low-priority direct antagonist hurts far less than an equal one"
+        ),
         pass: dp * 2.0 < d,
         detail: format!("direct-64k {d:.2} ms vs direct-64k-prio {dp:.2} ms"),
     });
@@ -59,7 +63,9 @@ fn table_checks(t: &TableResult, out: &mut Vec<Check>) {
         .fold(0.0f64, f64::max);
     if !t.spec.writes {
         out.push(Check {
-            claim: format!("Table {n}: without priority the foreground's mean grows about 10x (>= 4x)"),
+            claim: format!(
+                "Table {n}: without priority the foreground's mean grows about 10x (>= 4x)"
+            ),
             pass: d >= 4.0 * base && mean_of(t, "buf") >= 4.0 * base,
             detail: format!(
                 "no-load {base:.2}, direct-64k {d:.2} ({:.1}x), buf {:.2} ({:.1}x)",

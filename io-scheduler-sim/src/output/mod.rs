@@ -45,7 +45,8 @@ fn f2(v: f64) -> String {
 /// A paper table with the simulated numbers beside the published ones.
 pub fn render_table(t: &TableResult) -> String {
     let mut tt = TextTable::new(&[
-        "case", "mean", "paper", "ratio", "max", "paper", "std", "paper", "KB/s", "paper", "bg KB/s",
+        "case", "mean", "paper", "ratio", "max", "paper", "std", "paper", "KB/s", "paper",
+        "bg KB/s",
     ]);
     for r in &t.rows {
         tt.row(vec![

@@ -477,7 +477,8 @@ impl Scheduler for Anticipatory {
             }
         }
         if running {
-            let next = self.q[lvl][dir].elevator(self.last_sector[dir], self.back_max, self.penalty);
+            let next =
+                self.q[lvl][dir].elevator(self.last_sector[dir], self.back_max, self.penalty);
             if dir == 0 && self.antic_expire > 0 {
                 if self.fifo_expired(lvl, dir, now) {
                     let (key, _) = self.q[lvl][dir].fifo_head().expect("expired head");
@@ -529,7 +530,10 @@ impl Scheduler for Anticipatory {
                 .elevator(self.last_sector[nd], self.back_max, self.penalty)
                 .expect("chosen batch has requests")
         } else {
-            self.q[nl][nd].fifo_head().expect("chosen batch has requests").0
+            self.q[nl][nd]
+                .fifo_head()
+                .expect("chosen batch has requests")
+                .0
         };
         Decision::Dispatch(self.take(nl, nd, key))
     }
@@ -564,6 +568,150 @@ impl Scheduler for Anticipatory {
         self.ctx(ctx).exited = true;
         if self.antic_ctx == Some(ctx) && matches!(self.antic, Antic::WaitReq | Antic::WaitNext) {
             self.antic = Antic::Finished;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Dir, PrioClass};
+    use crate::schedulers::testkit::{next, req};
+    use proptest::prelude::*;
+
+    fn prio_of(code: u8) -> IoPrio {
+        match code % 10 {
+            0 => IoPrio {
+                class: PrioClass::Rt,
+                level: 3,
+            },
+            9 => IoPrio {
+                class: PrioClass::Idle,
+                level: 7,
+            },
+            l => IoPrio::be(l - 1),
+        }
+    }
+
+    proptest! {
+        /// Under the priority scheduler a request is never dispatched while
+        /// a more important level has requests and tokens left.
+        #[test]
+        fn priorities_never_invert(
+            arrivals in prop::collection::vec((0u64..1_000_000, 0u8..10, 0u32..6, any::<bool>(), 0u8..4), 1..200),
+            svc_us in 100u64..20_000,
+        ) {
+            let mut s = Anticipatory::new(AsTunables::default(), Some(PrioTunables::default()));
+            let svc = svc_us * 1000;
+            let mut now = 0;
+            let mut id = 0;
+            let mut served = 0;
+            let total = arrivals.len();
+            for (lba, p, ctx, sync, burst) in arrivals {
+                // A few arrivals, then one service.
+                for k in 0..=burst as u64 {
+                    id += 1;
+                    let dir = if sync { Dir::Read } else { Dir::Write };
+                    s.add(req(id, lba * 64 + k * 4096, dir, sync, prio_of(p), ctx, now), now);
+                }
+                let before = s.tokens.clone();
+                let pending: Vec<usize> = (0..IoPrio::RANKS).filter(|&l| s.level_pending(l)).collect();
+                let Some((r, at)) = next(&mut s, now) else { continue };
+                let refilled = s.tokens.iter().zip(&before).any(|(a, b)| a > b);
+                let rank = r.prio.rank();
+                for &l in pending.iter().filter(|&&l| l < rank) {
+                    prop_assert!(
+                        before[l] == 0 && !refilled,
+                        "rank {} dispatched while rank {} pending with {} tokens (refill {})",
+                        rank, l, before[l], refilled
+                    );
+                }
+                served += r.parts();
+                now = at + svc;
+                s.completed(&r, now);
+            }
+            // Drain: everything queued is eventually dispatched.
+            while let Some((r, at)) = next(&mut s, now) {
+                served += r.parts();
+                now = at + svc;
+                s.completed(&r, now);
+            }
+            prop_assert_eq!(s.pending(), 0);
+            prop_assert!(served >= total);
+        }
+
+        /// Anticipatory: a sync read far from a sequential stream is served
+        /// within twice the FIFO expiry (AS checks the FIFO once per period).
+        #[test]
+        fn as_fifo_expiry_bounds_the_wait(far in 0u64..1000, svc_us in 300u64..3000) {
+            let t = AsTunables::default();
+            let expire = ms(t.read_expire_ms);
+            let mut s = Anticipatory::new(t, None);
+            let svc = svc_us * 1000;
+            let mut lba = 10_000_000u64;
+            let mut id = 1;
+            s.add(req(id, lba, Dir::Read, true, IoPrio::DEFAULT, 1, 0), 0);
+            let (first, _) = next(&mut s, 0).expect("pending");
+            let mut now = svc;
+            s.completed(&first, now);
+            s.add(req(0, far, Dir::Read, true, IoPrio::DEFAULT, 0, 0), 0);
+            loop {
+                // The streaming process issues its next request right away.
+                id += 1;
+                lba += 64;
+                s.add(req(id, lba, Dir::Read, true, IoPrio::DEFAULT, 1, now), now);
+                let (r, at) = next(&mut s, now).expect("pending");
+                if r.id == 0 {
+                    prop_assert!(at <= 2 * expire + 2 * svc, "far read waited {} us", at / 1000);
+                    break;
+                }
+                prop_assert!(at <= 4 * expire, "runaway");
+                now = at + svc;
+                s.completed(&r, now);
+            }
+        }
+    }
+
+    #[test]
+    fn priority_anticipation_waits_for_the_higher_level() {
+        let mut s = Anticipatory::new(AsTunables::default(), Some(PrioTunables::default()));
+        // High-priority process 0 reads; low-priority process 1 has a request queued.
+        s.add(req(1, 1000, Dir::Read, true, IoPrio::be(0), 0, 0), 0);
+        let (r, _) = next(&mut s, 0).unwrap();
+        assert_eq!(r.id, 1);
+        s.add(req(2, 9_000_000, Dir::Read, true, IoPrio::be(7), 1, 10), 10);
+        s.completed(&r, 5_000_000);
+        // Right after completion the scheduler waits for process 0 ...
+        assert!(matches!(s.dispatch(5_000_000), Decision::Wait(_)));
+        // ... whose next request breaks the anticipation and goes first.
+        s.add(
+            req(3, 500_000_000, Dir::Read, true, IoPrio::be(0), 0, 5_100_000),
+            5_100_000,
+        );
+        match s.dispatch(5_100_000) {
+            Decision::Dispatch(r) => assert_eq!(r.id, 3),
+            other => panic!("expected dispatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vanilla_as_keeps_streaming_for_the_anticipated_process() {
+        let mut s = Anticipatory::new(AsTunables::default(), None);
+        s.add(req(1, 1000, Dir::Read, true, IoPrio::DEFAULT, 0, 0), 0);
+        let (r, _) = next(&mut s, 0).unwrap();
+        s.add(
+            req(2, 900_000_000, Dir::Read, true, IoPrio::DEFAULT, 1, 10),
+            10,
+        );
+        s.completed(&r, 1_000_000);
+        assert!(matches!(s.dispatch(1_000_000), Decision::Wait(_)));
+        s.add(
+            req(3, 1008, Dir::Read, true, IoPrio::DEFAULT, 0, 1_050_000),
+            1_050_000,
+        );
+        match s.dispatch(1_050_000) {
+            Decision::Dispatch(r) => assert_eq!(r.id, 3),
+            other => panic!("expected dispatch, got {other:?}"),
         }
     }
 }

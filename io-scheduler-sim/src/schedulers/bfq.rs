@@ -191,8 +191,7 @@ impl Bfq {
 
     fn more_important_waiting(&self, a: usize) -> bool {
         let ca = class_idx(self.flows.flows[a].prio.class);
-        (0..self.s.len())
-            .any(|i| self.s[i].busy && class_idx(self.flows.flows[i].prio.class) < ca)
+        (0..self.s.len()).any(|i| self.s[i].busy && class_idx(self.flows.flows[i].prio.class) < ca)
     }
 }
 

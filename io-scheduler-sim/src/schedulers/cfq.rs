@@ -126,8 +126,7 @@ impl Cfq {
         for c in 0..3 {
             if c == 0 {
                 // RT: most important level first, FIFO among equals.
-                let best = self
-                    .rr[0]
+                let best = self.rr[0]
                     .iter()
                     .enumerate()
                     .min_by_key(|(_, &i)| self.flows.flows[i].prio.level)

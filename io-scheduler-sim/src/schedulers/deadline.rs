@@ -133,3 +133,51 @@ impl Scheduler for Deadline {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::IoPrio;
+    use crate::schedulers::testkit::{next, req};
+    use crate::units::MS;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A read far from a stream that always has requests just ahead of
+        /// the elevator is still served within its FIFO expiry plus one batch.
+        #[test]
+        fn fifo_expiry_bounds_the_wait(far in 0u64..1000, start in 2000u64..1_000_000, svc_ms in 1u64..30, batch in 1u32..32) {
+            let t = DeadlineTunables { fifo_batch: batch, ..DeadlineTunables::default() };
+            let expire = ms(t.read_expire_ms);
+            let mut s = Deadline::new(t);
+            let svc = svc_ms * MS;
+            let mut id = 1;
+            let mut lba = start;
+            for _ in 0..3 {
+                s.add(req(id, lba, Dir::Read, true, IoPrio::DEFAULT, 1, 0), 0);
+                id += 1;
+                lba += 64;
+            }
+            // The stream is under way before the far read arrives.
+            let (first, _) = next(&mut s, 0).expect("requests pending");
+            prop_assert_eq!(first.id, 1);
+            s.add(req(0, far, Dir::Read, true, IoPrio::DEFAULT, 0, 0), 0);
+            s.add(req(id, lba, Dir::Read, true, IoPrio::DEFAULT, 1, 0), 0);
+            id += 1;
+            lba += 64;
+            let mut now = svc;
+            loop {
+                let (r, at) = next(&mut s, now).expect("requests pending");
+                if r.id == 0 {
+                    prop_assert!(at <= expire + (batch as u64 + 1) * svc, "far read waited {} ms", at / MS);
+                    break;
+                }
+                prop_assert!(at <= expire + (batch as u64 + 2) * svc + 1000 * svc, "runaway");
+                now = at + svc;
+                s.add(req(id, lba, Dir::Read, true, IoPrio::DEFAULT, 1, now), now);
+                id += 1;
+                lba += 64;
+            }
+        }
+    }
+}

@@ -93,7 +93,10 @@ impl SchedulerConfig {
             other => {
                 return Err(crate::Error::invalid(
                     "scheduler",
-                    format!("unknown scheduler `{other}` (known: {})", Self::NAMES.join(", ")),
+                    format!(
+                        "unknown scheduler `{other}` (known: {})",
+                        Self::NAMES.join(", ")
+                    ),
                 ))
             }
         })
@@ -123,5 +126,51 @@ impl SchedulerConfig {
                 Box::new(Anticipatory::new(t.anticipatory.clone(), Some(t.clone())))
             }
         }
+    }
+}
+
+/// Helpers for scheduler unit tests: requests and a fake device.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::{Decision, Scheduler};
+    use crate::request::{Dir, IoPrio, Origin, Request};
+    use crate::units::Time;
+
+    /// A request with the given id, sector, direction and priority from `ctx`.
+    pub fn req(
+        id: u64,
+        lba: u64,
+        dir: Dir,
+        sync: bool,
+        prio: IoPrio,
+        ctx: u32,
+        t: Time,
+    ) -> Request {
+        Request {
+            id,
+            lba,
+            sectors: 8,
+            dir,
+            sync,
+            prio,
+            ctx,
+            submitted: t,
+            origin: Origin::Direct { job: ctx },
+            merged: Vec::new(),
+        }
+    }
+
+    /// Asks the scheduler for the next request at `now`, following `Wait`
+    /// decisions (nothing else happens meanwhile); returns the request and
+    /// the time it was dispatched.
+    pub fn next(s: &mut dyn Scheduler, mut now: Time) -> Option<(Request, Time)> {
+        for _ in 0..1000 {
+            match s.dispatch(now) {
+                Decision::Dispatch(r) => return Some((r, now)),
+                Decision::Wait(t) => now = t.max(now + 1),
+                Decision::Idle => return None,
+            }
+        }
+        panic!("scheduler keeps waiting");
     }
 }

@@ -97,9 +97,7 @@ impl SortedFifo {
     /// lowest sector when nothing qualifies.
     pub fn elevator(&self, last: u64, back_max: u64, penalty: u64) -> Option<Key> {
         let fwd = self.next_from(last);
-        let back = self
-            .prev_before(last)
-            .filter(|k| last - k.0 <= back_max);
+        let back = self.prev_before(last).filter(|k| last - k.0 <= back_max);
         match (fwd, back) {
             (Some(f), Some(b)) => {
                 if (last - b.0).saturating_mul(penalty) < f.0 - last {

@@ -174,7 +174,10 @@ impl JobFile {
             };
             let bs = parse_size(&f("bs"), &js.bs)?;
             if bs == 0 || bs % SECTOR != 0 {
-                return Err(Error::invalid(f("bs"), "must be a positive multiple of 512"));
+                return Err(Error::invalid(
+                    f("bs"),
+                    "must be a positive multiple of 512",
+                ));
             }
             let size = parse_size(&f("size"), &js.size)?;
             let size = size / bs * bs;
@@ -191,7 +194,9 @@ impl JobFile {
             };
             let fadvise_every = opt_size(&f("fadvise_dontneed"), &js.fadvise_dontneed)?;
             let sync_every = opt_size(&f("sync_every"), &js.sync_every)?;
-            let precache = opt_size(&f("precache"), &js.precache)?.unwrap_or(0).min(size);
+            let precache = opt_size(&f("precache"), &js.precache)?
+                .unwrap_or(0)
+                .min(size);
             if js.numjobs == 0 {
                 return Err(Error::invalid(f("numjobs"), "must be >= 1"));
             }

@@ -82,12 +82,18 @@ impl CacheConfig {
         parse_size("global.cache.size", &self.size)?;
         parse_duration("global.cache.dirty_expire", &self.dirty_expire)?;
         if parse_duration("global.cache.writeback_interval", &self.writeback_interval)? == 0 {
-            return Err(Error::invalid("global.cache.writeback_interval", "must be > 0"));
+            return Err(Error::invalid(
+                "global.cache.writeback_interval",
+                "must be > 0",
+            ));
         }
         if self.dirty_ratio == 0 || self.dirty_ratio > 100 || self.dirty_background_ratio > 100 {
-            return Err(Error::invalid("global.cache.dirty_ratio", "must be 1..=100"));
+            return Err(Error::invalid(
+                "global.cache.dirty_ratio",
+                "must be 1..=100",
+            ));
         }
-        if !(self.memcpy_mb_s > 0.0) {
+        if self.memcpy_mb_s.is_nan() || self.memcpy_mb_s <= 0.0 {
             return Err(Error::invalid("global.cache.memcpy_mb_s", "must be > 0"));
         }
         Ok(())
