@@ -12,7 +12,7 @@ use crate::rng::Rng;
 use crate::schedulers::{Decision, Scheduler};
 use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
 use crate::units::{parse_duration, parse_size, Time, SEC, SECTOR};
-use crate::workload::{SimConfig, PAGE};
+use crate::workload::{SimConfig, DOUBLE_SPAN, INDIRECT_SPAN, PAGE};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -94,6 +94,7 @@ struct JobRt {
     since_sync: u64,
     samples: Vec<u64>,
     bytes_measured: u64,
+    meta_wait: bool,
 }
 
 /// The simulation state.
@@ -139,13 +140,28 @@ impl<'a> Engine<'a> {
     /// Prepares a run (page cache pre-filled as the job file asks).
     pub fn new(cfg: &'a SimConfig, opts: RunOptions) -> Self {
         let disk = cfg.disk.build();
-        let file_pages: Vec<u64> = cfg.files.iter().map(|f| f.size.div_ceil(PAGE)).collect();
+        // Data files first, then one block-map pseudo-file per data file:
+        // its page k is the indirect block of the k-th 4 MiB region, then
+        // one double-indirect block per 4 GiB.
+        let mut file_pages: Vec<u64> = cfg.files.iter().map(|f| f.size.div_ceil(PAGE)).collect();
+        file_pages.extend(
+            cfg.files
+                .iter()
+                .map(|f| f.size.div_ceil(INDIRECT_SPAN) + f.size.div_ceil(DOUBLE_SPAN)),
+        );
         let cache_bytes = parse_size("cache.size", &cfg.cache.size).unwrap_or(0);
         let capacity = (cache_bytes / PAGE).max(1);
         let mut cache = PageCache::new(capacity, &file_pages);
+        let nfiles = cfg.files.len() as u32;
         for (i, f) in cfg.files.iter().enumerate() {
             if f.precache > 0 {
                 cache.insert_clean(i as u32, 0, f.precache.div_ceil(PAGE));
+                if cfg.indirect_blocks {
+                    let m = nfiles + i as u32;
+                    let regions = f.size.div_ceil(INDIRECT_SPAN);
+                    cache.insert_clean(m, 0, f.precache.div_ceil(INDIRECT_SPAN));
+                    cache.insert_clean(m, regions, f.precache.div_ceil(DOUBLE_SPAN));
+                }
             }
         }
         let jobs = cfg
@@ -169,6 +185,7 @@ impl<'a> Engine<'a> {
                 since_sync: 0,
                 samples: Vec::new(),
                 bytes_measured: 0,
+                meta_wait: false,
             })
             .collect();
         let depth = disk.queue_depth().max(1);
@@ -300,7 +317,10 @@ impl<'a> Engine<'a> {
             })
             .collect();
         let mut dev = self.dev;
-        dev.utilization = self.busy_ns as f64 / self.cfg.runtime.max(1) as f64;
+        // Busy time summed over the device's servers (channels), as a share
+        // of what they could have served.
+        dev.utilization =
+            self.busy_ns as f64 / (self.cfg.runtime.max(1) as f64 * self.servers.len() as f64);
         (
             RunResult {
                 scheduler: self.sched.name().to_string(),
@@ -497,6 +517,94 @@ impl<'a> Engine<'a> {
         rt.op_off = off;
         rt.op_start = self.now;
         rt.state = State::Blocked;
+        if self.cfg.indirect_blocks && self.map_blocks(j, off) {
+            return;
+        }
+        self.data_io(j, off);
+    }
+
+    /// Reads the indirect blocks the IO at `off` needs and are not cached;
+    /// returns true when the job must wait for them first.
+    fn map_blocks(&mut self, j: usize, off: u64) -> bool {
+        let cfg = self.cfg;
+        let spec = &cfg.jobs[j];
+        let f = spec.file as u32;
+        let npages = self.cache.file_pages(f);
+        let p0 = off / PAGE;
+        let p1 = (off + spec.bs).div_ceil(PAGE).min(npages);
+        // Only blocks that must come from the disk need mapping.
+        let mut lo = None;
+        let mut hi = p1;
+        if spec.direct {
+            lo = Some(p0);
+        } else {
+            for p in p0..p1 {
+                if !self.cache.contains(f, p) {
+                    lo = Some(p);
+                    break;
+                }
+            }
+            if spec.dir == Dir::Read && off == self.jobs[j].last_end {
+                let ra_to = (p1 + self.ra_pages).min(npages);
+                if lo.is_none() && !(p1..ra_to).all(|p| self.cache.contains(f, p)) {
+                    lo = Some(p1);
+                }
+                hi = ra_to;
+            }
+        }
+        let Some(lo) = lo else {
+            return false;
+        };
+        let m = cfg.files.len() as u32 + f;
+        let file = &cfg.files[spec.file];
+        let regions = file.size.div_ceil(INDIRECT_SPAN);
+        let span_pages = INDIRECT_SPAN / PAGE;
+        let mut needed = Vec::new();
+        for k in lo / span_pages..=(hi.max(lo + 1) - 1) / span_pages {
+            // Beyond the first region the double-indirect block is needed too.
+            if k > 0 {
+                let g = regions + k * INDIRECT_SPAN / DOUBLE_SPAN;
+                if !self.cache.touch(m, g) && !needed.contains(&g) {
+                    needed.push(g);
+                }
+            }
+            if !self.cache.touch(m, k) {
+                needed.push(k);
+            }
+        }
+        if needed.is_empty() {
+            return false;
+        }
+        for page in needed {
+            // Block-map blocks sit at the start of the range they map.
+            let lba = if page >= regions {
+                file.start_lba + (page - regions) * (DOUBLE_SPAN / crate::units::SECTOR)
+            } else {
+                file.start_lba + page * (INDIRECT_SPAN / crate::units::SECTOR)
+            };
+            let id = self.submit(
+                lba,
+                (PAGE / SECTOR) as u32,
+                Dir::Read,
+                true,
+                spec.prio,
+                j as u32,
+                Origin::Fill {
+                    job: j as u32,
+                    file: m,
+                    page,
+                    pages: 1,
+                },
+            );
+            self.jobs[j].wait.push(id);
+        }
+        self.jobs[j].meta_wait = true;
+        true
+    }
+
+    fn data_io(&mut self, j: usize, off: u64) {
+        let spec = &self.cfg.jobs[j];
+        let file = &self.cfg.files[spec.file];
         if spec.direct {
             let id = self.submit(
                 file.start_lba + off / SECTOR,
@@ -637,6 +745,12 @@ impl<'a> Engine<'a> {
         let rt = &mut self.jobs[j];
         let before = rt.wait.len();
         rt.wait.retain(|&w| w != id);
+        if before > 0 && rt.wait.is_empty() && rt.state == State::Blocked && rt.meta_wait {
+            rt.meta_wait = false;
+            let off = rt.op_off;
+            self.data_io(j, off);
+            return;
+        }
         if before > 0 && rt.wait.is_empty() && rt.state == State::Blocked {
             let spec = &self.cfg.jobs[j];
             let cost = if spec.direct { 0 } else { self.copy_cost(j) };

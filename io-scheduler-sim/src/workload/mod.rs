@@ -36,6 +36,12 @@ use serde::Serialize;
 /// Page size of the simulated page cache.
 pub const PAGE: u64 = 4096;
 
+/// File bytes mapped by one indirect block (1024 block numbers of 4 KiB blocks).
+pub const INDIRECT_SPAN: u64 = 4 << 20;
+
+/// File bytes mapped by one double-indirect block.
+pub const DOUBLE_SPAN: u64 = 4 << 30;
+
 /// A job ready to run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
@@ -103,6 +109,8 @@ pub struct SimConfig {
     pub syscall: Time,
     /// Largest request the block layer builds (bytes).
     pub max_request: u64,
+    /// Whether block-map (indirect block) reads are modelled.
+    pub indirect_blocks: bool,
 }
 
 fn opt_size(field: &str, v: &Option<String>) -> Result<Option<u64>> {
@@ -255,6 +263,7 @@ impl JobFile {
             files,
             syscall: parse_duration("global.syscall", &g.syscall)?,
             max_request,
+            indirect_blocks: g.indirect_blocks,
         })
     }
 }

@@ -120,6 +120,9 @@ pub struct Global {
     pub syscall: String,
     /// Largest request the block layer builds.
     pub max_request: String,
+    /// Model the file system's block map (ext2: one 4 KiB indirect block per
+    /// 4 MiB of file, read from disk the first time a region is used).
+    pub indirect_blocks: bool,
 }
 
 impl Default for Global {
@@ -133,6 +136,7 @@ impl Default for Global {
             cache: CacheConfig::default(),
             syscall: "20us".into(),
             max_request: "512k".into(),
+            indirect_blocks: true,
         }
     }
 }
