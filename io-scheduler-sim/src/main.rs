@@ -132,6 +132,9 @@ fn main() -> Result<()> {
                     &output::table_cdf_svg(t),
                 )?;
             }
+            if !r.schedulers.is_empty() {
+                println!("{}", output::render_compare(&r.schedulers));
+            }
             for f in &r.figures {
                 println!("{}", output::render_figure(f));
                 write_both(

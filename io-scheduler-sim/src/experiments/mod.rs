@@ -1,10 +1,12 @@
 //! The paper's experiments: Tables 1-4 and the sweeps of Figures 1-6.
 
+mod compare;
 mod figures;
 mod paper;
 pub mod reference;
 mod tables;
 
+pub use compare::{run_compare, CompareRow};
 pub use figures::{figure_specs, run_figure, FigureResult, FigureSpec, Series};
 pub use paper::{run_paper, Check, PaperReport};
 pub use tables::{run_table, table_specs, TableResult, TableRow, TableSpec};

@@ -6,7 +6,7 @@ mod table;
 pub use svg::{LinePlot, PlotSeries};
 pub use table::TextTable;
 
-use crate::experiments::{FigureResult, TableResult};
+use crate::experiments::{CompareRow, FigureResult, TableResult};
 use crate::stats::{cdf_points, RunResult};
 use crate::{Error, Result};
 use std::path::Path;
@@ -198,4 +198,34 @@ pub fn run_cdf_svg(r: &RunResult, title: &str) -> String {
             .collect(),
     }
     .render()
+}
+
+/// The scheduler comparison table.
+pub fn render_compare(rows: &[CompareRow]) -> String {
+    let mut tt = TextTable::new(&[
+        "scheduler",
+        "alone mean",
+        "equal: mean",
+        "max",
+        "bg KB/s",
+        "bg be/7: mean",
+        "max",
+        "bg KB/s",
+    ]);
+    for r in rows {
+        tt.row(vec![
+            r.scheduler.clone(),
+            f2(r.alone_mean),
+            f2(r.equal.0),
+            f1(r.equal.1),
+            format!("{:.0}", r.equal.2),
+            f2(r.low.0),
+            f1(r.low.1),
+            format!("{:.0}", r.low.2),
+        ]);
+    }
+    format!(
+        "Schedulers compared: 64k random reader vs 64k sequential direct reader (latency in ms)\n{}",
+        tt.render()
+    )
 }
