@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file concerned.
         path: PathBuf,
@@ -14,7 +14,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A TOML document did not parse.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Toml {
         /// The file concerned.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum Error {
         source: toml::de::Error,
     },
     /// A JSON document did not parse.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Json {
         /// The file concerned.
         path: PathBuf,

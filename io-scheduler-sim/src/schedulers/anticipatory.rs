@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 /// Anticipatory tunables (defaults of Linux 2.6.18 with HZ=1000).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct AsTunables {
     /// Sync FIFO expiry (ms).
     pub read_expire_ms: f64,

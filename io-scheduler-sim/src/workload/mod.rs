@@ -267,3 +267,63 @@ impl JobFile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<SimConfig> {
+        JobFile::parse(Path::new("t.toml"), text)?.resolve()
+    }
+
+    #[test]
+    fn resolves_jobs_files_and_clones() {
+        let c = parse(
+            r#"
+            [global]
+            runtime = "10s"
+            scheduler = { name = "deadline", fifo_batch = 4 }
+            [[job]]
+            name = "a"
+            rw = "randread"
+            bs = "64k"
+            size = "1g"
+            [[job]]
+            name = "b"
+            rw = "write"
+            bs = "1m"
+            size = "2g"
+            numjobs = 2
+            prio = "idle"
+            rate = "4m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.jobs.len(), 3);
+        assert_eq!(c.jobs[1].name, "b.0");
+        assert_eq!(c.jobs[2].rate, Some(4 << 20));
+        assert!(!c.jobs[0].sequential && c.jobs[1].sequential);
+        // Files follow each other without overlap.
+        assert_eq!(c.files[1].start_lba * 512, 1 << 30);
+        assert_eq!(c.files[2].start_lba * 512, 3 << 30);
+        match c.scheduler {
+            SchedulerConfig::Deadline(t) => assert_eq!(t.fifo_batch, 4),
+            other => panic!("wrong scheduler {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse("[[job]]\nname = \"x\"\nbs = \"3k1\"\n").unwrap_err();
+        assert!(e.to_string().contains("job[0] (x).bs"), "{e}");
+        let e = parse("[[job]]\nname = \"x\"\nbs = \"1000\"\n").unwrap_err();
+        assert!(e.to_string().contains("multiple of 512"), "{e}");
+        let e = parse("[global]\nscheduler = { name = \"priority\", antic = 1 }\n[[job]]\n")
+            .unwrap_err();
+        let chain = format!("{e} {:?}", std::error::Error::source(&e));
+        assert!(chain.contains("unknown tunable `antic`"), "{chain}");
+        assert!(parse("[global]\nruntime = \"0s\"\n[[job]]\n").is_err());
+        assert!(parse("[global]\n").is_err());
+    }
+}

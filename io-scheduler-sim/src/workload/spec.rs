@@ -20,7 +20,7 @@ pub struct JobFile {
 }
 
 /// A device given by preset name or path, or inline.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum DiskSpec {
     /// Preset name or file path.
@@ -30,13 +30,60 @@ pub enum DiskSpec {
 }
 
 /// A scheduler given by name, or inline with tunables.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum SchedSpec {
     /// Name with default tunables.
     Name(String),
     /// Name plus tunables.
     Inline(SchedulerConfig),
+}
+
+// A name or a table; written out by hand so that a bad table reports the
+// offending field instead of "did not match any variant".
+impl<'de> Deserialize<'de> for DiskSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(DiskSpec::Name(s)),
+            other => DiskParams::deserialize(other)
+                .map(DiskSpec::Inline)
+                .map_err(|e| D::Error::custom(format!("disk: {e}"))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SchedSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(SchedSpec::Name(s)),
+            other => {
+                // Flattened tunables (priority) would silently drop a
+                // misspelt key; check keys against the defaults' own.
+                if let Some(name) = other.get("name").and_then(|n| n.as_str()) {
+                    let known = SchedulerConfig::by_name(name)
+                        .ok()
+                        .and_then(|c| toml::Value::try_from(c).ok());
+                    if let (Some(known), Some(given)) =
+                        (known.as_ref().and_then(|k| k.as_table()), other.as_table())
+                    {
+                        if let Some(bad) = given.keys().find(|k| !known.contains_key(*k)) {
+                            let mut names: Vec<&str> = known.keys().map(|k| k.as_str()).collect();
+                            names.sort_unstable();
+                            return Err(D::Error::custom(format!(
+                                "scheduler: unknown tunable `{bad}` for {name} (known: {})",
+                                names.join(", ")
+                            )));
+                        }
+                    }
+                }
+                SchedulerConfig::deserialize(other)
+                    .map(SchedSpec::Inline)
+                    .map_err(|e| D::Error::custom(format!("scheduler: {e}")))
+            }
+        }
+    }
 }
 
 /// Page cache and writeback settings (Linux 2.6.18 defaults).
