@@ -83,7 +83,10 @@ impl LinePlot {
         if !x0.is_finite() {
             (x0, x1) = (0.0, 1.0);
         }
-        if self.log_x {
+        // Decade ticks need whole decades; narrower log ranges get
+        // power-of-two ticks and keep their own bounds.
+        let decades = self.log_x && x1 - x0 > 2.5;
+        if decades {
             x0 = x0.floor();
             x1 = x1.ceil();
         }
@@ -120,7 +123,21 @@ impl LinePlot {
             );
             y += ystep;
         }
-        if self.log_x {
+        if self.log_x && !decades {
+            let mut e = (x0 / 2f64.log10()).ceil() as i32;
+            while e as f64 * 2f64.log10() <= x1 + 1e-9 {
+                let v = 2f64.powi(e);
+                let px = sx(v);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{px:.1}" y1="{mt}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                    mt + ph,
+                    mt + ph + 18.0,
+                    label(v)
+                );
+                e += 1;
+            }
+        } else if self.log_x {
             let mut e = x0 as i32;
             while e as f64 <= x1 {
                 let px = ml + (e as f64 - x0) / (x1 - x0) * pw;

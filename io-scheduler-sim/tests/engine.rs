@@ -1,0 +1,112 @@
+//! Behaviour of whole runs: rate limits, writeback, fadvise, device parallelism.
+
+use vessel_iosim::engine::run;
+use vessel_iosim::stats::RunResult;
+use vessel_iosim::workload::{DiskSpec, Global, JobFile, JobSpec, SchedSpec};
+
+fn sim(disk: &str, sched: &str, runtime: &str, cache: &str, jobs: Vec<JobSpec>) -> RunResult {
+    let mut g = Global {
+        runtime: runtime.into(),
+        disk: DiskSpec::Name(disk.into()),
+        scheduler: SchedSpec::Name(sched.into()),
+        ..Global::default()
+    };
+    g.cache.size = cache.into();
+    run(&JobFile { global: g, jobs }.resolve().expect("valid"))
+}
+
+fn job(name: &str, rw: &str, bs: &str, size: &str) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        rw: rw.into(),
+        bs: bs.into(),
+        size: size.into(),
+        ..JobSpec::default()
+    }
+}
+
+#[test]
+fn rate_limit_holds() {
+    let mut j = job("r", "read", "64k", "4g");
+    j.rate = Some("1m".into());
+    let r = sim("sata2008", "noop", "20s", "1g", vec![j]);
+    let bw = r.jobs[0].bw_kb_s;
+    assert!((bw - 1024.0).abs() < 30.0, "{bw} KB/s");
+}
+
+#[test]
+fn buffered_writes_reach_the_disk_through_writeback() {
+    let w = job("w", "write", "64k", "8g");
+    let r = sim("sata2008", "anticipatory", "30s", "512m", vec![w]);
+    let written = r.jobs[0].bytes;
+    // Dirty limits (40% of 512 MiB) bound what is still in memory.
+    assert!(r.device.bytes_written > 0);
+    assert!(written >= r.device.bytes_written);
+    assert!(
+        written - r.device.bytes_written <= 512 << 20,
+        "{written} vs {}",
+        r.device.bytes_written
+    );
+    // Throttled by the disk, not by memory speed.
+    assert!(r.jobs[0].bw_kb_s < 130_000.0, "{}", r.jobs[0].bw_kb_s);
+}
+
+#[test]
+fn fadvise_keeps_a_streaming_reader_out_of_the_cache() {
+    let plain = job("r", "read", "64k", "2g");
+    let mut fadv = plain.clone();
+    fadv.fadvise_dontneed = Some("1m".into());
+    let a = sim("sata2008", "noop", "20s", "64m", vec![plain]);
+    let b = sim("sata2008", "noop", "20s", "64m", vec![fadv]);
+    assert!(a.evictions > 10_000, "{}", a.evictions);
+    assert_eq!(b.evictions, 0);
+}
+
+#[test]
+fn sync_every_flushes_the_writer() {
+    let mut w = job("w", "write", "64k", "8g");
+    w.sync_every = Some("16m".into());
+    let r = sim("sata2008", "deadline", "20s", "4g", vec![w]);
+    // Without the sync the page cache keeps hundreds of MB dirty (at least
+    // the background threshold, 10%); with it, at most the last 16 MB.
+    let unsynced = sim(
+        "sata2008",
+        "deadline",
+        "20s",
+        "4g",
+        vec![job("w", "write", "64k", "8g")],
+    );
+    assert!(unsynced.jobs[0].bytes - unsynced.device.bytes_written > 300 << 20);
+    assert!(r.jobs[0].bytes <= r.device.bytes_written + (16 << 20) + (1 << 20));
+}
+
+#[test]
+fn nvme_channels_serve_in_parallel() {
+    let mut one = job("r", "randread", "4k", "8g");
+    one.direct = true;
+    let mut eight = one.clone();
+    eight.numjobs = 8;
+    let a = sim("nvme", "noop", "2s", "1g", vec![one]);
+    let b = sim("nvme", "noop", "2s", "1g", vec![eight]);
+    let total_b: u64 = b.jobs.iter().map(|j| j.ios).sum();
+    let ratio = total_b as f64 / a.jobs[0].ios as f64;
+    assert!(ratio > 6.0 && ratio < 8.5, "{ratio}");
+    assert!(b.device.utilization <= 1.0);
+}
+
+#[test]
+fn cache_hits_are_fast_and_misses_cost_a_disk_access() {
+    let mut j = job("r", "randread", "64k", "1g");
+    j.precache = Some("1g".into());
+    let r = sim("sata2008", "noop", "5s", "2g", vec![j]);
+    assert_eq!(r.device.requests, 0);
+    assert!(r.jobs[0].lat.max < 0.1, "{}", r.jobs[0].lat.max);
+    let r = sim(
+        "sata2008",
+        "noop",
+        "5s",
+        "2g",
+        vec![job("r", "randread", "64k", "10g")],
+    );
+    assert!(r.jobs[0].lat.mean > 4.0, "{}", r.jobs[0].lat.mean);
+}
