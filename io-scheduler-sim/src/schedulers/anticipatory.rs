@@ -77,6 +77,11 @@ pub struct PrioTunables {
     pub idle_tokens: u32,
     /// Whether an arriving higher-priority request ends a lower-priority batch.
     pub interrupt_batches: bool,
+    /// Whether a level whose tokens are spent keeps its batch while it still
+    /// has requests queued in the batch's direction (until the batch time
+    /// runs out): the paper's "as long as there are requests in the chosen
+    /// direction or there are tokens left".
+    pub batch_while_queued: bool,
 }
 
 impl Default for PrioTunables {
@@ -89,6 +94,7 @@ impl Default for PrioTunables {
             be_tokens: t,
             idle_tokens: 1,
             interrupt_batches: true,
+            batch_while_queued: true,
         }
     }
 }
@@ -147,6 +153,7 @@ pub struct Anticipatory {
     batch_level: usize,
     batch_dir: usize,
     batch_expires: Time,
+    batch_start: Time,
     changed_batch: bool,
     last_dir_at_level: Vec<usize>,
     last_sector: [u64; 2],
@@ -194,6 +201,7 @@ impl Anticipatory {
             batch_level: 0,
             batch_dir: 0,
             batch_expires: 0,
+            batch_start: 0,
             changed_batch: false,
             last_dir_at_level: vec![0; levels],
             last_sector: [0, 0],
@@ -471,8 +479,13 @@ impl Scheduler for Anticipatory {
                 // Nobody else could use the disk: start a new round in place.
                 self.tokens.clone_from(&self.token_init);
             }
-            let interrupt = self.prio.as_ref().is_some_and(|p| p.interrupt_batches);
-            if self.tokens[lvl] == 0 || (interrupt && self.higher_pending_with_tokens(lvl)) {
+            let p = self.prio.as_ref().expect("priority mode");
+            let (interrupt, while_queued) = (p.interrupt_batches, p.batch_while_queued);
+            let spent = self.tokens[lvl] == 0
+                && !(while_queued
+                    && !self.q[lvl][dir].is_empty()
+                    && now < self.batch_start + self.batch_expire[dir]);
+            if spent || (interrupt && self.higher_pending_with_tokens(lvl)) {
                 running = false;
             }
         }
@@ -517,6 +530,7 @@ impl Scheduler for Anticipatory {
         self.batch_dir = nd;
         self.last_dir_at_level[nl] = nd;
         if !same {
+            self.batch_start = now;
             self.batch_expires = now + self.batch_expire[nd];
             self.last_check_fifo[nl][nd] = now;
         }
