@@ -474,13 +474,15 @@ impl Scheduler for Anticipatory {
         let dir = self.batch_dir;
         let other_pending = !self.q[lvl][1 - dir].is_empty();
         let mut running = !(other_pending && now >= self.batch_expires);
-        if self.prio.is_some() {
+        if let Some((interrupt, while_queued)) = self
+            .prio
+            .as_ref()
+            .map(|p| (p.interrupt_batches, p.batch_while_queued))
+        {
             if self.tokens[lvl] == 0 && !self.other_pending_with_tokens(lvl) {
                 // Nobody else could use the disk: start a new round in place.
                 self.tokens.clone_from(&self.token_init);
             }
-            let p = self.prio.as_ref().expect("priority mode");
-            let (interrupt, while_queued) = (p.interrupt_batches, p.batch_while_queued);
             let spent = self.tokens[lvl] == 0
                 && !(while_queued
                     && !self.q[lvl][dir].is_empty()
