@@ -20,6 +20,8 @@ struct Node {
     next: u32,
     dirty: bool,
     writeback: bool,
+    /// fadvise(DONTNEED) found it dirty: drop it once written back.
+    drop_when_clean: bool,
 }
 
 /// A dirty extent of one file: pages `[start, end)`.
@@ -68,7 +70,9 @@ impl PageCache {
     pub fn new(capacity_pages: u64, file_pages: &[u64]) -> Self {
         PageCache {
             capacity: capacity_pages.max(1),
-            files: file_pages.iter().map(|&n| vec![NIL; n as usize]).collect(),
+            // Zeroed tables come from the allocator untouched (calloc), so
+            // large files cost nothing until their pages are used.
+            files: file_pages.iter().map(|&n| vec![0u32; n as usize]).collect(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -79,6 +83,11 @@ impl PageCache {
             dirty: file_pages.iter().map(|_| BTreeMap::new()).collect(),
             evictions: 0,
         }
+    }
+
+    /// Node index of a cached page, or NIL (tables hold index + 1, 0 = absent).
+    fn slot(&self, file: u32, page: u64) -> u32 {
+        self.files[file as usize][page as usize].wrapping_sub(1)
     }
 
     /// Pages in the cache.
@@ -134,7 +143,7 @@ impl PageCache {
 
     /// Whether a page is cached; a hit moves it to the head of the LRU.
     pub fn touch(&mut self, file: u32, page: u64) -> bool {
-        let i = self.files[file as usize][page as usize];
+        let i = self.slot(file, page as u64);
         if i == NIL {
             return false;
         }
@@ -147,7 +156,7 @@ impl PageCache {
 
     /// Whether a page is cached, without touching it.
     pub fn contains(&self, file: u32, page: u64) -> bool {
-        self.files[file as usize][page as usize] != NIL
+        self.slot(file, page as u64) != NIL
     }
 
     fn evict_one(&mut self) -> bool {
@@ -159,7 +168,7 @@ impl PageCache {
             let n = self.nodes[i as usize];
             if !n.dirty && !n.writeback {
                 self.unlink(i);
-                self.files[n.file as usize][n.page as usize] = NIL;
+                self.files[n.file as usize][n.page as usize] = 0;
                 self.free.push(i);
                 self.used -= 1;
                 self.evictions += 1;
@@ -175,7 +184,7 @@ impl PageCache {
     }
 
     fn insert_node(&mut self, file: u32, page: u64) -> u32 {
-        let i = self.files[file as usize][page as usize];
+        let i = self.slot(file, page as u64);
         if i != NIL {
             if self.head != i {
                 self.unlink(i);
@@ -195,6 +204,7 @@ impl PageCache {
             next: NIL,
             dirty: false,
             writeback: false,
+            drop_when_clean: false,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -207,7 +217,7 @@ impl PageCache {
             }
         };
         self.push_front(i);
-        self.files[file as usize][page as usize] = i;
+        self.files[file as usize][page as usize] = i + 1;
         self.used += 1;
         i
     }
@@ -317,7 +327,7 @@ impl PageCache {
                 map.insert(end, DirtyExtent { end: e.end, ..e });
             }
             for p in start..end {
-                let i = self.files[f as usize][p as usize];
+                let i = self.slot(f, p as u64);
                 if i != NIL {
                     let n = &mut self.nodes[i as usize];
                     if n.dirty {
@@ -341,35 +351,45 @@ impl PageCache {
     /// Marks a written-back chunk clean.
     pub fn writeback_done(&mut self, file: u32, page: u64, pages: u32) {
         for p in page..page + pages as u64 {
-            let i = self.files[file as usize][p as usize];
+            let i = self.slot(file, p);
             if i != NIL && self.nodes[i as usize].writeback {
                 self.nodes[i as usize].writeback = false;
                 self.writeback_pages -= 1;
+                if self.nodes[i as usize].drop_when_clean && !self.nodes[i as usize].dirty {
+                    self.remove(i);
+                }
             }
         }
     }
 
     /// Drops clean pages of `[from, to)` (`fadvise(POSIX_FADV_DONTNEED)`);
-    /// dirty pages and pages under writeback stay.
+    /// dirty pages and pages under writeback stay until written back, then
+    /// go (as a later fadvise over them would do). Returns the count dropped.
     pub fn drop_range(&mut self, file: u32, from: u64, to: u64) -> u64 {
         let to = to.min(self.file_pages(file));
         let mut dropped = 0;
         for p in from..to {
-            let i = self.files[file as usize][p as usize];
+            let i = self.slot(file, p);
             if i == NIL {
                 continue;
             }
-            let n = self.nodes[i as usize];
+            let n = &mut self.nodes[i as usize];
             if n.dirty || n.writeback {
+                n.drop_when_clean = true;
                 continue;
             }
-            self.unlink(i);
-            self.files[file as usize][p as usize] = NIL;
-            self.free.push(i);
-            self.used -= 1;
+            self.remove(i);
             dropped += 1;
         }
         dropped
+    }
+
+    fn remove(&mut self, i: u32) {
+        let n = self.nodes[i as usize];
+        self.unlink(i);
+        self.files[n.file as usize][n.page as usize] = 0;
+        self.free.push(i);
+        self.used -= 1;
     }
 
     /// Whether any dirty page of `file` remains (not counting writeback).
@@ -437,5 +457,11 @@ mod tests {
         c.write(0, 5, 1, 0, IoPrio::DEFAULT);
         assert_eq!(c.drop_range(0, 0, 10), 9);
         assert!(c.contains(0, 5));
+        // Once written back it goes too.
+        let w = c.take_dirty(Some(0), None, None, 8).unwrap();
+        assert!(c.contains(0, 5));
+        c.writeback_done(0, w.page, w.pages);
+        assert!(!c.contains(0, 5));
+        assert_eq!(c.used(), 0);
     }
 }

@@ -321,9 +321,11 @@ impl Engine<'_> {
     pub(super) fn fadvise(&mut self, j: usize) {
         let spec = &self.cfg.jobs[j];
         let f = spec.file as u32;
-        let rt = &self.jobs[j];
+        let rt = &mut self.jobs[j];
         let to = rt.last_end.div_ceil(PAGE);
+        // A sequential job that wrapped around starts again at 0.
         let from = if to < rt.fadv_from { 0 } else { rt.fadv_from };
+        rt.fadv_from = to;
         while let Some(c) =
             self.cache
                 .take_dirty(Some(f), Some((from, to)), None, self.max_req_pages as u32)
@@ -331,15 +333,6 @@ impl Engine<'_> {
             self.submit_writeback(c, j as u32);
         }
         self.cache.drop_range(f, from, to);
-        // Pages still under writeback are retried on the next call.
-        let mut keep = to;
-        for p in from..to {
-            if self.cache.contains(f, p) {
-                keep = p;
-                break;
-            }
-        }
-        self.jobs[j].fadv_from = keep;
     }
 
     pub(super) fn schedule_next(&mut self, j: usize, done: Time) {
