@@ -143,7 +143,7 @@ impl PageCache {
 
     /// Whether a page is cached; a hit moves it to the head of the LRU.
     pub fn touch(&mut self, file: u32, page: u64) -> bool {
-        let i = self.slot(file, page as u64);
+        let i = self.slot(file, page);
         if i == NIL {
             return false;
         }
@@ -156,7 +156,7 @@ impl PageCache {
 
     /// Whether a page is cached, without touching it.
     pub fn contains(&self, file: u32, page: u64) -> bool {
-        self.slot(file, page as u64) != NIL
+        self.slot(file, page) != NIL
     }
 
     fn evict_one(&mut self) -> bool {
@@ -184,7 +184,7 @@ impl PageCache {
     }
 
     fn insert_node(&mut self, file: u32, page: u64) -> u32 {
-        let i = self.slot(file, page as u64);
+        let i = self.slot(file, page);
         if i != NIL {
             if self.head != i {
                 self.unlink(i);
@@ -327,7 +327,7 @@ impl PageCache {
                 map.insert(end, DirtyExtent { end: e.end, ..e });
             }
             for p in start..end {
-                let i = self.slot(f, p as u64);
+                let i = self.slot(f, p);
                 if i != NIL {
                     let n = &mut self.nodes[i as usize];
                     if n.dirty {
