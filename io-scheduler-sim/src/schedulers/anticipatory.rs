@@ -14,7 +14,8 @@
 //! tokens; anticipation also waits for a higher-priority process instead of
 //! dispatching a lower-priority request, and an arriving higher-priority
 //! request breaks anticipation and interrupts a lower-priority batch; merges
-//! happen only within a level.
+//! happen only within a level. Tokens share the disk among the levels of one
+//! class; classes are strict (RT before BE before IDLE), as ionice defines them.
 //!
 //! Requests are classed sync/async (as later kernels do) rather than
 //! read/write, so direct writes are anticipated on like reads.
@@ -173,6 +174,11 @@ pub struct Anticipatory {
 
 const MAX_THINKTIME: Time = 20 * MS;
 
+/// Class of a rank: 0 RT, 1 BE, 2 IDLE.
+fn class_of(rank: usize) -> usize {
+    rank / 8
+}
+
 fn ctx_index(ctx: u32) -> usize {
     if ctx == WRITEBACK_CTX {
         0
@@ -245,12 +251,29 @@ impl Anticipatory {
         !self.q[l][0].is_empty() || !self.q[l][1].is_empty()
     }
 
-    fn other_pending_with_tokens(&self, lvl: usize) -> bool {
-        (0..self.q.len()).any(|l| l != lvl && self.tokens[l] > 0 && self.level_pending(l))
+    /// The most important class (0 RT, 1 BE, 2 IDLE) with requests pending.
+    fn top_class(&self) -> Option<usize> {
+        (0..self.q.len())
+            .find(|&l| self.level_pending(l))
+            .map(class_of)
     }
 
+    /// Whether another level could be served instead of `lvl` now: one of
+    /// the same class with tokens, or any of a more important class.
+    fn other_pending_with_tokens(&self, lvl: usize) -> bool {
+        (0..self.q.len()).any(|l| {
+            l != lvl
+                && self.level_pending(l)
+                && (class_of(l) < class_of(lvl)
+                    || (class_of(l) == class_of(lvl) && self.tokens[l] > 0))
+        })
+    }
+
+    /// Whether a more important level has requests it may be served for:
+    /// tokens left, or a more important class (classes are strict).
     fn higher_pending_with_tokens(&self, lvl: usize) -> bool {
-        (0..lvl).any(|l| self.tokens[l] > 0 && self.level_pending(l))
+        (0..lvl)
+            .any(|l| self.level_pending(l) && (self.tokens[l] > 0 || class_of(l) < class_of(lvl)))
     }
 
     /// AS checks a FIFO at most once per expiry period; a request can thus
@@ -342,11 +365,17 @@ impl Anticipatory {
 
     fn choose_batch(&mut self) -> Option<(usize, usize)> {
         let lvl = if self.prio.is_some() {
-            match (0..self.q.len()).find(|&l| self.tokens[l] > 0 && self.level_pending(l)) {
+            // Tokens share the disk among the levels of the most important
+            // class with requests; less important classes wait.
+            let top = self.top_class()?;
+            let in_top = |l: usize| class_of(l) == top;
+            match (0..self.q.len())
+                .find(|&l| in_top(l) && self.tokens[l] > 0 && self.level_pending(l))
+            {
                 Some(l) => l,
                 None => {
                     self.tokens.clone_from(&self.token_init);
-                    (0..self.q.len()).find(|&l| self.level_pending(l))?
+                    (0..self.q.len()).find(|&l| in_top(l) && self.level_pending(l))?
                 }
             }
         } else if self.level_pending(0) {
@@ -636,6 +665,11 @@ mod tests {
                 let refilled = s.tokens.iter().zip(&before).any(|(a, b)| a > b);
                 let rank = r.prio.rank();
                 for &l in pending.iter().filter(|&&l| l < rank) {
+                    prop_assert!(
+                        class_of(l) == class_of(rank),
+                        "class of rank {} dispatched while rank {} of a more important class was pending",
+                        rank, l
+                    );
                     prop_assert!(
                         before[l] == 0 && !refilled,
                         "rank {} dispatched while rank {} pending with {} tokens (refill {})",
