@@ -183,4 +183,9 @@ impl Lock {
         }
         Ok(Lock { _fd: fd })
     }
+
+    /// The descriptor holding the lock (forked children close their copy).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self._fd.as_raw_fd()
+    }
 }

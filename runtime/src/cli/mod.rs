@@ -87,6 +87,11 @@ enum Command {
 
 /// Parses, runs, and turns an error into runc's exit status 1.
 pub fn main() -> ExitCode {
+    // Rust starts with SIGPIPE ignored, and an ignored signal survives
+    // execve: restore the default so container processes (and `vessel ps |
+    // head`) see the disposition every Unix program expects.
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if matches!(
         cli.command,

@@ -245,6 +245,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
                 no_new_keyring: opts.no_new_keyring,
                 preserve_fds: opts.preserve_fds,
                 hooks_round_trip,
+                lock_fd: lock.raw_fd(),
             })
         }
         ForkResult::Parent { child: pid } => pid.as_raw(),

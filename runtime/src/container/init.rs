@@ -39,6 +39,9 @@ pub(super) struct InitCtx<'a> {
     /// Whether init must stop for the parent's prestart/createRuntime hooks
     /// or needs the state for its own hooks.
     pub hooks_round_trip: bool,
+    /// The parent's lock on the state directory: a forked copy of it would
+    /// keep the flock held for as long as init waits.
+    pub lock_fd: std::os::fd::RawFd,
 }
 
 fn exit_with(chan: &Channel, r: Result<(), String>) -> ! {
@@ -53,6 +56,9 @@ fn exit_with(chan: &Channel, r: Result<(), String>) -> ! {
 /// The setup stage: joins and creates namespaces, then forks init where a
 /// pid or time namespace requires it.
 pub(super) fn stage(ctx: InitCtx<'_>) -> ! {
+    // SAFETY: closes our copy of the lock descriptor; the parent's `Lock`
+    // owns its own copy, and this process never drops that value.
+    unsafe { libc::close(ctx.lock_fd) };
     let r = stage_inner(&ctx);
     match r {
         Ok(true) => init(ctx),
