@@ -97,6 +97,7 @@ struct Checked {
     rootfs: PathBuf,
     plan: Plan,
     seccomp: Option<seccomp::CompiledSeccomp>,
+    blockio: Option<vessel_cgroups::blockio_priority::BlockIoPolicy>,
 }
 
 fn check(opts: &CreateOptions) -> Result<Checked, Error> {
@@ -122,6 +123,10 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
         Some(s) => Some(seccomp::compile(s).map_err(|x| e(x.to_string()))?),
         None => None,
     };
+    let blockio = vessel_cgroups::blockio_priority::parse_annotations(
+        spec.annotations().as_ref().unwrap_or(&Default::default()),
+    )
+    .map_err(|x| e(x.to_string()))?;
     let plan = Plan::from_spec(&spec).map_err(|x| e(x.to_string()))?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && opts.console_socket.is_none() {
@@ -140,6 +145,7 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
         rootfs,
         plan,
         seccomp,
+        blockio,
     })
 }
 
@@ -269,6 +275,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             .and_then(|m| m.disable_oom_killer())
             .unwrap_or(false);
         cgroup.apply(res, oom).map_err(|x| err(id, x))?;
+    }
+    if let Some(policy) = &c.blockio {
+        // The container-level IO priority: set on the setup stage before it
+        // forks init, so every process of the container inherits it.
+        if let Some(prio) = cgroup.apply_blockio_policy(policy).map_err(|x| err(id, x))? {
+            crate::process::exec::set_ioprio_of(stage_pid, prio as i32).map_err(|x| {
+                err(id, format!("annotation io.vessel.blockio.priority: ioprio_set: {x}"))
+            })?;
+        }
     }
     parent.send(&Msg::Go).map_err(|x| err(id, x))?;
     let pid = parent.expect_pid().map_err(fail)?;

@@ -89,6 +89,9 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
         None => None,
     };
+    let container_ioprio = vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
+        .map_err(|e| err(id, e))?
+        .and_then(|p| p.ioprio());
     let init_pid = c.state.pid;
     let pidfd = pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
     let join = namespaces_of(init_pid);
@@ -118,7 +121,7 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let stage = match unsafe { nix::unistd::fork() }.map_err(|e| err(id, format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(parent);
-            exec_stage(&child, &pidfd, join, &opts, console, seccomp.as_ref())
+            exec_stage(&child, &pidfd, join, &opts, console, seccomp.as_ref(), container_ioprio)
         }
         ForkResult::Parent { child } => child,
     };
@@ -162,6 +165,7 @@ fn exec_stage(
     opts: &ExecOptions,
     console: Option<OwnedFd>,
     seccomp: Option<&CompiledSeccomp>,
+    container_ioprio: Option<u16>,
 ) -> ! {
     let r = (|| -> Result<bool, String> {
         chan.expect(Msg::Go)?;
@@ -182,7 +186,11 @@ fn exec_stage(
             unsafe { libc::_exit(0) }
         }
         Ok(true) => {
-            let e = run_process(opts, join, console, seccomp).unwrap_err();
+            let e = container_ioprio
+                .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
+                .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
+                .and_then(|_| run_process(opts, join, console, seccomp))
+                .unwrap_err();
             let _ = chan.send(&Msg::Error(e));
         }
         Err(e) => {

@@ -185,6 +185,7 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         terminal::send_fd(console.as_fd(), &name, master.as_fd())
             .map_err(|e| format!("--console-socket: send pty: {e}"))?;
         drop(master);
+        rootfs::mount_console(Path::new(&name)).map_err(|e| e.to_string())?;
         terminal::make_controlling(&slave)
             .map_err(|e| format!("process.terminal: {e}"))?;
     }

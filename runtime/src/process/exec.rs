@@ -24,8 +24,14 @@ pub fn ioprio_value(class: IOPriorityClass, level: i64) -> i32 {
 
 /// Sets the IO priority of the calling process.
 pub fn set_ioprio(value: i32) -> std::io::Result<()> {
-    // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, 0 = self, value) takes integers only.
-    let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, value) };
+    set_ioprio_of(0, value)
+}
+
+/// Sets the IO priority of process `pid` (0: the caller); children forked
+/// afterwards inherit it.
+pub fn set_ioprio_of(pid: i32, value: i32) -> std::io::Result<()> {
+    // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, pid, value) takes integers only.
+    let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, pid, value) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
