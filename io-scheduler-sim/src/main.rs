@@ -82,6 +82,20 @@ enum Cmd {
         #[arg(long, default_value = "iosim-out/bench.json")]
         out: PathBuf,
     },
+    /// Run a job file under every scheduler and compare the jobs' latency.
+    Compare {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Override the seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override the runtime (e.g. 30s).
+        #[arg(long)]
+        runtime: Option<String>,
+        /// Write all results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Print a device preset as TOML (a starting point for your own disk file).
     Disk {
         /// Preset name.
@@ -264,6 +278,48 @@ fn main() -> Result<()> {
             );
             output::write_json(&out, &r)?;
             eprintln!("wrote {}", out.display());
+        }
+        Cmd::Compare {
+            job,
+            seed,
+            runtime,
+            json,
+        } => {
+            let mut jf = JobFile::load(&job)?;
+            if let Some(s) = seed {
+                jf.global.seed = s;
+            }
+            if let Some(r) = runtime {
+                jf.global.runtime = r;
+            }
+            let mut tt =
+                TextTable::new(&["scheduler", "job", "prio", "KB/s", "mean", "p99", "max"]);
+            let mut all = Vec::new();
+            for name in SchedulerConfig::NAMES {
+                jf.global.scheduler = SchedSpec::Name(name.to_string());
+                let cfg = jf
+                    .resolve()
+                    .with_context(|| format!("in job file {}", job.display()))?;
+                let r = vessel_iosim::engine::run(&cfg);
+                for j in r.jobs.iter().filter(|j| j.report) {
+                    tt.row(vec![
+                        name.to_string(),
+                        j.name.clone(),
+                        j.prio.to_string(),
+                        format!("{:.0}", j.bw_kb_s),
+                        format!("{:.2}", j.lat.mean),
+                        format!("{:.2}", j.lat.p99),
+                        format!("{:.1}", j.lat.max),
+                    ]);
+                }
+                all.push(r);
+            }
+            println!("{} under each scheduler (latency in ms)", job.display());
+            print!("{}", tt.render());
+            if let Some(path) = json {
+                output::write_json(&path, &all)?;
+                eprintln!("wrote {}", path.display());
+            }
         }
         Cmd::Disk { preset } => {
             let p = DiskParams::preset(&preset)?;

@@ -110,3 +110,59 @@ fn cache_hits_are_fast_and_misses_cost_a_disk_access() {
     );
     assert!(r.jobs[0].lat.mean > 4.0, "{}", r.jobs[0].lat.mean);
 }
+
+fn seq_direct(name: &str, prio: &str) -> JobSpec {
+    let mut j = job(name, "read", "64k", "10g");
+    j.direct = true;
+    j.prio = vessel_iosim::request::IoPrio::parse("prio", prio).unwrap();
+    j
+}
+
+#[test]
+fn bfq_shares_by_weight_and_idle_class_waits() {
+    let r = sim(
+        "sata2008",
+        "bfq",
+        "30s",
+        "1g",
+        vec![
+            seq_direct("hi", "be/0"),
+            seq_direct("lo", "be/4"),
+            seq_direct("idle", "idle"),
+        ],
+    );
+    let (hi, lo, idle) = (r.jobs[0].bw_kb_s, r.jobs[1].bw_kb_s, r.jobs[2].bw_kb_s);
+    // Weights (8 - level) * 10: 80 against 40.
+    assert!((hi / lo - 2.0).abs() < 0.3, "hi {hi} lo {lo}");
+    assert_eq!(idle, 0.0);
+}
+
+#[test]
+fn cfq_slices_grow_with_priority_and_rt_comes_first() {
+    let r = sim(
+        "sata2008",
+        "cfq",
+        "30s",
+        "1g",
+        vec![seq_direct("hi", "be/0"), seq_direct("lo", "be/7")],
+    );
+    // Slices 180 ms against 40 ms.
+    let ratio = r.jobs[0].bw_kb_s / r.jobs[1].bw_kb_s;
+    assert!(ratio > 3.0 && ratio < 6.0, "{ratio}");
+    let mut rt = job("rt", "randread", "64k", "10g");
+    rt.prio = vessel_iosim::request::IoPrio::parse("prio", "rt/4").unwrap();
+    let alone = sim("sata2008", "cfq", "30s", "1g", vec![rt.clone()]);
+    let r = sim(
+        "sata2008",
+        "cfq",
+        "30s",
+        "1g",
+        vec![rt, seq_direct("be", "be/0")],
+    );
+    assert!(
+        r.jobs[0].lat.mean < 1.3 * alone.jobs[0].lat.mean,
+        "rt {} alone {}",
+        r.jobs[0].lat.mean,
+        alone.jobs[0].lat.mean
+    );
+}

@@ -120,7 +120,12 @@ impl Bfq {
         };
     }
 
-    fn expire(&mut self, charge: u64) {
+    /// Ends the active queue's service, charging `charge` sectors. With
+    /// `still_active`, a sync queue that is empty only because its process
+    /// has not issued its next request yet stays backlogged (BFQ's answer to
+    /// deceptive idleness); otherwise an empty queue leaves the busy set and
+    /// loses its place.
+    fn expire(&mut self, charge: u64, still_active: bool) {
         let Some(a) = self.active.take() else {
             return;
         };
@@ -138,7 +143,13 @@ impl Bfq {
         let finish = self.s[a].start + charge as f64 / w;
         self.s[a].finish = finish;
         self.s[a].busy = false;
-        if !self.flows.flows[a].q.is_empty() {
+        let f = &self.flows.flows[a];
+        let thinking = still_active
+            && f.sync
+            && !f.exited
+            && self.t.slice_idle_ms > 0.0
+            && f.ttime_mean <= ms(self.t.slice_idle_ms);
+        if !f.q.is_empty() || thinking {
             self.s[a].start = finish;
             self.s[a].finish = finish + self.budget as f64 / w;
             self.s[a].busy = true;
@@ -233,11 +244,11 @@ impl Scheduler for Bfq {
             };
             if now >= self.timeout_at {
                 // Timed out: charged the whole budget.
-                self.expire(self.budget.max(self.served));
+                self.expire(self.budget.max(self.served), true);
                 continue;
             }
             if self.served >= self.budget || self.more_important_waiting(a) {
-                self.expire(self.served);
+                self.expire(self.served, true);
                 continue;
             }
             let f = &self.flows.flows[a];
@@ -247,7 +258,7 @@ impl Scheduler for Bfq {
                     && !f.exited
                     && f.ttime_mean <= ms(self.t.slice_idle_ms);
                 if !idle_ok {
-                    self.expire(self.served);
+                    self.expire(self.served, false);
                     continue;
                 }
                 if f.dispatched > 0 {
@@ -259,7 +270,7 @@ impl Scheduler for Bfq {
                     .min(self.timeout_at);
                 self.idle_until = Some(until);
                 if now >= until {
-                    self.expire(self.served);
+                    self.expire(self.served, false);
                     continue;
                 }
                 return Decision::Wait(until);
@@ -298,5 +309,56 @@ impl Scheduler for Bfq {
 
     fn ctx_exited(&mut self, ctx: u32) {
         self.flows.exited(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Dir, IoPrio};
+    use crate::schedulers::testkit::{next, req};
+
+    /// Two always-backlogged sync queues share the disk by weight.
+    #[test]
+    fn service_follows_weights() {
+        let mut s = Bfq::new(BfqTunables::default());
+        let mut id = 0;
+        let mut lba = [0u64, 1 << 30];
+        for (ctx, l) in lba.iter_mut().enumerate() {
+            for _ in 0..4 {
+                id += 1;
+                s.add(
+                    req(
+                        id,
+                        *l,
+                        Dir::Read,
+                        true,
+                        IoPrio::be(if ctx == 0 { 0 } else { 4 }),
+                        ctx as u32,
+                        0,
+                    ),
+                    0,
+                );
+                *l += 64;
+            }
+        }
+        let mut served = [0u64; 2];
+        let mut now = 0;
+        for _ in 0..20_000 {
+            let (r, at) = next(&mut s, now).expect("backlogged");
+            served[r.ctx as usize] += r.sectors as u64;
+            now = at + 100_000;
+            s.completed(&r, now);
+            // Keep the queue backlogged.
+            id += 1;
+            let c = r.ctx as usize;
+            s.add(req(id, lba[c], Dir::Read, true, r.prio, r.ctx, now), now);
+            lba[c] += 64;
+        }
+        let ratio = served[0] as f64 / served[1] as f64;
+        assert!(
+            (ratio - 2.0).abs() < 0.3,
+            "be/0 : be/4 service ratio {ratio}"
+        );
     }
 }
