@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod clients;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
