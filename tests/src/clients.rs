@@ -633,3 +633,136 @@ pub fn vessel_state(root: &Path, id: &str) -> Option<serde_json::Value> {
     }
     serde_json::from_slice(&out.stdout).ok()
 }
+
+/// A private containerd (Debian's 1.6) with its root, state, sockets and
+/// config in a scratch directory; the CRI plugin is off. Dropping it kills
+/// and deletes the tasks it runs, stops it by pid and kills any shim left.
+#[derive(Debug)]
+pub struct Containerd {
+    /// Its gRPC socket (`ctr -a`).
+    pub sock: PathBuf,
+    /// Its `--root`.
+    pub root: PathBuf,
+    /// Its `--state`.
+    pub state: PathBuf,
+    /// The `ctr` binary.
+    pub ctr: PathBuf,
+    daemon: Daemon,
+}
+
+impl Containerd {
+    /// Starts containerd under `dir` and waits for its socket.
+    pub fn start(bin: &Path, ctr: &Path, dir: &Path) -> Containerd {
+        let root = dir.join("ctrd-root");
+        let state = dir.join("ctrd-state");
+        let sock = dir.join("ctrd.sock");
+        let config = dir.join("containerd.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"version = 2
+root = "{root}"
+state = "{state}"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  level = "debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"#,
+                root = root.display(),
+                state = state.display(),
+                sock = sock.display(),
+                opt = dir.join("ctrd-opt").display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config").arg(&config);
+        let mut daemon = Daemon::start("containerd", cmd, &dir.join("containerd.log"));
+        daemon.wait_ready(&sock, Duration::from_secs(20));
+        let c = Containerd {
+            sock,
+            root,
+            state,
+            ctr: ctr.to_path_buf(),
+            daemon,
+        };
+        // The socket exists before the services are up: wait for an answer.
+        let ok = wait_until(Duration::from_secs(10), || {
+            c.ctr_ns("default", &["version"], Duration::from_secs(5))
+                .ok()
+        });
+        assert!(ok, "containerd does not answer:\n{}", c.daemon.log_tail());
+        c
+    }
+
+    /// `ctr -a <sock> -n <ns> <args>`.
+    pub fn ctr_ns(&self, ns: &str, args: &[&str], limit: Duration) -> Run {
+        let mut c = Command::new(&self.ctr);
+        c.arg("-a").arg(&self.sock).args(["-n", ns]).args(args);
+        run(&mut c, limit)
+    }
+
+    /// The last lines of containerd's log.
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail()
+    }
+
+    /// The unix socket addresses of the shims this containerd started.
+    fn shim_sockets(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let base = self.state.join("io.containerd.runtime.v2.task");
+        for ns in fs::read_dir(&base).into_iter().flatten().flatten() {
+            for task in fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                if let Ok(a) = fs::read_to_string(task.path().join("address")) {
+                    if let Some(p) = a.trim().strip_prefix("unix://") {
+                        v.push(PathBuf::from(p));
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// Kills and deletes every task and container in every namespace.
+    pub fn remove_everything(&self) {
+        let limit = Duration::from_secs(10);
+        if !self.sock.exists() {
+            return;
+        }
+        let nss = self.ctr_ns("default", &["namespaces", "ls", "-q"], limit);
+        for ns in nss.stdout.lines().map(str::trim).filter(|s| !s.is_empty()) {
+            let tasks = self.ctr_ns(ns, &["task", "ls", "-q"], limit);
+            for t in tasks
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+            {
+                let _ = self.ctr_ns(ns, &["task", "kill", "-a", "-s", "SIGKILL", t], limit);
+                let _ = self.ctr_ns(ns, &["task", "delete", "-f", t], limit);
+            }
+            let cs = self.ctr_ns(ns, &["containers", "ls", "-q"], limit);
+            for c in cs.stdout.lines().map(str::trim).filter(|s| !s.is_empty()) {
+                let _ = self.ctr_ns(ns, &["containers", "rm", c], limit);
+            }
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.remove_everything();
+        let sockets = self.shim_sockets();
+        self.daemon.stop(Duration::from_secs(10));
+        // Shims outlive containerd by design: kill the ones it started.
+        kill_processes_mentioning(&format!("-address {}", self.sock.display()));
+        for s in sockets {
+            let _ = fs::remove_file(s);
+        }
+    }
+}
