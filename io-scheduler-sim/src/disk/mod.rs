@@ -77,7 +77,14 @@ impl DiskParams {
                 source,
             })?
         };
-        p.validate()?;
+        p.validate().map_err(|e| match e {
+            // Name the file as well as the field.
+            Error::Invalid { field, msg } => Error::Invalid {
+                field: format!("{}: {field}", path.display()),
+                msg,
+            },
+            other => other,
+        })?;
         Ok(p)
     }
 
@@ -137,5 +144,24 @@ mod tests {
             assert_eq!(serde_json::from_str::<DiskParams>(&j).unwrap(), p);
         }
         assert!(DiskParams::preset("floppy").is_err());
+    }
+
+    #[test]
+    fn loads_toml_and_json_files_and_rejects_bad_values() {
+        let dir = std::env::temp_dir().join(format!("iosim-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = DiskParams::preset("sata2008").unwrap();
+        let json = dir.join("d.json");
+        std::fs::write(&json, serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(DiskParams::resolve(json.to_str().unwrap()).unwrap(), p);
+        let toml_path = dir.join("d.toml");
+        let text = toml::to_string(&p)
+            .unwrap()
+            .replace("rpm = 7200.0", "rpm = 0.0");
+        std::fs::write(&toml_path, text).unwrap();
+        let e = DiskParams::load(&toml_path).unwrap_err().to_string();
+        assert!(e.contains("rpm"), "{e}");
+        assert!(DiskParams::load(&dir.join("missing.toml")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
