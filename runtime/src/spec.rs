@@ -177,6 +177,27 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             }
         }
     }
+    if let Some(mode) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("io.vessel.isolation"))
+    {
+        match mode.as_str() {
+            "container" => {}
+            "vm" => {
+                return Err(invalid(
+                    "annotations.io.vessel.isolation",
+                    "\"vm\": this vessel has no microVM engine yet; run with \"container\"",
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    "annotations.io.vessel.isolation",
+                    format!("{other:?} is not a mode (use \"container\" or \"vm\")"),
+                ))
+            }
+        }
+    }
     // Fields vessel does not implement are refused, never ignored.
     if linux.intel_rdt().is_some() {
         return Err(invalid("linux.intelRdt", "Intel RDT is not supported by vessel"));

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch.
 
+mod bench;
 mod create;
 mod delete;
 mod events;
@@ -83,6 +84,8 @@ enum Command {
     Features,
     /// Write a default config.json into a bundle.
     Spec(spec::Args),
+    /// Run a benchmark suite (lifecycle, io-isolation).
+    Bench(bench::Args),
 }
 
 /// Parses, runs, and turns an error into runc's exit status 1.
@@ -132,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Update(a) => update::run(&cli, a),
         Command::Features => features::run(),
         Command::Spec(a) => spec::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything vessel's build, tests, demo and benchmarks need on a
+# fresh Debian (bookworm) machine. Run as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  build-essential pkg-config ca-certificates curl \
+  busybox-static util-linux iproute2 procps psmisc time strace kmod \
+  runc crun podman conmon containernetworking-plugins fuse-overlayfs uidmap \
+  containerd docker.io \
+  hyperfine fio e2fsprogs erofs-utils \
+  qemu-system-x86 qemu-utils
+if ! command -v cargo >/dev/null 2>&1; then
+  apt-get install -y -q cargo rustc
+fi
