@@ -375,27 +375,36 @@ impl Scratch {
             }
         }
         for root in &self.vessel_roots {
-            let mut roots = vec![root.clone()];
-            if let Ok(rd) = fs::read_dir(root) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        roots.push(e.path());
-                    }
-                }
-            }
-            for r in roots {
-                let Ok(rd) = fs::read_dir(&r) else { continue };
-                for e in rd.flatten() {
-                    let id = e.file_name().to_string_lossy().into_owned();
-                    let st = crate::vessel(&r, &["state", &id]);
-                    if st.status.success() {
-                        eprintln!("cleanup: vessel --root {} delete --force {id}", r.display());
-                        let _ = crate::vessel(&r, &["delete", "--force", &id]);
-                    }
-                }
+            for (r, id) in vessel_containers_under(root, 3) {
+                eprintln!("cleanup: vessel --root {} delete --force {id}", r.display());
+                let _ = crate::vessel(&r, &["delete", "--force", &id]);
             }
         }
     }
+}
+
+/// (root, id) of each vessel container state (`<root>/<id>/state.json`) at
+/// most `depth` directories below `dir`.
+pub fn vessel_containers_under(dir: &Path, depth: u32) -> Vec<(PathBuf, String)> {
+    let mut v = Vec::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        if p.join("state.json").is_file() {
+            v.push((
+                dir.to_path_buf(),
+                e.file_name().to_string_lossy().into_owned(),
+            ));
+        } else if depth > 0 {
+            v.extend(vessel_containers_under(&p, depth - 1));
+        }
+    }
+    v
 }
 
 impl Drop for Scratch {

@@ -178,7 +178,7 @@ fn podman_run_prints_output_and_returns_exit_code() {
 /// executable), as with runc: vessel must fail `create` when process.args[0]
 /// cannot be executed, with the errno text podman looks for.
 #[test]
-fn podman_run_missing_executable_is_127_and_directory_is_126() {
+fn podman_missing_executable_is_127_and_directory_is_126() {
     let Some(bin) = podman() else { return };
     let p = Podman::new(bin, "pm-enoent");
     p.import_busybox();
@@ -194,6 +194,19 @@ fn podman_run_missing_executable_is_127_and_directory_is_126() {
             "an error message for {prog}: {r}"
         );
     }
+    // The same for `podman exec` (runc: 127, 127, 126).
+    p.run_container(&["-d", "--name", "vessel-exec"], &["sleep", "1000"])
+        .check();
+    for (prog, want) in [
+        ("nosuchbinary", 127),
+        ("/no/such/binary", 127),
+        ("/etc", 126),
+    ] {
+        let r = p.run(&["exec", "vessel-exec", prog]);
+        assert_eq!(r.code, Some(want), "podman exec {prog}: {r}");
+    }
+    p.run(&["rm", "--force", "--time", "0", "vessel-exec"])
+        .check();
     let ps = p.run(&["ps", "--all", "--quiet"]).check();
     assert_eq!(ps.stdout.trim(), "", "--rm left containers: {ps}");
 }
