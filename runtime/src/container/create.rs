@@ -153,7 +153,9 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
 pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let id = opts.id.as_str();
     utils::validate_id(id).map_err(|m| err(id, m))?;
+    tracing::debug!("create {id}: checking the bundle");
     let c = check(opts)?;
+    tracing::debug!("create {id}: bundle checked");
     let console: Option<OwnedFd> = match &opts.console_socket {
         Some(p) => Some(
             UnixStream::connect(p)
@@ -171,6 +173,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         container_id: id.into(),
     };
     let cgroup = Cgroup::open(&cg_opts).map_err(|x| err(id, x))?;
+    tracing::debug!("create {id}: cgroup opened");
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -285,6 +288,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             })?;
         }
     }
+    tracing::debug!("create {id}: cgroup set up");
     parent.send(&Msg::Go).map_err(|x| err(id, x))?;
     let pid = parent.expect_pid().map_err(fail)?;
     if pid != stage_pid {
@@ -304,6 +308,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         parent.send(&Msg::HooksDone(json)).map_err(|x| err(id, x))?;
     }
     parent.expect(Msg::Ready).map_err(fail)?;
+    tracing::debug!("create {id}: init ready");
 
     state.status = Status::Created;
     state

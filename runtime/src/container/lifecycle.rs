@@ -114,11 +114,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         }
     }
     let cg = c.cgroup()?;
+    tracing::debug!("delete {id}: cgroup opened");
     // Processes outside a private pid namespace survive their init.
     if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
         stop_all(&c)?;
     }
     cg.destroy().map_err(|e| err(id, e))?;
+    tracing::debug!("delete {id}: cgroup removed");
     let hooks_result = run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped);
     fs::remove_dir_all(&c.dir).map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
     if let Err(e) = hooks_result {

@@ -37,6 +37,7 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         Ok(()) => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
         Err(e) => Err(err(id, e)),
     };
+    tracing::debug!("run {id}: workload exited");
     if !keep {
         delete(&opts.root, id, true)?;
     }
