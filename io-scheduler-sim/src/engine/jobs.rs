@@ -93,9 +93,9 @@ impl Engine<'_> {
         for page in needed {
             // Block-map blocks sit at the start of the range they map.
             let lba = if page >= regions {
-                file.start_lba + (page - regions) * (DOUBLE_SPAN / crate::units::SECTOR)
+                file.start_lba + (page - regions) * (DOUBLE_SPAN / SECTOR)
             } else {
-                file.start_lba + page * (INDIRECT_SPAN / crate::units::SECTOR)
+                file.start_lba + page * (INDIRECT_SPAN / SECTOR)
             };
             let id = self.submit(
                 lba,
@@ -177,6 +177,10 @@ impl Engine<'_> {
         let p0 = off / PAGE;
         let p1 = (off + spec.bs).div_ceil(PAGE).min(npages);
         let sequential = off == self.jobs[j].last_end;
+        if !sequential {
+            // A seek (or a wrap to the start of the file) restarts read-ahead.
+            self.jobs[j].ra_next = p1;
+        }
         let mut first_missing = None;
         let mut last_missing = 0;
         for p in p0..p1 {
