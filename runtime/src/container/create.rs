@@ -64,6 +64,9 @@ pub struct Created {
     pub channel: Option<Channel>,
     /// The lock, held until the caller is done.
     pub lock: Lock,
+    /// Foreground with a terminal and no console socket: our end of the
+    /// socket on which init sends the pty master.
+    pub console: Option<UnixStream>,
 }
 
 /// Undoes a half-made container when dropped unless disarmed.
@@ -129,7 +132,7 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
     .map_err(|x| e(x.to_string()))?;
     let plan = Plan::from_spec(&spec).map_err(|x| e(x.to_string()))?;
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && opts.console_socket.is_none() {
+    if terminal && opts.console_socket.is_none() && !opts.foreground {
         return Err(e(
             "process.terminal is true but no --console-socket was given".into(),
         ));
@@ -156,12 +159,27 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     tracing::debug!("create {id}: checking the bundle");
     let c = check(opts)?;
     tracing::debug!("create {id}: bundle checked");
+    let terminal = c
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    // `run` in the foreground with a terminal and no console socket: vessel
+    // receives the pty master itself and relays it.
+    let mut own_console = None;
     let console: Option<OwnedFd> = match &opts.console_socket {
         Some(p) => Some(
             UnixStream::connect(p)
                 .map_err(|x| err(id, format!("--console-socket {}: {x}", p.display())))?
                 .into(),
         ),
+        None if terminal => {
+            let (ours, theirs) =
+                UnixStream::pair().map_err(|x| err(id, format!("console socketpair: {x}")))?;
+            own_console = Some(ours);
+            Some(theirs.into())
+        }
         None => None,
     };
 
@@ -325,6 +343,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         dir: dir.clone(),
         channel: opts.foreground.then_some(parent),
         lock,
+        console: own_console,
     })
 }
 

@@ -4,6 +4,7 @@
 use super::{create, delete, err, CreateOptions, Error};
 use crate::hooks::{self, Phase};
 use crate::process::channel::Msg;
+use crate::process::tty_proxy::relay_and_wait;
 use crate::process::wait::forward_and_wait;
 use crate::state::{State, Status};
 
@@ -31,11 +32,19 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         &serde_json::to_vec(&state.oci(Status::Running)).unwrap_or_default(),
     );
     let pid = created.pid;
+    let master = match &created.console {
+        Some(sock) => Some(
+            crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
+                .map_err(|e| err(id, format!("receive the pty master: {e}")))?,
+        ),
+        None => None,
+    };
     // Other vessel commands (state, kill, exec) may run while we wait.
     drop(created);
-    let code = match poststart {
-        Ok(()) => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
-        Err(e) => Err(err(id, e)),
+    let code = match (poststart, master) {
+        (Ok(()), Some(m)) => relay_and_wait(pid, m).map_err(|e| err(id, format!("wait: {e}"))),
+        (Ok(()), None) => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
+        (Err(e), _) => Err(err(id, e)),
     };
     tracing::debug!("run {id}: workload exited");
     if !keep {

@@ -4,4 +4,5 @@
 
 pub mod channel;
 pub mod exec;
+pub mod tty_proxy;
 pub mod wait;
