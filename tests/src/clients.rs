@@ -116,17 +116,37 @@ fn cmdline_of(cmd: &Command) -> String {
     s
 }
 
-/// Runs `cmd` with stdin closed and output captured; kills it (and its
-/// process group) after `limit`.
+/// Runs `cmd` with stdin closed and output captured; kills it after
+/// `limit`.
 pub fn run(cmd: &mut Command, limit: Duration) -> Run {
+    run_inner(cmd, None, limit)
+}
+
+/// Like [`run`], with `input` written to the command's stdin (then closed).
+pub fn run_with_input(cmd: &mut Command, input: &[u8], limit: Duration) -> Run {
+    run_inner(cmd, Some(input), limit)
+}
+
+fn run_inner(cmd: &mut Command, input: Option<&[u8]>, limit: Duration) -> Run {
     let cmdline = cmdline_of(cmd);
     eprintln!("+ {cmdline}");
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmdline}: {e}"));
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        let data = data.to_vec();
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let t_out = thread::spawn(move || {

@@ -266,6 +266,13 @@ fn podman_detached_exec_stop_rm() {
         .check();
     assert_eq!(r.stdout.trim(), "bar /tmp", "{r}");
 
+    p.run(&["pause", "vessel-life"]).check();
+    assert_eq!(p.inspect("vessel-life", "{{.State.Status}}"), "paused");
+    let st = clients::vessel_state(&p.vroot, &id).expect("vessel state while paused");
+    assert_eq!(st["status"], "paused", "{st}");
+    p.run(&["unpause", "vessel-life"]).check();
+    assert_eq!(p.inspect("vessel-life", "{{.State.Status}}"), "running");
+
     let logs = p.run(&["logs", "vessel-life"]).check();
     assert!(logs.stdout.contains("ready"), "{logs}");
 
@@ -283,4 +290,99 @@ fn podman_detached_exec_stop_rm() {
     );
     let ps = p.run(&["ps", "--all", "--quiet"]).check();
     assert_eq!(ps.stdout.trim(), "", "{ps}");
+}
+
+/// What podman asks of the runtime beyond a plain process: a terminal
+/// (conmon's console socket), a user, a read-only rootfs, cgroup limits,
+/// dropped capabilities, stdin.
+#[test]
+fn podman_terminal_user_readonly_limits() {
+    let Some(bin) = podman() else { return };
+    let p = Podman::new(bin, "pm-opts");
+    p.import_busybox();
+
+    let r = p
+        .run_container(
+            &["--rm", "-t"],
+            &["sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo both"],
+        )
+        .check();
+    // A terminal turns \n into \r\n.
+    assert_eq!(r.stdout.replace('\r', ""), "/dev/pts/0\nboth\n", "{r}");
+
+    let r = p
+        .run_container(&["--rm", "--user", "65534:65534"], &["id"])
+        .check();
+    assert_eq!(
+        r.stdout.trim(),
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)",
+        "{r}"
+    );
+
+    let r = p.run_container(
+        &["--rm", "--read-only"],
+        &[
+            "sh",
+            "-c",
+            "touch /x 2>&1; touch /tmp/y && echo tmp writable",
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{r}");
+    assert!(r.stdout.contains("Read-only file system"), "{r}");
+    assert!(r.stdout.contains("tmp writable"), "{r}");
+
+    let r = p
+        .run_container(
+            &["--rm", "--cap-drop", "all"],
+            &["grep", "CapEff", "/proc/self/status"],
+        )
+        .check();
+    assert_eq!(
+        r.stdout.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{r}"
+    );
+
+    let mut cmd = p.cmd(&[
+        "run",
+        "--rm",
+        "-i",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        IMAGE,
+        "sh",
+        "-c",
+        "read line; echo got $line",
+    ]);
+    let r = clients::run_with_input(&mut cmd, b"hello\n", LIMIT);
+    assert_eq!(r.stdout, "got hello\n", "{r}");
+
+    // Limits land in the container's cgroup (v1 here; v2 elsewhere).
+    let r = p
+        .run_container(
+            &[
+                "--rm",
+                "--memory",
+                "64m",
+                "--pids-limit",
+                "50",
+                "--cpus",
+                "0.5",
+            ],
+            &[
+                "sh",
+                "-c",
+                "if [ -e /sys/fs/cgroup/cgroup.controllers ]; then \
+                   cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
+                   cut -d' ' -f1 /sys/fs/cgroup/cpu.max; \
+                 else cat /sys/fs/cgroup/memory/memory.limit_in_bytes \
+                   /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us; fi",
+            ],
+        )
+        .check();
+    assert_eq!(r.stdout, "67108864\n50\n50000\n", "{r}");
 }
