@@ -201,6 +201,14 @@ fn join_within(t: thread::JoinHandle<Vec<u8>>, limit: Duration) -> Vec<u8> {
     }
 }
 
+/// Quotes `args` for `sh -c` (single quotes).
+pub fn shell_join(args: &[String]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Waits until `path` exists (a daemon's socket), up to `limit`.
 pub fn wait_for_path(path: &Path, limit: Duration) -> bool {
     let start = Instant::now();

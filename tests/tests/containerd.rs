@@ -145,7 +145,7 @@ fn ctr_detached_exec_ps_pause_kill() {
 
     // The init exits 42 on SIGTERM, so `ctr task kill` shows the signal arrived.
     env.ctr_run(
-        &["-d"],
+        &["-d", "--memory-limit", "67108864"],
         id,
         &[
             "sh",
@@ -155,6 +155,16 @@ fn ctr_detached_exec_ps_pause_kill() {
     )
     .check();
     env.wait_status(id, "RUNNING");
+
+    // ctr's cgroupsPath is /<namespace>/<id>: vessel applied the limit there.
+    let limit_file = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        format!("/sys/fs/cgroup/{NS}/{id}/memory.max")
+    } else {
+        format!("/sys/fs/cgroup/memory/{NS}/{id}/memory.limit_in_bytes")
+    };
+    let limit =
+        std::fs::read_to_string(&limit_file).unwrap_or_else(|e| panic!("{limit_file}: {e}"));
+    assert_eq!(limit.trim(), "67108864", "{limit_file}");
 
     // vessel is the runtime behind the shim: its state has the task, with
     // vessel's own `isolation` field, and the pid containerd reports.
@@ -238,4 +248,76 @@ fn ctr_detached_exec_ps_pause_kill() {
     let r = env.ctr(&["task", "delete", id]).check();
     assert!(r.stderr.contains("exit code 137"), "{r}");
     env.ctr(&["containers", "rm", id]).check();
+}
+
+/// `ctr run -t` and `ctr task exec -t`: the shim hands vessel a console
+/// socket; ctr needs a terminal of its own, which `script` provides.
+#[test]
+fn ctr_terminal() {
+    let Some(env) = Env::new("ctr-tty") else {
+        return;
+    };
+    let Some(script) = clients::which("script") else {
+        eprintln!("SKIP: script (bsdutils) is not installed");
+        return;
+    };
+    let ctr = |args: &[&str]| -> String {
+        let mut v = vec![
+            env.containerd.ctr.to_string_lossy().into_owned(),
+            "-a".into(),
+            env.containerd.sock.to_string_lossy().into_owned(),
+            "-n".into(),
+            NS.into(),
+        ];
+        v.extend(args.iter().map(|a| a.to_string()));
+        clients::shell_join(&v)
+    };
+    let vessel = env.vessel.to_string_lossy().into_owned();
+    let vroot = env.vroot.to_string_lossy().into_owned();
+    let runc = ["--runc-binary", &vessel, "--runc-root", &vroot];
+
+    let mut args = vec!["run", "-t", "--rm"];
+    args.extend_from_slice(&runc);
+    args.extend_from_slice(&[
+        IMAGE,
+        "vessel-tty",
+        "sh",
+        "-c",
+        "tty; [ -t 0 ] && echo is-a-tty; exit 3",
+    ]);
+    let r = clients::run(
+        std::process::Command::new(&script).args(["-eqc", &ctr(&args), "/dev/null"]),
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(3), "exit status through the terminal: {r}");
+    assert!(r.stdout.contains("/dev/pts/0"), "{r}");
+    assert!(r.stdout.contains("is-a-tty"), "{r}");
+
+    env.ctr_run(&["-d"], "vessel-tty2", &["sleep", "1000"])
+        .check();
+    env.wait_status("vessel-tty2", "RUNNING");
+    let r = clients::run(
+        std::process::Command::new(&script).args([
+            "-eqc",
+            &ctr(&[
+                "task",
+                "exec",
+                "-t",
+                "--exec-id",
+                "t1",
+                "vessel-tty2",
+                "sh",
+                "-c",
+                "tty; exit 5",
+            ]),
+            "/dev/null",
+        ]),
+        LIMIT,
+    );
+    assert_eq!(r.code, Some(5), "{r}");
+    assert!(r.stdout.contains("/dev/pts/"), "{r}");
+    env.ctr(&["task", "kill", "-s", "SIGKILL", "vessel-tty2"])
+        .check();
+    env.wait_status("vessel-tty2", "STOPPED");
+    env.ctr(&["task", "delete", "vessel-tty2"]).check();
 }
