@@ -338,3 +338,79 @@ fn docker_detached_exec_stop_rm() {
     let ps = env.docker(&["ps", "--all", "--quiet"]).check();
     assert_eq!(ps.stdout.trim(), "", "{ps}");
 }
+
+/// What dockerd asks of the runtime beyond a plain process: a terminal
+/// (through the shim's console socket), stdin, `docker update` (the shim
+/// runs `vessel update --resources -`), docker-init as pid 1.
+#[test]
+fn docker_terminal_stdin_update_init() {
+    let Some(env) = Env::new("dk-opts") else {
+        return;
+    };
+
+    let r = env
+        .docker_run(
+            &["--rm", "-t"],
+            &["sh", "-c", "tty; [ -t 1 ] && echo is-a-tty"],
+        )
+        .check();
+    assert_eq!(r.stdout.replace('\r', ""), "/dev/pts/0\nis-a-tty\n", "{r}");
+
+    let mut cmd = Command::new(&env.dockerd.docker);
+    cmd.arg("-H")
+        .arg(format!("unix://{}", env.dockerd.sock.display()))
+        .args([
+            "run",
+            "--rm",
+            "-i",
+            "--runtime",
+            "vessel",
+            "--network",
+            "none",
+            IMAGE,
+        ])
+        .args(["sh", "-c", "read line; echo got $line"]);
+    let r = clients::run_with_input(&mut cmd, b"hello\n", LIMIT);
+    assert_eq!(r.stdout, "got hello\n", "{r}");
+
+    let r = env
+        .docker_run(&["--rm", "--init"], &["cat", "/proc/1/comm"])
+        .check();
+    assert_eq!(r.stdout.trim(), "docker-init", "{r}");
+
+    env.docker_run(
+        &["-d", "--name", "vessel-upd", "--memory", "64m"],
+        &["sleep", "1000"],
+    )
+    .check();
+    let read = "if [ -e /sys/fs/cgroup/cgroup.controllers ]; then \
+                  cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; \
+                  cut -d' ' -f1 /sys/fs/cgroup/cpu.max; \
+                else cat /sys/fs/cgroup/memory/memory.limit_in_bytes \
+                  /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us; fi";
+    let r = env
+        .docker(&["exec", "vessel-upd", "sh", "-c", read])
+        .check();
+    assert_eq!(r.stdout.lines().next(), Some("67108864"), "{r}");
+    env.docker(&[
+        "update",
+        "--memory",
+        "128m",
+        "--memory-swap",
+        "256m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "77",
+        "vessel-upd",
+    ])
+    .check();
+    let r = env
+        .docker(&["exec", "vessel-upd", "sh", "-c", read])
+        .check();
+    assert_eq!(
+        r.stdout, "134217728\n77\n50000\n",
+        "docker update reached the cgroup: {r}"
+    );
+    env.docker(&["rm", "--force", "vessel-upd"]).check();
+}
