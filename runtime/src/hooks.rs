@@ -93,7 +93,9 @@ fn run_one(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook may exit without reading its stdin: EPIPE is not a failure.

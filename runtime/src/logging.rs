@@ -28,7 +28,9 @@ impl std::str::FromStr for Format {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            _ => Err(format!("--log-format: unknown format {s:?} (use text or json)")),
+            _ => Err(format!(
+                "--log-format: unknown format {s:?} (use text or json)"
+            )),
         }
     }
 }

@@ -65,7 +65,10 @@ impl Plan {
                 None => plan.new |= f,
                 Some(p) => {
                     let fd = open_ns(p).map_err(|e| {
-                        invalid(format!("linux.namespaces[{i}].path"), format!("{}: {e}", p.display()))
+                        invalid(
+                            format!("linux.namespaces[{i}].path"),
+                            format!("{}: {e}", p.display()),
+                        )
                     })?;
                     plan.join.push((f, fd));
                 }

@@ -128,10 +128,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
     }
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
     if !has(LinuxNamespaceType::Mount) {
-        return Err(invalid(
-            "linux.namespaces",
-            "a mount namespace is required",
-        ));
+        return Err(invalid("linux.namespaces", "a mount namespace is required"));
     }
     let new_user = namespaces
         .iter()
@@ -154,18 +151,26 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         ));
     }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
-        return Err(invalid("hostname", "setting a hostname needs a uts namespace"));
+        return Err(invalid(
+            "hostname",
+            "setting a hostname needs a uts namespace",
+        ));
     }
-    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts)
-    {
-        return Err(invalid("domainname", "setting a domainname needs a uts namespace"));
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return Err(invalid(
+            "domainname",
+            "setting a domainname needs a uts namespace",
+        ));
     }
     if linux.time_offsets().as_ref().is_some_and(|t| !t.is_empty())
         && !namespaces
             .iter()
             .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none())
     {
-        return Err(invalid("linux.timeOffsets", "time offsets need a new time namespace"));
+        return Err(invalid(
+            "linux.timeOffsets",
+            "time offsets need a new time namespace",
+        ));
     }
     if let Some(offsets) = linux.time_offsets() {
         for k in offsets.keys() {
@@ -200,16 +205,28 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
     }
     // Fields vessel does not implement are refused, never ignored.
     if linux.intel_rdt().is_some() {
-        return Err(invalid("linux.intelRdt", "Intel RDT is not supported by vessel"));
+        return Err(invalid(
+            "linux.intelRdt",
+            "Intel RDT is not supported by vessel",
+        ));
     }
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(invalid("linux.netDevices", "moving net devices is not supported by vessel"));
+        return Err(invalid(
+            "linux.netDevices",
+            "moving net devices is not supported by vessel",
+        ));
     }
     if linux.memory_policy().is_some() {
-        return Err(invalid("linux.memoryPolicy", "memory policies are not supported by vessel"));
+        return Err(invalid(
+            "linux.memoryPolicy",
+            "memory policies are not supported by vessel",
+        ));
     }
     if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(invalid("linux.mountLabel", "SELinux labels are not supported by vessel"));
+        return Err(invalid(
+            "linux.mountLabel",
+            "SELinux labels are not supported by vessel",
+        ));
     }
     if let Some(sysctl) = linux.sysctl() {
         for k in sysctl.keys() {
@@ -235,23 +252,38 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> Result<(), SpecError>
     if let Some(env) = p.env() {
         for (i, e) in env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {
-                return Err(invalid(format!("process.env[{i}]"), format!("{e:?} is not KEY=VALUE")));
+                return Err(invalid(
+                    format!("process.env[{i}]"),
+                    format!("{e:?} is not KEY=VALUE"),
+                ));
             }
         }
     }
     if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(invalid("process.selinuxLabel", "SELinux labels are not supported by vessel"));
+        return Err(invalid(
+            "process.selinuxLabel",
+            "SELinux labels are not supported by vessel",
+        ));
     }
     if let Some(score) = p.oom_score_adj() {
         if !(-1000..=1000).contains(&score) {
-            return Err(invalid("process.oomScoreAdj", format!("{score} is outside -1000..1000")));
+            return Err(invalid(
+                "process.oomScoreAdj",
+                format!("{score} is outside -1000..1000"),
+            ));
         }
     }
     if p.scheduler().is_some() {
-        return Err(invalid("process.scheduler", "scheduler settings are not supported by vessel"));
+        return Err(invalid(
+            "process.scheduler",
+            "scheduler settings are not supported by vessel",
+        ));
     }
     if p.exec_cpu_affinity().is_some() {
-        return Err(invalid("process.execCPUAffinity", "not supported by vessel"));
+        return Err(invalid(
+            "process.execCPUAffinity",
+            "not supported by vessel",
+        ));
     }
     if let Some(io) = p.io_priority() {
         if !(0..=7).contains(&io.priority()) {

@@ -136,7 +136,11 @@ impl State {
         OciState {
             oci_version: &self.oci_version,
             id: &self.id,
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             status,
             bundle: &self.bundle,
             rootfs: &self.rootfs,

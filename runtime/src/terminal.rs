@@ -86,7 +86,12 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -95,7 +100,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             }
         }
     }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor received"))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no descriptor received",
+    ))
 }
 
 /// Copies the window size of `from` (our terminal) to `to` (the pty master).

@@ -24,7 +24,9 @@ pub fn validate_id(id: &str) -> Result<(), String> {
         ));
     }
     if id.len() > 1024 {
-        return Err(format!("invalid container id {id:?}: longer than 1024 bytes"));
+        return Err(format!(
+            "invalid container id {id:?}: longer than 1024 bytes"
+        ));
     }
     Ok(())
 }

@@ -66,7 +66,12 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
             .map_err(|e| anyhow::anyhow!("--process {}: {e}", path.display()))?;
         let de = &mut serde_json::Deserializer::from_slice(&data);
         return serde_path_to_error::deserialize(de).map_err(|e| {
-            anyhow::anyhow!("--process {}: field {}: {}", path.display(), e.path(), e.inner())
+            anyhow::anyhow!(
+                "--process {}: field {}: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            )
         });
     }
     if a.command.is_empty() {
@@ -94,13 +99,20 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
             None => (u.as_str(), None),
         };
         let user = p.user_mut();
-        user.set_uid(uid.parse().map_err(|_| anyhow::anyhow!("--user {u:?}: uid must be a number"))?);
+        user.set_uid(
+            uid.parse()
+                .map_err(|_| anyhow::anyhow!("--user {u:?}: uid must be a number"))?,
+        );
         if let Some(g) = gid {
-            user.set_gid(g.parse().map_err(|_| anyhow::anyhow!("--user {u:?}: gid must be a number"))?);
+            user.set_gid(
+                g.parse()
+                    .map_err(|_| anyhow::anyhow!("--user {u:?}: gid must be a number"))?,
+            );
         }
     }
     if !a.additional_gids.is_empty() {
-        p.user_mut().set_additional_gids(Some(a.additional_gids.clone()));
+        p.user_mut()
+            .set_additional_gids(Some(a.additional_gids.clone()));
     }
     if !a.cap.is_empty() {
         let added: Vec<Capability> = a

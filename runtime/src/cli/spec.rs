@@ -59,15 +59,29 @@ pub fn default_spec(rootless: bool) -> Value {
             .as_array_mut()
             .expect("array")
             .push(json!({ "type": "user" }));
-        linux.insert("uidMappings".into(), json!([{ "containerID": 0, "hostID": uid, "size": 1 }]));
-        linux.insert("gidMappings".into(), json!([{ "containerID": 0, "hostID": gid, "size": 1 }]));
+        linux.insert(
+            "uidMappings".into(),
+            json!([{ "containerID": 0, "hostID": uid, "size": 1 }]),
+        );
+        linux.insert(
+            "gidMappings".into(),
+            json!([{ "containerID": 0, "hostID": gid, "size": 1 }]),
+        );
         let mounts = spec["mounts"].as_array_mut().expect("array");
         mounts.retain(|m| m["destination"] != "/sys/fs/cgroup" && m["destination"] != "/sys");
-        mounts.push(json!({ "destination": "/sys", "type": "none", "source": "/sys",
-                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"] }));
+        mounts.push(
+            json!({ "destination": "/sys", "type": "none", "source": "/sys",
+                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"] }),
+        );
         for m in mounts.iter_mut() {
             if m["destination"] == "/dev/pts" {
-                m["options"] = json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+                m["options"] = json!([
+                    "nosuid",
+                    "noexec",
+                    "newinstance",
+                    "ptmxmode=0666",
+                    "mode=0620"
+                ]);
             }
         }
     }

@@ -80,7 +80,9 @@ fn size(flag: &str, s: &str) -> anyhow::Result<i64> {
 /// The resources to apply: the file's, overridden by the flags.
 fn resources(a: &Args) -> anyhow::Result<LinuxResources> {
     if a.kernel_memory.is_some() {
-        anyhow::bail!("--kernel-memory: kernel memory limits are not supported (deprecated by Linux)");
+        anyhow::bail!(
+            "--kernel-memory: kernel memory limits are not supported (deprecated by Linux)"
+        );
     }
     if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
         anyhow::bail!("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported by vessel");
@@ -143,7 +145,10 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     vessel_cgroups::validate(&res)?;
     let c = Container::load(&cli.root, &a.id)?;
     if c.status() == vessel::state::Status::Stopped {
-        anyhow::bail!("container {:?} is stopped: cannot update its resources", a.id);
+        anyhow::bail!(
+            "container {:?} is stopped: cannot update its resources",
+            a.id
+        );
     }
     c.cgroup()?.apply(&res, false)?;
     Ok(0)

@@ -255,28 +255,29 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
     // SAFETY: vessel is single-threaded (no runtime threads are started
     // before create), so the forked child may run arbitrary code.
-    let stage_pid = match unsafe { nix::unistd::fork() }.map_err(|x| err(id, format!("fork: {x}")))? {
-        ForkResult::Child => {
-            drop(parent);
-            init::stage(InitCtx {
-                id,
-                spec: &c.spec,
-                rootfs: &c.rootfs,
-                bundle: &c.bundle,
-                plan: &c.plan,
-                seccomp: c.seccomp.as_ref(),
-                chan: child,
-                fifo,
-                console,
-                no_pivot: opts.no_pivot,
-                no_new_keyring: opts.no_new_keyring,
-                preserve_fds: opts.preserve_fds,
-                hooks_round_trip,
-                lock_fd: lock.raw_fd(),
-            })
-        }
-        ForkResult::Parent { child: pid } => pid.as_raw(),
-    };
+    let stage_pid =
+        match unsafe { nix::unistd::fork() }.map_err(|x| err(id, format!("fork: {x}")))? {
+            ForkResult::Child => {
+                drop(parent);
+                init::stage(InitCtx {
+                    id,
+                    spec: &c.spec,
+                    rootfs: &c.rootfs,
+                    bundle: &c.bundle,
+                    plan: &c.plan,
+                    seccomp: c.seccomp.as_ref(),
+                    chan: child,
+                    fifo,
+                    console,
+                    no_pivot: opts.no_pivot,
+                    no_new_keyring: opts.no_new_keyring,
+                    preserve_fds: opts.preserve_fds,
+                    hooks_round_trip,
+                    lock_fd: lock.raw_fd(),
+                })
+            }
+            ForkResult::Parent { child: pid } => pid.as_raw(),
+        };
     drop(child);
     drop(fifo);
     drop(console);
@@ -300,9 +301,15 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     if let Some(policy) = &c.blockio {
         // The container-level IO priority: set on the setup stage before it
         // forks init, so every process of the container inherits it.
-        if let Some(prio) = cgroup.apply_blockio_policy(policy).map_err(|x| err(id, x))? {
+        if let Some(prio) = cgroup
+            .apply_blockio_policy(policy)
+            .map_err(|x| err(id, x))?
+        {
             crate::process::exec::set_ioprio_of(stage_pid, prio as i32).map_err(|x| {
-                err(id, format!("annotation io.vessel.blockio.priority: ioprio_set: {x}"))
+                err(
+                    id,
+                    format!("annotation io.vessel.blockio.priority: ioprio_set: {x}"),
+                )
             })?;
         }
     }

@@ -89,11 +89,13 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
         None => None,
     };
-    let container_ioprio = vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
-        .map_err(|e| err(id, e))?
-        .and_then(|p| p.ioprio());
+    let container_ioprio =
+        vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
+            .map_err(|e| err(id, e))?
+            .and_then(|p| p.ioprio());
     let init_pid = c.state.pid;
-    let pidfd = pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
+    let pidfd =
+        pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
     let join = namespaces_of(init_pid);
     let cgroup = c.cgroup()?;
     // Do not hold the container's lock while the process runs.
@@ -107,10 +109,16 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
                 .into(),
         ),
         (None, true) => {
-            return Err(err(id, "process.terminal is true but no --console-socket was given"))
+            return Err(err(
+                id,
+                "process.terminal is true but no --console-socket was given",
+            ))
         }
         (Some(_), false) => {
-            return Err(err(id, "--console-socket was given but the process has no terminal"))
+            return Err(err(
+                id,
+                "--console-socket was given but the process has no terminal",
+            ))
         }
         (None, false) => None,
     };
@@ -121,7 +129,15 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let stage = match unsafe { nix::unistd::fork() }.map_err(|e| err(id, format!("fork: {e}")))? {
         ForkResult::Child => {
             drop(parent);
-            exec_stage(&child, &pidfd, join, &opts, console, seccomp.as_ref(), container_ioprio)
+            exec_stage(
+                &child,
+                &pidfd,
+                join,
+                &opts,
+                console,
+                seccomp.as_ref(),
+                container_ioprio,
+            )
         }
         ForkResult::Parent { child } => child,
     };
@@ -175,7 +191,8 @@ fn exec_stage(
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => Ok(true),
             ForkResult::Parent { child } => {
-                chan.send(&Msg::Pid(child.as_raw())).map_err(|e| e.to_string())?;
+                chan.send(&Msg::Pid(child.as_raw()))
+                    .map_err(|e| e.to_string())?;
                 Ok(false)
             }
         }

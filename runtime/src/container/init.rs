@@ -90,7 +90,12 @@ fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
     }
     plan.unshare_rest()
         .map_err(|e| format!("linux.namespaces: unshare: {e}"))?;
-    if let Some(offsets) = ctx.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) {
+    if let Some(offsets) = ctx
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    {
         let mut text = String::new();
         for (clock, off) in offsets {
             text.push_str(&format!(
@@ -186,8 +191,7 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
             .map_err(|e| format!("--console-socket: send pty: {e}"))?;
         drop(master);
         rootfs::mount_console(Path::new(&name)).map_err(|e| e.to_string())?;
-        terminal::make_controlling(&slave)
-            .map_err(|e| format!("process.terminal: {e}"))?;
+        terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     rootfs::finalize(spec).map_err(|e| e.to_string())?;
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {

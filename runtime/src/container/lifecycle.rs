@@ -29,7 +29,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
     let mut c = Container::load(root, id)?;
     let status = c.status();
     if status != Status::Created {
-        return Err(wrong(&c, status, "cannot start a container that is not created"));
+        return Err(wrong(
+            &c,
+            status,
+            "cannot start a container that is not created",
+        ));
     }
     let fifo = c.dir.join(EXEC_FIFO);
     // Non-blocking: if init is gone there is no reader and open fails (ENXIO)
@@ -39,7 +43,8 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
         .map_err(|e| err(id, format!("start: init is not waiting ({e})")))?;
-    f.write_all(&[0]).map_err(|e| err(id, format!("start: {e}")))?;
+    f.write_all(&[0])
+        .map_err(|e| err(id, format!("start: {e}")))?;
     drop(f);
     let _ = fs::remove_file(&fifo);
     c.state.status = Status::Running;
@@ -64,7 +69,11 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
         return Signal::try_from(n).map_err(|_| format!("unknown signal {s:?}"));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse::<Signal>()
         .map_err(|_| format!("unknown signal {s:?}"))
 }
@@ -169,7 +178,11 @@ pub fn pause(root: &Path, id: &str) -> Result<(), Error> {
     let mut c = Container::load(root, id)?;
     let status = c.status();
     if status != Status::Running {
-        return Err(wrong(&c, status, "cannot pause a container that is not running"));
+        return Err(wrong(
+            &c,
+            status,
+            "cannot pause a container that is not running",
+        ));
     }
     c.cgroup()?.freeze().map_err(|e| err(id, e))?;
     c.state.status = Status::Paused;
@@ -181,7 +194,11 @@ pub fn resume(root: &Path, id: &str) -> Result<(), Error> {
     let mut c = Container::load(root, id)?;
     let status = c.status();
     if status != Status::Paused {
-        return Err(wrong(&c, status, "cannot resume a container that is not paused"));
+        return Err(wrong(
+            &c,
+            status,
+            "cannot resume a container that is not paused",
+        ));
     }
     c.cgroup()?.thaw().map_err(|e| err(id, e))?;
     c.state.status = Status::Running;

@@ -94,7 +94,9 @@ pub fn drop_privileges(p: &Process, user_ns: bool) -> Result<Prepared, String> {
         nix::unistd::setgroups(&gids)
             .map_err(|e| format!("process.user.additionalGids {gids:?}: setgroups: {e}"))?;
     } else if !gids.is_empty() {
-        return Err("process.user.additionalGids: setgroups is denied in this user namespace".into());
+        return Err(
+            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
+        );
     }
     let gid = Gid::from_raw(user.gid());
     nix::unistd::setresgid(gid, gid, gid)
@@ -116,9 +118,8 @@ pub fn drop_privileges(p: &Process, user_ns: bool) -> Result<Prepared, String> {
     }
     let args = p.args().as_deref().unwrap_or(&[]);
     let path = lookup(&args[0], &env)?;
-    let cs = |s: &[u8], what: &str| {
-        CString::new(s).map_err(|_| format!("{what}: contains a NUL byte"))
-    };
+    let cs =
+        |s: &[u8], what: &str| CString::new(s).map_err(|_| format!("{what}: contains a NUL byte"));
     Ok(Prepared {
         path: cs(path.as_os_str().as_bytes(), "process.args[0]")?,
         argv: args

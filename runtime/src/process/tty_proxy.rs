@@ -101,7 +101,11 @@ pub fn relay_and_wait(pid: i32, master: OwnedFd) -> io::Result<i32> {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
         // Once the workload is gone, drain what is left and stop.
-        let timeout = if code.is_some() { PollTimeout::ZERO } else { PollTimeout::NONE };
+        let timeout = if code.is_some() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
         match poll(&mut fds, timeout) {
             Ok(0) => break,
             Ok(_) => {}
