@@ -8,10 +8,11 @@ use serde_json::Value;
 
 /// Applets linked into every test rootfs.
 const APPLETS: &[&str] = &[
-    "sh", "echo", "cat", "ls", "ps", "hostname", "id", "sleep", "true", "false", "mount", "readlink",
-    "grep", "head", "wc", "env", "pwd", "touch", "mkdir", "stat", "test", "kill", "dd", "umask",
-    "ulimit", "nproc", "uname", "wget", "nc", "ip", "ifconfig", "printf", "tr", "sed", "awk", "sync",
-    "chmod", "rm", "cp", "ln", "find", "tty", "stty", "whoami", "date", "seq", "yes", "cut", "xargs",
+    "sh", "echo", "cat", "ls", "ps", "hostname", "id", "sleep", "true", "false", "mount",
+    "readlink", "grep", "head", "wc", "env", "pwd", "touch", "mkdir", "stat", "test", "kill", "dd",
+    "umask", "ulimit", "nproc", "uname", "wget", "nc", "ip", "ifconfig", "printf", "tr", "sed",
+    "awk", "sync", "chmod", "rm", "cp", "ln", "find", "tty", "stty", "whoami", "date", "seq",
+    "yes", "cut", "xargs",
 ];
 
 /// A bundle directory with a busybox rootfs and a config.json.
@@ -52,7 +53,10 @@ pub fn make_rootfs(root: &Path) {
 impl Bundle {
     /// A bundle from `vessel spec`, with terminal off and `args` as the process.
     pub fn new(args: &[&str]) -> Bundle {
-        let dir = tempfile::Builder::new().prefix("vessel-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("vessel-test-")
+            .tempdir()
+            .unwrap();
         make_rootfs(&dir.path().join("rootfs"));
         let out = std::process::Command::new(crate::vessel_bin())
             .args(["spec", "--bundle"])
