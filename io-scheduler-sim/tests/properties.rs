@@ -14,6 +14,7 @@ struct J {
     direct: bool,
     level: u8,
     fadvise: bool,
+    depth: u32,
 }
 
 fn job_strategy() -> impl Strategy<Value = J> {
@@ -23,13 +24,15 @@ fn job_strategy() -> impl Strategy<Value = J> {
         any::<bool>(),
         0u8..8,
         any::<bool>(),
+        1u32..5,
     )
-        .prop_map(|(rw, bs_kb, direct, level, fadvise)| J {
+        .prop_map(|(rw, bs_kb, direct, level, fadvise, depth)| J {
             rw,
             bs_kb,
             direct,
             level,
             fadvise,
+            depth: if direct { depth } else { 1 },
         })
 }
 
@@ -45,6 +48,7 @@ fn config(jobs: &[J], sched: SchedulerConfig, disk: &str, seed: u64, runtime_ms:
             size: "256m".into(),
             prio: IoPrio::be(j.level),
             fadvise_dontneed: j.fadvise.then(|| "1m".into()),
+            iodepth: j.depth,
             ..JobSpec::default()
         })
         .collect();
@@ -137,8 +141,8 @@ proptest! {
         // A sequential direct reader keeps a request right ahead of the
         // elevator, so without FIFO expiry the random readers could starve.
         let mut jobs = jobs;
-        jobs.push(J { rw: "read", bs_kb: 64, direct: true, level: 4, fadvise: false });
-        jobs.push(J { rw: "randread", bs_kb: 64, direct: true, level: 4, fadvise: false });
+        jobs.push(J { rw: "read", bs_kb: 64, direct: true, level: 4, fadvise: false, depth: 1 });
+        jobs.push(J { rw: "randread", bs_kb: 64, direct: true, level: 4, fadvise: false, depth: 1 });
         let sched = SchedulerConfig::by_name("deadline").unwrap();
         let cfg = config(&jobs, sched, "sata2008", seed, 3000);
         let (_, trace) = run_with(&cfg, RunOptions { trace: true, drain: true });
@@ -182,6 +186,7 @@ fn same_seed_same_run_other_seed_other_run() {
             direct: false,
             level: 4,
             fadvise: false,
+            depth: 1,
         },
         J {
             rw: "write",
@@ -189,6 +194,7 @@ fn same_seed_same_run_other_seed_other_run() {
             direct: false,
             level: 7,
             fadvise: true,
+            depth: 1,
         },
     ];
     let sched = SchedulerConfig::by_name("priority").unwrap();

@@ -98,6 +98,9 @@ struct JobRt {
     samples: Vec<u64>,
     bytes_measured: u64,
     meta_wait: bool,
+    outstanding: u32,
+    wake_pending: bool,
+    bytes_issued: u64,
 }
 
 /// The simulation state.
@@ -189,6 +192,9 @@ impl<'a> Engine<'a> {
                 samples: Vec::new(),
                 bytes_measured: 0,
                 meta_wait: false,
+                outstanding: 0,
+                wake_pending: false,
+                bytes_issued: 0,
             })
             .collect();
         let depth = disk.queue_depth().max(1);
@@ -463,6 +469,9 @@ impl<'a> Engine<'a> {
     fn part_done(&mut self, part: Part) {
         self.completed += 1;
         match part.origin {
+            Origin::Direct { job } if self.cfg.jobs[job as usize].iodepth > 1 => {
+                self.async_done(job as usize, part.submitted)
+            }
             Origin::Direct { job } => self.job_io_done(job as usize, part.id),
             Origin::Fill {
                 job,

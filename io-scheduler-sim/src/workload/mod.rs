@@ -55,6 +55,8 @@ pub struct Job {
     pub bs: u64,
     /// `O_DIRECT` (else through the page cache).
     pub direct: bool,
+    /// IOs kept in flight (1: synchronous).
+    pub iodepth: u32,
     /// Index of its file.
     pub file: usize,
     /// Rate limit in bytes/s.
@@ -208,6 +210,12 @@ impl JobFile {
             if js.numjobs == 0 {
                 return Err(Error::invalid(f("numjobs"), "must be >= 1"));
             }
+            if js.iodepth == 0 || (js.iodepth > 1 && !js.direct) {
+                return Err(Error::invalid(
+                    f("iodepth"),
+                    "must be >= 1, and above 1 only with direct = true (buffered IO is synchronous)",
+                ));
+            }
             for clone in 0..js.numjobs {
                 // Each clone gets its own file, laid out after the previous
                 // ones unless an offset is given (ext2 on a fresh disk).
@@ -238,6 +246,7 @@ impl JobFile {
                     dir,
                     bs,
                     direct: js.direct,
+                    iodepth: js.iodepth,
                     file: files.len() - 1,
                     rate,
                     think,

@@ -212,6 +212,8 @@ pub struct JobSpec {
     pub prio: IoPrio,
     /// Clones, each with its own file.
     pub numjobs: u32,
+    /// IOs kept in flight (fio's libaio `iodepth`); above 1 needs `direct`.
+    pub iodepth: u32,
     /// Run length (default: the global runtime).
     pub runtime: Option<String>,
     /// Delay before the first IO.
@@ -239,6 +241,7 @@ impl Default for JobSpec {
             thinktime: None,
             prio: IoPrio::DEFAULT,
             numjobs: 1,
+            iodepth: 1,
             runtime: None,
             start_delay: None,
             fadvise_dontneed: None,
