@@ -16,7 +16,7 @@
 pub mod bundle;
 pub mod fio;
 pub mod hyperfine;
-
+pub mod io_isolation;
 pub mod lifecycle;
 pub mod stats;
 pub mod sys;

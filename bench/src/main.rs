@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vessel_bench::io_isolation::{self, Mechanism, Rw};
 use vessel_bench::{lifecycle, sys};
 
 /// vessel's benchmarks: print a table, write JSON.
@@ -21,6 +22,66 @@ struct Cli {
 enum Suite {
     /// create + start + wait + delete of /bin/true: vessel vs crun vs runc.
     Lifecycle(LifecycleArgs),
+    /// The "IO Containment" Table 3 experiment: a random-read foreground
+    /// container against sequential antagonists, with and without priority.
+    IoIsolation(IoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct IoArgs {
+    /// Measured seconds per case (after the ramp).
+    #[arg(long, default_value_t = 12)]
+    runtime: u64,
+    /// Seconds of ramp before fio starts counting.
+    #[arg(long, default_value_t = 2)]
+    ramp: u64,
+    /// Antagonist counts to sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    antagonists: Vec<usize>,
+    /// A 1-2 minute smoke run: --runtime 5 --ramp 1 --antagonists 2.
+    #[arg(long)]
+    quick: bool,
+    /// Size of the loop device, MiB.
+    #[arg(long = "size-mib", default_value_t = 2048)]
+    size_mib: u64,
+    /// Antagonists do sequential reads (Table 3) or writes (Table 4).
+    #[arg(long = "antagonist-rw", value_enum, default_value = "read")]
+    rw: RwArg,
+    /// The foreground's priority in the priority cases.
+    #[arg(long = "fg-priority", default_value = "rt:0")]
+    fg_priority: String,
+    /// The antagonists' priority in the priority cases.
+    #[arg(long = "bg-priority", default_value = "idle")]
+    bg_priority: String,
+    /// How priorities are given: the io.vessel.blockio.priority annotation
+    /// (IO priority + BFQ weight) or process.ioPriority (IO priority only).
+    #[arg(long, value_enum, default_value = "annotation")]
+    mechanism: MechanismArg,
+    /// Memory limit of each antagonist container, MiB (keeps buffered
+    /// antagonists from re-reading their region out of the page cache).
+    #[arg(long = "antagonist-memory-mib", default_value_t = 64)]
+    antagonist_memory_mib: u64,
+    /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// Directory on a disk for the backing file and bundles.
+    #[arg(long, default_value = "/var/tmp")]
+    tmpdir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/io-isolation.json")]
+    json: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RwArg {
+    Read,
+    Write,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MechanismArg {
+    Annotation,
+    Spec,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +127,33 @@ fn main() -> ExitCode {
                 runc: a.runc,
                 json: a.json,
                 tmpdir: a.tmpdir,
+            })
+        }),
+        Suite::IoIsolation(a) => lifecycle::require_root().and_then(|()| {
+            let (runtime_s, ramp_s, antagonists) = if a.quick {
+                (5, 1, vec![2])
+            } else {
+                (a.runtime, a.ramp, a.antagonists)
+            };
+            io_isolation::run(&io_isolation::Options {
+                vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+                runtime_s,
+                ramp_s,
+                antagonists,
+                size_mib: a.size_mib,
+                rw: match a.rw {
+                    RwArg::Read => Rw::Read,
+                    RwArg::Write => Rw::Write,
+                },
+                fg_priority: a.fg_priority,
+                bg_priority: a.bg_priority,
+                mechanism: match a.mechanism {
+                    MechanismArg::Annotation => Mechanism::Annotation,
+                    MechanismArg::Spec => Mechanism::Spec,
+                },
+                antagonist_memory_mib: a.antagonist_memory_mib,
+                tmpdir: a.tmpdir,
+                json: a.json,
             })
         }),
     };
