@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod logging;
 pub mod namespaces;
 pub mod process;
+pub mod reexec;
 pub mod rootfs;
 pub mod security;
 pub mod spec;

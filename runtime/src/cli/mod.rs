@@ -101,10 +101,10 @@ pub fn main() -> ExitCode {
         Command::Create(_) | Command::Run(_) | Command::Exec(_)
     ) {
         // Commands that put a vessel process inside a container run from a
-        // sealed memfd copy, so the container cannot reach the host binary
-        // through /proc/<pid>/exe (CVE-2019-5736).
-        if let Err(e) = pentacle::ensure_sealed() {
-            eprintln!("vessel: cannot re-execute from a sealed copy: {e}");
+        // read-only mount of the binary (or a sealed copy), so the container
+        // cannot write the host binary through /proc/<pid>/exe (CVE-2019-5736).
+        if let Err(e) = vessel::reexec::ensure_protected() {
+            eprintln!("vessel: cannot re-execute from a protected copy: {e}");
             return ExitCode::from(1);
         }
     }

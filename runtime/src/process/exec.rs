@@ -165,10 +165,30 @@ fn home_of(uid: u32) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
-/// Resolves the program like execvp, with the process's own PATH.
+/// Resolves the program like Go's `exec.LookPath`, as runc does before
+/// `create` returns: a missing or non-executable program fails `create`,
+/// worded as runc words it, since podman and docker map "executable file
+/// not found" / "no such file or directory" to exit code 127 and
+/// "permission denied" to 126.
 fn lookup(prog: &str, env: &[String]) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| match fs::metadata(p) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err("permission denied".to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("stat {}: no such file or directory", p.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err("permission denied".to_string())
+        }
+        Err(e) => Err(format!("stat {}: {e}", p.display())),
+    };
     if prog.contains('/') {
-        return Ok(PathBuf::from(prog));
+        let p = PathBuf::from(prog);
+        return match executable(&p) {
+            Ok(()) => Ok(p),
+            Err(e) => Err(format!("process.args[0]: exec: {prog:?}: {e}")),
+        };
     }
     let path = env
         .iter()
@@ -177,15 +197,12 @@ fn lookup(prog: &str, env: &[String]) -> Result<PathBuf, String> {
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let cand = Path::new(dir).join(prog);
-        if let Ok(meta) = fs::metadata(&cand) {
-            use std::os::unix::fs::PermissionsExt;
-            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
-                return Ok(cand);
-            }
+        if executable(&cand).is_ok() {
+            return Ok(cand);
         }
     }
     Err(format!(
-        "process.args[0]: executable file {prog:?} not found in $PATH"
+        "process.args[0]: exec: {prog:?}: executable file not found in $PATH"
     ))
 }
 
@@ -225,9 +242,11 @@ pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp
         }
     }
     let err = nix::unistd::execve(&prep.path, &prep.argv, &prep.envp).unwrap_err();
+    // Worded like Go's errors (lowercase), which engines match to pick 126/127.
     format!(
-        "process.args[0] {}: exec: {err}",
-        prep.path.to_string_lossy()
+        "process.args[0]: exec: {:?}: {}",
+        prep.path.to_string_lossy(),
+        err.desc().to_lowercase()
     )
 }
 
