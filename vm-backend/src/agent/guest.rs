@@ -1,0 +1,551 @@
+//! Guest side of the agent: what PID 1 of the guest runs.
+//!
+//! [`run`] mounts the pseudo filesystems, loads the kernel modules listed in
+//! the initramfs (in dependency order, with `finit_module(2)`), finds the
+//! virtio-serial port named [`AGENT_PORT_NAME`](super::AGENT_PORT_NAME),
+//! greets the host and serves requests until told to shut down, then powers
+//! the guest off. Processes are started through a [`ProcessRunner`]:
+//! [`CommandRunner`] runs a command in the initramfs; the container runner
+//! (rootfs image, overlay, namespaces, vessel's container code) plugs in
+//! through the same trait.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+use nix::mount::{mount, MsFlags};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::reboot::{reboot, RebootMode};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use super::protocol::{Frame, Message, RunProcess, Stream, MAX_DATA_CHUNK, PROTOCOL_VERSION};
+use super::AGENT_PORT_NAME;
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+/// Where the initramfs lists the modules to load, one path per line, in
+/// load order (written by [`crate::guest::InitramfsBuilder`]).
+pub const MODULES_LIST: &str = "/etc/vessel/modules";
+
+/// Flag of `finit_module(2)` asking the kernel to decompress the module.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+/// A started process, as a [`ProcessRunner`] hands it to the agent.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid in the guest.
+    pub pid: i32,
+    /// Write end of its stdin, if piped.
+    pub stdin: Option<File>,
+    /// Read end of its stdout, if piped.
+    pub stdout: Option<File>,
+    /// Read end of its stderr, if piped.
+    pub stderr: Option<File>,
+}
+
+/// Starts workload processes inside the guest. The agent owns waiting for
+/// them (it is PID 1 and reaps every child) and forwarding their stdio.
+pub trait ProcessRunner: Send + Sync {
+    /// Sets up the container for a [`Message::RunProcess`] (root filesystem,
+    /// mounts, hostname) before its process is spawned.
+    fn prepare(&self, request: &RunProcess) -> Result<()>;
+    /// Starts `process` with piped stdio; the agent must not be blocked by it.
+    fn spawn(&self, process: &Process) -> Result<Spawned>;
+}
+
+/// Runs the process as a plain command in the guest's initramfs root, with
+/// its args, env, cwd, uid and gid. It accepts no root filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommandRunner;
+
+impl ProcessRunner for CommandRunner {
+    fn prepare(&self, request: &RunProcess) -> Result<()> {
+        if request.rootfs.is_some() || !request.mounts.is_empty() {
+            return Err(Error::Agent(
+                "this agent runs commands in the initramfs only: a root filesystem or mounts \
+                 need the container runner"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, process: &Process) -> Result<Spawned> {
+        let args = process
+            .args()
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| Error::InvalidConfig("process.args is empty".into()))?;
+        let mut cmd = Command::new(&args[0]);
+        cmd.args(&args[1..]).env_clear();
+        for kv in process.env().iter().flatten() {
+            match kv.split_once('=') {
+                Some((k, v)) => cmd.env(k, v),
+                None => cmd.env(kv, ""),
+            };
+        }
+        cmd.current_dir(process.cwd())
+            .uid(process.user().uid())
+            .gid(process.user().gid())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().ctx(|| {
+            format!(
+                "starting process.args[0] {} in cwd {}",
+                args[0],
+                process.cwd().display()
+            )
+        })?;
+        // The child is reaped by the agent's reaper thread, never through
+        // `Child::wait`; dropping `Child` neither waits nor kills.
+        Ok(Spawned {
+            pid: child.id() as i32,
+            stdin: child.stdin.take().map(|s| File::from(OwnedFd::from(s))),
+            stdout: child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+            stderr: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+        })
+    }
+}
+
+/// Configuration of the guest agent.
+pub struct GuestOptions {
+    /// File listing the modules to load (see [`MODULES_LIST`]).
+    pub modules_list: PathBuf,
+    /// Name of the virtio-serial port carrying the agent stream.
+    pub port_name: String,
+    /// How long to wait for the port to appear.
+    pub port_timeout: Duration,
+    /// Starts workload processes.
+    pub runner: Arc<dyn ProcessRunner>,
+    /// Agent name and version sent in the greeting.
+    pub agent_name: String,
+}
+
+impl Default for GuestOptions {
+    fn default() -> Self {
+        GuestOptions {
+            modules_list: PathBuf::from(MODULES_LIST),
+            port_name: AGENT_PORT_NAME.to_string(),
+            port_timeout: Duration::from_secs(30),
+            runner: Arc::new(CommandRunner),
+            agent_name: format!("vessel-agent {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Runs the guest agent as PID 1 with the default options and powers the
+/// guest off when the host asks for it or on a fatal error.
+pub fn run() -> ! {
+    run_with(GuestOptions::default())
+}
+
+/// Like [`run`], with explicit options.
+pub fn run_with(options: GuestOptions) -> ! {
+    if let Err(e) = agent_main(options) {
+        eprintln!("vessel-agent: fatal: {e}");
+    }
+    power_off()
+}
+
+fn power_off() -> ! {
+    nix::unistd::sync();
+    // Powering off only returns on failure; PID 1 must never exit (the
+    // kernel would panic), so it sleeps until the host kills the VM.
+    let Err(e) = reboot(RebootMode::RB_POWER_OFF);
+    eprintln!("vessel-agent: power off failed: {e}");
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn agent_main(options: GuestOptions) -> Result<()> {
+    mount_pseudo_filesystems()?;
+    for (module, err) in load_modules(&options.modules_list)? {
+        eprintln!("vessel-agent: loading {module}: {err}");
+    }
+    let port_path = find_port(&options.port_name, options.port_timeout)?;
+    let port = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&port_path)
+        .ctx(|| format!("opening agent port {}", port_path.display()))?;
+    let reader = port
+        .try_clone()
+        .ctx(|| format!("duplicating {}", port_path.display()))?;
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let agent = Arc::new(Agent {
+        writer: Mutex::new(port),
+        procs: Mutex::new(Procs::default()),
+        runner: options.runner,
+        hello: Message::Hello {
+            version: PROTOCOL_VERSION,
+            agent: options.agent_name,
+            kernel,
+        },
+    });
+    let reaper = Arc::clone(&agent);
+    thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || reaper.reap_forever())
+        .ctx(|| "starting the reaper thread".into())?;
+    agent.serve(reader)
+}
+
+/// Mounts /proc, /sys, /dev (devtmpfs) and /dev/pts; already mounted is fine.
+pub fn mount_pseudo_filesystems() -> Result<()> {
+    let mounts: [(&str, &str, &str); 4] = [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("devpts", "/dev/pts", "devpts"),
+    ];
+    for (source, target, fstype) in mounts {
+        fs::create_dir_all(target).ctx(|| format!("creating {target}"))?;
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+        match mount(Some(source), target, Some(fstype), flags, None::<&str>) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("mounting {fstype} on {target}"),
+                    e.into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the modules listed in `list` in order. Returns the modules that
+/// failed with their error (a missing device driver shows up later as a
+/// missing device, with this list on the console to explain it).
+pub fn load_modules(list: &Path) -> Result<Vec<(String, Error)>> {
+    let text = match fs::read_to_string(list) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", list.display()), e)),
+    };
+    let params = CString::default();
+    let mut failures = Vec::new();
+    for module in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let compressed = [".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|ext| module.ends_with(ext));
+        let flags = if compressed {
+            ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
+        } else {
+            ModuleInitFlags::empty()
+        };
+        let result = File::open(module)
+            .map_err(|e| Error::io(format!("opening {module}"), e))
+            .and_then(|f| match finit_module(f.as_fd(), &params, flags) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(Error::io("finit_module", e.into())),
+            });
+        if let Err(e) = result {
+            failures.push((module.to_string(), e));
+        }
+    }
+    Ok(failures)
+}
+
+/// Waits for the virtio-serial port called `name` and returns its device.
+pub fn find_port(name: &str, timeout: Duration) -> Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let port_name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if port_name.trim() == name {
+                    let dev = Path::new("/dev").join(entry.file_name());
+                    if dev.exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: format!("virtio-serial port {name} (is virtio_console loaded?)"),
+                seconds: timeout.as_secs_f64(),
+            });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process the agent started.
+struct Entry {
+    pid: i32,
+    stdin: Option<File>,
+    io: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Procs {
+    by_id: HashMap<u32, Entry>,
+    pid_to_id: HashMap<i32, u32>,
+    /// Exits reaped before their process was registered (or of orphans).
+    early: HashMap<i32, WaitStatus>,
+}
+
+struct Agent {
+    writer: Mutex<File>,
+    procs: Mutex<Procs>,
+    runner: Arc<dyn ProcessRunner>,
+    hello: Message,
+}
+
+impl Agent {
+    fn send(&self, frame: &Frame) -> Result<()> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        frame.write_to(&mut *w)
+    }
+
+    fn send_error(&self, id: Option<u32>, err: &Error) {
+        let _ = self.send(&Frame::Control(Message::Error {
+            id,
+            message: err.to_string(),
+        }));
+    }
+
+    fn serve(self: &Arc<Self>, mut reader: File) -> Result<()> {
+        // Writing blocks until the host side of the port is connected.
+        self.send(&Frame::Control(self.hello.clone()))?;
+        loop {
+            match Frame::read_from(&mut reader) {
+                Ok(Frame::Control(Message::Shutdown)) => return Ok(()),
+                Ok(frame) => self.handle(frame),
+                // A virtio port reads as end of file while the host side is
+                // not connected: wait for the next connection and greet it.
+                Err(Error::Closed) | Err(Error::TruncatedFrame { .. }) => {
+                    wait_host_connected(&reader);
+                    self.send(&Frame::Control(self.hello.clone()))?;
+                }
+                Err(
+                    e @ (Error::VersionMismatch { .. }
+                    | Error::BadMessage(_)
+                    | Error::UnknownFrameKind(_)),
+                ) => self.send_error(None, &e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, frame: Frame) {
+        match frame {
+            Frame::Control(Message::RunProcess(req)) => {
+                let id = req.id;
+                let result = self
+                    .runner
+                    .prepare(&req)
+                    .and_then(|()| self.start(id, &req.process));
+                if let Err(e) = result {
+                    self.send_error(Some(id), &e);
+                }
+            }
+            Frame::Control(Message::Exec { id, process }) => {
+                if let Err(e) = self.start(id, &process) {
+                    self.send_error(Some(id), &e);
+                }
+            }
+            Frame::Control(Message::Signal { id, signal }) => {
+                if let Err(e) = self.signal(id, signal) {
+                    self.send_error(Some(id), &e);
+                }
+            }
+            Frame::Control(Message::ResizeTerminal { id, .. }) => self.send_error(
+                Some(id),
+                &Error::Agent("terminals are not supported by this agent".into()),
+            ),
+            Frame::Data {
+                id,
+                stream: Stream::Stdin,
+                data,
+            } => self.stdin(id, &data),
+            other => self.send_error(
+                None,
+                &Error::UnexpectedMessage(format!("the agent does not accept {other:?}")),
+            ),
+        }
+    }
+
+    fn start(self: &Arc<Self>, id: u32, process: &Process) -> Result<()> {
+        if self.lock_procs().by_id.contains_key(&id) {
+            return Err(Error::Agent(format!("process id {id} is already in use")));
+        }
+        let spawned = self.runner.spawn(process)?;
+        let mut io = Vec::new();
+        for (pipe, stream) in [
+            (spawned.stdout, Stream::Stdout),
+            (spawned.stderr, Stream::Stderr),
+        ] {
+            if let Some(pipe) = pipe {
+                let agent = Arc::clone(self);
+                io.push(thread::spawn(move || agent.forward(id, stream, pipe)));
+            }
+        }
+        let pid = spawned.pid;
+        let early = {
+            let mut procs = self.lock_procs();
+            procs.by_id.insert(
+                id,
+                Entry {
+                    pid,
+                    stdin: spawned.stdin,
+                    io,
+                },
+            );
+            procs.pid_to_id.insert(pid, id);
+            procs.early.remove(&pid)
+        };
+        self.send(&Frame::Control(Message::Started { id, pid }))?;
+        if let Some(status) = early {
+            let agent = Arc::clone(self);
+            thread::spawn(move || agent.finish(pid, status));
+        }
+        Ok(())
+    }
+
+    fn lock_procs(&self) -> std::sync::MutexGuard<'_, Procs> {
+        self.procs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies one output pipe of process `id` to the host, then sends the
+    /// end-of-stream marker.
+    fn forward(&self, id: u32, stream: Stream, mut pipe: File) {
+        let mut buf = vec![0u8; MAX_DATA_CHUNK];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let frame = Frame::Data {
+                        id,
+                        stream,
+                        data: buf[..n].to_vec(),
+                    };
+                    if self.send(&frame).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = self.send(&Frame::Data {
+            id,
+            stream,
+            data: Vec::new(),
+        });
+    }
+
+    fn stdin(&self, id: u32, data: &[u8]) {
+        let mut procs = self.lock_procs();
+        let Some(entry) = procs.by_id.get_mut(&id) else {
+            return;
+        };
+        if data.is_empty() {
+            entry.stdin = None;
+        } else if let Some(stdin) = entry.stdin.as_mut() {
+            if stdin.write_all(data).is_err() {
+                entry.stdin = None;
+            }
+        }
+    }
+
+    fn signal(&self, id: u32, signal: i32) -> Result<()> {
+        let pid = self
+            .lock_procs()
+            .by_id
+            .get(&id)
+            .map(|e| e.pid)
+            .ok_or_else(|| Error::Agent(format!("no process with id {id}")))?;
+        let sig = Signal::try_from(signal)
+            .map_err(|_| Error::InvalidConfig(format!("invalid signal number {signal}")))?;
+        kill(Pid::from_raw(pid), sig)
+            .map_err(|e| Error::io(format!("signalling pid {pid}"), e.into()))
+    }
+
+    /// PID 1 reaps every child, workload or orphan.
+    fn reap_forever(self: Arc<Self>) {
+        loop {
+            match waitpid(None::<Pid>, None) {
+                Ok(status) => {
+                    let Some(pid) = status.pid() else { continue };
+                    let known = {
+                        let mut procs = self.lock_procs();
+                        let known = procs.pid_to_id.contains_key(&pid.as_raw());
+                        if !known {
+                            if procs.early.len() > 1024 {
+                                procs.early.clear();
+                            }
+                            procs.early.insert(pid.as_raw(), status);
+                        }
+                        known
+                    };
+                    if known {
+                        let agent = Arc::clone(&self);
+                        thread::spawn(move || agent.finish(pid.as_raw(), status));
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// Reports the exit of `pid` once its output has been forwarded.
+    fn finish(&self, pid: i32, status: WaitStatus) {
+        let entry = {
+            let mut procs = self.lock_procs();
+            let Some(id) = procs.pid_to_id.remove(&pid) else {
+                return;
+            };
+            procs.by_id.remove(&id).map(|e| (id, e))
+        };
+        let Some((id, entry)) = entry else { return };
+        drop(entry.stdin);
+        for handle in entry.io {
+            let _ = handle.join();
+        }
+        let (code, signal) = match status {
+            WaitStatus::Exited(_, code) => (code, None),
+            WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+            _ => (255, None),
+        };
+        let _ = self.send(&Frame::Control(Message::Exit { id, code, signal }));
+    }
+}
+
+/// Blocks until the host side of the virtio port is connected again: the
+/// port polls with `POLLHUP` while it is not.
+fn wait_host_connected(port: &File) {
+    loop {
+        let mut fds = [PollFd::new(port.as_fd(), PollFlags::POLLIN)];
+        let hup = match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+            Err(_) => true,
+        };
+        if !hup {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
