@@ -156,7 +156,10 @@ impl CgroupOptions {
 
 /// A container's cgroup.
 pub struct Cgroup {
-    manager: AnyCgroupManager,
+    /// libcgroups' manager, built on first use: building it reads mountinfo
+    /// once per controller, which `state`, `delete` and `pids` never need.
+    manager: std::cell::OnceCell<AnyCgroupManager>,
+    config: CgroupConfig,
     path: PathBuf,
     /// Path relative to each hierarchy root (systemd names expanded).
     rel: PathBuf,
@@ -266,19 +269,32 @@ impl Cgroup {
             systemd_cgroup: opts.systemd,
             container_name: opts.container_id.clone(),
         };
-        let manager = if host.mode == CgroupMode::Unified && host.root != Path::new(CGROUP_ROOT) {
-            create_cgroup_manager_with_root(Some(&host.root), config)
-        } else {
-            create_cgroup_manager(config)
-        }
-        .map_err(|e| setup(e.to_string()))?;
         Ok(Self {
-            manager,
+            manager: std::cell::OnceCell::new(),
+            config,
             path,
             rel,
             host,
             systemd: opts.systemd,
         })
+    }
+
+    /// libcgroups' manager for this cgroup, built on first use.
+    fn manager(&self) -> Result<&AnyCgroupManager, CgroupError> {
+        if let Some(m) = self.manager.get() {
+            return Ok(m);
+        }
+        let host = &self.host;
+        let m = if host.mode == CgroupMode::Unified && host.root != Path::new(CGROUP_ROOT) {
+            create_cgroup_manager_with_root(Some(&host.root), self.config.clone())
+        } else {
+            create_cgroup_manager(self.config.clone())
+        }
+        .map_err(|e| CgroupError::Setup {
+            path: self.path.clone(),
+            msg: e.to_string(),
+        })?;
+        Ok(self.manager.get_or_init(|| m))
     }
 
     /// The cgroup path (relative to each hierarchy's root).
@@ -349,7 +365,7 @@ impl Cgroup {
             self.ensure_created()
                 .map_err(|e| self.op_err("add task", e))?;
         }
-        self.manager
+        self.manager()?
             .add_task(Pid::from_raw(pid))
             .map_err(|e| self.op_err("add task", e))?;
         let mut extra = Vec::new();
@@ -513,7 +529,7 @@ impl Cgroup {
             // systemd owns the unit's cgroup: libcgroups turns every
             // setting into a unit property (or refuses it).
             return self
-                .manager
+                .manager()?
                 .apply(&ControllerOpt {
                     resources,
                     disable_oom_killer,
@@ -551,7 +567,7 @@ impl Cgroup {
             }
             lib.set_cpu(Some(cpu));
         }
-        self.manager
+        self.manager()?
             .apply(&ControllerOpt {
                 resources: &lib,
                 disable_oom_killer,
@@ -750,14 +766,14 @@ impl Cgroup {
 
     /// Freezes every process in the cgroup.
     pub fn freeze(&self) -> Result<(), CgroupError> {
-        self.manager
+        self.manager()?
             .freeze(FreezerState::Frozen)
             .map_err(|e| self.op_err("freeze", e))
     }
 
     /// Thaws the cgroup.
     pub fn thaw(&self) -> Result<(), CgroupError> {
-        self.manager
+        self.manager()?
             .freeze(FreezerState::Thawed)
             .map_err(|e| self.op_err("thaw", e))
     }
@@ -818,7 +834,7 @@ impl Cgroup {
     pub fn destroy(&self) -> Result<(), CgroupError> {
         if self.systemd {
             // Stopping the transient unit kills its processes.
-            self.manager
+            self.manager()?
                 .remove()
                 .map_err(|e| self.op_err("stop systemd unit", e))?;
         }
