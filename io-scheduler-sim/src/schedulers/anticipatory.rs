@@ -162,6 +162,10 @@ pub struct Anticipatory {
     in_flight: usize,
     tokens: Vec<u32>,
     token_init: Vec<u32>,
+    /// Bit l: level l has requests queued.
+    pending_mask: u32,
+    /// Bit l: level l has tokens left.
+    token_mask: u32,
     pending: usize,
     expire: [Time; 2],
     batch_expire: [Time; 2],
@@ -177,6 +181,16 @@ const MAX_THINKTIME: Time = 20 * MS;
 /// Class of a rank: 0 RT, 1 BE, 2 IDLE.
 fn class_of(rank: usize) -> usize {
     rank / 8
+}
+
+/// Level bits of a class.
+fn class_bits(class: usize) -> u32 {
+    0xff << (8 * class)
+}
+
+/// Level bits of every class more important than `class`.
+fn above_class(class: usize) -> u32 {
+    (1 << (8 * class)) - 1
 }
 
 fn ctx_index(ctx: u32) -> usize {
@@ -215,6 +229,8 @@ impl Anticipatory {
             in_flight: 0,
             tokens: token_init.clone(),
             token_init,
+            pending_mask: 0,
+            token_mask: (1 << levels) - 1,
             pending: 0,
             expire: [ms(t.read_expire_ms), ms(t.write_expire_ms)],
             batch_expire: [ms(t.read_batch_expire_ms), ms(t.write_batch_expire_ms)],
@@ -248,32 +264,40 @@ impl Anticipatory {
     }
 
     fn level_pending(&self, l: usize) -> bool {
-        !self.q[l][0].is_empty() || !self.q[l][1].is_empty()
+        self.pending_mask & (1 << l) != 0
     }
 
     /// The most important class (0 RT, 1 BE, 2 IDLE) with requests pending.
     fn top_class(&self) -> Option<usize> {
-        (0..self.q.len())
-            .find(|&l| self.level_pending(l))
-            .map(class_of)
+        (self.pending_mask != 0).then(|| class_of(self.pending_mask.trailing_zeros() as usize))
     }
 
     /// Whether another level could be served instead of `lvl` now: one of
     /// the same class with tokens, or any of a more important class.
     fn other_pending_with_tokens(&self, lvl: usize) -> bool {
-        (0..self.q.len()).any(|l| {
-            l != lvl
-                && self.level_pending(l)
-                && (class_of(l) < class_of(lvl)
-                    || (class_of(l) == class_of(lvl) && self.tokens[l] > 0))
-        })
+        let c = class_of(lvl);
+        let others = self.pending_mask & !(1 << lvl);
+        others & above_class(c) != 0 || others & class_bits(c) & self.token_mask != 0
     }
 
     /// Whether a more important level has requests it may be served for:
     /// tokens left, or a more important class (classes are strict).
     fn higher_pending_with_tokens(&self, lvl: usize) -> bool {
-        (0..lvl)
-            .any(|l| self.level_pending(l) && (self.tokens[l] > 0 || class_of(l) < class_of(lvl)))
+        let lower = self.pending_mask & ((1 << lvl) - 1);
+        lower & self.token_mask != 0 || lower & above_class(class_of(lvl)) != 0
+    }
+
+    fn refill(&mut self) {
+        self.tokens.clone_from(&self.token_init);
+        self.token_mask = (1 << self.q.len()) - 1;
+    }
+
+    fn update_pending_bit(&mut self, lvl: usize) {
+        if self.q[lvl][0].is_empty() && self.q[lvl][1].is_empty() {
+            self.pending_mask &= !(1 << lvl);
+        } else {
+            self.pending_mask |= 1 << lvl;
+        }
     }
 
     /// AS checks a FIFO at most once per expiry period; a request can thus
@@ -368,16 +392,11 @@ impl Anticipatory {
             // Tokens share the disk among the levels of the most important
             // class with requests; less important classes wait.
             let top = self.top_class()?;
-            let in_top = |l: usize| class_of(l) == top;
-            match (0..self.q.len())
-                .find(|&l| in_top(l) && self.tokens[l] > 0 && self.level_pending(l))
-            {
-                Some(l) => l,
-                None => {
-                    self.tokens.clone_from(&self.token_init);
-                    (0..self.q.len()).find(|&l| in_top(l) && self.level_pending(l))?
-                }
+            let candidates = self.pending_mask & class_bits(top);
+            if candidates & self.token_mask == 0 {
+                self.refill();
             }
+            (candidates & self.token_mask).trailing_zeros() as usize
         } else if self.level_pending(0) {
             0
         } else {
@@ -406,6 +425,7 @@ impl Anticipatory {
 
     fn take(&mut self, lvl: usize, dir: usize, key: Key) -> Request {
         let r = self.q[lvl][dir].remove(key).expect("key is queued");
+        self.update_pending_bit(lvl);
         self.pending -= 1;
         self.in_flight += 1;
         self.last_sector[dir] = r.end();
@@ -422,6 +442,9 @@ impl Anticipatory {
         self.ioc_finished = false;
         if self.prio.is_some() {
             self.tokens[lvl] = self.tokens[lvl].saturating_sub(1);
+            if self.tokens[lvl] == 0 {
+                self.token_mask &= !(1 << lvl);
+            }
         }
         r
     }
@@ -476,6 +499,7 @@ impl Scheduler for Anticipatory {
         if !self.q[lvl][dir].insert(req, exp, self.max_sectors) {
             self.pending += 1;
         }
+        self.pending_mask |= 1 << lvl;
     }
 
     fn dispatch(&mut self, now: Time) -> Decision {
@@ -510,7 +534,7 @@ impl Scheduler for Anticipatory {
         {
             if self.tokens[lvl] == 0 && !self.other_pending_with_tokens(lvl) {
                 // Nobody else could use the disk: start a new round in place.
-                self.tokens.clone_from(&self.token_init);
+                self.refill();
             }
             let spent = self.tokens[lvl] == 0
                 && !(while_queued
