@@ -4,6 +4,8 @@
 
 pub mod bundle;
 pub mod clients;
+pub mod harness;
+pub mod leaks;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
