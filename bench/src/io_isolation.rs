@@ -234,6 +234,10 @@ struct LoopDev {
     path: PathBuf,
     major: u64,
     minor: u64,
+    /// `/sys/block/loopN/stat`.
+    stat: PathBuf,
+    /// The stat file of the disk under the backing file, if found.
+    host_stat: Option<PathBuf>,
 }
 
 const BLKFLSBUF: libc::c_ulong = 0x1261;
@@ -328,7 +332,13 @@ fn setup_loop(tmp: &Path, size_mib: u64, cleanup: &mut Cleanup) -> Result<LoopDe
         );
     }
     let (major, minor) = dev_major_minor(fs::metadata(&path)?.rdev());
-    Ok(LoopDev { path, major, minor })
+    Ok(LoopDev {
+        stat: PathBuf::from(format!("/sys/block/{name}/stat")),
+        host_stat: backing_stat_file(&file),
+        path,
+        major,
+        minor,
+    })
 }
 
 /// Facts about the device for the record.
@@ -350,6 +360,7 @@ fn device_info(dev: &LoopDev) -> Value {
         "bfq_low_latency": q("queue/iosched/low_latency"),
         "loop_dio": q("loop/dio"),
         "backing_file": q("loop/backing_file"),
+        "host_disk_stat": dev.host_stat,
     })
 }
 
@@ -395,9 +406,16 @@ pub fn parse_dev_stat(s: &str) -> Option<DevStat> {
     })
 }
 
-fn dev_stat(dev: &Path) -> Option<DevStat> {
-    let name = dev.file_name()?.to_str()?;
-    parse_dev_stat(&fs::read_to_string(format!("/sys/block/{name}/stat")).ok()?)
+fn dev_stat(stat_file: &Path) -> Option<DevStat> {
+    parse_dev_stat(&fs::read_to_string(stat_file).ok()?)
+}
+
+/// The sysfs `stat` file of the block device holding `path`'s filesystem.
+fn backing_stat_file(path: &Path) -> Option<PathBuf> {
+    let dev = fs::metadata(path).ok()?.dev();
+    let (ma, mi) = dev_major_minor(dev);
+    let p = PathBuf::from(format!("/sys/dev/block/{ma}:{mi}/stat"));
+    p.exists().then_some(p)
 }
 
 /// What the device itself served during a case.
@@ -565,6 +583,12 @@ pub struct Outcome {
     pub antagonist_observed: Value,
     /// What the loop device served while the foreground ran.
     pub device: Option<DeviceLoad>,
+    /// What the disk under the backing file served meanwhile (the loop
+    /// device's IO plus everything else on the host, e.g. builds).
+    pub host_disk: Option<DeviceLoad>,
+    /// Share of the foreground's run during which some task waited for a
+    /// CPU (/proc/pressure/cpu `some`), in percent: the machine's noise.
+    pub cpu_pressure_pct: Option<f64>,
     /// Wall seconds the case took.
     pub wall_s: f64,
 }
@@ -639,7 +663,9 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
             format!("--size={size}"),
         ];
         let b = env.bundle(&fg_id, args, fg_prio, None)?;
-        let stat0 = dev_stat(&env.dev.path);
+        let stat0 = dev_stat(&env.dev.stat);
+        let host0 = env.dev.host_stat.as_deref().and_then(dev_stat);
+        let psi0 = sys::psi_some_total_us("cpu");
         let t_fg = Instant::now();
         let mut fg = env.start(&fg_id, &b)?;
         let fg_observed = env.observe(&fg_id);
@@ -652,9 +678,16 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
             Duration::from_secs(o.runtime_s + o.ramp_s + 60),
             &format!("foreground container {fg_id}"),
         )?;
+        let secs = t_fg.elapsed().as_secs_f64();
         let device = stat0
-            .zip(dev_stat(&env.dev.path))
-            .map(|(a, b)| DeviceLoad::between(a, b, t_fg.elapsed().as_secs_f64()));
+            .zip(dev_stat(&env.dev.stat))
+            .map(|(a, b)| DeviceLoad::between(a, b, secs));
+        let host_disk = host0
+            .zip(env.dev.host_stat.as_deref().and_then(dev_stat))
+            .map(|(a, b)| DeviceLoad::between(a, b, secs));
+        let cpu_pressure_pct = psi0
+            .zip(sys::psi_some_total_us("cpu"))
+            .map(|(a, b)| b.saturating_sub(a) as f64 / 1e4 / secs);
         if code != 0 {
             bail!(
                 "foreground container {fg_id} exited with {code}: {}",
@@ -696,6 +729,8 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
             fg_observed,
             antagonist_observed,
             device,
+            host_disk,
+            cpu_pressure_pct,
             wall_s: 0.0,
         })
     })();
@@ -752,9 +787,11 @@ pub fn render(outcomes: &[Outcome]) -> String {
         "x no-load",
         "antag MB/s",
         "dev MB/s",
+        "host MB/s",
+        "cpu psi %",
         "prio via",
     ])
-    .align(10, crate::table::Align::Left);
+    .align(12, crate::table::Align::Left);
     let row = |t: &mut Table, o: &Outcome| {
         let l = o.fg.lat;
         t.row(vec![
@@ -772,6 +809,8 @@ pub fn render(outcomes: &[Outcome]) -> String {
             ),
             num(o.antagonist_kib_s.map(|k| k / 1024.0), 1),
             num(o.device.map(|d| d.mib_s()), 1),
+            num(o.host_disk.map(|d| d.mib_s()), 1),
+            num(o.cpu_pressure_pct, 0),
             match (o.case.prio, o.priority_via.as_str()) {
                 (false, _) => "-".to_string(),
                 (true, v) => v.split_whitespace().next().unwrap_or("").to_string(),
@@ -1081,6 +1120,8 @@ mod tests {
             fg_observed: Value::Null,
             antagonist_observed: Value::Null,
             device: None,
+            host_disk: None,
+            cpu_pressure_pct: Some(12.5),
             wall_s: 1.0,
         }
     }

@@ -168,6 +168,20 @@ fn parse_loadavg(s: &str) -> Option<[f64; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
+/// The `some` stall total (µs) of `/proc/pressure/<resource>`.
+pub fn psi_some_total_us(resource: &str) -> Option<u64> {
+    parse_psi_some_total(&std::fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?)
+}
+
+fn parse_psi_some_total(s: &str) -> Option<u64> {
+    s.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// `uptime`'s output, for the record.
 pub fn uptime() -> String {
     output(&mut Command::new("uptime"))
@@ -267,6 +281,14 @@ mod tests {
             Some([1.62, 1.51, 1.41])
         );
         assert_eq!(parse_loadavg("x"), None);
+    }
+
+    #[test]
+    fn psi_parses() {
+        let s = "some avg10=30.08 avg60=49.82 avg300=24.02 total=117753996\n\
+                 full avg10=14.39 avg60=8.39 avg300=2.15 total=14010666\n";
+        assert_eq!(parse_psi_some_total(s), Some(117753996));
+        assert_eq!(parse_psi_some_total("full total=1"), None);
     }
 
     #[test]
