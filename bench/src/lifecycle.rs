@@ -7,8 +7,9 @@
 //! 1. hyperfine in rounds: every round runs each runtime's share of the
 //!    runs (`--warmup 3`, `--export-json`), the runtime order rotating from
 //!    round to round; the wall times of all rounds are pooled. The command
-//!    runs under `sh -c` so `$$` gives every run a fresh id; hyperfine
-//!    subtracts the shell's own start-up time.
+//!    is `exec <runtime> ... <prefix>-$$` under hyperfine's `sh -c`: `$$`
+//!    gives every run a fresh id, `exec` replaces the shell (no extra
+//!    fork), and hyperfine subtracts the shell's own start-up time.
 //! 2. a wait4(2) loop, runtimes alternating run by run: wall time, CPU
 //!    (user + system of the runtime's process tree, as `/usr/bin/time`
 //!    counts it) and peak RSS (`ru_maxrss`, what `/usr/bin/time -f %M`
@@ -268,7 +269,7 @@ pub fn run(opts: &Options) -> Result<()> {
                     );
                     let out = tmp.path().join(format!("hf-{}-{r}.json", rt.name));
                     let cmd = format!(
-                        "{} --root {} run --bundle {} hf-{}-$$",
+                        "exec {} --root {} run --bundle {} hf-{}-$$",
                         shell_quote(&rt.path.to_string_lossy()),
                         shell_quote(&rt.root.to_string_lossy()),
                         shell_quote(&bundle.to_string_lossy()),
