@@ -145,12 +145,15 @@ impl AgentClient {
 
     /// Asks the agent to set up the container and run its process.
     pub fn run_process(&self, request: RunProcess) -> Result<()> {
-        self.send(&Frame::Control(Message::RunProcess(request)))
+        self.send(&Frame::Control(Message::RunProcess(Box::new(request))))
     }
 
     /// Asks the agent to run another process in the running container.
     pub fn exec(&self, id: u32, process: Process) -> Result<()> {
-        self.send(&Frame::Control(Message::Exec { id, process }))
+        self.send(&Frame::Control(Message::Exec {
+            id,
+            process: Box::new(process),
+        }))
     }
 
     /// Sends bytes to the stdin of process `id`; an empty slice closes it.

@@ -111,13 +111,13 @@ pub enum Message {
         kernel: String,
     },
     /// Host: set up the container and run its init process.
-    RunProcess(RunProcess),
+    RunProcess(Box<RunProcess>),
     /// Host: run another process in the running container.
     Exec {
         /// Identifier for the new process.
         id: u32,
         /// The OCI process to run.
-        process: Process,
+        process: Box<Process>,
     },
     /// Guest: the process `id` was started with guest pid `pid`.
     Started {
@@ -369,7 +369,7 @@ mod tests {
                 agent: "vessel 0.1.0".into(),
                 kernel: "6.1.0".into(),
             },
-            Message::RunProcess(RunProcess {
+            Message::RunProcess(Box::new(RunProcess {
                 id: 1,
                 process: process(),
                 rootfs: Some(GuestRootfs {
@@ -379,10 +379,10 @@ mod tests {
                 }),
                 mounts: Vec::new(),
                 hostname: Some("box".into()),
-            }),
+            })),
             Message::Exec {
                 id: 2,
-                process: process(),
+                process: Box::new(process()),
             },
             Message::Started { id: 2, pid: 42 },
             Message::Signal { id: 1, signal: 15 },

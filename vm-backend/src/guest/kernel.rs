@@ -66,7 +66,7 @@ impl GuestKernel {
                     .map(str::to_string)
             })
             .collect();
-        releases.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        releases.sort_by_key(|r| version_key(r));
         let release = releases.pop().ok_or_else(not_found)?;
         Ok(GuestKernel {
             image: boot.join(format!("vmlinuz-{release}")),
@@ -204,12 +204,12 @@ mod tests {
 
     #[test]
     fn release_order() {
-        let mut v = vec![
+        let mut v = [
             "6.1.0-9-cloud-amd64",
             "6.1.0-10-cloud-amd64",
             "5.10.0-30-cloud-amd64",
         ];
-        v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        v.sort_by_key(|r| version_key(r));
         assert_eq!(v.last(), Some(&"6.1.0-10-cloud-amd64"));
     }
 
