@@ -773,6 +773,71 @@ pub fn baseline(outcomes: &[Outcome]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// The goal, checked: with priority the foreground's mean stays
+/// within `limit` x no-load; without it, it is many times worse.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Goal {
+    /// The bound on mean / no-load for the priority cases.
+    pub limit: f64,
+    /// Priority cases within the bound.
+    pub prio_within: usize,
+    /// Priority cases measured.
+    pub prio_cases: usize,
+    /// Smallest and largest mean / no-load with priority.
+    pub prio_range: Option<(f64, f64)>,
+    /// Smallest and largest mean / no-load without priority.
+    pub no_prio_range: Option<(f64, f64)>,
+}
+
+fn range(v: &[f64]) -> Option<(f64, f64)> {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (!v.is_empty()).then_some((lo, hi))
+}
+
+impl Goal {
+    /// Checks `outcomes` against `limit`.
+    pub fn of(outcomes: &[Outcome], limit: f64) -> Goal {
+        let base = baseline(outcomes);
+        let ratios = |prio: bool| -> Vec<f64> {
+            outcomes
+                .iter()
+                .filter(|o| o.case.load != Load::None && o.case.prio == prio)
+                .filter_map(|o| {
+                    o.fg.lat
+                        .zip(base)
+                        .and_then(|(l, b)| crate::stats::ratio(l.mean_ms, b))
+                })
+                .collect()
+        };
+        let p = ratios(true);
+        let np = ratios(false);
+        Goal {
+            limit,
+            prio_within: p.iter().filter(|r| **r <= limit).count(),
+            prio_cases: p.len(),
+            prio_range: range(&p),
+            no_prio_range: range(&np),
+        }
+    }
+
+    /// One line for the report.
+    pub fn sentence(&self) -> String {
+        let r = |x: Option<(f64, f64)>| {
+            x.map(|(a, b)| format!("{a:.2}-{b:.2}x"))
+                .unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "mean / no-load: with priority {} ({} of {} cases within {}x), without priority {}",
+            r(self.prio_range),
+            self.prio_within,
+            self.prio_cases,
+            self.limit,
+            r(self.no_prio_range)
+        )
+    }
+}
+
 /// The results as the paper's Table 3, one block per antagonist count.
 pub fn render(outcomes: &[Outcome]) -> String {
     let base = baseline(outcomes);
@@ -863,6 +928,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let started = sys::now_utc();
     let load_before = sys::uptime();
+    let psi0 = sys::psi_some_total_us("cpu");
+    let t_all = Instant::now();
     fs::create_dir_all(&opts.tmpdir)?;
     if is_tmpfs(&opts.tmpdir) {
         println!(
@@ -982,8 +1049,16 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.mechanism
     );
     print!("{}", render(&outcomes));
+    let goal = Goal::of(&outcomes, 1.5);
+    println!("{}", goal.sentence());
     println!("load before: {load_before}");
     println!("load after:  {load_after}");
+    let cpu_pressure_pct = psi0
+        .zip(sys::psi_some_total_us("cpu"))
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e4 / t_all.elapsed().as_secs_f64());
+    if let Some(p) = cpu_pressure_pct {
+        println!("cpu pressure (some) over the run: {p:.0}%");
+    }
 
     let json = json!({
         "suite": "io-isolation",
@@ -1009,6 +1084,8 @@ pub fn run(opts: &Options) -> Result<()> {
         },
         "units": {"latency": "ms (fio lat_ns)", "bandwidth": "KiB/s (fio bw)"},
         "no_load_mean_ms": baseline(&outcomes),
+        "goal": goal,
+        "cpu_pressure_pct": cpu_pressure_pct,
         "cases": outcomes,
         "failures": failures,
     });
@@ -1148,5 +1225,13 @@ mod tests {
             "{t}"
         );
         assert!(lines[5].contains("2.0"), "{t}");
+        let g = Goal::of(&o, 1.5);
+        assert_eq!((g.prio_within, g.prio_cases), (1, 1));
+        assert_eq!(g.prio_range, Some((0.6, 0.6)));
+        assert_eq!(g.no_prio_range, Some((4.5, 4.5)));
+        assert_eq!(
+            g.sentence(),
+            "mean / no-load: with priority 0.60-0.60x (1 of 1 cases within 1.5x), without priority 4.50-4.50x"
+        );
     }
 }

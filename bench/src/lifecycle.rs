@@ -174,6 +174,8 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let started = sys::now_utc();
     let load_before = sys::uptime();
+    let psi0 = sys::psi_some_total_us("cpu");
+    let t_all = std::time::Instant::now();
     let mut tmp_builder = tempfile::Builder::new();
     tmp_builder.prefix("vessel-bench-lifecycle-");
     let tmp = match &opts.tmpdir {
@@ -315,6 +317,9 @@ pub fn run(opts: &Options) -> Result<()> {
         }
     }
     let load_after = sys::uptime();
+    let cpu_pressure_pct = psi0
+        .zip(sys::psi_some_total_us("cpu"))
+        .map(|(a, b)| b.saturating_sub(a) as f64 / 1e4 / t_all.elapsed().as_secs_f64());
     cleanup.run();
 
     let report = Report::build(&rts, &measured);
@@ -322,6 +327,9 @@ pub fn run(opts: &Options) -> Result<()> {
     print!("{}", report.ratio_table());
     println!("load before: {load_before}");
     println!("load after:  {load_after}");
+    if let Some(p) = cpu_pressure_pct {
+        println!("cpu pressure (some) over the run: {p:.0}%");
+    }
 
     let json = json!({
         "suite": "lifecycle",
@@ -330,6 +338,7 @@ pub fn run(opts: &Options) -> Result<()> {
         "kernel": sys::kernel(),
         "uptime_before": load_before,
         "uptime_after": load_after,
+        "cpu_pressure_pct": cpu_pressure_pct,
         "runs_per_runtime": opts.runs,
         "hyperfine_rounds": shares,
         "hyperfine_warmup_per_round": opts.warmup,
