@@ -359,7 +359,7 @@ impl Anticipatory {
                 // A lower-priority request waits for the anticipated
                 // higher-priority process unless waiting cannot pay off.
                 return c.exited
-                    || self.tokens[c.rank] == 0
+                    || (self.tokens[c.rank] == 0 && self.other_pending_with_tokens(c.rank))
                     || self.antic_expired(now)
                     || thinks_too_long;
             }
@@ -765,6 +765,30 @@ mod tests {
         match s.dispatch(5_100_000) {
             Decision::Dispatch(r) => assert_eq!(r.id, 3),
             other => panic!("expected dispatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classes_are_strict_even_when_tokens_run_out() {
+        let t = PrioTunables {
+            rt_tokens: vec![1; 8],
+            ..PrioTunables::default()
+        };
+        let rt = IoPrio {
+            class: PrioClass::Rt,
+            level: 0,
+        };
+        let mut s = Anticipatory::new(AsTunables::default(), Some(t));
+        s.add(req(1, 1000, Dir::Read, true, rt, 0, 0), 0);
+        let (r, _) = next(&mut s, 0).unwrap();
+        // Its one token is spent; a best-effort request arrives meanwhile.
+        s.add(req(2, 9_000_000, Dir::Read, true, IoPrio::be(0), 1, 10), 10);
+        s.completed(&r, 5_000_000);
+        assert!(matches!(s.dispatch(5_000_000), Decision::Wait(_)));
+        s.add(req(3, 2000, Dir::Read, true, rt, 0, 5_050_000), 5_050_000);
+        match s.dispatch(5_050_000) {
+            Decision::Dispatch(r) => assert_eq!(r.id, 3),
+            other => panic!("expected the RT request, got {other:?}"),
         }
     }
 
