@@ -14,8 +14,9 @@ const THREADS: usize = 10;
 #[test]
 fn fifty_concurrent_lifecycles_leave_nothing() {
     require_root!();
-    // One shared state root, so `list` and the per-container locks are
-    // exercised by all threads at once.
+    // One shared state root for all 50, so the state store and its locks
+    // are exercised by all threads at once. (The host's total mount count is
+    // not compared: other users of the machine mount things.)
     let root = Arc::new(
         tempfile::Builder::new()
             .prefix("vessel-root-")
@@ -23,13 +24,6 @@ fn fifty_concurrent_lifecycles_leave_nothing() {
             .unwrap(),
     );
     let prefix = format!("vt-conc-{}-", std::process::id());
-    let mounts_before = leaks::mount_count();
-    let bundle = Arc::new(vessel_tests::bundle::Bundle::new(&["sleep", "1000"]));
-    {
-        // Every container shares the bundle (read-only rootfs); the id in
-        // the args makes each process findable.
-        let _ = &bundle;
-    }
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let root = root.clone();
@@ -105,10 +99,5 @@ fn fifty_concurrent_lifecycles_leave_nothing() {
     assert!(
         leaks::mounts_mentioning("vessel-test-").is_empty(),
         "bundle mounts left on the host"
-    );
-    assert_eq!(
-        leaks::mount_count(),
-        mounts_before,
-        "host mount count changed"
     );
 }
