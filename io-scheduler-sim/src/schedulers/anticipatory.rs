@@ -781,10 +781,16 @@ mod tests {
         let mut s = Anticipatory::new(AsTunables::default(), Some(t));
         s.add(req(1, 1000, Dir::Read, true, rt, 0, 0), 0);
         let (r, _) = next(&mut s, 0).unwrap();
-        // Its one token is spent; a best-effort request arrives meanwhile.
+        // Its one token is spent; best-effort requests arrive before and
+        // during the anticipation, neither breaks it.
         s.add(req(2, 9_000_000, Dir::Read, true, IoPrio::be(0), 1, 10), 10);
         s.completed(&r, 5_000_000);
         assert!(matches!(s.dispatch(5_000_000), Decision::Wait(_)));
+        s.add(
+            req(4, 9_000_064, Dir::Read, true, IoPrio::be(0), 1, 5_010_000),
+            5_010_000,
+        );
+        assert!(matches!(s.dispatch(5_010_000), Decision::Wait(_)));
         s.add(req(3, 2000, Dir::Read, true, rt, 0, 5_050_000), 5_050_000);
         match s.dispatch(5_050_000) {
             Decision::Dispatch(r) => assert_eq!(r.id, 3),
