@@ -264,7 +264,8 @@ fn mounts_tmpfs_bind_ro_rbind() {
     .unwrap();
     let _m = HostMount(tree.join("sub"));
     fs::write(tree.join("sub/inner"), "submount\n").unwrap();
-    let before = vessel_tests::leaks::mount_count();
+    let hostp = host.path().to_str().unwrap().to_string();
+    let before = vessel_tests::leaks::mounts_mentioning(&hostp);
 
     let script = "stat -c %a /mnt/t; grep ' /mnt/t ' /proc/mounts; \
                   cat /data/hello; touch /data/x 2>/dev/null && echo rw || echo ro; \
@@ -299,7 +300,7 @@ fn mounts_tmpfs_bind_ro_rbind() {
     assert_eq!(l[6], "tmpfs-writable");
     assert!(!data.join("x").exists());
     // Nothing mounted on the host by the container.
-    assert_eq!(vessel_tests::leaks::mount_count(), before);
+    assert_eq!(vessel_tests::leaks::mounts_mentioning(&hostp), before);
 }
 
 #[test]
@@ -310,7 +311,7 @@ fn readonly_root_masked_and_readonly_paths() {
                   echo x > /proc/sysrq-trigger 2>/dev/null && echo sysrq-rw || echo sysrq-ro; \
                   grep ' /proc/sys ' /proc/mounts | grep -c ro, ; \
                   echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo sys-rw || echo sys-ro";
-    let mut c = Ctr::new("ropaths", &["sh", "-c", script]);
+    let c = Ctr::new("ropaths", &["sh", "-c", script]);
     c.write();
     let out = ok(&c.run());
     let l: Vec<&str> = out.lines().collect();
@@ -724,4 +725,64 @@ fn memory_limit_enforced() {
     };
     assert!(limited, "64 MiB written under a 16 MiB limit: {o:?}");
     let _ = (fails, stderr);
+}
+
+#[test]
+fn standard_mounts_and_no_pivot() {
+    require_root!();
+    let script = "cut -d' ' -f2,3 /proc/mounts; ls /";
+    let out = sh("stdmounts", script, |_| {});
+    for want in [
+        "/ ",
+        "/proc proc",
+        "/dev tmpfs",
+        "/dev/pts devpts",
+        "/dev/shm tmpfs",
+        "/dev/mqueue mqueue",
+        "/sys sysfs",
+        "/sys/fs/cgroup/memory cgroup",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(want)),
+            "{want:?} missing: {out}"
+        );
+    }
+    assert!(!out.lines().any(|l| l == "work"), "host / visible: {out}");
+
+    // --no-pivot: same view without pivot_root.
+    let c = Ctr::new("nopivot", &["sh", "-c", script]);
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    let out = ok(&c.v(&["run", "--no-pivot", "--bundle", &b, &c.id]));
+    assert!(
+        out.lines().any(|l| l.starts_with("/dev/pts devpts")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "bin"), "{out}");
+    assert!(
+        !out.lines().any(|l| l == "work"),
+        "host / visible with --no-pivot: {out}"
+    );
+}
+
+#[test]
+fn rootfs_propagation() {
+    require_root!();
+    let root_line = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no / in {out}"))
+            .to_string()
+    };
+    let out = sh("propdef", "cat /proc/self/mountinfo", |_| {});
+    let l = root_line(&out);
+    assert!(
+        !l.contains("shared:") && !l.contains("master:"),
+        "default is private: {l}"
+    );
+    // (rslave is not checked: this host's / is a private mount, so a slave
+    // of it has no master to show.)
+    let out = sh("propshared", "cat /proc/self/mountinfo", |c| {
+        c["linux"]["rootfsPropagation"] = json!("shared")
+    });
+    assert!(root_line(&out).contains("shared:"), "shared: {out}");
 }
