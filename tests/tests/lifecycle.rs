@@ -235,7 +235,10 @@ fn exec_detach_pid_file() {
         .parse()
         .unwrap();
     let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmd, b"sleep\x00777\x00", "pid file names the exec'd process");
+    assert_eq!(
+        cmd, b"sleep\x00777\x00",
+        "pid file names the exec'd process"
+    );
     // It is in the container's pid namespace and listed by ps.
     assert_eq!(
         fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
