@@ -518,3 +518,71 @@ fn run_forwards_signals() {
     assert_eq!(rest, "got-TERM\n");
     assert_eq!(st.code(), Some(42), "{st:?}");
 }
+
+#[test]
+fn ps_args_events_interval_and_json_log() {
+    require_root!();
+    let c = Ctr::new("misc", SLEEPER);
+    let log = c.bundle.path().join("vessel.log");
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    ok(&c.v(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--debug",
+        "create",
+        "--bundle",
+        &b,
+        &c.id,
+    ]));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!text.is_empty(), "--debug --log wrote nothing");
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["msg"].is_string(), "{line}");
+    }
+    c.start();
+    // ps passes its arguments to ps(1).
+    let out = ok(&c.v(&["ps", &c.id, "-o", "pid,comm"]));
+    let mut l = out.lines();
+    assert_eq!(
+        l.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    let row = l.next().unwrap();
+    assert!(
+        row.contains(&c.pid().to_string()) && row.contains("sleep"),
+        "{out}"
+    );
+    // events --interval streams one stats object per interval.
+    let mut child = c
+        .cmd()
+        .args(["events", "--interval", "1s", &c.id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = lines.next().expect("an events line").unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "stats", "{line}");
+        assert_eq!(v["id"], c.id.as_str());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn workload_exit_makes_the_container_stopped() {
+    require_root!();
+    let c = Ctr::new("selfexit", &["sh", "-c", "exit 3"]);
+    c.create();
+    c.start();
+    assert!(c.wait_status("stopped"));
+    // kill of a stopped container fails; delete without --force works.
+    fails(&c.v(&["kill", &c.id, "KILL"]));
+    ok(&c.v(&["delete", &c.id]));
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
