@@ -586,3 +586,20 @@ fn workload_exit_makes_the_container_stopped() {
     ok(&c.v(&["delete", &c.id]));
     assert_eq!(c.leftovers(), Vec::<String>::new());
 }
+
+#[test]
+fn paused_container_refuses_exec_and_force_deletes() {
+    require_root!();
+    let c = running("pausedel");
+    let pid = c.pid();
+    ok(&c.v(&["pause", &c.id]));
+    let err = fails(&c.exec(&["true"]));
+    assert!(err.contains("paused"), "{err}");
+    fails(&c.v(&["delete", &c.id]));
+    assert_eq!(c.status(), "paused");
+    // A frozen process cannot act on SIGKILL until thawed: delete --force
+    // must still remove it.
+    ok(&c.v(&["delete", "--force", &c.id]));
+    assert!(wait_for(5, || fs::metadata(format!("/proc/{pid}")).is_err()));
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
