@@ -73,6 +73,21 @@ fn fifty_concurrent_lifecycles_leave_nothing() {
                             let _ = v(&["delete", "--force", &id]);
                             break;
                         }
+                        if name == "start" {
+                            // list reads every state file while other
+                            // threads write theirs: each must parse.
+                            let o = v(&["list", "--format", "json"]);
+                            let parsed: Result<serde_json::Value, _> =
+                                serde_json::from_slice(&o.stdout);
+                            match parsed {
+                                Ok(l) if o.status.success() && l.is_array() => {}
+                                _ => errors.push(format!(
+                                    "{id}: list: {:?} {}",
+                                    o.status,
+                                    String::from_utf8_lossy(&o.stderr).trim()
+                                )),
+                            }
+                        }
                     }
                     // The Ctr's own root is not used: make its drop a no-op.
                     c.id = format!("{id}-done");
