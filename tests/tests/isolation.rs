@@ -786,3 +786,70 @@ fn rootfs_propagation() {
     });
     assert!(root_line(&out).contains("shared:"), "shared: {out}");
 }
+
+#[test]
+fn seccomp_trap_log_and_kill_thread() {
+    require_root!();
+    for (action, code) in [
+        ("SCMP_ACT_TRAP", Some(128 + 31)),
+        ("SCMP_ACT_KILL", Some(128 + 31)),
+        ("SCMP_ACT_LOG", Some(1)),
+    ] {
+        // `hostname x` without CAP_SYS_ADMIN: EPERM (exit 1) when the call
+        // is allowed (LOG), SIGSYS when trapped or killed.
+        let mut c = Ctr::new("sectrap", &["hostname", "trapped"]);
+        c.config()["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["sethostname"], "action": action}]
+        });
+        c.write();
+        let o = c.run();
+        assert_eq!(o.status.code(), code, "{action}: {o:?}");
+    }
+}
+
+#[test]
+fn exec_inherits_seccomp_caps_nnp_and_cgroup() {
+    require_root!();
+    let c = sleeper("execinh", |c| {
+        c["linux"]["seccomp"] = seccomp_errno(1);
+        mounts(c).push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let init = fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let out = ok(&c.exec(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/d 2>&1; cat /proc/self/status; cat /proc/self/cgroup",
+    ]));
+    assert!(
+        out.contains("Operation not permitted"),
+        "exec'd process escaped seccomp: {out}"
+    );
+    for k in ["CapBnd:", "CapEff:", "CapInh:"] {
+        assert_eq!(cap_field(&out, k), cap_field(&init, k), "{k}");
+    }
+    let line = |s: &str, k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(line(&out, "NoNewPrivs:"), line(&init, "NoNewPrivs:"));
+    assert_eq!(line(&out, "Seccomp:"), line(&init, "Seccomp:"));
+    assert!(line(&out, "Seccomp:").ends_with('2'), "{out}");
+    let cg = fs::read_to_string(format!("/proc/{}/cgroup", c.pid())).unwrap();
+    let mem = |s: &str| {
+        s.lines()
+            .find(|l| l.contains(":memory:"))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(
+        mem(&out),
+        mem(&cg)
+            .replace(&format!("/{}", c.id), "/")
+            .replace("//", "/"),
+        "{out}"
+    );
+}
