@@ -192,10 +192,12 @@ fn boot_guest_and_run_busybox() {
         .expect("hello from the agent");
     let to_hello = boot_start.elapsed();
     eprintln!(
-        "hello from {} on kernel {} after {:.2}s",
+        "hello from {} on kernel {} after {:.2}s (guest uptime: /init at {} ms, agent ready at {} ms)",
         info.agent,
         info.kernel,
-        to_hello.as_secs_f64()
+        to_hello.as_secs_f64(),
+        info.init_ms.map_or("?".into(), |v| v.to_string()),
+        info.ready_ms.map_or("?".into(), |v| v.to_string()),
     );
     assert_eq!(info.kernel, kernel.release);
 

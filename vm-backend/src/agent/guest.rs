@@ -173,6 +173,7 @@ fn power_off() -> ! {
 }
 
 fn agent_main(options: GuestOptions) -> Result<()> {
+    let init_ms = uptime_ms();
     mount_pseudo_filesystems()?;
     for (module, err) in load_modules(&options.modules_list)? {
         eprintln!("vessel-agent: loading {module}: {err}");
@@ -183,21 +184,46 @@ fn agent_main(options: GuestOptions) -> Result<()> {
         .write(true)
         .open(&port_path)
         .ctx(|| format!("opening agent port {}", port_path.display()))?;
-    let reader = port
+    serve(
+        port,
+        options.runner,
+        &options.agent_name,
+        init_ms.or_else(uptime_ms),
+    )
+}
+
+/// Guest uptime in milliseconds, from /proc/uptime (None before /proc is
+/// mounted).
+fn uptime_ms() -> Option<u64> {
+    let text = fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+/// Serves the protocol on `stream` until the host sends
+/// [`Message::Shutdown`]: the virtio port in a guest, or any bidirectional
+/// byte stream (a socket in tests). `init_ms` is the guest uptime when PID
+/// 1 started, reported in the greeting. Starts the thread that reaps every
+/// child of this process, so the caller must not wait for children itself.
+pub fn serve(
+    stream: File,
+    runner: Arc<dyn ProcessRunner>,
+    agent_name: &str,
+    init_ms: Option<u64>,
+) -> Result<()> {
+    let reader = stream
         .try_clone()
-        .ctx(|| format!("duplicating {}", port_path.display()))?;
+        .ctx(|| "duplicating the agent stream".into())?;
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_default();
     let agent = Arc::new(Agent {
-        writer: Mutex::new(port),
+        writer: Mutex::new(stream),
         procs: Mutex::new(Procs::default()),
-        runner: options.runner,
-        hello: Message::Hello {
-            version: PROTOCOL_VERSION,
-            agent: options.agent_name,
-            kernel,
-        },
+        runner,
+        agent_name: agent_name.to_string(),
+        kernel,
+        init_ms,
     });
     let reaper = Arc::clone(&agent);
     thread::Builder::new()
@@ -308,7 +334,9 @@ struct Agent {
     writer: Mutex<File>,
     procs: Mutex<Procs>,
     runner: Arc<dyn ProcessRunner>,
-    hello: Message,
+    agent_name: String,
+    kernel: String,
+    init_ms: Option<u64>,
 }
 
 impl Agent {
@@ -324,9 +352,19 @@ impl Agent {
         }));
     }
 
+    fn hello(&self) -> Frame {
+        Frame::Control(Message::Hello {
+            version: PROTOCOL_VERSION,
+            agent: self.agent_name.clone(),
+            kernel: self.kernel.clone(),
+            init_ms: self.init_ms,
+            ready_ms: uptime_ms(),
+        })
+    }
+
     fn serve(self: &Arc<Self>, mut reader: File) -> Result<()> {
         // Writing blocks until the host side of the port is connected.
-        self.send(&Frame::Control(self.hello.clone()))?;
+        self.send(&self.hello())?;
         loop {
             match Frame::read_from(&mut reader) {
                 Ok(Frame::Control(Message::Shutdown)) => return Ok(()),
@@ -335,7 +373,7 @@ impl Agent {
                 // not connected: wait for the next connection and greet it.
                 Err(Error::Closed) | Err(Error::TruncatedFrame { .. }) => {
                     wait_host_connected(&reader);
-                    self.send(&Frame::Control(self.hello.clone()))?;
+                    self.send(&self.hello())?;
                 }
                 Err(
                     e @ (Error::VersionMismatch { .. }

@@ -20,6 +20,10 @@ pub struct AgentInfo {
     pub agent: String,
     /// Guest kernel release.
     pub kernel: String,
+    /// Guest uptime (ms) when PID 1 started, if the agent knew it.
+    pub init_ms: Option<u64>,
+    /// Guest uptime (ms) when the agent greeted.
+    pub ready_ms: Option<u64>,
 }
 
 /// Collected result of a process run to completion.
@@ -128,6 +132,8 @@ impl AgentClient {
                 version,
                 agent,
                 kernel,
+                init_ms,
+                ready_ms,
             }) => {
                 if version != PROTOCOL_VERSION {
                     return Err(Error::VersionMismatch {
@@ -135,7 +141,12 @@ impl AgentClient {
                         theirs: version,
                     });
                 }
-                Ok(AgentInfo { agent, kernel })
+                Ok(AgentInfo {
+                    agent,
+                    kernel,
+                    init_ms,
+                    ready_ms,
+                })
             }
             other => Err(Error::UnexpectedMessage(format!(
                 "expected hello from the agent, got {other:?}"
@@ -239,6 +250,8 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 agent: "test".into(),
                 kernel: "k".into(),
+                init_ms: None,
+                ready_ms: None,
             })
             .write_to(&mut g)
             .unwrap();

@@ -109,6 +109,14 @@ pub enum Message {
         agent: String,
         /// Guest kernel release.
         kernel: String,
+        /// Guest uptime (ms) when PID 1 started: the kernel's share of the
+        /// boot.
+        #[serde(default)]
+        init_ms: Option<u64>,
+        /// Guest uptime (ms) when this greeting was sent: modules loaded,
+        /// port found.
+        #[serde(default)]
+        ready_ms: Option<u64>,
     },
     /// Host: set up the container and run its init process.
     RunProcess(Box<RunProcess>),
@@ -368,6 +376,8 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 agent: "vessel 0.1.0".into(),
                 kernel: "6.1.0".into(),
+                init_ms: Some(2000),
+                ready_ms: Some(2100),
             },
             Message::RunProcess(Box::new(RunProcess {
                 id: 1,
