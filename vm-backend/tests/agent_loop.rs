@@ -12,7 +12,7 @@ use std::time::Duration;
 use oci_spec::runtime::{Process, ProcessBuilder};
 use vessel_vm::agent::guest::{serve, CommandRunner};
 use vessel_vm::agent::host::AgentClient;
-use vessel_vm::agent::{GuestRootfs, RunProcess};
+use vessel_vm::agent::RunProcess;
 use vessel_vm::Error;
 
 fn process(args: &[&str], env: &[&str], cwd: &str) -> Process {
@@ -40,7 +40,7 @@ fn agent_runs_processes_over_a_stream() {
     let agent = thread::spawn(move || {
         serve(
             File::from(OwnedFd::from(guest)),
-            Arc::new(CommandRunner),
+            Arc::new(CommandRunner::default()),
             "test-agent",
             Some(1),
         )
@@ -95,14 +95,10 @@ fn agent_runs_processes_over_a_stream() {
         "{err}"
     );
 
-    // A rootfs needs the container runner: a clear error.
-    let mut with_rootfs = request(5, process(&["/bin/true"], &[], "/"));
-    with_rootfs.rootfs = Some(GuestRootfs {
-        device_serial: "rootfs".into(),
-        fstype: "erofs".into(),
-        writable_serial: None,
-    });
-    client.run_process(with_rootfs).unwrap();
+    // OCI mounts need the container runner: a clear error.
+    let mut with_mounts = request(5, process(&["/bin/true"], &[], "/"));
+    with_mounts.mounts = vec![oci_spec::runtime::Mount::default()];
+    client.run_process(with_mounts).unwrap();
     let err = client.wait_process(5, timeout).unwrap_err();
     assert!(err.to_string().contains("container runner"), "{err}");
 

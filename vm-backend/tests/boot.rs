@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{Process, ProcessBuilder};
 use vessel_vm::agent::host::AgentClient;
-use vessel_vm::agent::RunProcess;
+use vessel_vm::agent::{GuestRootfs, RunProcess};
 use vessel_vm::engine::qemu::{find_qemu, QemuEngine};
-use vessel_vm::engine::{Engine, VmConfig, VmHandle};
-use vessel_vm::guest::{GuestKernel, InitramfsBuilder, DEFAULT_MODULES};
+use vessel_vm::engine::{BlockDevice, Engine, VmConfig, VmHandle};
+use vessel_vm::guest::{
+    build_rootfs_image, create_scratch_image, GuestKernel, ImageFormat, InitramfsBuilder,
+    DEFAULT_MODULES,
+};
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -168,6 +171,23 @@ fn boot_guest_and_run_busybox() {
         t.elapsed().as_secs_f64()
     );
 
+    // A container root filesystem: busybox and a marker file, as an erofs
+    // image, with a sparse ext4 scratch image for the overlay's upper layer.
+    let tree = work.path().join("rootfs");
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::copy(BUSYBOX, tree.join("bin/busybox")).unwrap();
+    fs::write(tree.join("etc/marker"), "from the rootfs image\n").unwrap();
+    let t = Instant::now();
+    let image = build_rootfs_image(&tree, ImageFormat::Erofs, &work.path().join("images"))
+        .expect("rootfs image");
+    let scratch = work.path().join("scratch.ext4");
+    create_scratch_image(&scratch, 64).expect("scratch image");
+    eprintln!(
+        "rootfs image and scratch built in {:.3}s",
+        t.elapsed().as_secs_f64()
+    );
+
     let mut config = VmConfig::new(
         kernel.image.clone(),
         initramfs.path.clone(),
@@ -176,6 +196,18 @@ fn boot_guest_and_run_busybox() {
     config.console_log = Some(work.path().join("console.log"));
     config.vmm_log = Some(work.path().join("vmm.log"));
     config.die_with_parent = true;
+    config.block_devices = vec![
+        BlockDevice {
+            path: image.path.clone(),
+            read_only: true,
+            serial: "rootfs".into(),
+        },
+        BlockDevice {
+            path: scratch.clone(),
+            read_only: false,
+            serial: "scratch".into(),
+        },
+    ];
 
     let boot_start = Instant::now();
     let mut vm = VmGuard {
@@ -252,6 +284,62 @@ fn boot_guest_and_run_busybox() {
         .wait_process(3, Some(Duration::from_secs(60)))
         .expect("killed process");
     assert_eq!((out.code, out.signal), (137, Some(9)));
+
+    // The container's root: the erofs image under an overlay whose upper
+    // layer is on the scratch disk. The initramfs (its /init) is not seen.
+    client
+        .run_process(RunProcess {
+            id: 4,
+            process: process(
+                &[
+                    "/bin/busybox",
+                    "sh",
+                    "-c",
+                    "busybox cat /etc/marker; echo written > /new; busybox cat /new; busybox ls /",
+                ],
+                &["PATH=/bin"],
+                "/",
+            ),
+            rootfs: Some(GuestRootfs {
+                device_serial: "rootfs".into(),
+                fstype: image.format.fstype().into(),
+                writable_serial: Some("scratch".into()),
+            }),
+            mounts: Vec::new(),
+            hostname: None,
+        })
+        .expect("send RunProcess");
+    let out = client
+        .wait_process(4, Some(Duration::from_secs(120)))
+        .expect("process in the rootfs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "rootfs process: exit {}, stdout {:?}, stderr {:?}",
+        out.code,
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<&str> = stdout.lines().skip(2).collect();
+    assert_eq!(
+        &stdout.lines().take(2).collect::<Vec<_>>(),
+        &["from the rootfs image", "written"]
+    );
+    assert_eq!(names, ["bin", "etc", "new"], "{stdout}");
+    // exec runs in the same root and sees the write.
+    client
+        .exec(5, process(&["/bin/busybox", "cat", "/new"], &[], "/"))
+        .expect("exec");
+    let out = client
+        .wait_process(5, Some(Duration::from_secs(60)))
+        .expect("exec result");
+    assert_eq!(out.stdout, b"written\n");
+    eprintln!("rootfs overlay: read the image, wrote the scratch layer");
 
     // Power off: the VMM exits by itself.
     let t = Instant::now();

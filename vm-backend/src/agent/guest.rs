@@ -31,7 +31,9 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
-use super::protocol::{Frame, Message, RunProcess, Stream, MAX_DATA_CHUNK, PROTOCOL_VERSION};
+use super::protocol::{
+    Frame, GuestRootfs, Message, RunProcess, Stream, MAX_DATA_CHUNK, PROTOCOL_VERSION,
+};
 use super::AGENT_PORT_NAME;
 use crate::error::IoContext;
 use crate::{Error, Result};
@@ -66,19 +68,31 @@ pub trait ProcessRunner: Send + Sync {
     fn spawn(&self, process: &Process) -> Result<Spawned>;
 }
 
-/// Runs the process as a plain command in the guest's initramfs root, with
-/// its args, env, cwd, uid and gid. It accepts no root filesystem.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CommandRunner;
+/// Runs the process as a plain command with its args, env, cwd, uid and
+/// gid: in the initramfs, or, once a [`Message::RunProcess`] brought a
+/// root filesystem, chrooted into it (mounted by [`mount_rootfs`]). It
+/// applies none of the container setup (namespaces, OCI mounts,
+/// capabilities, seccomp): that is the container runner's job, and OCI
+/// mounts are refused here.
+#[derive(Debug, Default)]
+pub struct CommandRunner {
+    root: Mutex<Option<PathBuf>>,
+}
+
+/// Where [`CommandRunner`] mounts the container's root filesystem.
+pub const ROOTFS_MOUNT: &str = "/run/vessel/rootfs";
 
 impl ProcessRunner for CommandRunner {
     fn prepare(&self, request: &RunProcess) -> Result<()> {
-        if request.rootfs.is_some() || !request.mounts.is_empty() {
+        if !request.mounts.is_empty() {
             return Err(Error::Agent(
-                "this agent runs commands in the initramfs only: a root filesystem or mounts \
-                 need the container runner"
-                    .into(),
+                "OCI mounts need the container runner; this agent runs plain commands".into(),
             ));
+        }
+        if let Some(rootfs) = &request.rootfs {
+            let target = Path::new(ROOTFS_MOUNT);
+            mount_rootfs(rootfs, target, Duration::from_secs(10))?;
+            *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some(target.to_path_buf());
         }
         Ok(())
     }
@@ -97,12 +111,44 @@ impl ProcessRunner for CommandRunner {
                 None => cmd.env(kv, ""),
             };
         }
-        cmd.current_dir(process.cwd())
-            .uid(process.user().uid())
-            .gid(process.user().gid())
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let (uid, gid) = (process.user().uid(), process.user().gid());
+        let root = self.root.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match root {
+            None => {
+                cmd.current_dir(process.cwd()).uid(uid).gid(gid);
+            }
+            Some(root) => {
+                let invalid =
+                    |what: &str| Error::InvalidConfig(format!("{what} contains a NUL byte"));
+                // Built before fork: the child may not allocate.
+                let root = CString::new(root.as_os_str().as_encoded_bytes())
+                    .map_err(|_| invalid("root path"))?;
+                let cwd = CString::new(process.cwd().as_os_str().as_encoded_bytes())
+                    .map_err(|_| invalid("process.cwd"))?;
+                // SAFETY: the closure runs in the forked child before exec
+                // and only makes async-signal-safe system calls on
+                // pre-built C strings; it allocates nothing.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        let check = |rc: libc::c_int| {
+                            if rc == 0 {
+                                Ok(())
+                            } else {
+                                Err(std::io::Error::last_os_error())
+                            }
+                        };
+                        check(libc::chroot(root.as_ptr()))?;
+                        check(libc::chdir(cwd.as_ptr()))?;
+                        check(libc::setgroups(0, std::ptr::null()))?;
+                        check(libc::setgid(gid))?;
+                        check(libc::setuid(uid))
+                    });
+                }
+            }
+        }
         let mut child = cmd.spawn().ctx(|| {
             format!(
                 "starting process.args[0] {} in cwd {}",
@@ -119,6 +165,81 @@ impl ProcessRunner for CommandRunner {
             stderr: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
         })
     }
+}
+
+/// Finds the virtio-blk device whose serial is `serial` (the engine's
+/// [`BlockDevice::serial`](crate::engine::BlockDevice)), waiting up to
+/// `timeout` for it to be probed.
+pub fn find_block_device(serial: &str, timeout: Duration) -> Result<PathBuf> {
+    let start = Instant::now();
+    loop {
+        if let Ok(entries) = fs::read_dir("/sys/block") {
+            for entry in entries.flatten() {
+                let found = fs::read_to_string(entry.path().join("serial")).unwrap_or_default();
+                if found.trim_end_matches(['\0', '\n']) == serial {
+                    let dev = Path::new("/dev").join(entry.file_name());
+                    if dev.exists() {
+                        return Ok(dev);
+                    }
+                }
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(Error::Timeout {
+                what: format!("a block device with serial {serial:?} (is virtio_blk loaded?)"),
+                seconds: timeout.as_secs_f64(),
+            });
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Mounts the container's root filesystem at `target`: the read-only image
+/// alone, or, with a writable device, an overlay whose lower layer is the
+/// image and whose upper and work directories live on the writable ext4
+/// (under `/run/vessel/lower` and `/run/vessel/rw`).
+pub fn mount_rootfs(rootfs: &GuestRootfs, target: &Path, timeout: Duration) -> Result<()> {
+    let lower_dev = find_block_device(&rootfs.device_serial, timeout)?;
+    let mount_dev = |dev: &Path, at: &Path, fstype: &str, flags: MsFlags| -> Result<()> {
+        fs::create_dir_all(at).ctx(|| format!("creating {}", at.display()))?;
+        mount(Some(dev), at, Some(fstype), flags, None::<&str>).map_err(|e| {
+            Error::io(
+                format!("mounting {} ({fstype}) on {}", dev.display(), at.display()),
+                e.into(),
+            )
+        })
+    };
+    let Some(rw_serial) = &rootfs.writable_serial else {
+        return mount_dev(&lower_dev, target, &rootfs.fstype, MsFlags::MS_RDONLY);
+    };
+    let lower = Path::new("/run/vessel/lower");
+    let rw = Path::new("/run/vessel/rw");
+    mount_dev(&lower_dev, lower, &rootfs.fstype, MsFlags::MS_RDONLY)?;
+    let rw_dev = find_block_device(rw_serial, timeout)?;
+    mount_dev(&rw_dev, rw, "ext4", MsFlags::empty())?;
+    let (upper, work) = (rw.join("upper"), rw.join("work"));
+    for dir in [&upper, &work, &target.to_path_buf()] {
+        fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("mounting overlay ({data}) on {}", target.display()),
+            e.into(),
+        )
+    })
 }
 
 /// Configuration of the guest agent.
@@ -141,7 +262,7 @@ impl Default for GuestOptions {
             modules_list: PathBuf::from(MODULES_LIST),
             port_name: AGENT_PORT_NAME.to_string(),
             port_timeout: Duration::from_secs(30),
-            runner: Arc::new(CommandRunner),
+            runner: Arc::new(CommandRunner::default()),
             agent_name: format!("vessel-agent {}", env!("CARGO_PKG_VERSION")),
         }
     }
