@@ -2,12 +2,13 @@
 //!
 //! [`run`] mounts the pseudo filesystems, loads the kernel modules listed in
 //! the initramfs (in dependency order, with `finit_module(2)`), finds the
-//! virtio-serial port named [`AGENT_PORT_NAME`](super::AGENT_PORT_NAME),
-//! greets the host and serves requests until told to shut down, then powers
-//! the guest off. Processes are started through a [`ProcessRunner`]:
-//! [`CommandRunner`] runs a command in the initramfs; the container runner
-//! (rootfs image, overlay, namespaces, vessel's container code) plugs in
-//! through the same trait.
+//! virtio-serial port named [`AGENT_PORT_NAME`], greets the host and serves
+//! requests until told to shut down, then powers the guest off. Processes
+//! are started through a [`ProcessRunner`]: [`CommandRunner`] runs a plain
+//! command in the initramfs or chrooted into the root filesystem that
+//! [`mount_rootfs`] assembled (image by serial, overlay on the scratch
+//! disk); the container runner (vessel's container code: namespaces, OCI
+//! mounts, users, capabilities, seccomp) plugs in through the same trait.
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -21,7 +21,7 @@ use crate::agent::host::AgentClient;
 use crate::{Error, Result};
 
 /// A virtio-blk device given to the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockDevice {
     /// Host image file.
     pub path: PathBuf,
@@ -34,7 +34,7 @@ pub struct BlockDevice {
 }
 
 /// A tap device whose traffic the guest's NIC carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetTap {
     /// Name of an existing tap interface on the host side.
     pub tap: String,
@@ -42,8 +42,9 @@ pub struct NetTap {
     pub mac: Option<String>,
 }
 
-/// Everything an engine needs to boot a guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything an engine needs to boot a guest (serializable, so it can be
+/// kept in the container's state).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     /// Guest kernel image.
     pub kernel: PathBuf,
