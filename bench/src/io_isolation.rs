@@ -763,14 +763,16 @@ fn delete_all(vessel: &Path, root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The baseline mean latency: the mean of the no-load runs.
+/// The baseline: the median of the no-load runs' mean latencies (one run
+/// per sweep block and one at the end; the median keeps a run that met a
+/// burst of CPU contention from the other tenants from moving it).
 pub fn baseline(outcomes: &[Outcome]) -> Option<f64> {
     let v: Vec<f64> = outcomes
         .iter()
         .filter(|o| o.case.load == Load::None)
         .filter_map(|o| o.fg.lat.map(|l| l.mean_ms))
         .collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    crate::stats::Summary::of(&v).map(|s| s.median)
 }
 
 /// The goal, checked: with priority the foreground's mean stays
@@ -1083,7 +1085,8 @@ pub fn run(opts: &Options) -> Result<()> {
             "antagonists": "fio sequential bs=64k ioengine=psync, each on its own 1/N region of the device; buf: fadvise_hint=0, buf-fadv: fadvise_hint=sequential",
         },
         "units": {"latency": "ms (fio lat_ns)", "bandwidth": "KiB/s (fio bw)"},
-        "no_load_mean_ms": baseline(&outcomes),
+        "no_load_baseline_ms": baseline(&outcomes),
+        "no_load_baseline": "median of the no-load runs' mean latencies",
         "goal": goal,
         "cpu_pressure_pct": cpu_pressure_pct,
         "cases": outcomes,
