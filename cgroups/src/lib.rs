@@ -764,6 +764,22 @@ impl Cgroup {
         r
     }
 
+    /// How many processes of this cgroup the OOM killer has killed (v1
+    /// `memory.oom_control`, v2 `memory.events`); 0 when unknown.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        let file = match self.host.mode {
+            CgroupMode::Unified => self.v2_dir().map(|d| d.join("memory.events")),
+            _ => self.v1_dir("memory").map(|d| d.join("memory.oom_control")),
+        };
+        let Some(file) = file else { return Ok(0) };
+        let text = std::fs::read_to_string(&file).map_err(|e| self.op_err("read oom count", e))?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Freezes every process in the cgroup.
     pub fn freeze(&self) -> Result<(), CgroupError> {
         self.manager()?

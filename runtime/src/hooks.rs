@@ -80,6 +80,26 @@ pub fn run(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Result<(),
     Ok(())
 }
 
+/// Runs every hook of `phase`, going on after failures; returns them all.
+pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<HookError> {
+    let Some(hooks) = hooks else {
+        return Vec::new();
+    };
+    phase
+        .of(hooks)
+        .iter()
+        .enumerate()
+        .filter_map(|(index, hook)| {
+            run_one(hook, state_json).err().map(|msg| HookError {
+                phase: phase.name(),
+                index,
+                path: hook.path().display().to_string(),
+                msg,
+            })
+        })
+        .collect()
+}
+
 fn run_one(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args() {

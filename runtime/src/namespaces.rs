@@ -64,12 +64,11 @@ impl Plan {
             match ns.path() {
                 None => plan.new |= f,
                 Some(p) => {
-                    let fd = open_ns(p).map_err(|e| {
-                        invalid(
-                            format!("linux.namespaces[{i}].path"),
-                            format!("{}: {e}", p.display()),
-                        )
-                    })?;
+                    let field = format!("linux.namespaces[{i}].path");
+                    let fd =
+                        open_ns(p).map_err(|e| invalid(&field, format!("{}: {e}", p.display())))?;
+                    check_type(&fd, f)
+                        .map_err(|m| invalid(&field, format!("{}: {m}", p.display())))?;
                     plan.join.push((f, fd));
                 }
             }
@@ -108,6 +107,31 @@ impl Plan {
         }
         unshare(rest)
     }
+}
+
+/// Checks that a namespace file is of the kind the spec says
+/// (ioctl NS_GET_NSTYPE), so a wrong path fails before anything is created.
+fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as an int.
+    let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+    if t < 0 {
+        return Err(format!(
+            "not a namespace file ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if CloneFlags::from_bits_retain(t) != want {
+        return Err(format!(
+            "is a {} namespace, not the declared one",
+            PROC_NS
+                .iter()
+                .find(|(_, f)| *f == t)
+                .map_or("different", |(n, _)| n)
+        ));
+    }
+    Ok(())
 }
 
 fn open_ns(p: &Path) -> std::io::Result<OwnedFd> {

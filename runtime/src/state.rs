@@ -15,6 +15,9 @@ use crate::utils;
 pub const STATE_FILE: &str = "state.json";
 /// The fifo a created container's init blocks on until `start`.
 pub const EXEC_FIFO: &str = "exec.fifo";
+/// The fifo through which init tells `start` how starting went: an error
+/// message, or end-of-file once the workload has been exec'd.
+pub const START_STATUS_FIFO: &str = "start.status";
 
 /// OCI status of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -90,12 +90,21 @@ enum Command {
 
 /// Parses, runs, and turns an error into runc's exit status 1.
 pub fn main() -> ExitCode {
-    // Rust starts with SIGPIPE ignored, and an ignored signal survives
-    // execve: restore the default so container processes (and `vessel ps |
-    // head`) see the disposition every Unix program expects.
-    // SAFETY: setting a signal disposition to SIG_DFL installs no handler.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::State(_)
+            | Command::List(_)
+            | Command::Ps(_)
+            | Command::Events(_)
+            | Command::Features
+    ) {
+        // Commands that only print die quietly on a closed pipe (`vessel ps
+        // | head`), like every Unix filter. The others keep Rust's ignored
+        // SIGPIPE so a hook that does not read its stdin cannot kill them.
+        // SAFETY: setting a signal disposition to SIG_DFL installs no handler.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     if matches!(
         cli.command,
         Command::Create(_) | Command::Run(_) | Command::Exec(_)

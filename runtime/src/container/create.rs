@@ -25,7 +25,7 @@ use crate::namespaces::Plan;
 use crate::process::channel::{Channel, Msg};
 use crate::process::wait::become_subreaper;
 use crate::security::{rlimits, seccomp};
-use crate::state::{Lock, State, Status, EXEC_FIFO};
+use crate::state::{Lock, State, Status, EXEC_FIFO, START_STATUS_FIFO};
 use crate::{rootfs, spec, utils};
 
 /// Options of `vessel create` (and `run`).
@@ -217,15 +217,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let fifo = if opts.foreground {
         None
     } else {
-        let path = dir.join(EXEC_FIFO);
-        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
-            .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
-        // Read-write, so init's blocking read waits for a writer's byte
-        // instead of seeing end-of-file.
-        let fd = nix::fcntl::open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
-        // SAFETY: `open` returned a fresh descriptor that we now own.
-        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+        Some((
+            make_fifo(&dir, EXEC_FIFO, id)?,
+            make_fifo(&dir, START_STATUS_FIFO, id)?,
+        ))
     };
 
     let hooks = c.spec.hooks().as_ref();
@@ -314,8 +309,12 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         }
     }
     tracing::debug!("create {id}: cgroup set up");
-    parent.send(&Msg::Go).map_err(|x| err(id, x))?;
-    let pid = parent.expect_pid().map_err(fail)?;
+    if let Err(x) = parent.send(&Msg::Go) {
+        return Err(setup_failure(id, &parent, &cgroup, x.to_string()));
+    }
+    let pid = parent
+        .expect_pid()
+        .map_err(|m| setup_failure(id, &parent, &cgroup, m))?;
     if pid != stage_pid {
         cleanup.pids.push(pid);
         let _ = waitpid(Pid::from_raw(stage_pid), None);
@@ -330,9 +329,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         let json = serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| err(id, x))?;
         hooks::run(hooks, Phase::Prestart, json.as_bytes()).map_err(|x| err(id, x))?;
         hooks::run(hooks, Phase::CreateRuntime, json.as_bytes()).map_err(|x| err(id, x))?;
-        parent.send(&Msg::HooksDone(json)).map_err(|x| err(id, x))?;
+        let started = serde_json::to_string(&state.oci(Status::Created)).map_err(|x| err(id, x))?;
+        parent
+            .send(&Msg::HooksDone(json, started))
+            .map_err(|x| err(id, x))?;
     }
-    parent.expect(Msg::Ready).map_err(fail)?;
+    parent
+        .expect(Msg::Ready)
+        .map_err(|m| setup_failure(id, &parent, &cgroup, m))?;
     tracing::debug!("create {id}: init ready");
 
     state.status = Status::Created;
@@ -352,6 +356,36 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         lock,
         console: own_console,
     })
+}
+
+/// Makes a fifo in the state directory and opens it read-write (so init's
+/// reads block for data instead of seeing end-of-file, and its writes never
+/// block on open).
+fn make_fifo(dir: &Path, name: &str, id: &str) -> Result<OwnedFd, Error> {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600))
+        .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+    let fd = nix::fcntl::open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+    // SAFETY: `open` returned a fresh descriptor that we now own.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Turns a setup failure into the most useful message: the child's own
+/// error if it sent one, else what killed it (the OOM killer, typically,
+/// when the memory limit is too small for the setup itself).
+fn setup_failure(id: &str, chan: &Channel, cgroup: &Cgroup, msg: String) -> Error {
+    if let Ok(Some(Msg::Error(e))) = chan.try_recv() {
+        return err(id, e);
+    }
+    if cgroup.oom_kills().unwrap_or(0) > 0 {
+        return err(
+            id,
+            "the container's init was killed by the OOM killer during setup: \
+             linux.resources.memory.limit is too low",
+        );
+    }
+    err(id, msg)
 }
 
 fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), String> {

@@ -143,6 +143,11 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     };
     drop(child);
     drop(console);
+    if !opts.detach {
+        // Signals that arrive from now on are for the process, not for us.
+        crate::process::wait::block_forwarded()
+            .map_err(|e| err(id, format!("block signals: {e}")))?;
+    }
     let fail = |m: String| {
         let _ = nix::sys::signal::kill(stage, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(stage, None);

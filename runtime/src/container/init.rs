@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
@@ -29,9 +29,10 @@ pub(super) struct InitCtx<'a> {
     pub plan: &'a Plan,
     pub seccomp: Option<&'a CompiledSeccomp>,
     pub chan: Channel,
-    /// The exec fifo (detached create) or `None` (foreground run: `Start`
-    /// arrives on the channel).
-    pub fifo: Option<OwnedFd>,
+    /// The exec fifo and the start-status fifo (detached create), or `None`
+    /// (foreground run: `Start` arrives on the channel, and the channel's
+    /// end-of-file tells the parent the workload was exec'd).
+    pub fifo: Option<(OwnedFd, OwnedFd)>,
     pub console: Option<OwnedFd>,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
@@ -113,14 +114,26 @@ fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
         return Ok(true);
     }
+    // Init must not speak on the shared channel before this stage has sent
+    // its pid: it waits for the stage's end of this pipe to close.
+    let (gate_r, gate_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: vessel is single-threaded here (the parent forked us from its
     // only thread), so the child may keep running Rust code.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork init: {e}"))? {
-        ForkResult::Child => Ok(true),
+        ForkResult::Child => {
+            drop(gate_w);
+            let mut b = [0u8; 1];
+            while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(gate_r.as_raw_fd(), &mut b)
+            {
+            }
+            Ok(true)
+        }
         ForkResult::Parent { child } => {
             ctx.chan
                 .send(&Msg::Pid(child.as_raw()))
                 .map_err(|e| e.to_string())?;
+            drop(gate_w);
             Ok(false)
         }
     }
@@ -163,15 +176,19 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
             ));
         }
     }
-    let mut state_json = Vec::new();
+    let mut start_state = Vec::new();
     if ctx.hooks_round_trip {
         ctx.chan.send(&Msg::Hooks).map_err(|e| e.to_string())?;
+        let create_state;
         match ctx.chan.recv() {
-            Ok(Some(Msg::HooksDone(s))) => state_json = s.into_bytes(),
+            Ok(Some(Msg::HooksDone(c, s))) => {
+                create_state = c.into_bytes();
+                start_state = s.into_bytes();
+            }
             Ok(other) => return Err(format!("protocol error: expected HooksDone, got {other:?}")),
             Err(e) => return Err(e.to_string()),
         }
-        hooks::run(hooks, Phase::CreateContainer, &state_json).map_err(|e| e.to_string())?;
+        hooks::run(hooks, Phase::CreateContainer, &create_state).map_err(|e| e.to_string())?;
     }
     rootfs::pivot(ctx.rootfs, ctx.no_pivot).map_err(|e| e.to_string())?;
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
@@ -209,25 +226,47 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
     let prepared = pexec::drop_privileges(process, user_ns)?;
     ctx.chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
     match &ctx.fifo {
-        Some(fifo) => {
-            let mut f = fs::File::from(fifo.try_clone().map_err(|e| e.to_string())?);
-            let mut b = [0u8; 1];
-            loop {
-                match f.read(&mut b) {
-                    Ok(1) => break,
-                    Ok(_) => return Err("exec fifo closed before start".into()),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(format!("exec fifo: {e}")),
-                }
-            }
+        Some((fifo, status)) => {
+            wait_for_start(fifo)?;
+            // From here on nobody reads the sync channel: failures go to
+            // `start` through the status fifo.
+            let r = after_start(ctx, hooks, &start_state, &prepared, nnp);
+            let msg = r.unwrap_err();
+            let _ = nix::unistd::write(status, msg.as_bytes());
+            return Err(msg);
         }
         None => ctx.chan.expect(Msg::Start)?,
     }
+    after_start(ctx, hooks, &start_state, &prepared, nnp).map(|_| ())
+}
+
+/// Blocks until `start` writes its byte into the exec fifo.
+fn wait_for_start(fifo: &OwnedFd) -> Result<(), String> {
+    let mut f = fs::File::from(fifo.try_clone().map_err(|e| e.to_string())?);
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err("exec fifo closed before start".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("exec fifo: {e}")),
+        }
+    }
+}
+
+/// startContainer hooks, then the workload. Returns only on failure.
+fn after_start(
+    ctx: &InitCtx<'_>,
+    hooks: Option<&oci_spec::runtime::Hooks>,
+    start_state: &[u8],
+    prepared: &pexec::Prepared,
+    nnp: bool,
+) -> Result<std::convert::Infallible, String> {
     if ctx.hooks_round_trip {
-        hooks::run(hooks, Phase::StartContainer, &state_json).map_err(|e| e.to_string())?;
+        hooks::run(hooks, Phase::StartContainer, start_state).map_err(|e| e.to_string())?;
     }
     let seccomp = if nnp { ctx.seccomp } else { None };
-    Err(pexec::exec(&prepared, ctx.preserve_fds, seccomp))
+    Err(pexec::exec(prepared, ctx.preserve_fds, seccomp))
 }
 
 /// A fresh session keyring per container, so containers do not share the

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::{err, Container, Error};
 use crate::hooks::{self, Phase};
-use crate::state::{Status, EXEC_FIFO};
+use crate::state::{Status, EXEC_FIFO, START_STATUS_FIFO};
 use crate::{spec, utils};
 
 fn wrong(c: &Container, status: Status, msg: &str) -> Error {
@@ -36,6 +36,13 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
         ));
     }
     let fifo = c.dir.join(EXEC_FIFO);
+    let status_fifo = c.dir.join(START_STATUS_FIFO);
+    // Opened before releasing init, so its verdict cannot be missed.
+    let status_file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&status_fifo)
+        .map_err(|e| err(id, format!("start: {}: {e}", status_fifo.display())))?;
     // Non-blocking: if init is gone there is no reader and open fails (ENXIO)
     // instead of hanging.
     let mut f = fs::OpenOptions::new()
@@ -46,10 +53,44 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
     f.write_all(&[0])
         .map_err(|e| err(id, format!("start: {e}")))?;
     drop(f);
+    let verdict = wait_for_exec(status_file).map_err(|e| err(id, format!("start: {e}")));
     let _ = fs::remove_file(&fifo);
+    let _ = fs::remove_file(&status_fifo);
+    if let Some(msg) = verdict? {
+        return Err(err(id, msg));
+    }
     c.state.status = Status::Running;
     c.save()?;
     run_hooks_from_bundle(&c, Phase::Poststart, Status::Running)
+}
+
+/// Waits until init has exec'd the workload (end-of-file on the status
+/// fifo: init's descriptor closed on exec) or failed (its message).
+fn wait_for_exec(f: fs::File) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let mut f = f;
+    let mut msg = Vec::new();
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            f.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let mut buf = [0u8; 4096];
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => msg.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((!msg.is_empty()).then(|| String::from_utf8_lossy(&msg).into_owned()))
 }
 
 fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status) -> Result<(), Error> {
@@ -60,7 +101,15 @@ fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status) -> Result<
     if spec.hooks().as_ref().is_none_or(|h| phase.of(h).is_empty()) {
         return Ok(());
     }
-    hooks::run(spec.hooks().as_ref(), phase, &c.state_json(status)).map_err(|e| err(c.id(), e))
+    let state = c.state_json(status);
+    if let Phase::Poststop = phase {
+        // The spec: a failing poststop hook is a warning, the others still run.
+        for e in hooks::run_all(spec.hooks().as_ref(), phase, &state) {
+            tracing::warn!("container {:?}: {e}", c.id());
+        }
+        return Ok(());
+    }
+    hooks::run(spec.hooks().as_ref(), phase, &state).map_err(|e| err(c.id(), e))
 }
 
 /// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number.

@@ -20,10 +20,23 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
     let mut state = State::load(&created.dir).map_err(|e| err(id, e))?;
     state.status = Status::Running;
     state.save(&created.dir).map_err(|e| err(id, e))?;
-    if let Err(e) = chan.send(&Msg::Start) {
+    // Start, then wait until init has exec'd the workload (its end of the
+    // channel closes on exec) or reports why it could not.
+    // From here on a SIGTERM or SIGINT is for the workload, not for us.
+    crate::process::wait::block_forwarded().map_err(|e| err(id, format!("block signals: {e}")))?;
+    let started = match chan.send(&Msg::Start) {
+        Err(e) => Err(format!("start: {e}")),
+        Ok(()) => match chan.recv() {
+            Ok(None) => Ok(()),
+            Ok(Some(Msg::Error(e))) => Err(e),
+            Ok(Some(m)) => Err(format!("protocol error: {m:?}")),
+            Err(e) => Err(format!("start: {e}")),
+        },
+    };
+    if let Err(e) = started {
         drop(created);
         let _ = delete(&opts.root, id, true);
-        return Err(err(id, format!("start: {e}")));
+        return Err(err(id, e));
     }
     let spec = crate::spec::load(&state.bundle).map_err(|e| err(id, e))?;
     let poststart = hooks::run(

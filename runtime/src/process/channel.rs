@@ -19,9 +19,10 @@ pub enum Msg {
     Pid(i32),
     /// Init: mounts are done; run prestart and createRuntime hooks now.
     Hooks,
-    /// Parent: those hooks ran; here is the state the container's own hooks
-    /// receive (it carries the host pid, which init cannot know).
-    HooksDone(String),
+    /// Parent: those hooks ran; here are the states the container's own
+    /// createContainer and startContainer hooks receive (they carry the host
+    /// pid, which init cannot know).
+    HooksDone(String, String),
     /// Init: everything is set up; waiting for start.
     Ready,
     /// Parent (`run`): start now.
@@ -58,9 +59,19 @@ impl Channel {
     /// Receives one message; `Ok(None)` when the other end is closed (the
     /// peer exited or exec'd).
     pub fn recv(&self) -> io::Result<Option<Msg>> {
+        self.recv_with(MsgFlags::empty())
+    }
+
+    /// Receives a message only if one is already waiting (or the peer is
+    /// gone); never blocks.
+    pub fn try_recv(&self) -> io::Result<Option<Msg>> {
+        self.recv_with(MsgFlags::MSG_DONTWAIT)
+    }
+
+    fn recv_with(&self, flags: MsgFlags) -> io::Result<Option<Msg>> {
         let mut buf = [0u8; 8192];
         loop {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            match recv(self.fd.as_raw_fd(), &mut buf, flags) {
                 Ok(0) => return Ok(None),
                 Ok(n) => {
                     return serde_json::from_slice(&buf[..n])

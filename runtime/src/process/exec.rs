@@ -241,6 +241,10 @@ pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp
             return format!("linux.seccomp: {e}");
         }
     }
+    // vessel runs with SIGPIPE ignored (Rust's default) and an ignored signal
+    // survives execve: the workload gets the default disposition.
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let err = nix::unistd::execve(&prep.path, &prep.argv, &prep.envp).unwrap_err();
     // Worded like Go's errors (lowercase), which engines match to pick 126/127.
     format!(

@@ -21,6 +21,25 @@ const FORWARDED: [Signal; 8] = [
     Signal::SIGCONT,
 ];
 
+/// Blocks the signals vessel forwards (and SIGCHLD) in the calling thread,
+/// so they queue for [`forward_and_wait`] instead of killing vessel before
+/// it waits. Call it after forking the container's processes (a forked
+/// child would inherit the mask) and before releasing the workload.
+pub fn block_forwarded() -> io::Result<()> {
+    forwarded_mask().thread_block()?;
+    Ok(())
+}
+
+/// The forwarded signals plus SIGCHLD.
+pub fn forwarded_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask
+}
+
 /// Makes the current process a child subreaper, so the container process
 /// (a grandchild through the setup stage) is reparented to us.
 pub fn become_subreaper() -> io::Result<()> {
@@ -43,11 +62,7 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Forwards signals to `pid` until it exits; returns its exit code.
 /// Other children that exit meanwhile (reparented to us) are reaped too.
 pub fn forward_and_wait(pid: i32) -> io::Result<i32> {
-    let mut mask = SigSet::empty();
-    for s in FORWARDED {
-        mask.add(s);
-    }
-    mask.add(Signal::SIGCHLD);
+    let mask = forwarded_mask();
     mask.thread_block()?;
     let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC)?;
     let target = Pid::from_raw(pid);
