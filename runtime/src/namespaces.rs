@@ -90,6 +90,26 @@ impl Plan {
         self.has(CloneFlags::CLONE_NEWPID) || self.has(time)
     }
 
+    /// Whether init can be cloned straight into its new namespaces, with no
+    /// setup stage: no user namespace (the parent writes its maps between
+    /// the stages), no pid namespace joined by path and no time namespace
+    /// (both apply only to children of the process entering them).
+    pub fn direct_clone(&self) -> bool {
+        let time = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+        !self.has(CloneFlags::CLONE_NEWUSER)
+            && !self.has(time)
+            && !self
+                .join
+                .iter()
+                .any(|(f, _)| f.contains(CloneFlags::CLONE_NEWPID))
+    }
+
+    /// The flags for that direct clone: every new namespace but the cgroup
+    /// one, which init creates after it has been moved into its cgroup.
+    pub fn direct_clone_flags(&self) -> CloneFlags {
+        self.new - CloneFlags::CLONE_NEWCGROUP
+    }
+
     /// Joins the namespaces given by path (in the child).
     pub fn join_all(&self) -> nix::Result<()> {
         for (f, fd) in &self.join {

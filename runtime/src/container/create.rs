@@ -248,31 +248,45 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
 
     let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
     become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
+    // A single clone straight into the new namespaces where the plan allows
+    // it; otherwise a setup stage that joins and unshares, then forks init.
+    let direct = c.plan.direct_clone();
     // SAFETY: vessel is single-threaded (no runtime threads are started
-    // before create), so the forked child may run arbitrary code.
-    let stage_pid =
-        match unsafe { nix::unistd::fork() }.map_err(|x| err(id, format!("fork: {x}")))? {
-            ForkResult::Child => {
-                drop(parent);
-                init::stage(InitCtx {
-                    id,
-                    spec: &c.spec,
-                    rootfs: &c.rootfs,
-                    bundle: &c.bundle,
-                    plan: &c.plan,
-                    seccomp: c.seccomp.as_ref(),
-                    chan: child,
-                    fifo,
-                    console,
-                    no_pivot: opts.no_pivot,
-                    no_new_keyring: opts.no_new_keyring,
-                    preserve_fds: opts.preserve_fds,
-                    hooks_round_trip,
-                    lock_fd: lock.raw_fd(),
-                })
+    // before create), so the child may run arbitrary code.
+    let forked = unsafe {
+        if direct {
+            init::clone_into(c.plan.direct_clone_flags())
+        } else {
+            nix::unistd::fork()
+        }
+    };
+    let stage_pid = match forked.map_err(|x| err(id, format!("clone: {x}")))? {
+        ForkResult::Child => {
+            drop(parent);
+            let ctx = InitCtx {
+                id,
+                spec: &c.spec,
+                rootfs: &c.rootfs,
+                bundle: &c.bundle,
+                plan: &c.plan,
+                seccomp: c.seccomp.as_ref(),
+                chan: child,
+                fifo,
+                console,
+                no_pivot: opts.no_pivot,
+                no_new_keyring: opts.no_new_keyring,
+                preserve_fds: opts.preserve_fds,
+                hooks_round_trip,
+                lock_fd: lock.raw_fd(),
+            };
+            if direct {
+                init::direct(ctx)
+            } else {
+                init::stage(ctx)
             }
-            ForkResult::Parent { child: pid } => pid.as_raw(),
-        };
+        }
+        ForkResult::Parent { child: pid } => pid.as_raw(),
+    };
     drop(child);
     drop(fifo);
     drop(console);
@@ -312,9 +326,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     if let Err(x) = parent.send(&Msg::Go) {
         return Err(setup_failure(id, &parent, &cgroup, x.to_string()));
     }
-    let pid = parent
-        .expect_pid()
-        .map_err(|m| setup_failure(id, &parent, &cgroup, m))?;
+    let pid = if direct {
+        stage_pid
+    } else {
+        parent
+            .expect_pid()
+            .map_err(|m| setup_failure(id, &parent, &cgroup, m))?
+    };
     if pid != stage_pid {
         cleanup.pids.push(pid);
         let _ = waitpid(Pid::from_raw(stage_pid), None);

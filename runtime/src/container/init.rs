@@ -71,6 +71,56 @@ pub(super) fn stage(ctx: InitCtx<'_>) -> ! {
     }
 }
 
+/// Init cloned straight into its namespaces (see `Plan::direct_clone`):
+/// joins the namespaces given by path, waits until the parent has put it in
+/// its cgroup, creates the cgroup namespace, and goes on as init.
+pub(super) fn direct(ctx: InitCtx<'_>) -> ! {
+    // SAFETY: closes our copy of the lock descriptor (see `stage`).
+    unsafe { libc::close(ctx.lock_fd) };
+    let r = (|| {
+        ctx.plan
+            .join_all()
+            .map_err(|e| format!("linux.namespaces: setns: {e}"))?;
+        ctx.chan.expect(Msg::Go)?;
+        if ctx.plan.new.contains(CloneFlags::CLONE_NEWCGROUP) {
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+                .map_err(|e| format!("linux.namespaces: unshare cgroup: {e}"))?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => init(ctx),
+        Err(e) => exit_with(&ctx.chan, Err(e)),
+    }
+}
+
+/// clone(2) with namespace flags and fork's semantics (the child goes on
+/// from here on a copy of our stack).
+///
+/// # Safety
+/// The caller must be single-threaded, as for fork.
+pub(super) unsafe fn clone_into(flags: CloneFlags) -> nix::Result<ForkResult> {
+    // SAFETY: without CLONE_VM and with a NULL stack, clone behaves like
+    // fork: the child gets a private copy of the address space.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match rc {
+        -1 => Err(nix::errno::Errno::last()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
+    }
+}
+
 /// Returns Ok(true) in the process that goes on as init.
 fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
     let plan = ctx.plan;
