@@ -12,15 +12,6 @@ use std::ffi::{CString, OsString};
 use std::io;
 use std::os::unix::ffi::OsStringExt;
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 const OPEN_TREE_CLONE: u32 = 1;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -68,7 +59,7 @@ fn exec_from_readonly_mount() -> io::Error {
         return io::Error::last_os_error();
     }
     let fd = fd as i32;
-    let attr = MountAttr {
+    let attr = libc::mount_attr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
         attr_clr: 0,
         propagation: 0,
@@ -82,8 +73,8 @@ fn exec_from_readonly_mount() -> io::Error {
             fd,
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     };
     if rc < 0 {

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{open, OFlag};
 use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt, Winsize};
@@ -33,6 +33,25 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, String)> {
     // SAFETY: into_raw_fd hands over ownership of the master's descriptor.
     let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
     Ok((master, slave, name))
+}
+
+/// Opens a pty for a process with `process.terminal`, sizes it from
+/// `process.consoleSize`, and sends its master over the console socket.
+/// Returns the slave and its path; the caller makes it the controlling
+/// terminal.
+pub fn setup_console(
+    console: BorrowedFd<'_>,
+    size: Option<&oci_spec::runtime::Box>,
+) -> Result<(OwnedFd, String), String> {
+    let (master, slave, name) =
+        open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
+    if let Some(size) = size {
+        resize(slave.as_fd(), size.height() as u16, size.width() as u16)
+            .map_err(|e| format!("process.consoleSize: {e}"))?;
+    }
+    send_fd(console, &name, master.as_fd())
+        .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+    Ok((slave, name))
 }
 
 /// Sets the window size of a terminal.

@@ -231,14 +231,7 @@ fn run_process(
 ) -> Result<(), String> {
     let p = &opts.process;
     if let Some(console) = console {
-        let (master, slave, name) =
-            terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
-        if let Some(size) = p.console_size() {
-            terminal::resize(slave.as_fd(), size.height() as u16, size.width() as u16)
-                .map_err(|e| format!("process.consoleSize: {e}"))?;
-        }
-        terminal::send_fd(console.as_fd(), &name, master.as_fd())
-            .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+        let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     pexec::apply_privileged(p)?;

@@ -248,15 +248,8 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         }
     }
     if let Some(console) = &ctx.console {
-        let (master, slave, name) =
-            terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
-        if let Some(size) = process.console_size() {
-            terminal::resize(slave.as_fd(), size.height() as u16, size.width() as u16)
-                .map_err(|e| format!("process.consoleSize: {e}"))?;
-        }
-        terminal::send_fd(console.as_fd(), &name, master.as_fd())
-            .map_err(|e| format!("--console-socket: send pty: {e}"))?;
-        drop(master);
+        let (slave, name) =
+            terminal::setup_console(console.as_fd(), process.console_size().as_ref())?;
         rootfs::mount_console(Path::new(&name)).map_err(|e| e.to_string())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
