@@ -483,16 +483,6 @@ impl Cgroup {
         disable_oom_killer: bool,
     ) -> Result<(), CgroupError> {
         validate_on(&self.host, resources)?;
-        if self.host.mode == CgroupMode::Unified
-            && resources.devices().as_ref().is_some_and(|d| !d.is_empty())
-        {
-            // libcgroups enforces device rules on v2 only with its eBPF
-            // feature (cgroupsv2_devices), which vessel does not build.
-            tracing::warn!(
-                cgroup = %self.path.display(),
-                "linux.resources.devices: not enforced by the cgroup on cgroup v2 (no eBPF device filter); only the device nodes in the container's /dev limit access"
-            );
-        }
         if disable_oom_killer && self.host.mode == CgroupMode::Unified {
             return Err(unsupported(
                 "linux.resources.memory.disableOOMKiller",
