@@ -10,7 +10,7 @@ apt-get install -y -q --no-install-recommends \
   runc crun podman conmon containernetworking-plugins fuse-overlayfs uidmap \
   containerd docker.io \
   hyperfine fio e2fsprogs erofs-utils \
-  qemu-system-x86 qemu-utils linux-image-cloud-amd64 cpio libc6-dev
+  qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev
 if ! command -v cargo >/dev/null 2>&1; then
   apt-get install -y -q cargo rustc
 fi
