@@ -7,8 +7,15 @@ setup:
 build:
 	cargo build --workspace
 
+# vessel is linked statically (glibc, static-pie): no dynamic loader work on
+# each of its two execs per create, and fewer mapped pages (measured: 9.3 vs
+# 11.2 ms per run of /bin/true, 4.4 vs 5.4 MB peak RSS). --target keeps
+# the flag off build scripts and proc macros.
+STATIC_TARGET := x86_64-unknown-linux-gnu
+
 release:
-	cargo build --release -p vessel
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p vessel --target $(STATIC_TARGET)
+	install -D -m 0755 target/$(STATIC_TARGET)/release/vessel target/release/vessel
 
 demo: release
 	./scripts/demo.sh
@@ -20,7 +27,7 @@ test: build
 
 bench: release
 	cargo build --release -p vessel-bench
-	./target/release/vessel-bench lifecycle
+	./target/release/vessel-bench lifecycle --vessel target/release/vessel
 
 fmt:
 	cargo fmt --all
