@@ -48,7 +48,8 @@ json.dump(c, open(p, "w"), indent=1)
 PY
 echo "== vessel run --detach (container mode) =="
 "$VESSEL" --root "$root" run --detach --bundle "$work/bundle" "$id" >"$work/out" 2>&1 || { cat "$work/out"; exit 1; }
-sleep 0.5
+# The workload prints its report, then sleeps: wait for the last line.
+for _ in $(seq 100); do grep -q '^root fs:' "$work/out" && break; sleep 0.1; done
 cat "$work/out"
 echo "== vessel list =="
 "$VESSEL" --root "$root" list
