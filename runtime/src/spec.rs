@@ -204,6 +204,18 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         }
     }
     // Fields vessel does not implement are refused, never ignored.
+    if spec.vm().is_some() {
+        return Err(invalid(
+            "vm",
+            "the OCI vm section (hypervisor, kernel, image) is not how vessel selects a microVM; use the annotation io.vessel.isolation",
+        ));
+    }
+    if spec.windows().is_some() || spec.solaris().is_some() || spec.zos().is_some() {
+        return Err(invalid(
+            "windows/solaris/zos",
+            "configuration for another operating system: vessel runs Linux containers",
+        ));
+    }
     if linux.intel_rdt().is_some() {
         return Err(invalid(
             "linux.intelRdt",
@@ -309,6 +321,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("linux.namespaces[1]"), "{e}");
+    }
+
+    #[test]
+    fn refuses_sections_for_other_platforms() {
+        let spec = parse(
+            Path::new("c"),
+            br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+                 "linux":{"namespaces":[{"type":"mount"}]},"windows":{"layerFolders":[]}}"#,
+        )
+        .unwrap();
+        let e = validate(&spec, true).unwrap_err().to_string();
+        assert!(e.contains("windows"), "{e}");
     }
 
     #[test]
