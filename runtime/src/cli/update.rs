@@ -141,8 +141,8 @@ fn resources(a: &Args) -> anyhow::Result<LinuxResources> {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
+    // `apply` checks every value against the host before writing anything.
     let res = resources(a)?;
-    vessel_cgroups::validate(&res)?;
     let c = Container::load(&cli.root, &a.id)?;
     if c.status() == vessel::state::Status::Stopped {
         anyhow::bail!(

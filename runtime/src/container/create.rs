@@ -67,6 +67,10 @@ pub struct Created {
     /// Foreground with a terminal and no console socket: our end of the
     /// socket on which init sends the pty master.
     pub console: Option<UnixStream>,
+    /// The recorded state (status created).
+    pub state: State,
+    /// The bundle's hooks, for `run` to use without parsing config.json again.
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// Undoes a half-made container when dropped unless disarmed.
@@ -373,6 +377,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         channel: opts.foreground.then_some(parent),
         lock,
         console: own_console,
+        hooks: c.spec.hooks().clone(),
+        state,
     })
 }
 

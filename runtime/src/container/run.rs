@@ -6,7 +6,7 @@ use crate::hooks::{self, Phase};
 use crate::process::channel::Msg;
 use crate::process::tty_proxy::relay_and_wait;
 use crate::process::wait::forward_and_wait;
-use crate::state::{State, Status};
+use crate::state::Status;
 
 /// Runs the container to completion; returns the workload's exit code.
 /// With `keep`, the stopped container is left for the caller to delete.
@@ -17,9 +17,8 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         .channel
         .as_ref()
         .ok_or_else(|| err(id, "no sync channel"))?;
-    let mut state = State::load(&created.dir).map_err(|e| err(id, e))?;
-    state.status = Status::Running;
-    state.save(&created.dir).map_err(|e| err(id, e))?;
+    // No exec fifo in the foreground: the recorded `created` already reads as
+    // running once init is released, so the state is not written again.
     // Start, then wait until init has exec'd the workload (its end of the
     // channel closes on exec) or reports why it could not.
     // From here on a SIGTERM or SIGINT is for the workload, not for us.
@@ -38,12 +37,14 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         let _ = delete(&opts.root, id, true);
         return Err(err(id, e));
     }
-    let spec = crate::spec::load(&state.bundle).map_err(|e| err(id, e))?;
-    let poststart = hooks::run(
-        spec.hooks().as_ref(),
-        Phase::Poststart,
-        &serde_json::to_vec(&state.oci(Status::Running)).unwrap_or_default(),
-    );
+    let poststart = match &created.hooks {
+        Some(h) if !Phase::Poststart.of(h).is_empty() => hooks::run(
+            Some(h),
+            Phase::Poststart,
+            &serde_json::to_vec(&created.state.oci(Status::Running)).unwrap_or_default(),
+        ),
+        _ => Ok(()),
+    };
     let pid = created.pid;
     let master = match &created.console {
         Some(sock) => Some(
