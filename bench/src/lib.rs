@@ -11,16 +11,29 @@
 //! - [`io_isolation`]: the "IO Containment" Table 3 experiment on a loop
 //!   device with the BFQ scheduler, foreground and antagonists in vessel
 //!   containers, with and without `io.vessel.blockio.priority`.
+//! - [`overhead`]: the "Virtualization of Linux servers" suite natively, in
+//!   vessel containers and microVMs and in runc and crun, normalized to
+//!   native.
+//! - [`consolidation`]: n concurrent instances per mode, aggregate and
+//!   per-instance throughput.
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod consolidation;
 pub mod fio;
 pub mod hyperfine;
+pub mod instance;
 pub mod io_isolation;
 pub mod lifecycle;
+pub mod netns;
+pub mod overhead;
+pub mod plot;
+pub mod qemu_boot;
+pub mod report;
 pub mod stats;
 pub mod sys;
 pub mod table;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 
