@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -191,6 +192,19 @@ impl Runtimes {
                     .env("WORK", &spec.work_dir)
                     .env("HOME", &spec.work_dir)
                     .env("THREADS", spec.threads.to_string());
+                // A session of its own, as a container's init has: with
+                // sched_autogroup every session is one scheduling entity, so
+                // without it all native instances would share the bench's.
+                // SAFETY: setsid is async-signal-safe and touches no memory
+                // of the parent; it runs in the child between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::setsid() == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
                 bundle = None;
             }
             None => bail!("{} is not installed", mode.name()),
