@@ -103,6 +103,8 @@ pub fn run(opts: &Options) -> Result<()> {
             crun: &opts.crun,
             modes: &opts.modes,
             vm_cpus: opts.vm_cpus,
+            vm_workloads: std::slice::from_ref(&opts.workload),
+            size: opts.size,
         },
         tmp.path(),
         &mut cleanup,
@@ -304,8 +306,15 @@ fn group(
         roots.extend(inst.state_pid());
     }
     let mem = instance::memory_of(&instance::process_tree(&roots));
-    for d in &dirs {
-        fs::write(d.join("go"), b"").with_context(|| format!("writing {}/go", d.display()))?;
+    if m == Mode::VesselVm {
+        // The guest's /work is its own: signal through exec.
+        for inst in &insts {
+            inst.exec(&["/bin/sh", "-c", ": > /work/go"])?;
+        }
+    } else {
+        for d in &dirs {
+            fs::write(d.join("go"), b"").with_context(|| format!("writing {}/go", d.display()))?;
+        }
     }
     let mut figures = Vec::with_capacity(n);
     for (i, inst) in insts.iter_mut().enumerate() {

@@ -87,6 +87,8 @@ pub struct Runtimes {
     pub base_config: Value,
     /// vCPUs of a microVM.
     pub vm_cpus: u32,
+    /// The rootfs of the VM mode (see [`crate::vm_rootfs`]).
+    pub vm_rootfs: Option<PathBuf>,
 }
 
 /// What one instance is asked to run.
@@ -125,7 +127,12 @@ impl Runtimes {
     /// The config.json of `spec` in `mode`.
     pub fn config(&self, mode: Mode, spec: &Spec) -> Value {
         let mut c = self.base_config.clone();
-        c["root"] = json!({"path": self.rootfs, "readonly": true});
+        let vm = mode == Mode::VesselVm;
+        c["root"] = match (&self.vm_rootfs, vm) {
+            // The guest's overlay makes the image writable; /work is in it.
+            (Some(r), true) => json!({"path": r, "readonly": false}),
+            _ => json!({"path": self.rootfs, "readonly": true}),
+        };
         c["hostname"] = json!("vessel-bench");
         let p = &mut c["process"];
         p["terminal"] = json!(false);
@@ -139,17 +146,19 @@ impl Runtimes {
         ]);
         // Below this host's hard limit (no CAP_SYS_RESOURCE), enough for MariaDB.
         p["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 16384, "soft": 16384}]);
-        crate::bundle::add_mount(&mut c, "/usr", "bind", "/usr", &["rbind", "ro"]);
-        // Debian's alternatives (awk, cc, ...) are links through /etc.
-        crate::bundle::add_mount(
-            &mut c,
-            "/etc/alternatives",
-            "bind",
-            "/etc/alternatives",
-            &["rbind", "ro"],
-        );
-        let work = spec.work_dir.to_string_lossy();
-        crate::bundle::add_mount(&mut c, "/work", "bind", &work, &["rbind", "rw"]);
+        if !vm {
+            crate::bundle::add_mount(&mut c, "/usr", "bind", "/usr", &["rbind", "ro"]);
+            // Debian's alternatives (awk, cc, ...) are links through /etc.
+            crate::bundle::add_mount(
+                &mut c,
+                "/etc/alternatives",
+                "bind",
+                "/etc/alternatives",
+                &["rbind", "ro"],
+            );
+            let work = spec.work_dir.to_string_lossy();
+            crate::bundle::add_mount(&mut c, "/work", "bind", &work, &["rbind", "rw"]);
+        }
         crate::bundle::add_mount(
             &mut c,
             "/tmp",
@@ -169,12 +178,11 @@ impl Runtimes {
         if let Some(mib) = spec.memory_mib {
             c["linux"]["resources"]["memory"] = json!({"limit": mib << 20});
         }
-        if mode == Mode::VesselVm {
+        if vm {
+            // The memory limit sizes the VM (guest = limit - the VMM's share),
+            // so an instance costs the host at most the same as a container.
             crate::bundle::set_annotation(&mut c, "io.vessel.isolation", "vm");
             crate::bundle::set_annotation(&mut c, "io.vessel.vm.cpus", &self.vm_cpus.to_string());
-            if let Some(mib) = spec.memory_mib {
-                crate::bundle::set_annotation(&mut c, "io.vessel.vm.memory_mib", &mib.to_string());
-            }
         }
         c
     }
@@ -352,6 +360,24 @@ impl Running {
             .ok()?;
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
         v["pid"].as_u64().filter(|p| *p > 0).map(|p| p as u32)
+    }
+
+    /// Runs `args` in the running container with `<runtime> exec` (used
+    /// where the host cannot write the instance's files: VM mode).
+    pub fn exec(&self, args: &[&str]) -> Result<()> {
+        let rt = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| anyhow!("exec into a native instance"))?;
+        sys::output(
+            Command::new(rt)
+                .arg("--root")
+                .arg(&self.root)
+                .args(["exec", &self.id])
+                .args(args),
+        )
+        .map(|_| ())
+        .with_context(|| format!("exec into {} instance {}", self.mode.name(), self.id))
     }
 
     /// Waits for the instance to exit, up to `timeout` (then kills it).
@@ -563,6 +589,7 @@ mod tests {
             rootfs: "/r".into(),
             base_config: json!({"process": {}, "linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]}, "mounts": []}),
             vm_cpus: 2,
+            vm_rootfs: Some("/vmr".into()),
         };
         let spec = Spec {
             id: "a".into(),
@@ -576,9 +603,13 @@ mod tests {
         assert_eq!(c["linux"]["namespaces"][1]["path"], "/var/run/netns/x");
         assert_eq!(c["linux"]["resources"]["memory"]["limit"], 101u64 << 20);
         assert_eq!(c["annotations"]["io.vessel.isolation"], "vm");
-        assert_eq!(c["annotations"]["io.vessel.vm.memory_mib"], "101");
+        assert_eq!(c["annotations"]["io.vessel.vm.cpus"], "2");
+        assert_eq!(c["root"]["path"], "/vmr");
+        assert!(c["mounts"].as_array().unwrap().iter().all(|m| m["type"] != "bind"));
         assert_eq!(c["process"]["args"][2], "echo hi");
         let c = rt.config(Mode::Runc, &spec);
         assert!(c["annotations"].is_null());
+        assert_eq!(c["root"]["path"], "/r");
+        assert!(c["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/work"));
     }
 }

@@ -33,6 +33,7 @@ pub mod report;
 pub mod stats;
 pub mod sys;
 pub mod table;
+pub mod vm_rootfs;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};

@@ -73,7 +73,7 @@ struct OverheadArgs {
     workloads: Vec<String>,
     /// Workloads also run in VM mode, where the guest runs under TCG
     /// emulation here (startup and memory always run).
-    #[arg(long = "vm-workloads", value_delimiter = ',', default_value = "sysbench-cpu,sysbench-memory,bzip2")]
+    #[arg(long = "vm-workloads", value_delimiter = ',', default_value = "sysbench-cpu,sysbench-memory,bzip2,dd-null,iperf3")]
     vm_workloads: Vec<String>,
     /// Threads of sysbench and make -j.
     #[arg(long, default_value_t = 2)]

@@ -128,6 +128,12 @@ pub fn run(opts: &Options) -> Result<()> {
         .tempdir_in(&opts.tmpdir)
         .with_context(|| format!("creating a directory in {}", opts.tmpdir.display()))?;
 
+    let vm_workloads: Vec<Workload> = opts
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| opts.vm_workloads.iter().any(|n| n == w.name))
+        .collect();
     let (rt, mut mode_status) = setup_runtimes(
         &RuntimeFlags {
             vessel: &opts.vessel,
@@ -135,6 +141,8 @@ pub fn run(opts: &Options) -> Result<()> {
             crun: &opts.crun,
             modes: &opts.modes,
             vm_cpus: opts.vm_cpus,
+            vm_workloads: &vm_workloads,
+            size: opts.size,
         },
         tmp.path(),
         &mut cleanup,
@@ -238,6 +246,9 @@ pub(crate) struct RuntimeFlags<'a> {
     pub crun: &'a str,
     pub modes: &'a [Mode],
     pub vm_cpus: u32,
+    /// Workloads whose inputs go into the VM rootfs's /work.
+    pub vm_workloads: &'a [Workload],
+    pub size: Size,
 }
 
 /// Finds the runtimes, makes the rootfs and base config, mounts hugetlb
@@ -274,6 +285,16 @@ pub(crate) fn setup_runtimes(
     instance::make_rootfs(&rootfs)?;
     let base_config = crate::bundle::vessel_spec(&vessel, &["true"])?;
     let state_dir = tmp.join("state");
+    let vm_rootfs = if opts.modes.contains(&Mode::VesselVm) {
+        let r = tmp.join("vm-rootfs");
+        crate::vm_rootfs::make(&r)?;
+        for w in opts.vm_workloads {
+            w.prepare(&r.join("work"), opts.size)?;
+        }
+        Some(r)
+    } else {
+        None
+    };
     let rt = Runtimes {
         vessel,
         runc,
@@ -282,6 +303,7 @@ pub(crate) fn setup_runtimes(
         rootfs,
         base_config,
         vm_cpus: opts.vm_cpus,
+        vm_rootfs,
     };
     // Containers left behind by an error are force-deleted before the
     // state directories go.
