@@ -21,7 +21,10 @@ pub struct Args {
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     if !matches!(a.format.as_str(), "json" | "table") {
-        anyhow::bail!("--format: unknown format {:?} (use table or json)", a.format);
+        anyhow::bail!(
+            "--format: unknown format {:?} (use table or json)",
+            a.format
+        );
     }
     let c = Container::load(&cli.root, &a.id)?;
     if c.state.vm.is_some() {

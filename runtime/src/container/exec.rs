@@ -258,11 +258,15 @@ fn run_process(
 fn vm_exec(opts: ExecOptions, dir: &std::path::Path) -> Result<i32, Error> {
     let id = opts.id.as_str();
     if opts.preserve_fds > 0 {
-        return Err(err(id, "--preserve-fds: descriptors cannot be passed into a VM"));
+        return Err(err(
+            id,
+            "--preserve-fds: descriptors cannot be passed into a VM",
+        ));
     }
     if opts.detach {
-        let pid = crate::vm::exec::spawn_detached(dir, &opts.process, opts.console_socket.as_deref())
-            .map_err(|e| err(id, format!("exec: {e}")))?;
+        let pid =
+            crate::vm::exec::spawn_detached(dir, &opts.process, opts.console_socket.as_deref())
+                .map_err(|e| err(id, format!("exec: {e}")))?;
         if let Some(p) = &opts.pid_file {
             utils::write_atomic(p, pid.to_string().as_bytes())
                 .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;

@@ -153,7 +153,10 @@ mod tests {
         assert_eq!(decide(Some(&a), Isolation::Container), Ok(Isolation::Vm));
         a.insert(ISOLATION_ANNOTATION.to_string(), "kata".to_string());
         let e = decide(Some(&a), Isolation::Container).unwrap_err();
-        assert!(e.contains("annotations.io.vessel.isolation") && e.contains("kata"), "{e}");
+        assert!(
+            e.contains("annotations.io.vessel.isolation") && e.contains("kata"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -82,8 +82,12 @@ pub fn request(
     timeout: Option<Duration>,
 ) -> Result<(Reply, UnixStream), String> {
     let path = socket_path(dir);
-    let mut conn = UnixStream::connect(&path)
-        .map_err(|e| format!("the VM supervisor is not reachable at {}: {e}", path.display()))?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "the VM supervisor is not reachable at {}: {e}",
+            path.display()
+        )
+    })?;
     let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
     line.push(b'\n');
     conn.write_all(&line)

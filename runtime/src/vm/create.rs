@@ -21,7 +21,9 @@ use oci_spec::runtime::Spec;
 use vessel_cgroups::{Cgroup, CgroupOptions};
 use vessel_vm::agent::{GuestRootfs, RunProcess};
 use vessel_vm::engine::{BlockDevice, VmConfig};
-use vessel_vm::guest::{build_rootfs_image, create_scratch_image, ImageFormat, InitramfsBuilder, DEFAULT_MODULES};
+use vessel_vm::guest::{
+    build_rootfs_image, create_scratch_image, ImageFormat, InitramfsBuilder, DEFAULT_MODULES,
+};
 
 use super::guest_spec;
 use super::resolve::resolve;
@@ -86,8 +88,12 @@ pub fn create(
         .modules(&host.kernel, DEFAULT_MODULES)
         .and_then(|b| b.build(&host.cache))
         .map_err(|x| e(format!("vm mode: building the initramfs: {x}")))?;
-    let image = build_rootfs_image(rootfs, ImageFormat::Erofs, &host.cache)
-        .map_err(|x| e(format!("vm mode: building the image of {}: {x}", rootfs.display())))?;
+    let image = build_rootfs_image(rootfs, ImageFormat::Erofs, &host.cache).map_err(|x| {
+        e(format!(
+            "vm mode: building the image of {}: {x}",
+            rootfs.display()
+        ))
+    })?;
 
     let linux = spec.linux().as_ref().expect("validated");
     let cgroup = Cgroup::open(&CgroupOptions {
@@ -124,8 +130,11 @@ pub fn create(
     fs::create_dir_all(&scratch_dir).map_err(|x| e(format!("{}: {x}", scratch_dir.display())))?;
     let scratch = scratch_dir.join(format!("{id}-{}.ext4", utils::now_nanos()));
     cleanup.scratch = Some(scratch.clone());
-    create_scratch_image(&scratch, opts.vm.scratch_mib.unwrap_or(DEFAULT_SCRATCH_MIB) as u64)
-        .map_err(|x| e(format!("vm mode: the writable layer: {x}")))?;
+    create_scratch_image(
+        &scratch,
+        opts.vm.scratch_mib.unwrap_or(DEFAULT_SCRATCH_MIB) as u64,
+    )
+    .map_err(|x| e(format!("vm mode: the writable layer: {x}")))?;
 
     let terminal = spec
         .process()
@@ -232,7 +241,8 @@ pub fn create(
         }),
     };
     let hooks = spec.hooks().as_ref();
-    let creating = serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| e(x.to_string()))?;
+    let creating =
+        serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| e(x.to_string()))?;
     hooks::run(hooks, Phase::Prestart, creating.as_bytes()).map_err(|x| err(id, x))?;
     hooks::run(hooks, Phase::CreateRuntime, creating.as_bytes()).map_err(|x| err(id, x))?;
     state.status = Status::Created;
@@ -274,8 +284,8 @@ fn spawn_supervisor(
     dir: &Path,
     cleanup: &mut Cleanup<'_>,
 ) -> Result<(i32, i32), String> {
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|x| format!("pipe: {x}"))?;
+    let (ready_r, ready_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|x| format!("pipe: {x}"))?;
     let w = ready_w.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("vessel")

@@ -41,8 +41,11 @@ pub fn spawn_detached(
     console_socket: Option<&Path>,
 ) -> Result<i32, String> {
     let file = dir.join(format!("exec-{}.json", crate::utils::now_nanos()));
-    std::fs::write(&file, serde_json::to_vec(process).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(
+        &file,
+        serde_json::to_vec(process).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
@@ -60,7 +63,9 @@ pub fn spawn_detached(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| format!("starting the exec relay: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the exec relay: {e}"))?;
     drop(cmd);
     drop(w);
     let mut report = String::new();
@@ -150,7 +155,10 @@ pub fn relay(
             Some(slave)
         }
         (true, None) if nix::unistd::isatty(0).unwrap_or(false) => {
-            let fd = std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
+            let fd = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| e.to_string())?;
             _raw = make_raw(&fd);
             Some(fd)
         }
@@ -170,7 +178,11 @@ pub fn relay(
     // stdin
     let input: Option<File> = match &tty {
         Some(t) => t.try_clone().ok().map(File::from),
-        None => std::io::stdin().as_fd().try_clone_to_owned().ok().map(File::from),
+        None => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(File::from),
     };
     {
         let send = send.clone();

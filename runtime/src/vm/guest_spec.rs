@@ -69,7 +69,11 @@ pub fn plan(spec: &Spec, defaults: &VmDefaults) -> Result<GuestPlan, String> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let (vcpus, memory_mib) = size(spec, &annotations, defaults)?;
     let mut config = serde_json::to_value(spec).map_err(|e| format!("config.json: {e}"))?;
-    let readonly = spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false);
+    let readonly = spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false);
     config["root"] = json!({ "path": GUEST_ROOTFS, "readonly": readonly });
     if let Some(a) = config.get_mut("annotations").and_then(Value::as_object_mut) {
         a.retain(|k, _| !k.starts_with("io.vessel."));
@@ -112,9 +116,7 @@ fn size(
         (Some(q), Some(p)) if q > 0 && p > 0 => Some(((q as u64).div_ceil(p)) as u32),
         _ => None,
     });
-    let from_cpuset = cpu
-        .and_then(|c| c.cpus().as_deref())
-        .and_then(count_cpuset);
+    let from_cpuset = cpu.and_then(|c| c.cpus().as_deref()).and_then(count_cpuset);
     let vcpus = number(CPUS_ANNOTATION)?
         .or(from_quota)
         .or(from_cpuset)
@@ -176,7 +178,10 @@ fn adapt_linux(config: &mut Value) -> Result<Option<PathBuf>, String> {
     if let Some(list) = linux.get_mut("namespaces").and_then(Value::as_array_mut) {
         for (i, ns) in list.iter().enumerate() {
             let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
-            let path = ns.get("path").and_then(Value::as_str).filter(|p| !p.is_empty());
+            let path = ns
+                .get("path")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty());
             if kind == "network" {
                 has_net = true;
                 netns = path.map(PathBuf::from);
@@ -189,9 +194,11 @@ fn adapt_linux(config: &mut Value) -> Result<Option<PathBuf>, String> {
         list.retain(|ns| ns.get("type").and_then(Value::as_str) != Some("network"));
     }
     if !has_net {
-        return Err("linux.namespaces: vm mode cannot share the host's network (add a network \
+        return Err(
+            "linux.namespaces: vm mode cannot share the host's network (add a network \
                     namespace; its interfaces are given to the VM)"
-            .into());
+                .into(),
+        );
     }
     linux.remove("cgroupsPath");
     if let Some(res) = linux.get_mut("resources").and_then(Value::as_object_mut) {
@@ -359,8 +366,12 @@ mod tests {
         v["linux"]["namespaces"] = json!([{"type": "pid"}]);
         s = serde_json::from_value(v.clone()).unwrap();
         let e = plan(&s, &VmDefaults::default()).unwrap_err();
-        assert!(e.contains("linux.namespaces") && e.contains("network"), "{e}");
-        v["linux"]["namespaces"] = json!([{"type": "network"}, {"type": "ipc", "path": "/proc/1/ns/ipc"}]);
+        assert!(
+            e.contains("linux.namespaces") && e.contains("network"),
+            "{e}"
+        );
+        v["linux"]["namespaces"] =
+            json!([{"type": "network"}, {"type": "ipc", "path": "/proc/1/ns/ipc"}]);
         s = serde_json::from_value(v).unwrap();
         let e = plan(&s, &VmDefaults::default()).unwrap_err();
         assert!(e.contains("linux.namespaces[1].path"), "{e}");
@@ -373,8 +384,10 @@ mod tests {
             "cpu": {"quota": 150000, "period": 100000}}}}));
         let p = plan(&s, &VmDefaults::default()).unwrap();
         assert_eq!((p.vcpus, p.memory_mib), (2, 512 - VMM_OVERHEAD_MIB));
-        let s = spec_with(json!({"annotations": {"io.vessel.vm.cpus": "3", "io.vessel.vm.memory_mib": "128"},
-            "linux": {"resources": {"memory": {"limit": 512i64 << 20}}}}));
+        let s = spec_with(
+            json!({"annotations": {"io.vessel.vm.cpus": "3", "io.vessel.vm.memory_mib": "128"},
+            "linux": {"resources": {"memory": {"limit": 512i64 << 20}}}}),
+        );
         let p = plan(&s, &VmDefaults::default()).unwrap();
         assert_eq!((p.vcpus, p.memory_mib), (3, 128));
         let s = spec_with(json!({"linux": {"resources": {"memory": {"limit": 128i64 << 20}}}}));
@@ -385,7 +398,9 @@ mod tests {
         let e = plan(&s, &VmDefaults::default()).unwrap_err();
         assert!(e.contains("io.vessel.vm.memory_mib"), "{e}");
         let s = spec_with(json!({"annotations": {"io.vessel.vm.cpus": "zero"}}));
-        assert!(plan(&s, &VmDefaults::default()).unwrap_err().contains("io.vessel.vm.cpus"));
+        assert!(plan(&s, &VmDefaults::default())
+            .unwrap_err()
+            .contains("io.vessel.vm.cpus"));
         assert_eq!(count_cpuset("0-3,6"), Some(5));
     }
 
@@ -406,9 +421,14 @@ mod tests {
         let s = spec_with(json!({"mounts": [
             {"destination": "/dev/x", "type": "bind", "source": "/dev/null", "options": ["bind"]}]}));
         let e = plan(&s, &VmDefaults::default()).unwrap_err();
-        assert!(e.contains("mounts[0] (/dev/x)") && e.contains("device"), "{e}");
+        assert!(
+            e.contains("mounts[0] (/dev/x)") && e.contains("device"),
+            "{e}"
+        );
         let s = spec_with(json!({"mounts": [
             {"destination": "/x", "type": "nfs", "source": "server:/x"}]}));
-        assert!(plan(&s, &VmDefaults::default()).unwrap_err().contains("\"nfs\""));
+        assert!(plan(&s, &VmDefaults::default())
+            .unwrap_err()
+            .contains("\"nfs\""));
     }
 }

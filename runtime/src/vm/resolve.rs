@@ -91,7 +91,8 @@ fn guest_agent(cfg: &VmDefaults) -> Result<PathBuf, String> {
         .clone()
         .map(|p| (p, "[vm] guest_agent"))
         .or_else(|| {
-            std::env::var_os("VESSEL_GUEST_AGENT").map(|p| (PathBuf::from(p), "$VESSEL_GUEST_AGENT"))
+            std::env::var_os("VESSEL_GUEST_AGENT")
+                .map(|p| (PathBuf::from(p), "$VESSEL_GUEST_AGENT"))
         }) {
         Some(x) => x,
         None => (PathBuf::from("/proc/self/exe"), "this vessel binary"),
@@ -104,7 +105,10 @@ fn guest_agent(cfg: &VmDefaults) -> Result<PathBuf, String> {
              or $VESSEL_GUEST_AGENT",
             display_exe(&path)
         )),
-        Err(e) => Err(format!("vm mode: guest agent {origin} ({}): {e}", display_exe(&path))),
+        Err(e) => Err(format!(
+            "vm mode: guest agent {origin} ({}): {e}",
+            display_exe(&path)
+        )),
     }
 }
 

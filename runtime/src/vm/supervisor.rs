@@ -182,7 +182,10 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         format!("{msg}\nVMM log: {tail}\nguest console: {console}")
     };
     if let Err(e) = cgroup.add_task(vmm_pid) {
-        return Err(fail(&mut vm, format!("moving the VMM into its cgroup: {e}")));
+        return Err(fail(
+            &mut vm,
+            format!("moving the VMM into its cgroup: {e}"),
+        ));
     }
     if let Some(policy) = &blockio {
         if let Err(e) = cgroup.apply_blockio_policy(policy) {
@@ -216,7 +219,11 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
             Ok(Frame::Control(Message::Started { id: 1, .. })) => break Ok(()),
             Ok(Frame::Control(Message::Error { message, .. })) => break Err(message),
             Ok(_) => continue,
-            Err(e) => break Err(format!("waiting for the guest to create the container: {e}")),
+            Err(e) => {
+                break Err(format!(
+                    "waiting for the guest to create the container: {e}"
+                ))
+            }
         }
     };
     let _ = agent.set_timeout(None);
@@ -272,11 +279,7 @@ fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
         .map_err(|e| format!("--console-socket: send pty: {e}"))?;
     if let Ok(mut t) = nix::sys::termios::tcgetattr(slave.as_fd()) {
         nix::sys::termios::cfmakeraw(&mut t);
-        let _ = nix::sys::termios::tcsetattr(
-            slave.as_fd(),
-            nix::sys::termios::SetArg::TCSANOW,
-            &t,
-        );
+        let _ = nix::sys::termios::tcsetattr(slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t);
     }
     Ok(slave)
 }
@@ -360,7 +363,11 @@ impl Supervisor {
                 }
             };
             match frame {
-                Frame::Data { id: 1, stream, data } if !data.is_empty() => {
+                Frame::Data {
+                    id: 1,
+                    stream,
+                    data,
+                } if !data.is_empty() => {
                     let sink = match (&self.tty, stream) {
                         (Some(t), _) => {
                             let _ = nix::unistd::write(t, &data);
@@ -374,7 +381,11 @@ impl Supervisor {
                     }
                 }
                 Frame::Data { id: 1, .. } => {}
-                Frame::Control(Message::Exit { id: 1, code, signal }) => {
+                Frame::Control(Message::Exit {
+                    id: 1,
+                    code,
+                    signal,
+                }) => {
                     return ExitStatus { code, signal };
                 }
                 Frame::Data { id, .. } => self.route(id, frame, false),
@@ -602,7 +613,10 @@ impl Supervisor {
             };
             let mut done = false;
             for f in route.buffered.drain(..) {
-                done |= matches!(f, Frame::Control(Message::Exit { .. }) | Frame::Control(Message::Error { .. }));
+                done |= matches!(
+                    f,
+                    Frame::Control(Message::Exit { .. }) | Frame::Control(Message::Error { .. })
+                );
                 let _ = f.write_to(&mut &conn);
             }
             if done {
@@ -626,9 +640,13 @@ impl Supervisor {
                     }
                 }
                 Ok(Frame::Control(m @ Message::ResizeTerminal { id: fid, .. }))
-                | Ok(Frame::Control(m @ Message::Signal { id: fid, all: false, .. }))
-                    if fid == id =>
-                {
+                | Ok(Frame::Control(
+                    m @ Message::Signal {
+                        id: fid,
+                        all: false,
+                        ..
+                    },
+                )) if fid == id => {
                     let _ = self.send(&Frame::Control(m));
                 }
                 Ok(_) => {}

@@ -361,8 +361,7 @@ pub fn leave_initramfs() -> Result<()> {
     let root = nix::sys::statfs::statfs("/").map_err(|e| Error::io("statfs /", e.into()))?;
     // RAMFS_MAGIC (0x858458f6): nix names only the tmpfs magic.
     const RAMFS: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
-    if root.filesystem_type() != RAMFS && root.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC
-    {
+    if root.filesystem_type() != RAMFS && root.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
         return Ok(());
     }
     if Path::new(NEW_ROOT).exists() || std::process::id() != 1 {

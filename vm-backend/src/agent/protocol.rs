@@ -627,7 +627,8 @@ mod tests {
             id: 3,
             signal: 9,
             all: false,
-        }).unwrap();
+        })
+        .unwrap();
         assert_eq!(json["type"], "signal");
         assert_eq!(json["signal"], 9);
     }

@@ -1,0 +1,257 @@
+//! vm mode end to end under QEMU (TCG on the project machines): the
+//! workload runs in a microVM with the guest kernel, through the same CLI
+//! as a container. Each test boots one or two guests (a few seconds each).
+
+use std::time::Duration;
+
+use serde_json::json;
+use vessel_tests::harness::{fails, ok, stderr, stdout, wait_for};
+use vessel_tests::require_root;
+use vessel_tests::vm::{vm_available, vmm_processes, VmCtr};
+
+macro_rules! require_vm {
+    () => {
+        require_root!();
+        if !vm_available() {
+            return;
+        }
+    };
+}
+
+/// What a test must leave behind: nothing of the container.
+fn assert_gone(c: &VmCtr, state_dir: &std::path::Path, scratch: Option<&str>) {
+    assert!(
+        !state_dir.exists(),
+        "state dir {} left",
+        state_dir.display()
+    );
+    assert!(
+        vmm_processes(&state_dir.display().to_string()).is_empty(),
+        "VMM of {} still runs",
+        c.id
+    );
+    let left = vessel_tests::leaks::cgroup_dirs(&c.id);
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+    if let Some(s) = scratch {
+        assert!(!std::path::Path::new(s).exists(), "scratch image {s} left");
+    }
+}
+
+#[test]
+fn vm_run_echo_env_cwd_user_and_exit_code() {
+    require_vm!();
+    let mut c = VmCtr::new(
+        "vmrun",
+        &[
+            "sh",
+            "-c",
+            "echo \"foo=$FOO cwd=$(pwd) uid=$(id -u) gid=$(id -g) kernel=$(uname -r)\"; \
+             echo to-stderr >&2; exit 7",
+        ],
+    );
+    c.config()["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
+    c.config()["process"]["cwd"] = json!("/tmp");
+    c.config()["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    c.write();
+    let o = c.run();
+    assert_eq!(o.status.code(), Some(7), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("foo=bar cwd=/tmp uid=1000 gid=1000"), "{out}");
+    let host = String::from_utf8(
+        std::process::Command::new("uname")
+            .arg("-r")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !out.contains(&format!("kernel={}", host.trim())),
+        "the guest kernel is the host's: {out}"
+    );
+    assert!(stderr(&o).contains("to-stderr"), "{}", stderr(&o));
+    assert_gone(&c, &c.root().join(&c.id), None);
+}
+
+#[test]
+fn vm_lifecycle_state_exec_ps_kill_delete() {
+    require_vm!();
+    let c = VmCtr::new(
+        "vmlife",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo up; while true; do sleep 0.1; done",
+        ],
+    );
+    ok(&c.create_with(&[]));
+    let st = c.state();
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["isolation"], "vm");
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    let list = ok(&c.v(&["list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&c.id) && l.trim_end().ends_with("vm")),
+        "{list}"
+    );
+    let state_dir = c.root().join(&c.id);
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).unwrap()).unwrap();
+    let scratch = raw["vm"]["scratch"].as_str().unwrap().to_string();
+    let vmm = raw["vm"]["vmmPid"].as_i64().unwrap();
+    // The VMM runs in the container's cgroup.
+    let procs = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory{}/cgroup.procs",
+        raw["cgroupPath"].as_str().unwrap()
+    ))
+    .unwrap();
+    assert!(
+        procs.lines().any(|l| l == vmm.to_string()),
+        "VMM {vmm} not in {procs}"
+    );
+
+    c.start();
+    assert_eq!(c.status(), "running");
+    let o = c.exec(&[
+        "sh",
+        "-c",
+        "echo in-exec $(cat /proc/1/cmdline | tr '\\0' ' '); exit 4",
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stdout(&o).contains("in-exec sh -c trap"), "{}", stdout(&o));
+    let ps = ok(&c.v(&["ps", "--format", "json", &c.id]));
+    let pids: Vec<i64> = serde_json::from_str(ps.trim()).unwrap();
+    assert!(!pids.is_empty(), "{ps}");
+    let table = ok(&c.v(&["ps", &c.id]));
+    assert!(table.contains("trap"), "{table}");
+    ok(&c.v(&["kill", &c.id, "TERM"]));
+    assert!(c.wait_status("stopped"), "TERM did not stop the workload");
+    ok(&c.v(&["delete", &c.id]));
+    assert_gone(&c, &state_dir, Some(&scratch));
+}
+
+#[test]
+fn vm_detached_exec_and_sigkill() {
+    require_vm!();
+    let c = VmCtr::new("vmkill", &["sleep", "600"]);
+    ok(&c.create_with(&[]));
+    c.start();
+    let pidfile = c.root().join("exec.pid");
+    let o = c.exec_opts(
+        &["--detach", "--pid-file", pidfile.to_str().unwrap()],
+        &["sh", "-c", "sleep 1; exit 9"],
+    );
+    ok(&o);
+    let relay: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(relay > 0);
+    // The relay exits with the exec'd process (conmon waits on it).
+    assert!(
+        wait_for(30, || !std::path::Path::new(&format!("/proc/{relay}"))
+            .exists()),
+        "the detached exec relay {relay} did not end"
+    );
+    ok(&c.v(&["kill", &c.id, "KILL"]));
+    assert!(c.wait_status("stopped"));
+    let state_dir = c.root().join(&c.id);
+    ok(&c.v(&["delete", &c.id]));
+    assert_gone(&c, &state_dir, None);
+}
+
+#[test]
+fn vm_rootfs_is_isolated_and_memory_limit_sizes_the_guest() {
+    require_vm!();
+    let marker = format!("/tmp/vessel-host-marker-{}", std::process::id());
+    std::fs::write(&marker, "host").unwrap();
+    let mut c = VmCtr::new(
+        "vmiso",
+        &[
+            "sh",
+            "-c",
+            "test -e /host-marker && echo SEES-HOST; ls /tmp; \
+             grep MemTotal /proc/meminfo; echo written > /newfile; cat /newfile",
+        ],
+    );
+    // Even a bind mount of the host file is a copy, not the file.
+    c.config()["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/host-marker", "type": "bind", "source": marker, "options": ["bind", "ro"]}));
+    c.config()["linux"]["resources"] = json!({"memory": {"limit": 320i64 << 20}});
+    c.config()["root"]["readonly"] = json!(false);
+    c.write();
+    let o = c.run();
+    let _ = std::fs::remove_file(&marker);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("SEES-HOST"),
+        "the copied bind mount is missing: {out}"
+    );
+    assert!(out.contains("written"), "{out}");
+    let kb: u64 = out
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // 320 MiB limit - 96 MiB for the VMM = 224 MiB of guest RAM; the kernel
+    // reserves some of it.
+    assert!(kb <= 224 * 1024 && kb > 150 * 1024, "MemTotal {kb} kB");
+    // The host file written in the guest never reached the host.
+    assert!(!std::path::Path::new(&c.bundle.rootfs().join("newfile")).exists());
+}
+
+#[test]
+fn vm_bad_input_is_refused_and_leaves_nothing() {
+    require_vm!();
+    let c = VmCtr::new("vmbad", &["true"]);
+    c.vm_config("kernel = \"/nonexistent/vmlinuz\"");
+    let o = c.create_with(&[]);
+    let msg = fails(&o);
+    assert!(
+        msg.contains("kernel") && msg.contains("/nonexistent/vmlinuz"),
+        "{msg}"
+    );
+    assert!(!c.root().join(&c.id).exists());
+
+    let mut c = VmCtr::new("vmbad2", &["true"]);
+    c.config()["linux"]["namespaces"] =
+        json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]);
+    c.write();
+    let msg = fails(&c.create_with(&[]));
+    assert!(
+        msg.contains("linux.namespaces") && msg.contains("network"),
+        "{msg}"
+    );
+    assert!(!c.root().join(&c.id).exists());
+
+    let mut c = VmCtr::new("vmbad3", &["true"]);
+    c.config()["linux"]["resources"] = json!({"memory": {"limit": 100i64 << 20}});
+    c.write();
+    let msg = fails(&c.create_with(&[]));
+    assert!(msg.contains("linux.resources.memory.limit"), "{msg}");
+
+    // A dynamically linked binary cannot be the guest agent: vm mode says so.
+    let mut c = VmCtr::new("vmbad4", &["true"]);
+    c.ctr.bin = vessel_tests::vessel_bin();
+    let msg = fails(&c.create_with(&[]));
+    assert!(msg.contains("statically linked"), "{msg}");
+    assert!(!c.root().join(&c.id).exists());
+
+    // A workload that cannot start: the guest's own error, and nothing left.
+    let c = VmCtr::new("vmbad5", &["/no/such/binary"]);
+    let o = c.create_with(&[]);
+    if o.status.success() {
+        let e = fails(&c.v(&["start", &c.id]));
+        assert!(e.contains("/no/such/binary"), "{e}");
+    } else {
+        assert!(fails(&o).contains("/no/such/binary"));
+    }
+    let _ = Duration::from_secs(0);
+}
