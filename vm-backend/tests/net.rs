@@ -245,6 +245,25 @@ fn open_tap(name: &str) -> File {
     tun
 }
 
+/// Waits until `dev` is operationally up. Carrier changes take effect
+/// through the kernel's link watcher, up to a second later; until then the
+/// device's qdisc drops what is sent through it.
+fn wait_oper_up(ns: &Netns, dev: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = ns.ip_json(&["link", "show", dev])[0]["operstate"].clone();
+        if state == "UP" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dev} in {} stays {state}",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Reads frames from the tap until `want` accepts one (returns it) or
 /// five seconds pass (panics, listing what was seen).
 fn read_until(tap: &mut File, what: &str, want: impl Fn(&[u8]) -> bool) -> Vec<u8> {
@@ -402,6 +421,9 @@ fn attach_joins_veths_to_taps_and_carries_traffic() {
         );
         let mtu = if dev == "eth0" { 1400 } else { 1500 };
         assert_eq!(link["mtu"], mtu, "{link}");
+        assert_eq!(link["inet6_addr_gen_mode"], "none", "{link}");
+        let addrs = &c.ip_json(&["addr", "show", "dev", tap])[0]["addr_info"];
+        assert_eq!(addrs, &Value::Array(vec![]), "the tap has no address");
         assert_eq!(redirect_targets(&c, dev), vec![tap.to_string()]);
         assert_eq!(redirect_targets(&c, tap), vec![dev.to_string()]);
     }
@@ -409,8 +431,11 @@ fn attach_joins_veths_to_taps_and_carries_traffic() {
     // Frames: what the guest writes to the tap leaves by eth0 and H's
     // answers come back to the tap.
     let (c_mac_b, h_mac_b) = (mac_bytes(c_mac), mac_bytes(h_mac));
+    wait_oper_up(&c, "eth0");
+    wait_oper_up(&h, "eth0h");
     c.run_in(|| {
         let mut tap = open_tap("vt-eth0");
+        wait_oper_up(&c, "vt-eth0");
         tap.write_all(&arp_request(c_mac_b, c_ip, h_ip)).unwrap();
         let reply = read_until(&mut tap, "ARP reply", |f| {
             f.len() >= 42

@@ -157,6 +157,13 @@ fn join(rtnl: &mut Rtnl, link: &Link, tap: &str, progress: &mut Progress) -> io:
     tap::create_persistent_tap(tap)?;
     progress.tap = true;
     let tap_index = ifindex(tap)?;
+    // The tap is a wire to the guest, not an interface of the namespace:
+    // without IPv6 addresses the namespace sends the guest no router
+    // solicitations of its own. A kernel without IPv6 has nothing to stop.
+    match rtnl.no_ipv6_addresses(tap_index) {
+        Err(e) if e.raw_os_error() != Some(libc::EAFNOSUPPORT) => return Err(e),
+        _ => {}
+    }
     rtnl.set_link(tap_index, Some(true), Some(link.mtu), None)?;
     // Guest -> network first: the interface's traffic is diverted only once
     // the whole path exists.
