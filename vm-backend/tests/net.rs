@@ -554,6 +554,86 @@ fn attach_keeps_an_existing_ingress_qdisc() {
 }
 
 #[test]
+fn attach_failure_leaves_nothing_behind() {
+    require_host!();
+    let c = Netns::new("f");
+    for (dev, peer) in [("eth0", "peer0"), ("eth1", "peer1")] {
+        c.ip(&["link", "add", dev, "type", "veth", "peer", "name", peer]);
+        c.ip(&["link", "set", dev, "up"]);
+    }
+    // eth1 already has a filter of another kind at vessel's priority: the
+    // kernel refuses vessel's, after eth0 was joined.
+    run(
+        "tc",
+        &["-n", &c.name, "qdisc", "add", "dev", "eth1", "ingress"],
+    );
+    run(
+        "tc",
+        &[
+            "-n",
+            &c.name,
+            "filter",
+            "add",
+            "dev",
+            "eth1",
+            "ingress",
+            "prio",
+            "1",
+            "protocol",
+            "all",
+            "bpf",
+            "bytecode",
+            "1,6 0 0 0",
+        ],
+    );
+    let err = net::attach(&c.path(), "half").unwrap_err().to_string();
+    for part in [
+        "container half",
+        c.name.as_str(),
+        "interface eth1",
+        "vt-eth1",
+        "Specified filter kind does not match existing one",
+    ] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    let names: Vec<Value> = c
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].clone())
+        .collect();
+    assert!(
+        !names.contains(&"vt-eth0".into()) && !names.contains(&"vt-eth1".into()),
+        "{names:?}"
+    );
+    assert_eq!(
+        c.tc_json(&["filter", "show", "dev", "eth0", "ingress"]),
+        Value::Array(vec![])
+    );
+    let qdiscs = c.tc_json(&["qdisc", "show", "dev", "eth0"]);
+    assert!(
+        !qdiscs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["kind"] == "ingress"),
+        "{qdiscs}"
+    );
+    // The other filter is untouched.
+    let filters = c.tc_json(&["filter", "show", "dev", "eth1", "ingress"]);
+    assert!(
+        filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] == "bpf"),
+        "{filters}"
+    );
+    assert!(!filters.as_array().unwrap().is_empty());
+}
+
+#[test]
 fn attach_in_an_empty_namespace_gives_no_taps() {
     require_host!();
     let c = Netns::new("e");
@@ -588,6 +668,8 @@ fn configure_sets_up_the_guest_nic() {
         "link", "add", "tmp0", "address", mac, "type", "veth", "peer", "name", "peer0",
     ]);
     g.ip(&["link", "set", "peer0", "up"]);
+    // Up already: configure takes it down to rename it.
+    g.ip(&["link", "set", "tmp0", "up"]);
     let ip: IpAddr = Ipv4Addr::new(10, 79, o, 5).into();
     let gw: IpAddr = Ipv4Addr::new(10, 79, o, 1).into();
     let network = GuestNetwork {

@@ -50,13 +50,17 @@ pub fn configure(net: &GuestNetwork) -> Result<()> {
     for (i, (iface, link)) in found.iter().enumerate() {
         if link.name != iface.name {
             let temporary = format!("vessel-tmp{i}");
-            rtnl.set_link(link.index, Some(false), None, Some(&temporary))
-                .ctx(|| {
-                    format!(
-                        "guest network: interface {}: renaming {}",
-                        iface.name, link.name
-                    )
-                })?;
+            let context = || {
+                format!(
+                    "guest network: interface {}: renaming {}",
+                    iface.name, link.name
+                )
+            };
+            // The kernel applies a new name before new flags: down first.
+            rtnl.set_link(link.index, Some(false), None, None)
+                .ctx(context)?;
+            rtnl.set_link(link.index, None, None, Some(&temporary))
+                .ctx(context)?;
         }
     }
     for (iface, link) in &found {

@@ -11,7 +11,7 @@ use netlink_packet_route::link::{LinkFlags, LinkLayerType};
 use netlink_packet_route::route::{RouteProtocol, RouteType};
 
 use super::netns::Netns;
-use super::rtnl::{Address, Link, Route, Rtnl};
+use super::rtnl::{errno, Address, Link, Route, Rtnl};
 use super::{tap, tc, AttachedLink, GuestInterface, GuestNetwork, GuestRoute, NetAttachment};
 use crate::engine::NetTap;
 use crate::error::IoContext;
@@ -161,7 +161,7 @@ fn join(rtnl: &mut Rtnl, link: &Link, tap: &str, progress: &mut Progress) -> io:
     // without IPv6 addresses the namespace sends the guest no router
     // solicitations of its own. A kernel without IPv6 has nothing to stop.
     match rtnl.no_ipv6_addresses(tap_index) {
-        Err(e) if e.raw_os_error() != Some(libc::EAFNOSUPPORT) => return Err(e),
+        Err(e) if errno(&e) != Some(libc::EAFNOSUPPORT) => return Err(e),
         _ => {}
     }
     rtnl.set_link(tap_index, Some(true), Some(link.mtu), None)?;
@@ -173,7 +173,7 @@ fn join(rtnl: &mut Rtnl, link: &Link, tap: &str, progress: &mut Progress) -> io:
     match rtnl.add_qdisc(tc::ingress_qdisc(link.index)) {
         Ok(()) => progress.interface_qdisc = true,
         // An ingress (or clsact) qdisc is already there: share it.
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) if errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
     }
     rtnl.add_filter(tc::redirect_filter(link.index, tap_index))?;
@@ -223,14 +223,7 @@ fn detach_link(rtnl: &mut Rtnl, link: &AttachedLink) -> io::Result<()> {
 /// answer for a filter whose ingress qdisc is gone).
 fn tolerate_gone(result: io::Result<()>) -> io::Result<()> {
     match result {
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)
-            ) =>
-        {
-            Ok(())
-        }
+        Err(e) if matches!(errno(&e), Some(libc::ENOENT | libc::ENODEV | libc::EINVAL)) => Ok(()),
         other => other,
     }
 }

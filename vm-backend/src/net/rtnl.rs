@@ -8,8 +8,8 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    ErrorMessage, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK,
+    NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -109,7 +109,7 @@ impl Rtnl {
                     NetlinkPayload::InnerMessage(m) => replies.push(m),
                     NetlinkPayload::Done(_) => return Ok(replies),
                     NetlinkPayload::Error(e) => match e.code {
-                        Some(_) => return Err(e.to_io()),
+                        Some(_) => return Err(kernel_error(reply.header.flags, &e)),
                         // A dump ends with Done; a request with its ack.
                         None if !dump => return Ok(replies),
                         None => {}
@@ -324,6 +324,65 @@ impl Rtnl {
     }
 }
 
+/// An error the kernel answered a request with, and the explanation it
+/// gave (extended ack), e.g. "TC classifier not found".
+#[derive(Debug)]
+pub(crate) struct KernelError {
+    errno: i32,
+    message: String,
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let os = io::Error::from_raw_os_error(self.errno);
+        write!(f, "{}: {os}", self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// The errno of an error from [`Rtnl`] (or any `io::Error` from the OS).
+pub(crate) fn errno(e: &io::Error) -> Option<i32> {
+    e.raw_os_error()
+        .or_else(|| e.get_ref()?.downcast_ref::<KernelError>().map(|k| k.errno))
+}
+
+fn kernel_error(flags: u16, e: &ErrorMessage) -> io::Error {
+    let errno = e.raw_code().abs();
+    match extack_message(flags, &e.header) {
+        Some(message) => io::Error::new(
+            io::Error::from_raw_os_error(errno).kind(),
+            KernelError { errno, message },
+        ),
+        None => io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// `NLMSGERR_ATTR_MSG`: the extended ack's text.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// The text of an extended ack. `body` is what follows the error code: the
+/// original request (only its header when capped), then attributes.
+fn extack_message(flags: u16, body: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    let request_len = if flags & NLM_F_CAPPED != 0 {
+        16
+    } else {
+        u32::from_ne_bytes(body.get(..4)?.try_into().ok()?) as usize
+    };
+    let attributes = body.get((request_len + 3) & !3..)?;
+    for nla in NlasIterator::new(attributes) {
+        let nla = nla.ok()?;
+        if nla.kind() == NLMSGERR_ATTR_MSG {
+            let text = nla.value().split(|&b| b == 0).next()?;
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+    }
+    None
+}
+
 /// The IPv4 broadcast address of a network, as `ip addr add ... brd +`
 /// computes it; none for /31 and /32 (point to point and host routes).
 pub(crate) fn ipv4_broadcast(ip: std::net::Ipv4Addr, prefix_len: u8) -> Option<std::net::Ipv4Addr> {
@@ -441,6 +500,34 @@ fn route_from(msg: RouteMessage) -> Option<Route> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn extended_ack_text_is_read() {
+        // A capped error: the request's 16-byte header, then
+        // NLMSGERR_ATTR_MSG "TC classifier not found\0" (24 bytes).
+        let mut body = vec![0u8; 16];
+        body[..4].copy_from_slice(&60u32.to_ne_bytes());
+        body.extend_from_slice(&[28, 0, 1, 0]);
+        body.extend_from_slice(b"TC classifier not found\0");
+        let flags = NLM_F_ACK_TLVS | NLM_F_CAPPED;
+        assert_eq!(
+            extack_message(flags, &body).as_deref(),
+            Some("TC classifier not found")
+        );
+        assert_eq!(extack_message(NLM_F_CAPPED, &body), None);
+
+        let mut e = ErrorMessage::default();
+        e.code = std::num::NonZeroI32::new(-libc::ENOENT);
+        e.header = body;
+        let err = kernel_error(flags, &e);
+        assert_eq!(errno(&err), Some(libc::ENOENT));
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(
+            err.to_string().starts_with("TC classifier not found: "),
+            "{err}"
+        );
+        assert_eq!(errno(&kernel_error(0, &e)), Some(libc::ENOENT));
+    }
 
     #[test]
     fn broadcast_is_the_network_with_all_host_bits() {
