@@ -59,22 +59,20 @@ pub fn attach(netns: &Path, container_id: &str) -> Result<NetAttachment> {
         let mut taken: HashSet<String> = links.iter().map(|l| l.name.clone()).collect();
         for link in links.iter().filter(|l| joins_guest(l)) {
             let mac = link.mac.expect("joins_guest checks the MAC");
-            let tap =
-                tap::tap_name(&link.name, link.index, |n| taken.contains(n)).ok_or_else(|| {
-                    Error::InvalidConfig(format!(
-                        "{place}: interface {}: no free name for its tap",
-                        link.name
-                    ))
-                })?;
+            let Some(tap) = tap::tap_name(&link.name, link.index, |n| taken.contains(n)) else {
+                rollback(&mut rtnl, &att.links);
+                return Err(Error::InvalidConfig(format!(
+                    "{place}: interface {}: no free name for its tap",
+                    link.name
+                )));
+            };
             taken.insert(tap.clone());
             let mut progress = Progress::default();
             if let Err(e) = join(&mut rtnl, link, &tap, &mut progress)
                 .ctx(|| format!("{place}: interface {}: joining it to tap {tap}", link.name))
             {
                 undo(&mut rtnl, link.index, &tap, &progress);
-                for done in &att.links {
-                    let _ = detach_link(&mut rtnl, done);
-                }
+                rollback(&mut rtnl, &att.links);
                 return Err(e);
             }
             att.links.push(AttachedLink {
@@ -148,7 +146,6 @@ fn joins_guest(link: &Link) -> bool {
 #[derive(Default)]
 struct Progress {
     tap: bool,
-    tap_filter: bool,
     interface_qdisc: bool,
     interface_filter: bool,
 }
@@ -168,8 +165,8 @@ fn join(rtnl: &mut Rtnl, link: &Link, tap: &str, progress: &mut Progress) -> io:
     // Guest -> network first: the interface's traffic is diverted only once
     // the whole path exists.
     rtnl.add_qdisc(tc::ingress_qdisc(tap_index))?;
+    // (The tap's qdisc and filter go with the tap.)
     rtnl.add_filter(tc::redirect_filter(tap_index, link.index))?;
-    progress.tap_filter = true;
     match rtnl.add_qdisc(tc::ingress_qdisc(link.index)) {
         Ok(()) => progress.interface_qdisc = true,
         // An ingress (or clsact) qdisc is already there: share it.
@@ -193,6 +190,14 @@ fn undo(rtnl: &mut Rtnl, index: u32, tap: &str, progress: &Progress) {
         if let Ok(tap_index) = ifindex(tap) {
             let _ = rtnl.delete_link(tap_index);
         }
+    }
+}
+
+/// Best-effort undoing of the interfaces an [`attach`] that failed had
+/// already joined.
+fn rollback(rtnl: &mut Rtnl, joined: &[AttachedLink]) {
+    for link in joined {
+        let _ = detach_link(rtnl, link);
     }
 }
 
