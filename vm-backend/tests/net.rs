@@ -858,3 +858,32 @@ fn configure_errors_name_the_interface() {
         "{err}"
     );
 }
+
+#[test]
+fn configure_swaps_names_between_nics() {
+    require_host!();
+    let g = Netns::new("s");
+    let (a, b) = ("02:00:0a:53:00:0a", "02:00:0a:53:00:0b");
+    g.ip(&[
+        "link", "add", "eth0", "address", a, "type", "veth", "peer", "name", "eth1", "address", b,
+    ]);
+    let iface = |name: &str, mac: &str| GuestInterface {
+        name: name.into(),
+        mac: mac.into(),
+        mtu: 1500,
+        addresses: vec![],
+    };
+    let network = GuestNetwork {
+        interfaces: vec![iface("eth1", a), iface("eth0", b)],
+        routes: vec![],
+    };
+    g.run_in(|| net::configure(&network)).expect("configure");
+    for (name, mac) in [("eth1", a), ("eth0", b)] {
+        let link = &g.ip_json(&["link", "show", name])[0];
+        assert_eq!(link["address"], mac, "{link}");
+        assert!(
+            link["flags"].as_array().unwrap().contains(&"UP".into()),
+            "{link}"
+        );
+    }
+}
