@@ -109,6 +109,9 @@ pub struct VmState {
     pub memory_mib: u32,
     /// The writable layer image (outside the state directory).
     pub scratch: PathBuf,
+    /// The taps joined to the container's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<vessel_vm::net::NetAttachment>,
 }
 
 fn default_isolation() -> String {

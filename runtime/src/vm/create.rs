@@ -47,6 +47,7 @@ struct Cleanup<'a> {
     cgroup: &'a Cgroup,
     scratch: Option<PathBuf>,
     supervisor: Option<i32>,
+    net: Option<vessel_vm::net::NetAttachment>,
     armed: bool,
 }
 
@@ -64,6 +65,9 @@ impl Drop for Cleanup<'_> {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let _ = self.cgroup.destroy();
+        if let Some(n) = &self.net {
+            let _ = vessel_vm::net::detach(n);
+        }
         if let Some(s) = &self.scratch {
             let _ = fs::remove_file(s);
         }
@@ -120,6 +124,7 @@ pub fn create(
         cgroup: &cgroup,
         scratch: None,
         supervisor: None,
+        net: None,
         armed: true,
     };
     let lock = Lock::acquire(&dir).map_err(|x| e(format!("lock: {x}")))?;
@@ -174,6 +179,18 @@ pub fn create(
             serial: SCRATCH_SERIAL.into(),
         },
     ];
+    // The container's network namespace (podman's or a CNI plugin's): its
+    // interfaces are mirrored to taps the VM gets, configured alike in the
+    // guest. Without one the guest has loopback only.
+    let net = match &plan.netns {
+        Some(ns) => Some(vessel_vm::net::attach(ns, id).map_err(|x| e(format!("vm mode: {x}")))?),
+        None => None,
+    };
+    cleanup.net = net.clone();
+    if let Some(n) = &net {
+        vm.taps = n.taps.clone();
+    }
+    let guest_net = net.as_ref().map(|n| n.guest.clone()).unwrap_or_default();
     let run = RunProcess {
         id: 1,
         process: spec.process().clone().unwrap_or_default(),
@@ -186,6 +203,7 @@ pub fn create(
         container_id: Some(id.into()),
         config: Some(plan.config.clone()),
         files: plan.files.clone(),
+        network: Some(serde_json::to_value(&guest_net).map_err(|x| e(x.to_string()))?),
         ..RunProcess::default()
     };
     let launch = Launch {
@@ -238,6 +256,7 @@ pub fn create(
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,
             scratch: scratch.clone(),
+            net,
         }),
     };
     let hooks = spec.hooks().as_ref();

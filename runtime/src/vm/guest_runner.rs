@@ -164,8 +164,11 @@ impl ProcessRunner for ContainerRunner {
             .as_ref()
             .ok_or_else(|| agent_err("the container runner needs a root filesystem"))?;
         mount_rootfs(rootfs, Path::new(GUEST_ROOTFS), Duration::from_secs(20))?;
-        if request.network.is_some() {
-            return Err(agent_err("guest networking is not wired in this build"));
+        if let Some(net) = &request.network {
+            // Loopback comes up even without interfaces.
+            let net: vessel_vm::net::GuestNetwork =
+                serde_json::from_value(net.clone()).map_err(Error::BadMessage)?;
+            vessel_vm::net::configure(&net)?;
         }
         for f in &request.files {
             let path = Path::new(&f.path);

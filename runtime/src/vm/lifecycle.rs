@@ -86,5 +86,10 @@ pub fn stop(c: &Container) -> Result<(), Error> {
 pub fn release(c: &Container) {
     if let Some(vm) = &c.state.vm {
         let _ = std::fs::remove_file(&vm.scratch);
+        if let Some(net) = &vm.net {
+            if let Err(e) = vessel_vm::net::detach(net) {
+                tracing::warn!("container {:?}: {e}", c.id());
+            }
+        }
     }
 }
