@@ -255,3 +255,108 @@ fn vm_bad_input_is_refused_and_leaves_nothing() {
     }
     let _ = Duration::from_secs(0);
 }
+
+/// A network namespace with a veth pair to the host, removed on drop.
+struct TestNet {
+    name: String,
+    host_if: String,
+}
+
+impl TestNet {
+    fn new(n: u32) -> TestNet {
+        let tag = std::process::id() % 10000;
+        let name = format!("vt-vmnet-{tag}-{n}");
+        let host_if = format!("vth{tag}{n}");
+        let sh = |args: &[&str]| {
+            let o = std::process::Command::new("ip").args(args).output().unwrap();
+            assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+        };
+        sh(&["netns", "add", &name]);
+        let net = TestNet { name, host_if };
+        sh(&["link", "add", &net.host_if, "type", "veth", "peer", "name", "eth0", "netns", &net.name]);
+        sh(&["addr", "add", &format!("10.213.{n}.1/24"), "dev", &net.host_if]);
+        sh(&["link", "set", &net.host_if, "up"]);
+        let ns = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", net.name.as_str(), "ip"];
+            a.extend_from_slice(args);
+            sh(&a);
+        };
+        ns(&["addr", "add", &format!("10.213.{n}.2/24"), "dev", "eth0"]);
+        ns(&["link", "set", "eth0", "up"]);
+        ns(&["link", "set", "lo", "up"]);
+        ns(&["route", "add", "default", "via", &format!("10.213.{n}.1")]);
+        net
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its veth end and with it ours.
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).status();
+    }
+}
+
+#[test]
+fn vm_gets_the_namespace_network_and_talks_to_the_host() {
+    require_vm!();
+    let net = TestNet::new(7);
+    let mut c = VmCtr::new(
+        "vmnet",
+        &[
+            "sh",
+            "-c",
+            "(ip -o addr show eth0; ip route; \
+              ping -c 1 -W 5 10.213.7.1 >/dev/null && echo PING-OK; echo pong-from-vm) \
+             | nc -l -p 7777",
+        ],
+    );
+    let ns = c.config()["linux"]["namespaces"].as_array_mut().unwrap();
+    for n in ns.iter_mut() {
+        if n["type"] == "network" {
+            n["path"] = json!(net.path());
+        }
+    }
+    c.write();
+    ok(&c.create_with(&[]));
+    let state_dir = c.root().join(&c.id);
+    c.start();
+    // The host reaches the guest's listener through the namespace's veth.
+    let mut got = String::new();
+    let reached = wait_for(60, || {
+        match std::net::TcpStream::connect_timeout(
+            &"10.213.7.2:7777".parse().unwrap(),
+            Duration::from_secs(2),
+        ) {
+            Ok(mut s) => {
+                let _ = std::io::Read::read_to_string(&mut s, &mut got);
+                got.contains("pong-from-vm")
+            }
+            Err(_) => false,
+        }
+    });
+    assert!(reached, "no answer from the VM on 10.213.7.2:7777 (got {got:?})");
+    // Same address, MAC-carrying NIC named eth0, same default route; and the
+    // guest reaches the host.
+    assert!(got.contains("eth0") && got.contains("10.213.7.2/24"), "{got}");
+    assert!(got.contains("default via 10.213.7.1"), "{got}");
+    assert!(got.contains("PING-OK"), "{got}");
+    assert!(c.wait_status("stopped"));
+    ok(&c.v(&["delete", &c.id]));
+    // The taps and filters are gone from the namespace.
+    let links = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.name, "ip", "-o", "link"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&links).contains("vt-"), "tap left: {}", stdout(&links));
+    let filters = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.name, "tc", "filter", "show", "dev", "eth0", "ingress"])
+        .output()
+        .unwrap();
+    assert!(stdout(&filters).trim().is_empty(), "filters left: {}", stdout(&filters));
+    assert_gone(&c, &state_dir, None);
+}
