@@ -411,26 +411,43 @@ fn podman_runs_a_vm_mode_container_through_the_annotation() {
     let config = p.scratch.borrow().join("vessel.toml");
     std::fs::write(
         &config,
-        format!("[vm]\ncache_dir = {:?}\n", vessel_tests::vm::test_cache().display().to_string()),
+        format!(
+            "[vm]\ncache_dir = {:?}\n",
+            vessel_tests::vm::test_cache().display().to_string()
+        ),
     )
     .unwrap();
     p.runtime_flags = vec![format!("config={}", config.display())];
     p.import_busybox();
     let vm = ["--annotation", "io.vessel.isolation=vm"];
 
-    let r = p.run_container(&vm, &["sh", "-c", "echo hello from the vm; uname -r; exit 5"]);
+    let r = p.run_container(
+        &vm,
+        &["sh", "-c", "echo hello from the vm; uname -r; exit 5"],
+    );
     assert_eq!(r.code, Some(5), "{r}");
     assert!(r.stdout.contains("hello from the vm"), "{r}");
-    let host = std::process::Command::new("uname").arg("-r").output().unwrap();
+    let host = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
     assert!(
-        !r.stdout.contains(String::from_utf8_lossy(&host.stdout).trim()),
+        !r.stdout
+            .contains(String::from_utf8_lossy(&host.stdout).trim()),
         "the workload ran on the host kernel: {r}"
     );
 
     let mut opts = vec!["-d", "--name", "vessel-vm"];
     opts.extend_from_slice(&vm);
     let r = p
-        .run_container(&opts, &["sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"])
+        .run_container(
+            &opts,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+            ],
+        )
         .check();
     let id = r.stdout.trim().to_string();
     let st = clients::vessel_state(&p.vroot, &id).expect("vessel knows the container");
@@ -446,9 +463,16 @@ fn podman_runs_a_vm_mode_container_through_the_annotation() {
     let logs = p.run(&["logs", "vessel-vm"]).check();
     assert!(logs.stdout.contains("ready"), "{logs}");
     p.run(&["stop", "--time", "20", "vessel-vm"]).check();
-    assert_eq!(p.inspect("vessel-vm", "{{.State.ExitCode}}"), "42", "SIGTERM reached the workload");
+    assert_eq!(
+        p.inspect("vessel-vm", "{{.State.ExitCode}}"),
+        "42",
+        "SIGTERM reached the workload"
+    );
     p.run(&["rm", "vessel-vm"]).check();
-    assert!(clients::vessel_state(&p.vroot, &id).is_none(), "vessel state survives rm");
+    assert!(
+        clients::vessel_state(&p.vroot, &id).is_none(),
+        "vessel state survives rm"
+    );
     if let Some(img) = image {
         let _ = std::fs::remove_file(img);
     }

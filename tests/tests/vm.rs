@@ -268,13 +268,33 @@ impl TestNet {
         let name = format!("vt-vmnet-{tag}-{n}");
         let host_if = format!("vth{tag}{n}");
         let sh = |args: &[&str]| {
-            let o = std::process::Command::new("ip").args(args).output().unwrap();
+            let o = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
             assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
         };
         sh(&["netns", "add", &name]);
         let net = TestNet { name, host_if };
-        sh(&["link", "add", &net.host_if, "type", "veth", "peer", "name", "eth0", "netns", &net.name]);
-        sh(&["addr", "add", &format!("10.213.{n}.1/24"), "dev", &net.host_if]);
+        sh(&[
+            "link",
+            "add",
+            &net.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &net.name,
+        ]);
+        sh(&[
+            "addr",
+            "add",
+            &format!("10.213.{n}.1/24"),
+            "dev",
+            &net.host_if,
+        ]);
         sh(&["link", "set", &net.host_if, "up"]);
         let ns = |args: &[&str]| {
             let mut a = vec!["netns", "exec", net.name.as_str(), "ip"];
@@ -296,8 +316,12 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         // Deleting the namespace removes its veth end and with it ours.
-        let _ = std::process::Command::new("ip").args(["netns", "del", &self.name]).status();
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
     }
 }
 
@@ -339,10 +363,16 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
             Err(_) => false,
         }
     });
-    assert!(reached, "no answer from the VM on 10.213.7.2:7777 (got {got:?})");
+    assert!(
+        reached,
+        "no answer from the VM on 10.213.7.2:7777 (got {got:?})"
+    );
     // Same address, MAC-carrying NIC named eth0, same default route; and the
     // guest reaches the host.
-    assert!(got.contains("eth0") && got.contains("10.213.7.2/24"), "{got}");
+    assert!(
+        got.contains("eth0") && got.contains("10.213.7.2/24"),
+        "{got}"
+    );
     assert!(got.contains("default via 10.213.7.1"), "{got}");
     assert!(got.contains("PING-OK"), "{got}");
     assert!(c.wait_status("stopped"));
@@ -352,11 +382,21 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
         .args(["netns", "exec", &net.name, "ip", "-o", "link"])
         .output()
         .unwrap();
-    assert!(!stdout(&links).contains("vt-"), "tap left: {}", stdout(&links));
+    assert!(
+        !stdout(&links).contains("vt-"),
+        "tap left: {}",
+        stdout(&links)
+    );
     let filters = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.name, "tc", "filter", "show", "dev", "eth0", "ingress"])
+        .args([
+            "netns", "exec", &net.name, "tc", "filter", "show", "dev", "eth0", "ingress",
+        ])
         .output()
         .unwrap();
-    assert!(stdout(&filters).trim().is_empty(), "filters left: {}", stdout(&filters));
+    assert!(
+        stdout(&filters).trim().is_empty(),
+        "filters left: {}",
+        stdout(&filters)
+    );
     assert_gone(&c, &state_dir, None);
 }

@@ -161,7 +161,7 @@ pub fn main() -> ExitCode {
         Command::Resume(a) => pause::resume(&cli, a),
         Command::Events(a) => events::run(&cli, a),
         Command::Update(a) => update::run(&cli, a),
-        Command::Features => features::run(),
+        Command::Features => features::run(&cli),
         Command::Spec(a) => spec::run(a),
         Command::Bench(a) => bench::run(a),
         Command::VmSupervise(a) => vm_supervise::run(a),
