@@ -12,7 +12,7 @@ const APPLETS: &[&str] = &[
     "readlink", "grep", "head", "wc", "env", "pwd", "touch", "mkdir", "stat", "test", "kill", "dd",
     "umask", "ulimit", "nproc", "uname", "wget", "nc", "ip", "ifconfig", "printf", "tr", "sed",
     "awk", "sync", "chmod", "rm", "cp", "ln", "find", "tty", "stty", "whoami", "date", "seq",
-    "yes", "cut", "xargs", "ping",
+    "yes", "cut", "xargs",
 ];
 
 /// A bundle directory with a busybox rootfs and a config.json.

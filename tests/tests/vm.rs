@@ -335,7 +335,7 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
             "sh",
             "-c",
             "(ip -o addr show eth0; ip route; \
-              ping -c 1 -W 5 10.213.7.1 >/dev/null && echo PING-OK; echo pong-from-vm) \
+              echo hello-host | nc -w 10 10.213.7.1 7778 && echo SENT-OK; echo pong-from-vm) \
              | nc -l -p 7777",
         ],
     );
@@ -348,6 +348,14 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
     c.write();
     ok(&c.create_with(&[]));
     let state_dir = c.root().join(&c.id);
+    // The guest reaches a listener on the host side of the veth.
+    let listener = std::net::TcpListener::bind("10.213.7.1:7778").unwrap();
+    let from_guest = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut got);
+        got
+    });
     c.start();
     // The host reaches the guest's listener through the namespace's veth.
     let mut got = String::new();
@@ -374,7 +382,8 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
         "{got}"
     );
     assert!(got.contains("default via 10.213.7.1"), "{got}");
-    assert!(got.contains("PING-OK"), "{got}");
+    assert!(got.contains("SENT-OK"), "{got}");
+    assert_eq!(from_guest.join().unwrap(), "hello-host\n");
     assert!(c.wait_status("stopped"));
     ok(&c.v(&["delete", &c.id]));
     // The taps and filters are gone from the namespace.
