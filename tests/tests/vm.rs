@@ -409,3 +409,127 @@ fn vm_gets_the_namespace_network_and_talks_to_the_host() {
     );
     assert_gone(&c, &state_dir, None);
 }
+
+/// Receives the pty master sent to a console socket.
+fn recv_master(listener: &std::os::unix::net::UnixListener) -> std::fs::File {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    listener.set_nonblocking(true).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("no connection on the console socket: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd was just received and is owned by nobody else.
+            return std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    panic!("no descriptor on the console socket");
+}
+
+/// Reads a pty master until `want` shows up (or 60 s pass).
+fn read_until(master: &mut std::fs::File, want: &str) -> String {
+    use std::os::fd::AsFd;
+    let mut out = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < end && !String::from_utf8_lossy(&out).contains(want) {
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(200u16)).unwrap() == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        match std::io::Read::read(master, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn vm_terminal_through_the_console_socket_and_exec_tty() {
+    require_vm!();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut c = VmCtr::new(
+        "vmtty",
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && echo stdin-is-tty; stty size; read line; echo \"got:$line\"; exit 5",
+        ],
+    );
+    c.config()["process"]["terminal"] = json!(true);
+    c.write();
+    ok(&c.create_with(&["--console-socket", sock.to_str().unwrap()]));
+    let mut master = recv_master(&listener);
+    // The guest terminal follows the size of ours.
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 101,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&master),
+            libc::TIOCSWINSZ,
+            &ws,
+        )
+    };
+    assert_eq!(rc, 0);
+    c.start();
+    let out = read_until(&mut master, "33 101");
+    assert!(out.contains("stdin-is-tty"), "{out:?}");
+    assert!(out.contains("33 101"), "window size: {out:?}");
+    std::io::Write::write_all(&mut master, b"through the vm\n").unwrap();
+    let out = read_until(&mut master, "got:through the vm");
+    assert!(out.contains("got:through the vm"), "{out:?}");
+    assert!(c.wait_status("stopped"));
+
+    // exec --tty with a console socket in a running vm container.
+    let c = VmCtr::new("vmtty2", &["sleep", "600"]);
+    ok(&c.create_with(&[]));
+    c.start();
+    let sock2 = dir.path().join("console2.sock");
+    let listener2 = std::os::unix::net::UnixListener::bind(&sock2).unwrap();
+    let mut cmd = c.cmd();
+    cmd.args([
+        "exec",
+        "--tty",
+        "--console-socket",
+        sock2.to_str().unwrap(),
+        &c.id,
+        "sh",
+        "-c",
+        "tty; exit 3",
+    ]);
+    let child = cmd.spawn().unwrap();
+    let mut master = recv_master(&listener2);
+    let out = read_until(&mut master, "/dev/pts/");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    let status = child.wait_with_output().unwrap();
+    assert_eq!(status.status.code(), Some(3));
+}
