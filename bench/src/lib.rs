@@ -16,6 +16,8 @@
 //!   native.
 //! - [`consolidation`]: n concurrent instances per mode, aggregate and
 //!   per-instance throughput.
+//! - [`vm_startup`]: `vessel run` of a vm-mode container, create to first
+//!   output and to exit, beside a bare QEMU boot of the same guest.
 #![warn(missing_docs)]
 
 pub mod bundle;
@@ -35,6 +37,7 @@ pub mod sys;
 pub mod table;
 pub mod vm_rootfs;
 pub mod workloads;
+pub mod vm_startup;
 
 use std::path::{Path, PathBuf};
 

@@ -33,6 +33,9 @@ enum Suite {
     /// n = 1..32 concurrent instances of a workload in each mode:
     /// aggregate and per-instance throughput, memory split as Table 4.
     Consolidation(ConsolidationArgs),
+    /// vm mode: create to first output and to exit, beside a bare QEMU boot
+    /// of the same guest, with the image builds split out.
+    VmStartup(VmStartupArgs),
 }
 
 /// Flags both suites share.
@@ -197,6 +200,22 @@ fn consolidation_options(a: ConsolidationArgs) -> anyhow::Result<consolidation::
 }
 
 #[derive(clap::Args, Debug)]
+struct VmStartupArgs {
+    /// Measured runs of each step.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// The static vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// Scratch directory (bundle and image caches).
+    #[arg(long, default_value = "/var/tmp")]
+    tmpdir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/vm-startup.json")]
+    json: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
 struct IoArgs {
     /// Measured seconds per case (after the ramp).
     #[arg(long, default_value_t = 12)]
@@ -286,6 +305,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::install_interrupt_handler();
     let result = match cli.suite {
+        Suite::VmStartup(a) => vessel_bench::vm_startup::run(&vessel_bench::vm_startup::Options {
+            vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+            runs: a.runs.max(1),
+            tmpdir: a.tmpdir,
+            json: a.json,
+        }),
         Suite::Lifecycle(a) => lifecycle::require_root().and_then(|()| {
             lifecycle::run(&lifecycle::Options {
                 runs: a.runs,

@@ -138,3 +138,24 @@ mod tests {
         assert!(!process_alive(me, t + 1));
     }
 }
+
+/// Nanoseconds since the epoch, for unique file names.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The user name of the caller, as runc's `list` shows it.
+pub fn owner_name() -> String {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return "root".into();
+    }
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
