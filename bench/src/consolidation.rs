@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::instance::{self, Mode, Runtimes, Running, Spec};
+use crate::instance::{self, Mode, Running, Runtimes, Spec};
 use crate::lifecycle::rotation;
 use crate::overhead::{col_label, last_lines, one_line, setup_runtimes, RuntimeFlags};
 use crate::report::{self, Status};
@@ -215,7 +215,11 @@ pub fn run(opts: &Options) -> Result<()> {
     println!("JSON: {}", opts.json.display());
     match crate::plot::lines_svg(&lines(&report)) {
         Ok(svg) => match crate::plot::write_svg_png(&svg, &opts.plot) {
-            Ok(()) => println!("plots: {}.svg, {}.png", opts.plot.display(), opts.plot.display()),
+            Ok(()) => println!(
+                "plots: {}.svg, {}.png",
+                opts.plot.display(),
+                opts.plot.display()
+            ),
             Err(e) => eprintln!("vessel-bench: plot: {e:#}"),
         },
         Err(e) => eprintln!("vessel-bench: plot: {e:#}"),
@@ -293,7 +297,10 @@ fn group(
             memory_mib: Some(table4_mib(n)),
             threads: 1,
         };
-        insts.push(rt.launch(m, &spec).with_context(|| format!("instance {i} of {n}"))?);
+        insts.push(
+            rt.launch(m, &spec)
+                .with_context(|| format!("instance {i} of {n}"))?,
+        );
     }
     for (i, inst) in insts.iter_mut().enumerate() {
         inst.wait_first_output(timeout)
@@ -331,11 +338,7 @@ fn group(
         );
     }
     let sum: f64 = figures.iter().sum();
-    Ok((
-        sum / n as f64,
-        sum,
-        mem.rss_kib as f64 / 1024.0 / n as f64,
-    ))
+    Ok((sum / n as f64, sum, mem.rss_kib as f64 / 1024.0 / n as f64))
 }
 
 fn report_json(
@@ -428,7 +431,11 @@ pub fn render_table(report: &Value) -> String {
     ns.sort_unstable();
     let unit = report["workload"]["unit"].as_str().unwrap_or("");
     let mut header = vec!["n".to_string(), "MiB each".to_string()];
-    header.extend(modes.iter().map(|m| format!("{} aggregate / per instance", col_label(m))));
+    header.extend(
+        modes
+            .iter()
+            .map(|m| format!("{} aggregate / per instance", col_label(m))),
+    );
     let mut t = Table::new(&header);
     for n in &ns {
         let mut row = vec![n.to_string(), table4_mib(*n as usize).to_string()];
@@ -454,7 +461,13 @@ pub fn render_table(report: &Value) -> String {
     );
     out.push_str(&t.render());
     if let Some(c) = report["modes"].as_object() {
-        let mut t = Table::new(&["mode", "largest n held", "RSS MiB/instance", "memory-bound estimate", "status"]);
+        let mut t = Table::new(&[
+            "mode",
+            "largest n held",
+            "RSS MiB/instance",
+            "memory-bound estimate",
+            "status",
+        ]);
         for (m, v) in c {
             let st = match v["status"]["status"].as_str() {
                 Some("ok") => "ok".to_string(),
@@ -487,8 +500,14 @@ pub fn render_table(report: &Value) -> String {
 /// The scaling curves: aggregate and per-instance throughput against n.
 pub fn lines(report: &Value) -> Vec<crate::plot::Lines> {
     let pts = report["points"].as_array().cloned().unwrap_or_default();
-    let unit = report["workload"]["unit"].as_str().unwrap_or("").to_string();
-    let name = report["workload"]["name"].as_str().unwrap_or("").to_string();
+    let unit = report["workload"]["unit"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = report["workload"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let mut modes: Vec<String> = Vec::new();
     for p in &pts {
         let m = p["mode"].as_str().unwrap_or("").to_string();
@@ -531,7 +550,10 @@ mod tests {
 
     #[test]
     fn table4() {
-        let got: Vec<u64> = [1, 2, 4, 8, 16, 32].iter().map(|n| table4_mib(*n)).collect();
+        let got: Vec<u64> = [1, 2, 4, 8, 16, 32]
+            .iter()
+            .map(|n| table4_mib(*n))
+            .collect();
         assert_eq!(got, vec![2039, 1622, 811, 405, 202, 101]);
     }
 

@@ -66,7 +66,9 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == name)
-            .ok_or_else(|| anyhow!("unknown mode {name:?} (known: native, vessel, vessel-vm, runc, crun)"))
+            .ok_or_else(|| {
+                anyhow!("unknown mode {name:?} (known: native, vessel, vessel-vm, runc, crun)")
+            })
     }
 }
 
@@ -383,7 +385,11 @@ impl Running {
     /// Waits for the instance to exit, up to `timeout` (then kills it).
     pub fn wait(&mut self, timeout: Duration) -> Result<Finished> {
         let Some(mut child) = self.child.take() else {
-            bail!("{} instance {} was already reaped", self.mode.name(), self.id);
+            bail!(
+                "{} instance {} was already reaped",
+                self.mode.name(),
+                self.id
+            );
         };
         let what = format!("{} instance {}", self.mode.name(), self.id);
         let res = sys::wait_timeout(&mut child, timeout, &what);
@@ -391,8 +397,16 @@ impl Running {
             self.force_delete();
         }
         let code = res?;
-        let stdout = self.out.take().and_then(|h| h.join().ok()).unwrap_or_default();
-        let stderr = self.err.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let stdout = self
+            .out
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        let stderr = self
+            .err
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
         let wall = self.start.elapsed();
         self.force_delete();
         Ok(Finished {
@@ -449,7 +463,16 @@ impl Drop for Running {
 /// host's loader cache, and passwd/group/hosts.
 pub fn make_rootfs(root: &Path) -> Result<()> {
     for d in [
-        "usr", "work", "tmp", "proc", "sys", "dev", "etc/alternatives", "root", "run", "var/tmp",
+        "usr",
+        "work",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "etc/alternatives",
+        "root",
+        "run",
+        "var/tmp",
     ] {
         fs::create_dir_all(root.join(d))
             .with_context(|| format!("creating {}", root.join(d).display()))?;
@@ -605,11 +628,19 @@ mod tests {
         assert_eq!(c["annotations"]["io.vessel.isolation"], "vm");
         assert_eq!(c["annotations"]["io.vessel.vm.cpus"], "2");
         assert_eq!(c["root"]["path"], "/vmr");
-        assert!(c["mounts"].as_array().unwrap().iter().all(|m| m["type"] != "bind"));
+        assert!(c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["type"] != "bind"));
         assert_eq!(c["process"]["args"][2], "echo hi");
         let c = rt.config(Mode::Runc, &spec);
         assert!(c["annotations"].is_null());
         assert_eq!(c["root"]["path"], "/r");
-        assert!(c["mounts"].as_array().unwrap().iter().any(|m| m["destination"] == "/work"));
+        assert!(c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/work"));
     }
 }

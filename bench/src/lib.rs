@@ -36,8 +36,8 @@ pub mod stats;
 pub mod sys;
 pub mod table;
 pub mod vm_rootfs;
-pub mod workloads;
 pub mod vm_startup;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 

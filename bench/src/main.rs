@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vessel_bench::io_isolation::{self, Mechanism, Rw};
 use vessel_bench::instance::Mode;
+use vessel_bench::io_isolation::{self, Mechanism, Rw};
 use vessel_bench::workloads::{self, Size};
 use vessel_bench::{consolidation, lifecycle, overhead, sys};
 
@@ -42,7 +42,11 @@ enum Suite {
 #[derive(clap::Args, Debug)]
 struct CommonArgs {
     /// Modes besides native (always run: it is the baseline).
-    #[arg(long, value_delimiter = ',', default_value = "vessel,vessel-vm,runc,crun")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vessel,vessel-vm,runc,crun"
+    )]
     modes: Vec<String>,
     /// Runs per cell; the first is dropped, the median of the rest kept.
     #[arg(long, default_value_t = 4)]
@@ -76,7 +80,11 @@ struct OverheadArgs {
     workloads: Vec<String>,
     /// Workloads also run in VM mode, where the guest runs under TCG
     /// emulation here (startup and memory always run).
-    #[arg(long = "vm-workloads", value_delimiter = ',', default_value = "sysbench-cpu,sysbench-memory,bzip2,dd-null,iperf3")]
+    #[arg(
+        long = "vm-workloads",
+        value_delimiter = ',',
+        default_value = "sysbench-cpu,sysbench-memory,bzip2,dd-null,iperf3"
+    )]
     vm_workloads: Vec<String>,
     /// Threads of sysbench and make -j.
     #[arg(long, default_value_t = 2)]
@@ -155,7 +163,10 @@ fn overhead_options(a: OverheadArgs) -> anyhow::Result<overhead::Options> {
         modes: parse_modes(&c.modes)?,
         workloads,
         vm_workloads: if c.quick {
-            a.vm_workloads.into_iter().filter(|n| n == "sysbench-cpu").collect()
+            a.vm_workloads
+                .into_iter()
+                .filter(|n| n == "sysbench-cpu")
+                .collect()
         } else {
             a.vm_workloads
         },
@@ -174,9 +185,13 @@ fn overhead_options(a: OverheadArgs) -> anyhow::Result<overhead::Options> {
 
 fn consolidation_options(a: ConsolidationArgs) -> anyhow::Result<consolidation::Options> {
     let c = a.common;
-    let workload = workloads::by_name(&a.workload).map_err(|e| anyhow::anyhow!("--workload: {e}"))?;
+    let workload =
+        workloads::by_name(&a.workload).map_err(|e| anyhow::anyhow!("--workload: {e}"))?;
     if !workload.higher_is_better || workload.network {
-        anyhow::bail!("--workload: {} is not a throughput workload without network", workload.name);
+        anyhow::bail!(
+            "--workload: {} is not a throughput workload without network",
+            workload.name
+        );
     }
     if a.instances.is_empty() || a.instances.contains(&0) {
         anyhow::bail!("--instances: give counts of at least 1");

@@ -38,9 +38,13 @@ impl Netns {
         let ns_ip = format!("10.231.{net}.2");
         ip(&["netns", "add", &name]).with_context(|| format!("creating netns {name}"))?;
         let n = name.clone();
-        cleanup.push(format!("delete netns {name}"), move || ip(&["netns", "del", &n]));
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "vbc0", "netns", &name])
-            .with_context(|| format!("creating veth {host_if}"))?;
+        cleanup.push(format!("delete netns {name}"), move || {
+            ip(&["netns", "del", &n])
+        });
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "vbc0", "netns", &name,
+        ])
+        .with_context(|| format!("creating veth {host_if}"))?;
         let h = host_if.clone();
         cleanup.push(format!("delete link {host_if}"), move || {
             // Gone already when the namespace (holding its peer) went first.
@@ -138,13 +142,16 @@ mod tests {
             let mut c = Cleanup::new();
             let n = Netns::create(tag, &mut c).unwrap();
             assert!(n.path.exists());
-            let out = sys::output(Command::new("ip").args([
-                "netns", "exec", &n.name, "ip", "-4", "addr", "show", "eth0",
-            ]))
+            let out = sys::output(
+                Command::new("ip")
+                    .args(["netns", "exec", &n.name, "ip", "-4", "addr", "show", "eth0"]),
+            )
             .unwrap();
             assert!(out.contains(&n.ns_ip), "{out}");
         }
         assert!(!PathBuf::from(format!("/var/run/netns/vb{tag}")).exists());
-        assert!(sys::output(Command::new("ip").args(["link", "show", &format!("vbh{tag}")])).is_err());
+        assert!(
+            sys::output(Command::new("ip").args(["link", "show", &format!("vbh{tag}")])).is_err()
+        );
     }
 }

@@ -194,7 +194,11 @@ pub fn run(opts: &Options) -> Result<()> {
         opts.runs,
         runnable.len(),
         opts.workloads.len(),
-        if opts.size == Size::Quick { "quick sizing" } else { "full sizing" }
+        if opts.size == Size::Quick {
+            "quick sizing"
+        } else {
+            "full sizing"
+        }
     );
     for r in 0..opts.runs {
         let order = rotation(&runnable, r);
@@ -220,7 +224,11 @@ pub fn run(opts: &Options) -> Result<()> {
     crate::write_json(&opts.json, &report)?;
     println!("JSON: {}", opts.json.display());
     match crate::plot::write_svg_png(&crate::plot::bars_svg(&bars(&report))?, &opts.plot) {
-        Ok(()) => println!("plots: {}.svg, {}.png", opts.plot.display(), opts.plot.display()),
+        Ok(()) => println!(
+            "plots: {}.svg, {}.png",
+            opts.plot.display(),
+            opts.plot.display()
+        ),
         Err(e) => eprintln!("vessel-bench: plot: {e:#}"),
     }
     let failed: Vec<String> = suite
@@ -271,7 +279,9 @@ pub(crate) fn setup_runtimes(
         if found.is_none() && opts.modes.contains(&mode) {
             status.insert(
                 mode,
-                Status::NotRun(format!("{name} not found in PATH (apt-get install -y {name})")),
+                Status::NotRun(format!(
+                    "{name} not found in PATH (apt-get install -y {name})"
+                )),
             );
         }
         found
@@ -365,7 +375,8 @@ impl Suite<'_> {
         if let Err(e) = self.idle_instance(Mode::VesselVm, "probe") {
             let reason = format!("vessel VM mode does not start here: {}", one_line(&e));
             eprintln!("  {reason}");
-            self.mode_status.insert(Mode::VesselVm, Status::NotRun(reason));
+            self.mode_status
+                .insert(Mode::VesselVm, Status::NotRun(reason));
         }
     }
 
@@ -464,7 +475,13 @@ impl Suite<'_> {
         })();
         let shown = res
             .as_ref()
-            .map(|b| format!("{:.0} ms, {:.1} MiB RSS (TCG)", b.ready_ms, b.rss_kib as f64 / 1024.0))
+            .map(|b| {
+                format!(
+                    "{:.0} ms, {:.1} MiB RSS (TCG)",
+                    b.ready_ms,
+                    b.rss_kib as f64 / 1024.0
+                )
+            })
             .map_err(|e| anyhow::anyhow!("{e:#}"));
         self.progress("bare QEMU boot", QEMU_BARE, run, &shown);
         match res {
@@ -476,7 +493,9 @@ impl Suite<'_> {
             }
             Err(e) => {
                 let msg = one_line(&e);
-                self.cell(STARTUP.name, QEMU_BARE).error.get_or_insert(msg.clone());
+                self.cell(STARTUP.name, QEMU_BARE)
+                    .error
+                    .get_or_insert(msg.clone());
                 self.cell(MEMORY.name, QEMU_BARE).error.get_or_insert(msg);
             }
         }
@@ -544,7 +563,10 @@ impl Suite<'_> {
                         && ![STARTUP.name, MEMORY.name].contains(row)
                         && !self.opts.vm_workloads.iter().any(|n| n == row) =>
                     {
-                        Some("not in --vm-workloads (the guest runs under TCG emulation here)".into())
+                        Some(
+                            "not in --vm-workloads (the guest runs under TCG emulation here)"
+                                .into(),
+                        )
                     }
                     _ => None,
                 };
@@ -600,7 +622,10 @@ impl Suite<'_> {
             .iter()
             .map(|m| {
                 let s = self.mode_status.get(m).cloned().unwrap_or(Status::Ok);
-                (m.name().to_string(), serde_json::to_value(s).unwrap_or(Value::Null))
+                (
+                    m.name().to_string(),
+                    serde_json::to_value(s).unwrap_or(Value::Null),
+                )
             })
             .collect();
         json!({
@@ -708,7 +733,11 @@ pub fn render_table(report: &Value) -> String {
             let txt = match c["status"].as_str() {
                 Some("ok") => {
                     let k = &c["kept"];
-                    let d = if k["median"].as_f64().unwrap_or(0.0) >= 100.0 { 0 } else { 2 };
+                    let d = if k["median"].as_f64().unwrap_or(0.0) >= 100.0 {
+                        0
+                    } else {
+                        2
+                    };
                     let mut s = format!(
                         "{} [{}-{}]",
                         num(k["median"].as_f64(), d),
@@ -723,7 +752,11 @@ pub fn render_table(report: &Value) -> String {
                     s
                 }
                 Some("failed") => {
-                    notes.push(format!("{col} {}: {}", line[0], c["error"].as_str().unwrap_or("")));
+                    notes.push(format!(
+                        "{col} {}: {}",
+                        line[0],
+                        c["error"].as_str().unwrap_or("")
+                    ));
                     "FAILED".into()
                 }
                 Some("not_run") => {
@@ -740,7 +773,9 @@ pub fn render_table(report: &Value) -> String {
         t.row(line);
     }
     let mut out = t.render();
-    out.push_str("cells: median [min-max] of the kept runs, xN = relative to native (higher is better)\n");
+    out.push_str(
+        "cells: median [min-max] of the kept runs, xN = relative to native (higher is better)\n",
+    );
     for n in notes {
         out.push_str(&format!("  {n}\n"));
     }
@@ -819,7 +854,10 @@ mod tests {
         let r = report();
         let t = render_table(&r);
         assert!(t.contains("4.00 [4.00-5.00] x0.50"), "{t}");
-        assert!(t.contains("vessel-vm (TCG)") && t.contains("not run: no VM"), "{t}");
+        assert!(
+            t.contains("vessel-vm (TCG)") && t.contains("not run: no VM"),
+            "{t}"
+        );
         let b = bars(&r);
         assert_eq!(b.categories, vec!["bzip2"]);
         assert_eq!(b.series.len(), 2);

@@ -118,7 +118,9 @@ pub fn bars_svg(b: &Bars) -> Result<String> {
                 }))
                 .map_err(err)?
                 .label(s.name.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
             chart
                 .draw_series(s.values.iter().enumerate().filter_map(|(ci, v)| {
                     v.map(|(_, lo, hi)| {
@@ -155,7 +157,11 @@ pub fn lines_svg(panels: &[Lines]) -> Result<String> {
         let root = SVGBackend::with_string(&mut svg, (600 * panels.len().max(1) as u32, 480))
             .into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        for (area, p) in root.split_evenly((1, panels.len().max(1))).iter().zip(panels) {
+        for (area, p) in root
+            .split_evenly((1, panels.len().max(1)))
+            .iter()
+            .zip(panels)
+        {
             let pts = p.series.iter().flat_map(|s| s.points.iter());
             let xmax = pts.clone().map(|q| q.0).fold(1.0, f64::max);
             let ymax = pts.map(|q| q.1).fold(0.0, f64::max) * 1.15;
@@ -187,7 +193,10 @@ pub fn lines_svg(panels: &[Lines]) -> Result<String> {
                 let color = PALETTE[si % PALETTE.len()];
                 let xy: Vec<(f64, f64)> = s.points.iter().map(|(x, y)| (x.log2(), *y)).collect();
                 chart
-                    .draw_series(plotters::series::LineSeries::new(xy.clone(), color.stroke_width(2)))
+                    .draw_series(plotters::series::LineSeries::new(
+                        xy.clone(),
+                        color.stroke_width(2),
+                    ))
                     .map_err(err)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| {
@@ -236,7 +245,11 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
         .ok_or_else(|| anyhow!("empty plot size {size:?}"))?;
     pixmap.fill(resvg::tiny_skia::Color::WHITE);
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    resvg::render(
+        &tree,
+        resvg::tiny_skia::Transform::default(),
+        &mut pixmap.as_mut(),
+    );
     pixmap.encode_png().context("encoding the plot as PNG")
 }
 

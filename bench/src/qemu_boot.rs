@@ -42,9 +42,9 @@ pub fn guest_kernel() -> Result<PathBuf> {
         })
         .collect();
     found.sort();
-    found
-        .pop()
-        .ok_or_else(|| anyhow!("no /boot/vmlinuz-*-cloud-amd64: apt-get install -y linux-image-cloud-amd64"))
+    found.pop().ok_or_else(|| {
+        anyhow!("no /boot/vmlinuz-*-cloud-amd64: apt-get install -y linux-image-cloud-amd64")
+    })
 }
 
 /// Writes a newc initramfs holding busybox and an `/init` that prints
@@ -55,8 +55,7 @@ pub fn make_initramfs(dir: &Path) -> Result<PathBuf> {
     let tree = dir.join("initramfs-tree");
     fs::create_dir_all(tree.join("bin"))?;
     fs::create_dir_all(tree.join("dev"))?;
-    fs::copy(&bb, tree.join("bin/busybox"))
-        .with_context(|| format!("copying {}", bb.display()))?;
+    fs::copy(&bb, tree.join("bin/busybox")).with_context(|| format!("copying {}", bb.display()))?;
     let init = tree.join("init");
     fs::write(
         &init,
@@ -98,7 +97,10 @@ pub fn boot_once(kernel: &Path, initrd: &Path, accel: &str, memory_mib: u64) -> 
         .spawn()
         .context("starting qemu-system-x86_64 (apt-get install -y qemu-system-x86)")?;
     let pid = child.id();
-    let out = child.stdout.take().ok_or_else(|| anyhow!("no qemu stdout"))?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no qemu stdout"))?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {

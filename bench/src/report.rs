@@ -13,7 +13,11 @@ use crate::sys;
 /// Summary of the kept samples: every run but the first (the paper's rule;
 /// with a single run that one is kept).
 pub fn kept(samples: &[f64]) -> Option<Summary> {
-    let rest = if samples.len() > 1 { &samples[1..] } else { samples };
+    let rest = if samples.len() > 1 {
+        &samples[1..]
+    } else {
+        samples
+    };
     Summary::of(rest)
 }
 
@@ -173,7 +177,10 @@ mod tests {
 
     #[test]
     fn status_json() {
-        assert_eq!(serde_json::to_value(Status::Ok).unwrap(), json!({"status": "ok"}));
+        assert_eq!(
+            serde_json::to_value(Status::Ok).unwrap(),
+            json!({"status": "ok"})
+        );
         assert_eq!(
             serde_json::to_value(Status::NotRun("x".into())).unwrap(),
             json!({"status": "not_run", "reason": "x"})

@@ -15,14 +15,27 @@ use anyhow::{anyhow, Context, Result};
 
 /// The programs the VM workloads call (looked up in `/usr/bin`).
 pub const TOOLS: &[&str] = &[
-    "sh", "dash", "sysbench", "bzip2", "awk", "date", "sync", "rm", "sleep", "sed", "cat",
-    "cut", "dd", "mkdir", "iperf3", "ls", "echo",
+    "sh", "dash", "sysbench", "bzip2", "awk", "date", "sync", "rm", "sleep", "sed", "cat", "cut",
+    "dd", "mkdir", "iperf3", "ls", "echo",
 ];
 
 /// Makes the VM rootfs at `root`: merged-/usr links, [`TOOLS`] and their
 /// libraries, passwd/group/hosts, and an empty `/work`.
 pub fn make(root: &Path) -> Result<()> {
-    for d in ["usr/bin", "usr/lib", "usr/lib64", "usr/sbin", "work", "tmp", "proc", "sys", "dev", "etc", "root", "run"] {
+    for d in [
+        "usr/bin",
+        "usr/lib",
+        "usr/lib64",
+        "usr/sbin",
+        "work",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "etc",
+        "root",
+        "run",
+    ] {
         fs::create_dir_all(root.join(d))
             .with_context(|| format!("creating {}", root.join(d).display()))?;
     }
@@ -35,7 +48,10 @@ pub fn make(root: &Path) -> Result<()> {
     for t in TOOLS {
         let host = Path::new("/usr/bin").join(t);
         if !host.exists() {
-            return Err(anyhow!("{} is missing on the host (see scripts/install-deps.sh)", host.display()));
+            return Err(anyhow!(
+                "{} is missing on the host (see scripts/install-deps.sh)",
+                host.display()
+            ));
         }
         // Copy the file the link resolves to, under the tool's own name.
         fs::copy(&host, root.join("usr/bin").join(t))
@@ -51,7 +67,8 @@ pub fn make(root: &Path) -> Result<()> {
         if let Some(p) = dest.parent() {
             fs::create_dir_all(p)?;
         }
-        fs::copy(l, &dest).with_context(|| format!("copying {} into the VM rootfs", l.display()))?;
+        fs::copy(l, &dest)
+            .with_context(|| format!("copying {} into the VM rootfs", l.display()))?;
     }
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
@@ -119,7 +136,14 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("sysbench") && text.contains("\nx\n2\n"), "{text}");
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("sysbench") && text.contains("\nx\n2\n"),
+            "{text}"
+        );
     }
 }

@@ -277,7 +277,9 @@ pub fn parse_result(output: &str) -> Result<f64> {
         .parse()
         .map_err(|_| anyhow!("workload printed {RESULT_PREFIX}{line:?}, not a number"))?;
     if !(v.is_finite() && v > 0.0) {
-        return Err(anyhow!("workload printed {RESULT_PREFIX}{v}, not a positive figure"));
+        return Err(anyhow!(
+            "workload printed {RESULT_PREFIX}{v}, not a positive figure"
+        ));
     }
     Ok(v)
 }
@@ -289,9 +291,30 @@ fn write_text_file(path: &Path, bytes: u64) -> Result<()> {
         return Ok(());
     }
     const WORDS: &[&str] = &[
-        "vessel", "container", "namespace", "cgroup", "kernel", "guest", "host", "memory",
-        "throughput", "latency", "scheduler", "virtio", "the", "of", "and", "a", "to", "in",
-        "server", "consolidation", "overhead", "benchmark", "disk", "network",
+        "vessel",
+        "container",
+        "namespace",
+        "cgroup",
+        "kernel",
+        "guest",
+        "host",
+        "memory",
+        "throughput",
+        "latency",
+        "scheduler",
+        "virtio",
+        "the",
+        "of",
+        "and",
+        "a",
+        "to",
+        "in",
+        "server",
+        "consolidation",
+        "overhead",
+        "benchmark",
+        "disk",
+        "network",
     ];
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
@@ -307,7 +330,7 @@ fn write_text_file(path: &Path, bytes: u64) -> Result<()> {
             line.push_str(WORDS[(x >> 33) as usize % WORDS.len()]);
             line.push(' ');
         }
-        let _ = write!(line, "{}\n", x >> 40);
+        let _ = writeln!(line, "{}", x >> 40);
         let take = (bytes - written).min(line.len() as u64) as usize;
         w.write_all(&line.as_bytes()[..take])?;
         written += take as u64;
@@ -400,7 +423,10 @@ mod tests {
             threads: 2,
             iperf_server: "127.0.0.1".into(),
         };
-        for w in ALL.iter().filter(|w| !w.network && w.name != "sysbench-oltp") {
+        for w in ALL
+            .iter()
+            .filter(|w| !w.network && w.name != "sysbench-oltp")
+        {
             let dir = d.path().join(w.name);
             w.prepare(&dir, Size::Quick).unwrap();
             let out = std::process::Command::new("/bin/sh")

@@ -29,7 +29,9 @@ fn debug_vessel() -> PathBuf {
 }
 
 fn positive(v: &Value, what: &str) {
-    let x = v.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {v}"));
+    let x = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: not a number: {v}"));
     assert!(x.is_finite() && x > 0.0, "{what}: {x} is not positive");
 }
 
@@ -46,7 +48,11 @@ fn check_cell(row: &str, mode: &str, c: &Value) {
         positive(&c["kept"][k], &format!("{what} kept.{k}"));
         positive(&c["normalized"][k], &format!("{what} normalized.{k}"));
     }
-    assert_eq!(c["tcg"], mode == "vessel-vm" || mode == "qemu-bare", "{what}");
+    assert_eq!(
+        c["tcg"],
+        mode == "vessel-vm" || mode == "qemu-bare",
+        "{what}"
+    );
 }
 
 #[test]
@@ -79,7 +85,10 @@ fn overhead_quick_smoke() {
         "vessel-bench overhead --quick failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
-    assert!(stdout.contains("workload") && stdout.contains("native"), "{stdout}");
+    assert!(
+        stdout.contains("workload") && stdout.contains("native"),
+        "{stdout}"
+    );
     let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["suite"], "overhead");
     assert_eq!(r["quick"], true);
