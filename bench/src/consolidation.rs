@@ -89,6 +89,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let started = sys::now_utc();
     let t0 = std::time::Instant::now();
+    let psi0 = sys::psi_some_total_us("cpu");
     let mut cleanup = Cleanup::new();
     fs::create_dir_all(&opts.tmpdir)
         .with_context(|| format!("creating {}", opts.tmpdir.display()))?;
@@ -201,7 +202,7 @@ pub fn run(opts: &Options) -> Result<()> {
     for m in &modes {
         status.entry(*m).or_insert(Status::Ok);
     }
-    let report = report_json(
+    let mut report = report_json(
         opts,
         &modes,
         &status,
@@ -210,6 +211,8 @@ pub fn run(opts: &Options) -> Result<()> {
         mem_available_kib,
         (&started, &sys::now_utc(), t0.elapsed().as_secs_f64()),
     );
+    report["host"]["load_at_end"] = json!(sys::uptime());
+    report["host"]["cpu_pressure_pct"] = json!(crate::overhead::cpu_pressure(psi0, t0));
     println!("{}", render_table(&report));
     crate::write_json(&opts.json, &report)?;
     println!("JSON: {}", opts.json.display());

@@ -120,6 +120,7 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let started = sys::now_utc();
     let t0 = std::time::Instant::now();
+    let psi0 = sys::psi_some_total_us("cpu");
     let mut cleanup = Cleanup::new();
     fs::create_dir_all(&opts.tmpdir)
         .with_context(|| format!("creating {}", opts.tmpdir.display()))?;
@@ -219,7 +220,9 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     suite.mark_not_run();
     let finished = sys::now_utc();
-    let report = suite.report(&host, &started, &finished, t0.elapsed().as_secs_f64());
+    let mut report = suite.report(&host, &started, &finished, t0.elapsed().as_secs_f64());
+    report["host"]["load_at_end"] = json!(sys::uptime());
+    report["host"]["cpu_pressure_pct"] = json!(cpu_pressure(psi0, t0));
     println!("{}", render_table(&report));
     crate::write_json(&opts.json, &report)?;
     println!("JSON: {}", opts.json.display());
@@ -680,6 +683,14 @@ fn cell_json(c: &Cell, row: &Row, native: Option<&Summary>, col: &str) -> Value 
         v["pss_mib"] = serde_json::to_value(p).unwrap_or(Value::Null);
     }
     v
+}
+
+/// The share of the run's wall time some task waited for a CPU
+/// (`/proc/pressure/cpu`), in percent: how much the machine's other
+/// tenants were in the way.
+pub(crate) fn cpu_pressure(psi0: Option<u64>, t0: std::time::Instant) -> Option<f64> {
+    let d = sys::psi_some_total_us("cpu")?.checked_sub(psi0?)?;
+    Some(d as f64 / (t0.elapsed().as_secs_f64() * 1e6) * 100.0)
 }
 
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
