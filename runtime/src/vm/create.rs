@@ -218,7 +218,16 @@ pub fn create(
             .or_else(|| own_console.as_ref().map(|(_, p)| p.clone())),
         cgroup_path: cgroup.path().to_path_buf(),
         systemd_cgroup: opts.systemd_cgroup,
-        resources: linux.resources().clone(),
+        resources: linux.resources().clone().map(|mut r| {
+            // The host cgroup holds the VMM: memory, CPU and block IO limits
+            // bound it; device rules and the pids limit are about the
+            // workload's processes and apply in the guest (the VMM needs
+            // /dev/kvm and /dev/net/tun, and its threads are not processes
+            // of the container).
+            r.set_devices(None);
+            r.set_pids(None);
+            r
+        }),
         annotations: spec.annotations().clone().unwrap_or_default(),
         netns: plan.netns.clone(),
         boot_timeout: opts

@@ -348,11 +348,16 @@ impl Supervisor {
             let frame = match self.agent.recv() {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::error!("container {:?}: the guest agent is gone: {e}", self.id);
+                    let vmm = self.vm.lock().map(|v| v.vmm_log_tail()).unwrap_or_default();
+                    tracing::error!(
+                        "container {:?}: the guest agent is gone: {e}; VMM: {vmm}",
+                        self.id
+                    );
                     if let Some(f) = err.as_mut() {
                         let _ = writeln!(
                             f,
-                            "vessel: container {:?}: the VM stopped before its workload exited ({e})",
+                            "vessel: container {:?}: the VM stopped before its workload exited \
+                             ({e}); VMM log: {vmm}",
                             self.id
                         );
                     }
