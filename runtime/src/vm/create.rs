@@ -6,9 +6,9 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -298,7 +298,7 @@ pub fn create(
         dir: dir.clone(),
         channel: None,
         lock,
-        console: console.map(UnixStream::from),
+        console,
         hooks: spec.hooks().clone(),
         state,
     })
@@ -346,7 +346,7 @@ fn spawn_supervisor(
     drop(cmd);
     drop(ready_w);
     let mut report = String::new();
-    let _ = fs::File::from(OwnedFd::from(ready_r)).read_to_string(&mut report);
+    let _ = fs::File::from(ready_r).read_to_string(&mut report);
     match report.strip_prefix("ok ") {
         Some(rest) => {
             let vmm_pid = rest

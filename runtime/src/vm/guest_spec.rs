@@ -139,7 +139,7 @@ fn size(
             ))
         }
         (Some(m), _) => m,
-        (None, Some(limit)) => limit.checked_sub(VMM_OVERHEAD_MIB).unwrap_or(0),
+        (None, Some(limit)) => limit.saturating_sub(VMM_OVERHEAD_MIB),
         (None, None) => defaults.memory_mib.unwrap_or(DEFAULT_GUEST_MIB),
     };
     if memory < MIN_GUEST_MIB {
