@@ -126,6 +126,17 @@ fn vm_lifecycle_state_exec_ps_kill_delete() {
     assert!(!pids.is_empty(), "{ps}");
     let table = ok(&c.v(&["ps", &c.id]));
     assert!(table.contains("trap"), "{table}");
+    // pause freezes the VMM's cgroup, resume thaws it; events shows it.
+    ok(&c.v(&["pause", &c.id]));
+    assert_eq!(c.status(), "paused");
+    ok(&c.v(&["resume", &c.id]));
+    assert_eq!(c.status(), "running");
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&c.v(&["events", "--stats", &c.id]))).unwrap();
+    let usage = ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0);
+    assert!(usage > 1 << 20, "the VMM's memory shows in events: {ev}");
+    let o = c.exec(&["echo", "after-resume"]);
+    assert!(stdout(&o).contains("after-resume"), "{}", stderr(&o));
     ok(&c.v(&["kill", &c.id, "TERM"]));
     assert!(c.wait_status("stopped"), "TERM did not stop the workload");
     ok(&c.v(&["delete", &c.id]));
@@ -173,7 +184,8 @@ fn vm_rootfs_is_isolated_and_memory_limit_sizes_the_guest() {
         &[
             "sh",
             "-c",
-            "test -e /host-marker && echo SEES-HOST; ls /tmp; \
+            "test -e /host-marker && echo SEES-HOST; \
+             test -e /etc/debian_version || test -e /usr/bin || echo NO-HOST-FILES; \
              grep MemTotal /proc/meminfo; echo written > /newfile; cat /newfile",
         ],
     );
@@ -194,6 +206,10 @@ fn vm_rootfs_is_isolated_and_memory_limit_sizes_the_guest() {
         "the copied bind mount is missing: {out}"
     );
     assert!(out.contains("written"), "{out}");
+    assert!(
+        out.contains("NO-HOST-FILES"),
+        "the guest sees host files: {out}"
+    );
     let kb: u64 = out
         .lines()
         .find(|l| l.starts_with("MemTotal"))
