@@ -337,6 +337,7 @@ impl Drop for TestNet {
             .status();
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
