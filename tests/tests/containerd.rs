@@ -352,10 +352,7 @@ fn ctr_runs_a_vm_mode_container_through_the_annotation() {
     let st = clients::vessel_state(&env.vessel_ns_root(), id).expect("vessel knows the task");
     assert_eq!(st["isolation"], "vm", "{st}");
     // The image this test made is removed at the end (default cache).
-    let image = st["rootfs"]
-        .as_str()
-        .and_then(|r| vessel_vm::guest::tree_hash(std::path::Path::new(r)).ok())
-        .map(|(h, _, _)| vessel_vm::guest::default_cache_dir().join(format!("rootfs-{h}.erofs")));
+    let image = vessel_tests::vm::rootfs_image_of(&st, &vessel_vm::guest::default_cache_dir());
     let r = env.ctr(&[
         "task",
         "exec",

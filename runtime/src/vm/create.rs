@@ -5,13 +5,9 @@
 //! VM or supervisor.
 
 use std::fs;
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -27,7 +23,7 @@ use vessel_vm::guest::{
 
 use super::guest_spec;
 use super::resolve::resolve;
-use super::supervisor::{Launch, LAUNCH_FILE, READY_FD};
+use super::supervisor::{Launch, LAUNCH_FILE};
 use crate::container::{err, CreateOptions, Created, Error};
 use crate::hooks::{self, Phase};
 use crate::state::{Lock, State, Status, VmState};
@@ -312,41 +308,19 @@ fn spawn_supervisor(
     dir: &Path,
     cleanup: &mut Cleanup<'_>,
 ) -> Result<(i32, i32), String> {
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|x| format!("pipe: {x}"))?;
-    let w = ready_w.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("vessel")
-        .arg("--root")
-        .arg(root)
-        .arg("--log")
-        .arg(dir.join("supervisor.log"))
-        .arg("--log-format")
-        .arg("json")
-        .arg("vm-supervise")
-        .arg(dir);
-    // SAFETY: the closure runs in the forked child before exec and makes
-    // only async-signal-safe calls (setsid, dup2) on plain integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session: a terminal's ^C goes to `run`, which forwards
-            // it once, not to the supervisor as well.
-            libc::setsid();
-            if libc::dup2(w, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
+    let log = dir.join("supervisor.log");
+    let args: [&std::ffi::OsStr; 8] = [
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "vm-supervise".as_ref(),
+        dir.as_os_str(),
+    ];
+    let (pid, report) = super::spawn_reporting(&args, |pid| cleanup.supervisor = Some(pid))
         .map_err(|x| format!("starting the VM supervisor: {x}"))?;
-    let pid = child.id() as i32;
-    cleanup.supervisor = Some(pid);
-    drop(cmd);
-    drop(ready_w);
-    let mut report = String::new();
-    let _ = fs::File::from(ready_r).read_to_string(&mut report);
     match report.strip_prefix("ok ") {
         Some(rest) => {
             let vmm_pid = rest

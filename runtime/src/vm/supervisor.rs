@@ -29,6 +29,7 @@ use vessel_vm::engine::qemu::{Accel, QemuEngine};
 use vessel_vm::engine::{Engine, VmConfig, VmHandle};
 
 use super::control::{self, Reply, Request};
+use super::READY_FD;
 use crate::terminal;
 
 /// Everything `create` hands to the supervisor (`<dir>/vm.json`).
@@ -62,8 +63,6 @@ pub struct Launch {
 
 /// File name of the launch description in the state directory.
 pub const LAUNCH_FILE: &str = "vm.json";
-/// The descriptor on which the supervisor reports readiness to `create`.
-pub const READY_FD: i32 = 3;
 
 /// Signals relayed to the workload (SIGWINCH only resizes its terminal).
 const RELAYED: [Signal; 10] = [
