@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0x0000_0500  GDT (4 entries)            0x0000_0520  IDT (empty)
-//! 0x0000_6000  PVH start info, then its memory map
+//! 0x0000_6000  PVH start info, module list (0x6040), memory map (0x6080)
 //! 0x0000_7000  zero page (Linux boot_params)
 //! 0x0000_8ff0  initial stack pointer
 //! 0x0000_9000  PML4, 0xa000 PDPT, 0xb000.. 4 page directories (4 GiB, 2 MiB pages)
@@ -22,8 +22,10 @@ pub const GDT_START: u64 = 0x500;
 pub const IDT_START: u64 = 0x520;
 /// PVH `hvm_start_info`.
 pub const PVH_INFO_START: u64 = 0x6000;
-/// PVH memory map entries follow the start info.
-pub const PVH_MEMMAP_START: u64 = 0x6040;
+/// PVH module list (the initramfs).
+pub const PVH_MODLIST_START: u64 = 0x6040;
+/// PVH memory map entries.
+pub const PVH_MEMMAP_START: u64 = 0x6080;
 /// Linux zero page (`boot_params`).
 pub const ZERO_PAGE_START: u64 = 0x7000;
 /// Initial stack pointer of the boot vCPU.
