@@ -190,6 +190,27 @@ pub(crate) mod tests {
         RawDescriptor::from(SplitDescriptor::new(addr, len, flags, 0))
     }
 
+    /// Sets NEXT flags and indexes so `descs`, stored from table index
+    /// `first`, form one chain.
+    pub(crate) fn link(descs: &[RawDescriptor], first: u16) -> Vec<RawDescriptor> {
+        let next = virtio_bindings::bindings::virtio_ring::VRING_DESC_F_NEXT as u16;
+        descs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let d = SplitDescriptor::from(*d);
+                let last = i + 1 == descs.len();
+                let flags = if last {
+                    d.flags() & !next
+                } else {
+                    d.flags() | next
+                };
+                let n = if last { 0 } else { first + i as u16 + 1 };
+                RawDescriptor::from(SplitDescriptor::new(d.addr().0, d.len(), flags, n))
+            })
+            .collect()
+    }
+
     fn check(descs: &[RawDescriptor], limits: Limits) -> Result<ValidChain, ChainError> {
         let mem = test_memory();
         let vq = MockSplitQueue::new(&mem, 16);

@@ -8,6 +8,7 @@
 //! through [`chain::validate`] before a device touches it.
 
 pub mod chain;
+pub mod console;
 
 pub mod mmio;
 pub mod rng;

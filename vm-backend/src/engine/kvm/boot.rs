@@ -17,10 +17,14 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, ReadVolatile,
+};
 
 use super::layout::*;
 use super::KvmError;
@@ -90,8 +94,11 @@ where
                 setup_header: None,
             })
         }
-        Err(linux_loader::loader::Error::Elf(linux_loader::loader::elf::Error::InvalidElfMagicNumber)) => {
-            let r = BzImage::load(mem, None, image, himem).map_err(|e| format!("neither ELF nor bzImage: {e}"))?;
+        Err(linux_loader::loader::Error::Elf(
+            linux_loader::loader::elf::Error::InvalidElfMagicNumber,
+        )) => {
+            let r = BzImage::load(mem, None, image, himem)
+                .map_err(|e| format!("neither ELF nor bzImage: {e}"))?;
             Ok(LoadedKernel {
                 entry: Entry::Linux64(r.kernel_load.unchecked_add(BZIMAGE_64BIT_ENTRY)),
                 end: r.kernel_end,
@@ -111,7 +118,11 @@ pub fn low_ram_end(mem: &Memory) -> u64 {
 
 /// Loads the initramfs at the highest page-aligned address of low RAM
 /// that keeps it above the kernel; returns its address and size.
-pub fn load_initrd(mem: &Memory, path: &Path, kernel_end: u64) -> Result<(GuestAddress, u64), KvmError> {
+pub fn load_initrd(
+    mem: &Memory,
+    path: &Path,
+    kernel_end: u64,
+) -> Result<(GuestAddress, u64), KvmError> {
     let err = |msg: String| KvmError::Kernel {
         path: path.to_path_buf(),
         msg,
@@ -146,9 +157,15 @@ pub fn load_cmdline(mem: &Memory, cmdline: &Cmdline) -> Result<(), KvmError> {
 /// reserved, RAM from 1 MiB to the gap, the gap itself absent, RAM above
 /// 4 GiB.
 pub fn memory_map(mem: &Memory) -> Vec<(u64, u64, u32)> {
-    let mut map = vec![(0, EBDA_START, E820_RAM), (EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED)];
+    let mut map = vec![
+        (0, EBDA_START, E820_RAM),
+        (EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
+    ];
     for r in mem.iter() {
-        let (start, end) = (r.start_addr().0.max(HIMEM_START), r.start_addr().0 + r.len());
+        let (start, end) = (
+            r.start_addr().0.max(HIMEM_START),
+            r.start_addr().0 + r.len(),
+        );
         if end > start {
             map.push((start, end - start, E820_RAM));
         }
@@ -190,8 +207,11 @@ pub fn configure_linux(
         };
     }
     params.e820_entries = map.len() as u8;
-    LinuxBootConfigurator::write_bootparams(&BootParams::new(&params, GuestAddress(ZERO_PAGE_START)), mem)
-        .map_err(|e| KvmError::Memory(format!("writing the zero page: {e}")))
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
+        mem,
+    )
+    .map_err(|e| KvmError::Memory(format!("writing the zero page: {e}")))
 }
 
 /// Writes `hvm_start_info`, its module list and memory map for PVH.
@@ -351,7 +371,10 @@ mod tests {
         assert_eq!({ p.hdr.ramdisk_size }, 4096);
         assert_eq!({ p.hdr.type_of_loader }, 0xff);
         assert_eq!(p.e820_entries, 4);
-        let e: Vec<(u64, u64, u32)> = p.e820_table[..4].iter().map(|e| (e.addr, e.size, e.r#type)).collect();
+        let e: Vec<(u64, u64, u32)> = p.e820_table[..4]
+            .iter()
+            .map(|e| (e.addr, e.size, e.r#type))
+            .collect();
         assert_eq!(
             e,
             vec![
@@ -362,23 +385,36 @@ mod tests {
             ]
         );
         let mut line = [0u8; 14];
-        m.read_slice(&mut line, GuestAddress(CMDLINE_START)).unwrap();
+        m.read_slice(&mut line, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&line, b"console=ttyS0\0");
     }
 
     #[test]
     fn pvh_start_info_lists_memory_and_the_initrd() {
         let m = mem(256);
-        configure_pvh(&m, Some((GuestAddress(0x400_0000), 1234)), Some(GuestAddress(ACPI_START))).unwrap();
+        configure_pvh(
+            &m,
+            Some((GuestAddress(0x400_0000), 1234)),
+            Some(GuestAddress(ACPI_START)),
+        )
+        .unwrap();
         let info: hvm_start_info = m.read_obj(GuestAddress(PVH_INFO_START)).unwrap();
         assert_eq!(info.magic, XEN_HVM_START_MAGIC);
-        assert_eq!((info.nr_modules, info.modlist_paddr), (1, PVH_MODLIST_START));
+        assert_eq!(
+            (info.nr_modules, info.modlist_paddr),
+            (1, PVH_MODLIST_START)
+        );
         assert_eq!(info.rsdp_paddr, ACPI_START);
         assert_eq!(info.memmap_entries, 3);
         let module: hvm_modlist_entry = m.read_obj(GuestAddress(PVH_MODLIST_START)).unwrap();
         assert_eq!((module.paddr, module.size), (0x400_0000, 1234));
-        let last: hvm_memmap_table_entry = m.read_obj(GuestAddress(PVH_MEMMAP_START + 2 * 24)).unwrap();
-        assert_eq!((last.addr, last.size, last.type_), (HIMEM_START, (256 << 20) - HIMEM_START, E820_RAM));
+        let last: hvm_memmap_table_entry =
+            m.read_obj(GuestAddress(PVH_MEMMAP_START + 2 * 24)).unwrap();
+        assert_eq!(
+            (last.addr, last.size, last.type_),
+            (HIMEM_START, (256 << 20) - HIMEM_START, E820_RAM)
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`vcpu`]: the KVM_RUN loop dispatching exits to the buses.
 
 pub mod boot;
+pub mod cpu;
+pub mod cpuid;
 pub mod layout;
 pub mod machine;
 pub mod vcpu;
