@@ -7,6 +7,7 @@
 //! input arrives ([`VirtioDevice::poll_host`]). Every descriptor chain goes
 //! through [`chain::validate`] before a device touches it.
 
+pub mod block;
 pub mod chain;
 pub mod console;
 
