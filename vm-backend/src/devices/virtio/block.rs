@@ -61,7 +61,11 @@ impl Block {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new().read(true).write(!read_only).open(path).map_err(err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(err)?;
         let size = file.metadata().map_err(err)?.len();
         let mut id = [0u8; ID_BYTES];
         let s = serial.as_bytes();
@@ -98,7 +102,14 @@ impl Block {
         let (status, written) = match kind {
             T_IN => self.read(c, mem, sector, wlen - 1),
             T_OUT => (self.write(c, mem, sector), 0),
-            T_FLUSH if !self.read_only => (if self.file.sync_all().is_ok() { S_OK } else { S_IOERR }, 0),
+            T_FLUSH if !self.read_only => (
+                if self.file.sync_all().is_ok() {
+                    S_OK
+                } else {
+                    S_IOERR
+                },
+                0,
+            ),
             T_FLUSH => (S_OK, 0),
             T_GET_ID => {
                 let n = c.write_at(mem, 0, &self.serial[..ID_BYTES.min((wlen - 1) as usize)]);
@@ -120,7 +131,9 @@ impl Block {
     }
 
     fn read(&mut self, c: &ValidChain, mem: &Memory, sector: u64, len: u64) -> (u8, u64) {
-        let Some(offset) = self.range(sector, len) else { return (S_IOERR, 0) };
+        let Some(offset) = self.range(sector, len) else {
+            return (S_IOERR, 0);
+        };
         let mut buf = vec![0u8; len as usize];
         if self.file.read_exact_at(&mut buf, offset).is_err() {
             return (S_IOERR, 0);
@@ -133,7 +146,9 @@ impl Block {
             return S_IOERR;
         }
         let len = c.readable_len().saturating_sub(16);
-        let Some(offset) = self.range(sector, len) else { return S_IOERR };
+        let Some(offset) = self.range(sector, len) else {
+            return S_IOERR;
+        };
         let mut buf = vec![0u8; len as usize];
         if c.read_at(mem, 16, &mut buf) != buf.len() {
             return S_IOERR;
@@ -164,7 +179,9 @@ impl VirtioDevice for Block {
         read_config_bytes(&cfg, offset, data);
     }
     fn process_queue(&mut self, index: usize, queues: &mut [Queue], mem: &Memory) -> bool {
-        let Some(q) = queues.get_mut(index) else { return false };
+        let Some(q) = queues.get_mut(index) else {
+            return false;
+        };
         let limits = Limits {
             max_descriptors: SEG_MAX as usize + 2,
             max_bytes: MAX_REQUEST + 17,
@@ -189,7 +206,14 @@ mod tests {
     }
 
     /// Submits one request; returns (used len, status byte).
-    fn submit(dev: &mut Block, mem: &Memory, kind: u32, sector: u64, data: u32, write_data: bool) -> (u32, u8) {
+    fn submit(
+        dev: &mut Block,
+        mem: &Memory,
+        kind: u32,
+        sector: u64,
+        data: u32,
+        write_data: bool,
+    ) -> (u32, u8) {
         let vq = MockSplitQueue::new(mem, 16);
         let mut hdr = [0u8; 16];
         hdr[0..4].copy_from_slice(&kind.to_le_bytes());
@@ -224,7 +248,8 @@ mod tests {
         mem.read_slice(&mut got, GuestAddress(0x5_0000)).unwrap();
         assert!(got[..512].iter().all(|&b| b == 3) && got[512..].iter().all(|&b| b == 4));
 
-        mem.write_slice(&[0xab; 512], GuestAddress(0x5_0000)).unwrap();
+        mem.write_slice(&[0xab; 512], GuestAddress(0x5_0000))
+            .unwrap();
         assert_eq!(submit(&mut dev, &mem, T_OUT, 7, 512, true), (1, S_OK));
         assert_eq!(submit(&mut dev, &mem, T_FLUSH, 0, 0, false), (1, S_OK));
         let on_disk = std::fs::read(&p).unwrap();
@@ -242,14 +267,30 @@ mod tests {
         let (_d, p) = disk(8);
         let mem = test_memory();
         let mut dev = Block::open(&p, false, "x").unwrap();
-        assert_eq!(submit(&mut dev, &mem, T_IN, 7, 1024, false).1, S_IOERR, "past the end");
-        assert_eq!(submit(&mut dev, &mem, T_IN, u64::MAX, 512, false).1, S_IOERR, "sector overflow");
-        assert_eq!(submit(&mut dev, &mem, T_IN, 0, 100, false).1, S_IOERR, "partial sector");
+        assert_eq!(
+            submit(&mut dev, &mem, T_IN, 7, 1024, false).1,
+            S_IOERR,
+            "past the end"
+        );
+        assert_eq!(
+            submit(&mut dev, &mem, T_IN, u64::MAX, 512, false).1,
+            S_IOERR,
+            "sector overflow"
+        );
+        assert_eq!(
+            submit(&mut dev, &mem, T_IN, 0, 100, false).1,
+            S_IOERR,
+            "partial sector"
+        );
         let mut ro = Block::open(&p, true, "x").unwrap();
         assert_ne!(ro.features() & VIRTIO_BLK_F_RO, 0);
-        mem.write_slice(&[0xcd; 512], GuestAddress(0x5_0000)).unwrap();
+        mem.write_slice(&[0xcd; 512], GuestAddress(0x5_0000))
+            .unwrap();
         assert_eq!(submit(&mut ro, &mem, T_OUT, 0, 512, true).1, S_IOERR);
-        assert!(std::fs::read(&p).unwrap()[..512].iter().all(|&b| b == 0), "image untouched");
+        assert!(
+            std::fs::read(&p).unwrap()[..512].iter().all(|&b| b == 0),
+            "image untouched"
+        );
         assert!(Block::open(&p.with_extension("missing"), true, "x").is_err());
     }
 }

@@ -9,6 +9,7 @@
 //! - [`machine`]: VM, memory slots, irqchip, PIT, buses, device wiring.
 //! - [`vcpu`]: the KVM_RUN loop dispatching exits to the buses.
 
+pub mod acpi;
 pub mod boot;
 pub mod cpu;
 pub mod cpuid;
