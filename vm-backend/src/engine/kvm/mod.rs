@@ -13,9 +13,17 @@ pub mod acpi;
 pub mod boot;
 pub mod cpu;
 pub mod cpuid;
+pub mod engine;
 pub mod layout;
 pub mod machine;
+pub mod probe;
+pub mod seccomp;
 pub mod vcpu;
+pub mod vmm;
+
+pub use engine::KvmEngine;
+pub use probe::KvmProbe;
+pub use vmm::vmm_main;
 
 /// Errors of the kvm engine, each naming the operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,220 @@
+//! The monitor: builds a [`Machine`] from a [`VmConfig`], boots the kernel
+//! and runs until the guest resets or powers off.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use linux_loader::cmdline::Cmdline;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::boot::{self, Entry};
+use super::machine::{Machine, VirtioSlot};
+use super::vcpu::{Vcpu, VcpuStop};
+use super::{acpi, cpu, cpuid, layout, seccomp, KvmError};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
+use crate::devices::virtio::rng::Rng;
+use crate::engine::VmConfig;
+
+/// The engine's part of the kernel command line: the serial console,
+/// reset through the i8042 on panic, no PCI and no probing of a keyboard
+/// that is not there.
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+
+/// A VM ready to run.
+pub struct Vmm {
+    machine: Machine,
+    vcpus: Vec<Vcpu>,
+    agent: Option<AgentSocket>,
+    /// How the boot vCPU enters the kernel.
+    pub entry: Entry,
+    /// The virtio devices, in window order.
+    pub virtio: Vec<VirtioSlot>,
+    /// The full kernel command line.
+    pub cmdline: String,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest asked for a reset (reboot or panic with `reboot=k`).
+    Reset,
+    /// The guest shut down (triple fault or ACPI-less power-off).
+    Shutdown,
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> KvmError {
+    move |e| KvmError::Io(what, e)
+}
+
+/// The command line for `config`.
+pub fn cmdline_for(config: &VmConfig) -> Result<Cmdline, KvmError> {
+    let bad =
+        |e: linux_loader::cmdline::Error| KvmError::Device(format!("kernel command line: {e}"));
+    let mut c = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(bad)?;
+    c.insert_str(BASE_CMDLINE).map_err(bad)?;
+    if !config.cmdline.trim().is_empty() {
+        c.insert_str(config.cmdline.trim()).map_err(bad)?;
+    }
+    Ok(c)
+}
+
+impl Vmm {
+    /// Creates the VM, its devices and vCPUs, and loads the kernel.
+    pub fn build(config: &VmConfig) -> Result<Self, KvmError> {
+        if let Some(tap) = config.taps.first() {
+            return Err(KvmError::Device(format!(
+                "tap {}: networking is not implemented in the kvm engine yet; use the qemu engine",
+                tap.tap
+            )));
+        }
+        let mut m = Machine::new(u64::from(config.memory_mib) << 20)?;
+        let console: Box<dyn Write + Send> = match &config.console_log {
+            Some(p) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(io_err(format!("opening console log {}", p.display())))?,
+            ),
+            None => Box::new(std::io::sink()),
+        };
+        m.add_serial(console)?;
+        m.add_i8042()?;
+        for dev in &config.block_devices {
+            let blk = Block::open(&dev.path, dev.read_only, &dev.serial)
+                .map_err(|e| KvmError::Device(e.to_string()))?;
+            m.add_virtio(Box::new(blk))?;
+        }
+        let pipe = Arc::new(Mutex::new(Pipe::default()));
+        let wake =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+        let console = Console::new(
+            AGENT_PORT_NAME,
+            pipe.clone(),
+            wake.try_clone()
+                .map_err(io_err("cloning an eventfd".into()))?,
+        );
+        let (_, transport) = m.add_virtio(Box::new(console))?;
+        m.add_virtio(Box::new(Rng::new()))?;
+        let agent = AgentSocket::bind(&config.agent_socket, pipe, wake, transport).map_err(
+            io_err(format!(
+                "listening on agent socket {}",
+                config.agent_socket.display()
+            )),
+        )?;
+
+        let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
+        let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
+        let cmdline = cmdline_for(config)?;
+        boot::load_cmdline(&m.mem, &cmdline)?;
+        let cmdline_str = cmdline
+            .as_cstring()
+            .map_err(|e| KvmError::Device(format!("kernel command line: {e}")))?;
+        cpu::write_gdt(&m.mem)?;
+        cpu::write_page_tables(&m.mem)?;
+        let slots: Vec<VirtioSlot> = m.virtio.iter().map(|(s, _)| *s).collect();
+        let rsdp = acpi::write_tables(&m.mem, config.vcpus, &slots)?;
+        match kernel.entry {
+            Entry::Linux64(_) => boot::configure_linux(
+                &m.mem,
+                &kernel,
+                cmdline_str.as_bytes_with_nul().len(),
+                Some(initrd),
+            )?,
+            Entry::Pvh(_) => boot::configure_pvh(&m.mem, Some(initrd), Some(rsdp))?,
+        }
+
+        let supported = m
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| KvmError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let vcpu = m.create_vcpu(u64::from(id))?;
+            let mut c = supported.clone();
+            cpuid::adjust(c.as_mut_slice(), id, config.vcpus);
+            cpu::configure_vcpu(&vcpu.fd, &c, (id == 0).then_some(kernel.entry))?;
+            vcpus.push(vcpu);
+        }
+        Ok(Vmm {
+            machine: m,
+            vcpus,
+            agent: Some(agent),
+            entry: kernel.entry,
+            virtio: slots,
+            cmdline: cmdline_str.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Runs the VM until the guest resets or shuts down, each thread under
+    /// its seccomp filter when `confine` is set.
+    pub fn run(mut self, confine: bool) -> Result<VmExit, KvmError> {
+        if confine {
+            // Capability sets are per thread: drop them before any thread
+            // is started so every thread inherits empty sets.
+            seccomp::drop_capabilities()?;
+        }
+        if let Some(agent) = self.agent.take() {
+            std::thread::Builder::new()
+                .name("agent-io".into())
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo) {
+                            eprintln!("vessel vmm: agent-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    agent.run()
+                })
+                .map_err(io_err("starting the agent I/O thread".into()))?;
+        }
+        let on_start: fn(u64) = if confine { confine_vcpu } else { |_| {} };
+        let running = self
+            .machine
+            .start(std::mem::take(&mut self.vcpus), on_start)?;
+        if confine {
+            seccomp::apply(seccomp::Role::Main)?;
+        }
+        self.machine.wait_exit(None);
+        let mut exit = VmExit::Reset;
+        for (_, result) in running.stop() {
+            match result? {
+                VcpuStop::Shutdown => exit = VmExit::Shutdown,
+                VcpuStop::Stopped | VcpuStop::Halted => {}
+            }
+        }
+        Ok(exit)
+    }
+}
+
+fn confine_vcpu(id: u64) {
+    if let Err(e) = seccomp::apply(seccomp::Role::Vcpu) {
+        eprintln!("vessel vmm: vCPU {id}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs the monitor for `config` in this process and exits: 0 when the
+/// guest reset or shut down, 1 on an error (printed to stderr, which the
+/// engine sends to the VMM log).
+pub fn vmm_main(config: VmConfig) -> ! {
+    let result = config
+        .validate()
+        .map_err(|e| KvmError::Device(e.to_string()))
+        .and_then(|()| Vmm::build(&config))
+        .and_then(|vmm| vmm.run(true));
+    match result {
+        Ok(exit) => {
+            eprintln!("vessel vmm: guest {exit:?}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("vessel vmm: {e}");
+            std::process::exit(1)
+        }
+    }
+}
