@@ -3,10 +3,10 @@
 //!
 //! This is what QEMU's `virtio-serial-device` + `virtserialport` gives the
 //! guest agent (it finds the port by `/sys/class/virtio-ports/*/name`).
-//! Port 0 (the console port) is never announced; the agent port is port
-//! 1. Like QEMU, the port is reported open to the guest (`PORT_OPEN`) only
+//! Port 0 (the console port) is never announced; the agent port is port 1.
+//! Like QEMU, the port is reported open to the guest (`PORT_OPEN`) only
 //! while a client is connected to the socket: a guest writer blocks until
-//! then.
+//! a client comes.
 //!
 //! Bytes move between the device and the socket thread through a
 //! [`Pipe`] of bounded buffers, so a slow side applies back-pressure

@@ -40,7 +40,7 @@ pub const GDT: [u64; 5] = [
 /// KVM's segment register for GDT entry `index`.
 pub fn segment(index: usize) -> kvm_segment {
     let e = GDT[index];
-    let base = (((e >> 16) & 0xff_ffff) | ((e >> 32) & 0xff00_0000)) as u64;
+    let base = ((e >> 16) & 0xff_ffff) | ((e >> 32) & 0xff00_0000);
     let mut limit = ((e & 0xffff) | ((e >> 32) & 0xf_0000)) as u32;
     let g = ((e >> 55) & 1) as u8;
     if g == 1 {

@@ -101,6 +101,12 @@ mod tests {
             assert!(a < EBDA_START);
         }
         assert!(CMDLINE_START + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-        assert!(VIRTIO_MMIO_START >= MMIO_GAP_START && IOAPIC_START < MMIO_GAP_END);
+        let (virtio, gap, ioapic, end) = (
+            VIRTIO_MMIO_START,
+            MMIO_GAP_START,
+            IOAPIC_START,
+            MMIO_GAP_END,
+        );
+        assert!(virtio >= gap && ioapic < end);
     }
 }

@@ -17,8 +17,9 @@ use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW};
 use crate::devices::virtio::{Interrupt, Memory, VirtioDevice};
 use crate::devices::{Bus, BusDevice};
 
-/// Address of the TSS KVM needs for real-mode emulation on Intel (three
-/// pages just below the IOAPIC... placed in the MMIO gap, away from RAM).
+/// Where KVM puts the three-page TSS it needs to emulate real mode on
+/// Intel: near the top of the MMIO gap, above the LAPIC, away from RAM
+/// and from every device window.
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// A virtio device as the guest will find it.
@@ -259,9 +260,9 @@ impl Running {
                 super::vcpu::kick(&t);
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            match t.join() {
-                Ok(o) => out.push(o),
-                Err(_) => {} // a vCPU thread that panicked has nothing to give back
+            // A vCPU thread that panicked has nothing to give back.
+            if let Ok(o) = t.join() {
+                out.push(o);
             }
         }
         out
