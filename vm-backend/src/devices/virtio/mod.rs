@@ -10,6 +10,7 @@
 pub mod block;
 pub mod chain;
 pub mod console;
+pub mod fuzzing;
 
 pub mod mmio;
 pub mod rng;
