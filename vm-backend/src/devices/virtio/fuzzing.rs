@@ -30,7 +30,12 @@ fn byte(data: &[u8], i: usize) -> u8 {
 }
 
 fn word(data: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([byte(data, i), byte(data, i + 1), byte(data, i + 2), byte(data, i + 3)])
+    u32::from_le_bytes([
+        byte(data, i),
+        byte(data, i + 1),
+        byte(data, i + 2),
+        byte(data, i + 3),
+    ])
 }
 
 fn block_device() -> Option<Block> {
@@ -73,13 +78,20 @@ pub fn exercise(data: &[u8]) {
             None => return,
         },
         _ => {
-            pipe.lock().unwrap_or_else(|e| e.into_inner()).to_guest.extend(fill.iter().take(300));
-            let Ok(wake) = EventFd::new(libc::EFD_NONBLOCK) else { return };
+            pipe.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .to_guest
+                .extend(fill.iter().take(300));
+            let Ok(wake) = EventFd::new(libc::EFD_NONBLOCK) else {
+                return;
+            };
             Box::new(Console::new("fuzz", pipe.clone(), wake))
         }
     };
     let nqueues = device.queue_max_sizes().len();
-    let Ok(evt) = EventFd::new(libc::EFD_NONBLOCK) else { return };
+    let Ok(evt) = EventFd::new(libc::EFD_NONBLOCK) else {
+        return;
+    };
     let mut t = MmioTransport::new(device, mem, Interrupt::new(evt));
     let w = |t: &mut MmioTransport, off: u32, v: u32| t.write(u64::from(off), &v.to_le_bytes());
 
@@ -89,14 +101,21 @@ pub fn exercise(data: &[u8]) {
     w(&mut t, 0x20, 1);
     w(&mut t, 0x24, 0);
     w(&mut t, 0x20, word(data, 1));
-    w(&mut t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    w(
+        &mut t,
+        0x70,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     for q in 0..nqueues as u32 {
         let g = 8 + q as usize * 8;
         let size = 1u32 << (byte(data, g) % 9);
         // Addresses in the input-filled area, mostly aligned, sometimes
         // not, sometimes in the hole or past the end.
         let addr = |i: usize| -> u32 {
-            let raw = u32::from(u16::from_le_bytes([byte(data, g + i), byte(data, g + i + 1)]));
+            let raw = u32::from(u16::from_le_bytes([
+                byte(data, g + i),
+                byte(data, g + i + 1),
+            ]));
             match byte(data, g + 7) % 8 {
                 0 => raw.wrapping_mul(5) + 0x1_8000,
                 1 => raw,
@@ -110,7 +129,11 @@ pub fn exercise(data: &[u8]) {
         w(&mut t, 0xa0, addr(5));
         w(&mut t, 0x44, 1);
     }
-    w(&mut t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+    w(
+        &mut t,
+        0x70,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+    );
 
     // Then the operations: 6 bytes each.
     for op in ops.chunks(6).take(512) {
