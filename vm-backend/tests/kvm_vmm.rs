@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vessel_vm::engine::kvm::KvmEngine;
-use vessel_vm::engine::{BlockDevice, Engine, VmConfig, VmHandle};
+use vessel_vm::engine::{BlockDevice, Engine, NetTap, VmConfig, VmHandle};
 use vessel_vm::guest::GuestKernel;
 
 fn kvm_usable() -> bool {
@@ -201,6 +201,13 @@ fn kvm_vmm_boots_a_pvh_elf_and_exits_on_reset() {
         read_only: true,
         serial: "scratch".into(),
     });
+    // A tap the VMM creates (it is not persistent: it goes when the VMM
+    // exits).
+    let tap = format!("vsk{}", std::process::id() % 1_000_000);
+    config.taps.push(NetTap {
+        tap: tap.clone(),
+        mac: Some("52:54:00:00:00:01".into()),
+    });
     config.vcpus = 2;
     let vm = engine().boot(&config).unwrap();
     let mut guard = Guard(vm);
@@ -212,6 +219,28 @@ fn kvm_vmm_boots_a_pvh_elf_and_exits_on_reset() {
     // Magic's low byte 0x78, one module (the initramfs), three memory map
     // entries, 'c' of "console=ttyS0", then the greeting.
     assert_eq!(console, b"\x7813cpvh\n", "console: {console:?}");
+    assert!(
+        !Path::new("/sys/class/net").join(&tap).exists(),
+        "tap {tap} left behind"
+    );
+}
+
+#[test]
+fn kvm_vmm_refuses_a_bad_mac_address() {
+    let files = Files::new();
+    let mut config = files.config(&pvh_elf(&pvh_code(true)));
+    config.taps.push(NetTap {
+        tap: "vskbadmac".into(),
+        mac: Some("52:54:00:zz:00:01".into()),
+    });
+    let mut guard = Guard(engine().boot(&config).unwrap());
+    assert_eq!(wait_exit(&mut guard.0, Duration::from_secs(10)), Some(1));
+    let log = fs::read_to_string(files.path("vmm.log")).unwrap();
+    assert!(
+        log.contains("vskbadmac") && log.contains("invalid MAC"),
+        "log: {log}"
+    );
+    assert!(!Path::new("/sys/class/net/vskbadmac").exists());
 }
 
 #[test]

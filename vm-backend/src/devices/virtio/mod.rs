@@ -13,6 +13,7 @@ pub mod console;
 pub mod fuzzing;
 
 pub mod mmio;
+pub mod net;
 pub mod rng;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,6 +3,8 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -15,6 +17,7 @@ use super::vcpu::{Vcpu, VcpuStop};
 use super::{acpi, cpu, cpuid, layout, seccomp, KvmError};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
+use crate::devices::virtio::net::{open_tap, parse_mac, Net, NetIo};
 use crate::devices::virtio::rng::Rng;
 use crate::engine::VmConfig;
 
@@ -29,6 +32,7 @@ pub struct Vmm {
     machine: Machine,
     vcpus: Vec<Vcpu>,
     agent: Option<AgentSocket>,
+    net_io: Vec<NetIo>,
     /// How the boot vCPU enters the kernel.
     pub entry: Entry,
     /// The virtio devices, in window order.
@@ -65,12 +69,6 @@ pub fn cmdline_for(config: &VmConfig) -> Result<Cmdline, KvmError> {
 impl Vmm {
     /// Creates the VM, its devices and vCPUs, and loads the kernel.
     pub fn build(config: &VmConfig) -> Result<Self, KvmError> {
-        if let Some(tap) = config.taps.first() {
-            return Err(KvmError::Device(format!(
-                "tap {}: networking is not implemented in the kvm engine yet; use the qemu engine",
-                tap.tap
-            )));
-        }
         let mut m = Machine::new(u64::from(config.memory_mib) << 20)?;
         let console: Box<dyn Write + Send> = match &config.console_log {
             Some(p) => Box::new(
@@ -100,6 +98,34 @@ impl Vmm {
         );
         let (_, transport) = m.add_virtio(Box::new(console))?;
         m.add_virtio(Box::new(Rng::new()))?;
+        let mut net_io = Vec::new();
+        for t in &config.taps {
+            let mac = match &t.mac {
+                Some(s) => Some(parse_mac(s).ok_or_else(|| {
+                    KvmError::Device(format!("tap {}: invalid MAC address {s:?}", t.tap))
+                })?),
+                None => None,
+            };
+            let tap = open_tap(&t.tap).map_err(|e| KvmError::Device(e.to_string()))?;
+            let tap_fd = tap.as_raw_fd();
+            let wake =
+                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+            let starved = Arc::new(AtomicBool::new(false));
+            let dev = Net::new(
+                tap,
+                mac,
+                wake.try_clone()
+                    .map_err(io_err("cloning an eventfd".into()))?,
+                starved.clone(),
+            );
+            let (_, transport) = m.add_virtio(Box::new(dev))?;
+            net_io.push(NetIo {
+                tap_fd,
+                wake,
+                rx_starved: starved,
+                transport,
+            });
+        }
         let agent = AgentSocket::bind(&config.agent_socket, pipe, wake, transport).map_err(
             io_err(format!(
                 "listening on agent socket {}",
@@ -144,6 +170,7 @@ impl Vmm {
             machine: m,
             vcpus,
             agent: Some(agent),
+            net_io,
             entry: kernel.entry,
             virtio: slots,
             cmdline: cmdline_str.to_string_lossy().into_owned(),
@@ -171,6 +198,20 @@ impl Vmm {
                     agent.run()
                 })
                 .map_err(io_err("starting the agent I/O thread".into()))?;
+        }
+        for (i, io) in std::mem::take(&mut self.net_io).into_iter().enumerate() {
+            std::thread::Builder::new()
+                .name(format!("net{i}-io"))
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo) {
+                            eprintln!("vessel vmm: net{i}-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    io.run()
+                })
+                .map_err(io_err("starting a network I/O thread".into()))?;
         }
         let on_start: fn(u64) = if confine { confine_vcpu } else { |_| {} };
         let running = self
