@@ -367,12 +367,8 @@ mod tests {
         // and goes away with its descriptor and the namespace.
         std::thread::spawn(|| {
             // SAFETY: unshare of the calling thread's network namespace.
-            assert_eq!(
-                unsafe { libc::unshare(libc::CLONE_NEWNET) },
-                0,
-                "{}",
-                std::io::Error::last_os_error()
-            );
+            let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
             let tap = open_tap("vsktest0").unwrap();
             set_up("vsktest0");
             let sock = packet_socket(ifindex("vsktest0"));
@@ -422,6 +418,7 @@ mod tests {
             // buffer with its header (num_buffers = 1). Other frames the
             // kernel may send on a new link are skipped.
             let back = frame(b"vessel-rx");
+            // SAFETY: sockaddr_ll is plain data; all-zero is valid.
             let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
             sa.sll_family = libc::AF_PACKET as u16;
             sa.sll_ifindex = ifindex("vsktest0");
