@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vessel_vm::engine::kvm::KvmEngine;
+use vessel_vm::engine::kvm::{select_engine, KvmEngine};
 use vessel_vm::engine::{BlockDevice, Engine, NetTap, VmConfig, VmHandle};
 use vessel_vm::guest::GuestKernel;
 
@@ -353,6 +353,30 @@ fn kvm_probe_answers_with_a_reason_and_is_cached() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
+}
+
+#[test]
+fn engine_selection_follows_the_probe() {
+    let kernel = match GuestKernel::locate() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("SKIPPED engine_selection_follows_the_probe: {e}");
+            return;
+        }
+    };
+    if vessel_vm::engine::qemu::find_qemu().is_err() && !hardware_virtualization() {
+        eprintln!("SKIPPED engine_selection_follows_the_probe: no qemu-system-x86_64 to fall back to");
+        return;
+    }
+    // A cache kept across runs: the two probes take 15 s each here.
+    let sel = select_engine(engine(), &kernel.image, &cache_dir()).unwrap();
+    eprintln!("selected: {} ({})", sel.engine.name(), sel.reason);
+    if hardware_virtualization() {
+        assert_eq!(sel.engine.name(), "kvm", "{}", sel.reason);
+    } else {
+        assert_eq!(sel.engine.name(), "qemu", "{}", sel.reason);
+        assert!(sel.reason.contains("the kvm engine cannot boot"), "{}", sel.reason);
+    }
 }
 
 #[test]

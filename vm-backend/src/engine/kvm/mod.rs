@@ -18,11 +18,13 @@ pub mod layout;
 pub mod machine;
 pub mod probe;
 pub mod seccomp;
+pub mod select;
 pub mod vcpu;
 pub mod vmm;
 
 pub use engine::KvmEngine;
 pub use probe::KvmProbe;
+pub use select::{select_engine, Selection};
 pub use vmm::vmm_main;
 
 /// Errors of the kvm engine, each naming the operation that failed.
