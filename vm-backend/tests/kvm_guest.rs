@@ -277,3 +277,57 @@ fn kvm_protected_mode_virtio_mmio_round_trip() {
         "the device filled the buffer"
     );
 }
+
+#[test]
+fn kvm_second_vcpu_started_by_init_sipi() {
+    if !kvm_usable() {
+        return;
+    }
+    let sink = Sink::default();
+    let mut m = Machine::new(64 << 20).unwrap();
+    m.add_serial(Box::new(sink.clone())).unwrap();
+    m.add_i8042().unwrap();
+
+    // vCPU 1 waits for a start-up IPI (KVM's in-kernel LAPIC puts every
+    // vCPU but 0 in wait-for-SIPI). Its code, at 0x2000 (SIPI vector 2),
+    // in real mode: print 'A', set the flag at 0x600, halt.
+    let mut ap = Asm::default();
+    ap.out16(0x3f8, b'A');
+    ap.b(&[0xc6, 0x06, 0x00, 0x06, 0x01]); // mov byte [0x600], 1
+    ap.b(&[0xfa, 0xf4, 0xeb, 0xfd]); // cli; hlt; jmp hlt
+    m.mem.write_slice(&ap.0, GuestAddress(0x2000)).unwrap();
+
+    // vCPU 0, in 32-bit protected mode: enable its LAPIC, send INIT then
+    // SIPI to APIC id 1, wait for the flag, print 'B' and reset.
+    let mut a = Asm::default();
+    a.store32(0xfee0_00f0, 0x1ff); // spurious vector register: enabled
+    a.store32(0xfee0_0310, 1 << 24); // ICR high: destination APIC id 1
+    a.store32(0xfee0_0300, 0x4500); // INIT, assert
+    a.store32(0xfee0_0300, 0x4602); // start-up, vector 2 (0x2000)
+    let wait = a.here();
+    a.b(&[0x80, 0x3d, 0x00, 0x06, 0x00, 0x00, 0x01]); // cmp byte [0x600], 1
+    let back = (wait as isize - (a.here() as isize + 2)) as i8;
+    a.b(&[0x75, back as u8]); // jne wait
+    a.b(&[0xb0, b'B']).out32_al(0x3f8);
+    a.out_imm(0x64, 0xfe);
+    a.b(&[0xeb, 0xfe]);
+    m.mem.write_slice(&a.0, GuestAddress(CODE)).unwrap();
+
+    let mut bsp = m.create_vcpu(0).unwrap();
+    protected_mode(&mut bsp.fd);
+    let ap_vcpu = m.create_vcpu(1).unwrap();
+    let running = m.start(vec![bsp, ap_vcpu], |_| {}).unwrap();
+    let reset = m.wait_exit(Some(Duration::from_secs(10)));
+    let outcomes = running.stop();
+    let out = sink.0.lock().unwrap().clone();
+    assert!(
+        reset,
+        "no reset; serial: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(outcomes.len(), 2);
+    for (vcpu, r) in outcomes {
+        assert_eq!(r.unwrap(), VcpuStop::Stopped, "vCPU {}", vcpu.id);
+    }
+    assert_eq!(String::from_utf8_lossy(&out), "AB");
+}

@@ -365,7 +365,9 @@ fn engine_selection_follows_the_probe() {
         }
     };
     if vessel_vm::engine::qemu::find_qemu().is_err() && !hardware_virtualization() {
-        eprintln!("SKIPPED engine_selection_follows_the_probe: no qemu-system-x86_64 to fall back to");
+        eprintln!(
+            "SKIPPED engine_selection_follows_the_probe: no qemu-system-x86_64 to fall back to"
+        );
         return;
     }
     // A cache kept across runs: the two probes take 15 s each here.
@@ -375,7 +377,11 @@ fn engine_selection_follows_the_probe() {
         assert_eq!(sel.engine.name(), "kvm", "{}", sel.reason);
     } else {
         assert_eq!(sel.engine.name(), "qemu", "{}", sel.reason);
-        assert!(sel.reason.contains("the kvm engine cannot boot"), "{}", sel.reason);
+        assert!(
+            sel.reason.contains("the kvm engine cannot boot"),
+            "{}",
+            sel.reason
+        );
     }
 }
 
