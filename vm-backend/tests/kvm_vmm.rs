@@ -57,8 +57,18 @@ impl Drop for Guard {
     }
 }
 
+/// 32-bit code: ACPI S5 through the sleep control register (port 0x600):
+/// SLP_TYP 5, SLP_EN.
+const POWER_OFF: &[u8] = &[0x66, 0xba, 0x00, 0x06, 0xb0, (5 << 2) | (1 << 5), 0xee];
+
 /// 32-bit code (also valid as the PVH entry): `%ebx` is the start info.
+/// It ends with an i8042 reset if `reset`, else halts.
 fn pvh_code(reset: bool) -> Vec<u8> {
+    pvh_code_ending(reset, false)
+}
+
+/// As [`pvh_code`], optionally ending with an ACPI power-off instead.
+fn pvh_code_ending(reset: bool, power_off: bool) -> Vec<u8> {
     let mut c = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
                                               // mov eax, [ebx] (magic); out dx, al
     c.extend_from_slice(&[0x8b, 0x03, 0xee]);
@@ -73,6 +83,9 @@ fn pvh_code(reset: bool) -> Vec<u8> {
     }
     if reset {
         c.extend_from_slice(&[0xb0, 0xfe, 0xe6, 0x64]); // i8042 reset
+    }
+    if power_off {
+        c.extend_from_slice(POWER_OFF);
     }
     c.extend_from_slice(&[0xf4, 0xeb, 0xfd]); // hlt; jmp back to hlt
     c
@@ -223,6 +236,22 @@ fn kvm_vmm_boots_a_pvh_elf_and_exits_on_reset() {
         !Path::new("/sys/class/net").join(&tap).exists(),
         "tap {tap} left behind"
     );
+}
+
+#[test]
+fn kvm_vmm_exits_on_acpi_power_off() {
+    if !kvm_usable() {
+        return;
+    }
+    let files = Files::new();
+    let config = files.config(&pvh_elf(&pvh_code_ending(false, true)));
+    let mut guard = Guard(engine().boot(&config).unwrap());
+    let code = wait_exit(&mut guard.0, Duration::from_secs(10));
+    let log = fs::read_to_string(files.path("vmm.log")).unwrap();
+    assert_eq!(code, Some(0), "VMM log: {log}");
+    assert!(fs::read(files.path("console.log"))
+        .unwrap()
+        .ends_with(b"pvh\n"));
 }
 
 #[test]

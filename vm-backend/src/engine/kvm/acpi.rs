@@ -10,6 +10,7 @@
 
 use acpi_tables::aml::{self, Device, Interrupt, Memory32Fixed, Name, ResourceTemplate, IO};
 use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
 };
@@ -22,6 +23,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::layout::{ACPI_START, IOAPIC_START, LAPIC_START};
 use super::machine::VirtioSlot;
 use super::KvmError;
+use crate::devices::acpi_pm::{S5_SLEEP_TYPE, SLEEP_PORT};
 use crate::devices::serial::{COM1_IRQ, COM1_PORT};
 use crate::devices::virtio::mmio::MMIO_WINDOW;
 use crate::devices::virtio::Memory;
@@ -65,6 +67,13 @@ fn dsdt(virtio: &[VirtioSlot]) -> Vec<u8> {
         )
         .to_aml_bytes(&mut body);
     }
+    // \_S5_: SLP_TYPa for power-off (see devices::acpi_pm).
+    let (s5, zero) = (S5_SLEEP_TYPE, 0u8);
+    Name::new(
+        "_S5_".into(),
+        &aml::Package::new(vec![&s5, &zero, &zero, &zero]),
+    )
+    .to_aml_bytes(&mut body);
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, 1);
     sdt.append_slice(&body);
     sdt.as_slice().to_vec()
@@ -77,6 +86,9 @@ fn fadt(dsdt_addr: u64) -> Vec<u8> {
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
     b.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    let reg = |port: u64| GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, port);
+    b.sleep_control_reg = reg(SLEEP_PORT);
+    b.sleep_status_reg = reg(SLEEP_PORT + 1);
     let mut out = Vec::new();
     b.finalize().to_aml_bytes(&mut out);
     out
@@ -195,6 +207,13 @@ mod tests {
         let find =
             |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).filter(|w| *w == needle).count();
         assert_eq!(find(&dsdt, b"LNRO0005"), 2);
+        assert_eq!(find(&dsdt, b"_S5_"), 1);
+        // FADT sleep control register: system IO, 8 bits, port 0x600.
+        assert_eq!(&fadt[244..248], &[1, 8, 0, 1]);
+        assert_eq!(
+            u64::from_le_bytes(fadt[248..256].try_into().unwrap()),
+            SLEEP_PORT
+        );
         assert_eq!(find(&dsdt, &0xd000_1000u32.to_le_bytes()), 1);
         let madt = table(&mem, entries[1]);
         assert_eq!(&madt[..4], b"APIC");

@@ -3,7 +3,7 @@
 //! Starting from `KVM_GET_SUPPORTED_CPUID` (which already carries KVM's
 //! paravirtual leaves 0x4000_0000.., kvm-clock among them), each vCPU gets
 //! the hypervisor bit, its own APIC id, and a topology of `n` single-thread
-//! cores in one package (leaves 1, 4 and 0xb), so the guest's scheduler
+//! cores in one package (leaves 1, 4, 0xb and 0x1f), so the guest's scheduler
 //! sees what the VM really has.
 
 use kvm_bindings::kvm_cpuid_entry2;
@@ -49,7 +49,7 @@ pub fn adjust(entries: &mut [kvm_cpuid_entry2], id: u32, count: u32) {
                 };
                 e.eax = (e.eax & 0x3ff) | (sharing << 14) | (count.saturating_sub(1) << 26);
             }
-            0xb => {
+            0xb | 0x1f => {
                 // Extended topology: level 0 threads (one per core), level
                 // 1 cores; EDX is the x2APIC id.
                 e.edx = id;

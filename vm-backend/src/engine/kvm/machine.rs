@@ -11,6 +11,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::layout;
 use super::vcpu::Vcpu;
 use super::KvmError;
+use crate::devices::acpi_pm::{AcpiSleep, SLEEP_LEN, SLEEP_PORT};
 use crate::devices::i8042::{I8042, I8042_LEN, I8042_PORT};
 use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_LEN, COM1_PORT};
 use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW};
@@ -147,6 +148,20 @@ impl Machine {
             .try_clone()
             .map_err(|e| KvmError::Io("cloning the exit eventfd".into(), e))?;
         self.add_pio(Arc::new(Mutex::new(I8042::new(evt))), I8042_PORT, I8042_LEN)
+    }
+
+    /// Adds the ACPI sleep registers, whose S5 request writes
+    /// [`Machine::exit_evt`].
+    pub fn add_acpi_sleep(&mut self) -> Result<(), KvmError> {
+        let evt = self
+            .exit_evt
+            .try_clone()
+            .map_err(|e| KvmError::Io("cloning the exit eventfd".into(), e))?;
+        self.add_pio(
+            Arc::new(Mutex::new(AcpiSleep::new(evt))),
+            SLEEP_PORT,
+            SLEEP_LEN,
+        )
     }
 
     /// Adds a virtio device in the next virtio-mmio window with the next

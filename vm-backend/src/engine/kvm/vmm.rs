@@ -44,7 +44,8 @@ pub struct Vmm {
 /// How a VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmExit {
-    /// The guest asked for a reset (reboot or panic with `reboot=k`).
+    /// The guest asked for a reset (reboot or panic with `reboot=k`) or
+    /// powered off (ACPI S5).
     Reset,
     /// The guest shut down (triple fault or ACPI-less power-off).
     Shutdown,
@@ -82,6 +83,7 @@ impl Vmm {
         };
         m.add_serial(console)?;
         m.add_i8042()?;
+        m.add_acpi_sleep()?;
         for dev in &config.block_devices {
             let blk = Block::open(&dev.path, dev.read_only, &dev.serial)
                 .map_err(|e| KvmError::Device(e.to_string()))?;
