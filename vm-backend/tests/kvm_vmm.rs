@@ -255,6 +255,34 @@ fn kvm_vmm_exits_on_acpi_power_off() {
 }
 
 #[test]
+fn kvm_vmm_in_process_with_a_vsock_device() {
+    use vessel_vm::devices::virtio::vsock::VsockConfig;
+    use vessel_vm::engine::kvm::vmm::{KvmExtras, VmExit, Vmm};
+    if !kvm_usable() {
+        return;
+    }
+    let files = Files::new();
+    // The guest reads the device id of the third virtio window (console,
+    // rng, then vsock) and resets.
+    let mut code = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+    code.extend_from_slice(&[0xa1, 0x08, 0x20, 0x00, 0xd0, 0xee]); // mov eax, [0xd0002008]; out dx, al
+    code.extend_from_slice(&[0xa1, 0x00, 0x21, 0x00, 0xd0, 0xee]); // mov eax, [0xd0002100] (guest_cid); out
+    code.extend_from_slice(&[0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd]);
+    let config = files.config(&pvh_elf(&code));
+    let extras = KvmExtras {
+        vsock: Some(VsockConfig {
+            guest_cid: 42,
+            uds_path: files.path("vsock.sock"),
+        }),
+    };
+    let vmm = Vmm::build_with(&config, &extras).unwrap();
+    assert_eq!(vmm.virtio.len(), 3);
+    assert!(files.path("vsock.sock").exists());
+    assert_eq!(vmm.run(false).unwrap(), VmExit::Reset);
+    assert_eq!(fs::read(files.path("console.log")).unwrap(), vec![19, 42]);
+}
+
+#[test]
 fn kvm_vmm_refuses_a_bad_mac_address() {
     let files = Files::new();
     let mut config = files.config(&pvh_elf(&pvh_code(true)));

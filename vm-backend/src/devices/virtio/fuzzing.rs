@@ -20,6 +20,7 @@ use super::block::Block;
 use super::console::{Console, Pipe};
 use super::mmio::{status, MmioTransport};
 use super::rng::Rng;
+use super::vsock::{Vsock, VsockConfig};
 use super::{Interrupt, Memory, VirtioDevice};
 use crate::devices::BusDevice;
 
@@ -54,6 +55,29 @@ fn block_device() -> Option<Block> {
     dev
 }
 
+/// A private directory for the vsock device's socket, removed with the
+/// guard.
+struct TempDir(std::path::PathBuf);
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Option<TempDir> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("vessel-fuzz-{}-{n}", std::process::id()));
+    std::fs::create_dir(&p).ok()?;
+    Some(TempDir(p))
+}
+
 /// Runs one input through a device chosen by its first byte.
 pub fn exercise(data: &[u8]) {
     let Ok(mem): Result<Memory, _> =
@@ -71,12 +95,27 @@ pub fn exercise(data: &[u8]) {
         connection_changed: true,
         ..Default::default()
     }));
-    let device: Box<dyn VirtioDevice> = match byte(data, 0) % 3 {
+    let vsock_dir = tempfile_dir();
+    let device: Box<dyn VirtioDevice> = match byte(data, 0) % 4 {
         0 => Box::new(Rng::new()),
         1 => match block_device() {
             Some(b) => Box::new(b),
             None => return,
         },
+        3 => {
+            let Some(dir) = &vsock_dir else { return };
+            let cfg = VsockConfig {
+                guest_cid: 3,
+                uds_path: dir.join("v.sock"),
+            };
+            let Ok(wake) = EventFd::new(libc::EFD_NONBLOCK) else {
+                return;
+            };
+            match Vsock::new(&cfg, wake, Arc::default()) {
+                Ok(v) => Box::new(v),
+                Err(_) => return,
+            }
+        }
         _ => {
             pipe.lock()
                 .unwrap_or_else(|e| e.into_inner())

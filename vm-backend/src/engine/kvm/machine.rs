@@ -218,12 +218,17 @@ impl Machine {
     /// Starts each vCPU on a thread named `vcpu<N>`. A vCPU that stops for
     /// any reason writes [`Machine::exit_evt`], so [`Machine::wait_exit`]
     /// returns on a guest reset, shutdown or error.
-    pub fn start(&self, vcpus: Vec<Vcpu>, on_thread_start: fn(u64)) -> Result<Running, KvmError> {
+    pub fn start(
+        &self,
+        vcpus: Vec<Vcpu>,
+        on_thread_start: impl Fn(u64) + Send + Clone + 'static,
+    ) -> Result<Running, KvmError> {
         super::vcpu::install_kick_handler()?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut threads = Vec::new();
         for mut vcpu in vcpus {
             let stop = stop.clone();
+            let on_thread_start = on_thread_start.clone();
             let exit = self
                 .exit_evt
                 .try_clone()

@@ -4,13 +4,18 @@
 //! The filters are installed once setup is over (guest memory mapped,
 //! files and sockets open), so none of them allows `open`, `socket`,
 //! `execve` or `ptrace`: a guest that took over a device model cannot open
-//! host files or start programs. A call outside the list kills the whole
+//! host files or start programs (with a vsock device, vCPUs may create
+//! AF_UNIX sockets and connect them: guest connections to the host). A
+//! call outside the list kills the whole
 //! VMM (`SECCOMP_RET_KILL_PROCESS`), which the engine sees as the VMM
 //! exiting.
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 use super::KvmError;
 
@@ -53,8 +58,27 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_rseq,
 ];
 
-fn allowed(role: Role) -> Vec<libc::c_long> {
+/// What the VMM was configured with, as far as the filters care.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// A vsock device is present: vCPUs connect unix sockets for guest
+    /// connections (`socket` limited to AF_UNIX, `connect`), and the vCPU
+    /// and I/O threads manage the device's epoll set.
+    pub vsock: bool,
+}
+
+fn allowed(role: Role, policy: Policy) -> Vec<libc::c_long> {
     let mut calls = COMMON.to_vec();
+    if policy.vsock {
+        calls.extend_from_slice(&[
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+        ]);
+        if role == Role::Vcpu {
+            calls.push(libc::SYS_connect);
+        }
+    }
     calls.extend_from_slice(match role {
         Role::Vcpu => &[
             libc::SYS_ioctl, // KVM_RUN and the register ioctls
@@ -88,9 +112,23 @@ fn allowed(role: Role) -> Vec<libc::c_long> {
 }
 
 /// The filter for `role`.
-pub fn filter(role: Role) -> Result<BpfProgram, KvmError> {
-    let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        allowed(role).into_iter().map(|n| (n, vec![])).collect();
+pub fn filter(role: Role, policy: Policy) -> Result<BpfProgram, KvmError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed(role, policy)
+        .into_iter()
+        .map(|n| (n, vec![]))
+        .collect();
+    if policy.vsock && role == Role::Vcpu {
+        // socket(AF_UNIX, ...) only.
+        let unix = SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            libc::AF_UNIX as u64,
+        )
+        .map_err(|e| KvmError::Device(format!("seccomp rule: {e}")))?])
+        .map_err(|e| KvmError::Device(format!("seccomp rule: {e}")))?;
+        rules.insert(libc::SYS_socket, vec![unix]);
+    }
     let f = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
@@ -104,8 +142,8 @@ pub fn filter(role: Role) -> Result<BpfProgram, KvmError> {
 
 /// Installs the filter of `role` on the calling thread (setting
 /// no_new_privs, which seccomp needs without CAP_SYS_ADMIN).
-pub fn apply(role: Role) -> Result<(), KvmError> {
-    let prog = filter(role)?;
+pub fn apply(role: Role, policy: Policy) -> Result<(), KvmError> {
+    let prog = filter(role, policy)?;
     seccompiler::apply_filter(&prog)
         .map_err(|e| KvmError::Device(format!("installing the {role:?} seccomp filter: {e}")))
 }
@@ -139,9 +177,13 @@ mod tests {
 
     #[test]
     fn filters_compile_and_leave_out_dangerous_calls() {
-        for role in [Role::Vcpu, Role::DeviceIo, Role::Main] {
-            assert!(!filter(role).unwrap().is_empty());
-            let calls = allowed(role);
+        for (role, vsock) in [Role::Vcpu, Role::DeviceIo, Role::Main]
+            .into_iter()
+            .flat_map(|r| [(r, false), (r, true)])
+        {
+            let policy = Policy { vsock };
+            assert!(!filter(role, policy).unwrap().is_empty());
+            let calls = allowed(role, policy);
             for forbidden in [
                 libc::SYS_open,
                 libc::SYS_openat,
@@ -164,7 +206,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
-            if apply(Role::Vcpu).is_err() {
+            if apply(Role::Vcpu, Policy::default()).is_err() {
                 // SAFETY: _exit is async-signal-safe.
                 unsafe { libc::_exit(2) };
             }

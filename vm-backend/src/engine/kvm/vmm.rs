@@ -19,6 +19,7 @@ use crate::devices::virtio::block::Block;
 use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
 use crate::devices::virtio::net::{open_tap, parse_mac, Net, NetIo};
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockConfig, VsockIo};
 use crate::engine::VmConfig;
 
 /// The engine's part of the kernel command line: the serial console,
@@ -27,12 +28,22 @@ use crate::engine::VmConfig;
 pub const BASE_CMDLINE: &str =
     "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
 
+/// What the kvm engine can give a VM beyond [`VmConfig`] (which is shared
+/// with the QEMU engine); `vmm_main` uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct KvmExtras {
+    /// A vsock device with its host side on unix sockets.
+    pub vsock: Option<VsockConfig>,
+}
+
 /// A VM ready to run.
 pub struct Vmm {
     machine: Machine,
     vcpus: Vec<Vcpu>,
     agent: Option<AgentSocket>,
     net_io: Vec<NetIo>,
+    vsock_io: Option<VsockIo>,
+    policy: seccomp::Policy,
     /// How the boot vCPU enters the kernel.
     pub entry: Entry,
     /// The virtio devices, in window order.
@@ -70,6 +81,11 @@ pub fn cmdline_for(config: &VmConfig) -> Result<Cmdline, KvmError> {
 impl Vmm {
     /// Creates the VM, its devices and vCPUs, and loads the kernel.
     pub fn build(config: &VmConfig) -> Result<Self, KvmError> {
+        Self::build_with(config, &KvmExtras::default())
+    }
+
+    /// [`Vmm::build`] with the kvm engine's own extras.
+    pub fn build_with(config: &VmConfig, extras: &KvmExtras) -> Result<Self, KvmError> {
         let mut m = Machine::new(u64::from(config.memory_mib) << 20)?;
         let console: Box<dyn Write + Send> = match &config.console_log {
             Some(p) => Box::new(
@@ -135,6 +151,28 @@ impl Vmm {
             )),
         )?;
 
+        let mut vsock_io = None;
+        if let Some(v) = &extras.vsock {
+            let wake =
+                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+            let starved = Arc::new(AtomicBool::new(false));
+            let dev = Vsock::new(
+                v,
+                wake.try_clone()
+                    .map_err(io_err("cloning an eventfd".into()))?,
+                starved.clone(),
+            )
+            .map_err(|e| KvmError::Device(e.to_string()))?;
+            let epoll_fd = dev.epoll_fd();
+            let (_, transport) = m.add_virtio(Box::new(dev))?;
+            vsock_io = Some(VsockIo {
+                epoll_fd,
+                wake,
+                rx_starved: starved,
+                transport,
+            });
+        }
+
         let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
         let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
         let cmdline = cmdline_for(config)?;
@@ -173,6 +211,10 @@ impl Vmm {
             vcpus,
             agent: Some(agent),
             net_io,
+            policy: seccomp::Policy {
+                vsock: vsock_io.is_some(),
+            },
+            vsock_io,
             entry: kernel.entry,
             virtio: slots,
             cmdline: cmdline_str.to_string_lossy().into_owned(),
@@ -182,6 +224,7 @@ impl Vmm {
     /// Runs the VM until the guest resets or shuts down, each thread under
     /// its seccomp filter when `confine` is set.
     pub fn run(mut self, confine: bool) -> Result<VmExit, KvmError> {
+        let policy = self.policy;
         if confine {
             // Capability sets are per thread: drop them before any thread
             // is started so every thread inherits empty sets.
@@ -192,7 +235,7 @@ impl Vmm {
                 .name("agent-io".into())
                 .spawn(move || {
                     if confine {
-                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo) {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
                             eprintln!("vessel vmm: agent-io thread: {e}");
                             std::process::exit(1);
                         }
@@ -206,7 +249,7 @@ impl Vmm {
                 .name(format!("net{i}-io"))
                 .spawn(move || {
                     if confine {
-                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo) {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
                             eprintln!("vessel vmm: net{i}-io thread: {e}");
                             std::process::exit(1);
                         }
@@ -215,12 +258,33 @@ impl Vmm {
                 })
                 .map_err(io_err("starting a network I/O thread".into()))?;
         }
-        let on_start: fn(u64) = if confine { confine_vcpu } else { |_| {} };
+        if let Some(io) = self.vsock_io.take() {
+            std::thread::Builder::new()
+                .name("vsock-io".into())
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
+                            eprintln!("vessel vmm: vsock-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    io.run()
+                })
+                .map_err(io_err("starting the vsock I/O thread".into()))?;
+        }
+        let on_start = move |id: u64| {
+            if confine {
+                if let Err(e) = seccomp::apply(seccomp::Role::Vcpu, policy) {
+                    eprintln!("vessel vmm: vCPU {id}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        };
         let running = self
             .machine
             .start(std::mem::take(&mut self.vcpus), on_start)?;
         if confine {
-            seccomp::apply(seccomp::Role::Main)?;
+            seccomp::apply(seccomp::Role::Main, policy)?;
         }
         self.machine.wait_exit(None);
         let mut exit = VmExit::Reset;
@@ -231,13 +295,6 @@ impl Vmm {
             }
         }
         Ok(exit)
-    }
-}
-
-fn confine_vcpu(id: u64) {
-    if let Err(e) = seccomp::apply(seccomp::Role::Vcpu) {
-        eprintln!("vessel vmm: vCPU {id}: {e}");
-        std::process::exit(1);
     }
 }
 
