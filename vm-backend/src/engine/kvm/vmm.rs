@@ -198,6 +198,11 @@ impl Vmm {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| KvmError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        if !cpuid::has_kvm_clock(supported.as_slice()) {
+            // The guest falls back to the TSC or the PIT: slower and less
+            // stable, but it still boots.
+            eprintln!("vessel vmm: warning: KVM offers no kvm-clock (CPUID 0x40000001 bit 3)");
+        }
         let mut vcpus = Vec::new();
         for id in 0..config.vcpus {
             let vcpu = m.create_vcpu(u64::from(id))?;
