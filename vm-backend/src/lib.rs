@@ -19,5 +19,6 @@ pub mod devices;
 pub mod engine;
 mod error;
 pub mod guest;
+pub mod net;
 
 pub use error::{Error, Result};
