@@ -83,7 +83,7 @@ pub fn create(
     let e = |m: String| err(id, m);
     let plan = guest_spec::plan(spec, &opts.vm).map_err(e)?;
     let host = resolve(&opts.vm).map_err(e)?;
-    tracing::debug!("create {id}: vm mode, {}", host.probe.detail);
+    tracing::debug!("create {id}: vm mode, {}", host.reason);
     let initramfs = InitramfsBuilder::new(&host.agent)
         .modules(&host.kernel, DEFAULT_MODULES)
         .and_then(|b| b.build(&host.cache))
@@ -205,8 +205,7 @@ pub fn create(
     let launch = Launch {
         id: id.into(),
         vm,
-        qemu: host.qemu.clone(),
-        accel: host.probe.accel.as_str().into(),
+        engine: host.engine.clone(),
         run,
         console_socket: opts
             .console_socket
@@ -256,8 +255,8 @@ pub fn create(
         own_pid_ns: true,
         vm: Some(VmState {
             vmm_pid,
-            engine: "qemu".into(),
-            accel: host.probe.accel.as_str().into(),
+            engine: host.engine.name().into(),
+            accel: host.engine.accel().into(),
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,
             scratch: scratch.clone(),

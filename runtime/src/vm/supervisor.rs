@@ -25,8 +25,7 @@ use serde::{Deserialize, Serialize};
 use vessel_cgroups::{Cgroup, CgroupOptions};
 use vessel_vm::agent::host::AgentClient;
 use vessel_vm::agent::{Frame, Message, RunProcess, Stream};
-use vessel_vm::engine::qemu::{Accel, QemuEngine};
-use vessel_vm::engine::{Engine, VmConfig, VmHandle};
+use vessel_vm::engine::{VmConfig, VmHandle};
 
 use super::control::{self, Reply, Request};
 use super::READY_FD;
@@ -39,10 +38,8 @@ pub struct Launch {
     pub id: String,
     /// The VM to boot.
     pub vm: VmConfig,
-    /// QEMU binary.
-    pub qemu: PathBuf,
-    /// `kvm` or `tcg`.
-    pub accel: String,
+    /// The engine that boots it.
+    pub engine: super::resolve::EngineChoice,
     /// The container's first process, id 1.
     pub run: RunProcess,
     /// Where to send the host side of the workload's terminal.
@@ -166,11 +163,7 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         crate::process::exec::set_ioprio(prio as i32)
             .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))?;
     }
-    let accel = match launch.accel.as_str() {
-        "kvm" => Accel::Kvm,
-        _ => Accel::Tcg,
-    };
-    let engine = QemuEngine::new(launch.qemu.clone(), accel);
+    let engine = launch.engine.engine();
     launch.vm.die_with_parent = true;
     let mut vm = engine.boot(&launch.vm).map_err(|e| e.to_string())?;
     let vmm_pid = vm.pid();
