@@ -4,12 +4,13 @@
 /// `vessel vmm <config>`
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The VM, as `VmConfig` JSON.
-    config: String,
+    /// The VM, as `VmConfig` JSON (named apart from the global --config).
+    #[arg(value_name = "VM_CONFIG")]
+    vm_config: String,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<u8> {
-    let config = serde_json::from_str(&a.config)
+    let config = serde_json::from_str(&a.vm_config)
         .map_err(|e| anyhow::anyhow!("vmm: the VM configuration: {e}"))?;
     vessel_vm::engine::kvm::vmm_main(config)
 }
