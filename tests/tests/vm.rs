@@ -135,6 +135,9 @@ fn vm_lifecycle_state_exec_ps_kill_delete() {
         serde_json::from_str(&ok(&c.v(&["events", "--stats", &c.id]))).unwrap();
     let usage = ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0);
     assert!(usage > 1 << 20, "the VMM's memory shows in events: {ev}");
+    let e = fails(&c.v(&["update", "--pids-limit", "10", &c.id]));
+    assert!(e.contains("runs in a VM"), "{e}");
+    ok(&c.v(&["update", "--memory", "900m", &c.id]));
     let o = c.exec(&["echo", "after-resume"]);
     assert!(stdout(&o).contains("after-resume"), "{}", stderr(&o));
     ok(&c.v(&["kill", &c.id, "TERM"]));
