@@ -199,9 +199,9 @@ impl ProcessIo {
         };
         let mut child = ChildStdio::default();
         if !spec.stdin.is_empty() {
-            let (r, w) = nix::unistd::pipe()
+            // The child's end loses close-on-exec as its stdin.
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| ShimError::io(Path::new("stdin pipe"), std::io::Error::from(e)))?;
-            set_cloexec(&w);
             child.stdin = Some(r);
             io.stdin = Some(StdinFeed::start(PathBuf::from(&spec.stdin), File::from(w)));
         }
@@ -306,13 +306,6 @@ impl ProcessIo {
     }
 }
 
-fn set_cloexec(fd: &OwnedFd) {
-    let _ = nix::fcntl::fcntl(
-        fd.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-}
-
 /// Starts a `binary://` logging driver as containerd defines it: the
 /// process's stdout on fd 3, its stderr on fd 4, and fd 5 that the driver
 /// closes once it is ready; `CONTAINER_ID` and `CONTAINER_NAMESPACE` in its
@@ -323,16 +316,15 @@ fn spawn_logger(
     id: &str,
     namespace: &str,
 ) -> Result<(OwnedFd, OwnedFd), ShimError> {
+    // Close-on-exec everywhere: only the dup2'ed copies 3..5 reach the
+    // driver, so its closing fd 5 is the only signal of readiness.
     let pipe = || {
-        nix::unistd::pipe()
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ShimError::io(Path::new("logging pipe"), std::io::Error::from(e)))
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
-    for fd in [&out_w, &err_w, &ready_r] {
-        set_cloexec(fd);
-    }
     let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
     let mut cmd = Command::new(path);
     cmd.args(args)
@@ -346,11 +338,12 @@ fn spawn_logger(
     // open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            // Move the sources above 5 first, so dup2 onto 3..5 cannot
-            // overwrite a source that happens to sit there.
+            // Copy the sources above 5 first (close-on-exec, so only fds
+            // 3..5 survive exec), so dup2 onto 3..5 cannot overwrite a
+            // source that happens to sit there.
             let mut high = [0; 3];
             for (i, fd) in fds.iter().enumerate() {
-                high[i] = libc::fcntl(*fd, libc::F_DUPFD, 10);
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
                 if high[i] < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
