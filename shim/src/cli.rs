@@ -88,16 +88,16 @@ impl Vessel {
             .last()
     }
 
-    /// Runs `vessel <args>` with `io` as its stdio; when `capture` is true
+    /// Runs `vessel <args>` (about container `id`) with `io` as its stdio; when `capture` is true
     /// its stdout is returned instead of going to `io.stdout`.
-    fn run(&self, args: &[&str], io: ChildStdio, capture: bool) -> Result<Vec<u8>, ShimError> {
-        let what = args
-            .iter()
-            .filter(|a| !a.starts_with('-'))
-            .take(2)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(" ");
+    fn run(
+        &self,
+        id: &str,
+        args: &[&str],
+        io: ChildStdio,
+        capture: bool,
+    ) -> Result<Vec<u8>, ShimError> {
+        let what = format!("{} {id}", args.first().copied().unwrap_or_default());
         let offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let mut cmd = self.command();
         cmd.args(args).stdin(stdio(io.stdin));
@@ -162,12 +162,12 @@ impl Vessel {
             args.extend(["--console-socket", &s]);
         }
         args.push(id);
-        self.run(&args, io, false).map(drop)
+        self.run(id, &args, io, false).map(drop)
     }
 
     /// `vessel start <id>`.
     pub fn start(&self, id: &str) -> Result<(), ShimError> {
-        self.run(&["start", id], ChildStdio::default(), true)
+        self.run(id, &["start", id], ChildStdio::default(), true)
             .map(drop)
     }
 
@@ -182,7 +182,7 @@ impl Vessel {
             args.extend(["--console-socket", &s]);
         }
         args.push(id);
-        self.run(&args, io, false).map(drop)
+        self.run(id, &args, io, false).map(drop)
     }
 
     /// `vessel kill [--all] <id> <signal>`.
@@ -193,7 +193,7 @@ impl Vessel {
             args.push("--all");
         }
         args.extend([id, &sig]);
-        self.run(&args, ChildStdio::default(), true).map(drop)
+        self.run(id, &args, ChildStdio::default(), true).map(drop)
     }
 
     /// `vessel delete [--force] <id>`.
@@ -203,18 +203,23 @@ impl Vessel {
             args.push("--force");
         }
         args.push(id);
-        self.run(&args, ChildStdio::default(), true).map(drop)
+        self.run(id, &args, ChildStdio::default(), true).map(drop)
     }
 
     /// `vessel state <id>`, parsed.
     pub fn state(&self, id: &str) -> Result<Value, ShimError> {
-        let out = self.run(&["state", id], ChildStdio::default(), true)?;
+        let out = self.run(id, &["state", id], ChildStdio::default(), true)?;
         parse_json("state", id, &out)
     }
 
     /// `vessel ps --format json <id>`: the container's pids.
     pub fn ps(&self, id: &str) -> Result<Vec<u32>, ShimError> {
-        let out = self.run(&["ps", "--format", "json", id], ChildStdio::default(), true)?;
+        let out = self.run(
+            id,
+            &["ps", "--format", "json", id],
+            ChildStdio::default(),
+            true,
+        )?;
         serde_json::from_slice::<Vec<u32>>(&out).map_err(|e| ShimError::Vessel {
             cmd: format!("ps {id}"),
             msg: format!("unexpected output ({e}): {}", String::from_utf8_lossy(&out)),
@@ -223,13 +228,13 @@ impl Vessel {
 
     /// `vessel pause <id>`.
     pub fn pause(&self, id: &str) -> Result<(), ShimError> {
-        self.run(&["pause", id], ChildStdio::default(), true)
+        self.run(id, &["pause", id], ChildStdio::default(), true)
             .map(drop)
     }
 
     /// `vessel resume <id>`.
     pub fn resume(&self, id: &str) -> Result<(), ShimError> {
-        self.run(&["resume", id], ChildStdio::default(), true)
+        self.run(id, &["resume", id], ChildStdio::default(), true)
             .map(drop)
     }
 
@@ -237,6 +242,7 @@ impl Vessel {
     pub fn update(&self, id: &str, resources: &Path) -> Result<(), ShimError> {
         let r = resources.to_string_lossy();
         self.run(
+            id,
             &["update", "--resources", &r, id],
             ChildStdio::default(),
             true,
@@ -246,7 +252,7 @@ impl Vessel {
 
     /// `vessel events --stats <id>`: the `data` object (runc's shape).
     pub fn stats(&self, id: &str) -> Result<Value, ShimError> {
-        let out = self.run(&["events", "--stats", id], ChildStdio::default(), true)?;
+        let out = self.run(id, &["events", "--stats", id], ChildStdio::default(), true)?;
         let v = parse_json("events --stats", id, &out)?;
         Ok(v.get("data").cloned().unwrap_or(Value::Null))
     }
