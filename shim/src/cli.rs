@@ -82,10 +82,10 @@ impl Vessel {
         let tail = data.get(offset as usize..)?;
         String::from_utf8_lossy(tail)
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|v| v["level"] == "error" || v["level"] == "fatal")
-            .filter_map(|v| v["msg"].as_str().map(str::to_string))
-            .last()
+            .find_map(|v| v["msg"].as_str().map(str::to_string))
     }
 
     /// Runs `vessel <args>` (about container `id`) with `io` as its stdio; when `capture` is true

@@ -83,19 +83,19 @@ fn watch_v2(dir: PathBuf, on_oom: impl Fn() + Send + 'static) -> std::io::Result
     ino.add_watch(&events, AddWatchFlags::IN_MODIFY)
         .map_err(std::io::Error::from)?;
     let mut seen = oom_kills(&events);
-    std::thread::spawn(move || loop {
-        let Ok(evs) = ino.read_events() else { break };
-        if evs
-            .iter()
-            .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
-            || !events.exists()
-        {
-            break;
-        }
-        let now = oom_kills(&events);
-        if now > seen {
-            seen = now;
-            on_oom();
+    std::thread::spawn(move || {
+        while let Ok(evs) = ino.read_events() {
+            let removed = evs
+                .iter()
+                .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED));
+            if removed || !events.exists() {
+                break;
+            }
+            let now = oom_kills(&events);
+            if now > seen {
+                seen = now;
+                on_oom();
+            }
         }
     });
     Ok(())
