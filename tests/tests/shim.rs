@@ -619,3 +619,152 @@ fn shim_oom_event_and_checkpoint_refused() {
     assert!(r.stderr.contains("not implemented"), "{r}");
     env.wait_status("cp1", "RUNNING");
 }
+
+/// Whether the vessel under test offers VM mode: `vessel features` lists
+/// `vm` under the annotation `io.vessel.isolation.modes`.
+fn vm_mode_offered() -> bool {
+    let out = std::process::Command::new(clients::vessel_abs())
+        .arg("features")
+        .output()
+        .expect("vessel features");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let modes = v["annotations"]["io.vessel.isolation.modes"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if !modes.split(',').any(|m| m.trim() == "vm") {
+        eprintln!(
+            "SKIP: vessel features lists isolation modes {modes:?}, without vm: VM-mode shim tests need it"
+        );
+        return false;
+    }
+    true
+}
+
+const VM: &str = "io.vessel.isolation=vm";
+
+/// VM mode through the annotation: output and exit status, a detached
+/// task with exec, `ctr task ps`, metrics and kill, and a task that exits
+/// on its own. Each boots a TCG guest.
+#[test]
+fn shim_vm_mode_by_annotation() {
+    if !clients::require_clients(&["containerd", "ctr"]).is_some_and(|_| vm_mode_offered()) {
+        return;
+    }
+    let Some(env) = Env::new("vm") else {
+        return;
+    };
+    let r = env.run(
+        &["--rm", "--annotation", VM],
+        "vm-run",
+        &["sh", "-c", "echo hello from a microvm; exit 3"],
+    );
+    assert_eq!(r.code, Some(3), "{r}\n{}", env.log_tail());
+    assert_eq!(r.stdout, "hello from a microvm\n", "{r}");
+
+    let id = "vm-life";
+    env.run(
+        &["-d", "--annotation", VM],
+        id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while :; do sleep 0.1; done",
+        ],
+    )
+    .check();
+    env.wait_status(id, "RUNNING");
+    let st = clients::vessel_state(&env.vessel_root(), id).expect("vessel state");
+    assert_eq!(st["isolation"], "vm", "{st}");
+    let r = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
+        "echo in guest; exit 4",
+    ]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert_eq!(r.stdout, "in guest\n", "{r}");
+    let ps = env.ctr(&["task", "ps", id]).check();
+    assert!(ps.stdout.lines().skip(1).count() >= 1, "{ps}");
+    let m = env.ctr(&["task", "metrics", id]).check();
+    assert!(m.stdout.contains("memory.usage_in_bytes"), "{m}");
+    env.ctr(&["task", "kill", id]).check();
+    env.wait_status(id, "STOPPED");
+    assert_eq!(env.delete_task(id), Some(42));
+    env.ctr(&["containers", "rm", id]).check();
+
+    env.run(
+        &["-d", "--annotation", VM],
+        "vm-exit",
+        &["sh", "-c", "exit 9"],
+    )
+    .check();
+    env.wait_status("vm-exit", "STOPPED");
+    assert_eq!(env.delete_task("vm-exit"), Some(9));
+    env.ctr(&["containers", "rm", "vm-exit"]).check();
+    assert_eq!(env.vessel_left(), Vec::<String>::new());
+}
+
+/// VM mode for a whole runtime handler: `--runtime-config-path` hands the
+/// shim CRI's runtime options with a config path, which the shim passes
+/// as `vessel --config` (`isolation = "vm"`). Then containerd restarts
+/// under the running microVM, and its shim is killed with SIGKILL.
+#[test]
+fn shim_vm_mode_by_config_restart_and_kill9() {
+    if !clients::require_clients(&["containerd", "ctr"]).is_some_and(|_| vm_mode_offered()) {
+        return;
+    }
+    let Some(mut env) = Env::new("vmcfg") else {
+        return;
+    };
+    let cfg = env.scratch.join("vessel-vm.toml");
+    std::fs::write(&cfg, "isolation = \"vm\"\n").unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let id = "vm-cfg";
+    env.run(
+        &["-d", "--runtime-config-path", &cfg],
+        id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+        ],
+    )
+    .check();
+    env.wait_status(id, "RUNNING");
+    let st = clients::vessel_state(&env.vessel_root(), id).expect("vessel state");
+    assert_eq!(
+        st["isolation"], "vm",
+        "the config file selected VM mode: {st}"
+    );
+
+    let shim = env.containerd.shim_pid_of(&env.ns, id).expect("shim");
+    env.containerd.restart();
+    assert!(alive(shim), "the shim died with containerd");
+    env.wait_status(id, "RUNNING");
+    let r = env.ctr(&["task", "exec", "--exec-id", "x", id, "echo", "still here"]);
+    assert_eq!(r.code, Some(0), "{r}");
+    assert_eq!(r.stdout, "still here\n");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).unwrap();
+    let gone = clients::wait_until(Duration::from_secs(30), || {
+        env.task_row(id).is_none() && env.vessel_left().is_empty()
+    });
+    assert!(
+        gone,
+        "after kill -9 of the shim: task {:?}, vessel {:?}\n{}",
+        env.task_row(id),
+        env.vessel_left(),
+        env.log_tail()
+    );
+    let pid = st["pid"].as_i64().unwrap_or(0) as i32;
+    assert!(
+        clients::wait_until(Duration::from_secs(10), || !alive(pid)),
+        "the microVM's process {pid} survived"
+    );
+    env.ctr(&["containers", "rm", id]).check();
+}
