@@ -11,6 +11,8 @@
 //! - [`io_isolation`]: the "IO Containment" Table 3 experiment on a loop
 //!   device with the BFQ scheduler, foreground and antagonists in vessel
 //!   containers, with and without `io.vessel.blockio.priority`.
+//! - [`vm_startup`]: `vessel run` of a vm-mode container, create to first
+//!   output and to exit, beside a bare QEMU boot of the same guest.
 #![warn(missing_docs)]
 
 pub mod bundle;
@@ -21,6 +23,7 @@ pub mod lifecycle;
 pub mod stats;
 pub mod sys;
 pub mod table;
+pub mod vm_startup;
 
 use std::path::{Path, PathBuf};
 

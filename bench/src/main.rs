@@ -25,6 +25,25 @@ enum Suite {
     /// The "IO Containment" Table 3 experiment: a random-read foreground
     /// container against sequential antagonists, with and without priority.
     IoIsolation(IoArgs),
+    /// vm mode: create to first output and to exit, beside a bare QEMU boot
+    /// of the same guest, with the image builds split out.
+    VmStartup(VmStartupArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VmStartupArgs {
+    /// Measured runs of each step.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// The static vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// Scratch directory (bundle and image caches).
+    #[arg(long, default_value = "/var/tmp")]
+    tmpdir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/vm-startup.json")]
+    json: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -117,6 +136,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     sys::install_interrupt_handler();
     let result = match cli.suite {
+        Suite::VmStartup(a) => vessel_bench::vm_startup::run(&vessel_bench::vm_startup::Options {
+            vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+            runs: a.runs.max(1),
+            tmpdir: a.tmpdir,
+            json: a.json,
+        }),
         Suite::Lifecycle(a) => lifecycle::require_root().and_then(|()| {
             lifecycle::run(&lifecycle::Options {
                 runs: a.runs,

@@ -14,3 +14,4 @@ pub mod spec;
 pub mod state;
 pub mod terminal;
 pub mod utils;
+pub mod vm;

@@ -188,13 +188,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         .and_then(|a| a.get("io.vessel.isolation"))
     {
         match mode.as_str() {
-            "container" => {}
-            "vm" => {
-                return Err(invalid(
-                    "annotations.io.vessel.isolation",
-                    "\"vm\": this vessel has no microVM engine yet; run with \"container\"",
-                ))
-            }
+            "container" | "vm" => {}
             other => {
                 return Err(invalid(
                     "annotations.io.vessel.isolation",

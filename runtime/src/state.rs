@@ -87,6 +87,31 @@ pub struct State {
     /// kills everything; otherwise `delete --force` kills the whole cgroup).
     #[serde(rename = "ownPidNs", default)]
     pub own_pid_ns: bool,
+    /// vm mode: the VM behind the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmState>,
+}
+
+/// What vessel remembers of a vm-mode container's VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmState {
+    /// The VMM process (a child of the supervisor, which is `pid`).
+    #[serde(rename = "vmmPid")]
+    pub vmm_pid: i32,
+    /// Engine name.
+    pub engine: String,
+    /// Accelerator (`kvm` or `tcg`).
+    pub accel: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest memory, MiB.
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u32,
+    /// The writable layer image (outside the state directory).
+    pub scratch: PathBuf,
+    /// The taps joined to the container's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<vessel_vm::net::NetAttachment>,
 }
 
 fn default_isolation() -> String {
@@ -126,6 +151,13 @@ impl State {
     pub fn live_status(&self, dir: &Path) -> Status {
         if !utils::process_alive(self.pid, self.pid_start_time) {
             return Status::Stopped;
+        }
+        if self.vm.is_some() {
+            // No exec fifo: the supervisor waits for `start` itself.
+            return match self.status {
+                Status::Creating => Status::Created,
+                s => s,
+            };
         }
         match self.status {
             Status::Creating | Status::Created if dir.join(EXEC_FIFO).exists() => Status::Created,

@@ -81,6 +81,8 @@ pub struct Ctr {
     pub bundle: Bundle,
     /// The runtime binary used (defaults to [`crate::vessel_bin`]).
     pub bin: PathBuf,
+    /// Global flags put before every command (e.g. `--config`).
+    pub global: Vec<String>,
 }
 
 impl Ctr {
@@ -94,6 +96,7 @@ impl Ctr {
             id: unique_id(tag),
             bundle: Bundle::new(args),
             bin: crate::vessel_bin(),
+            global: Vec::new(),
         }
     }
 
@@ -116,6 +119,7 @@ impl Ctr {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--root").arg(self.root.path());
+        c.args(&self.global);
         c.stdin(Stdio::null());
         c
     }

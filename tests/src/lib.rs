@@ -7,6 +7,7 @@ pub mod clients;
 pub mod harness;
 pub mod leaks;
 pub mod shim_client;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -321,3 +321,81 @@ fn ctr_terminal() {
     env.wait_status("vessel-tty2", "STOPPED");
     env.ctr(&["task", "delete", "vessel-tty2"]).check();
 }
+
+/// vm mode through containerd's runc v2 shim (BinaryName = the static
+/// vessel): the annotation selects it; output, exit status, exec and kill
+/// behave as in container mode.
+#[test]
+fn ctr_runs_a_vm_mode_container_through_the_annotation() {
+    let Some(mut env) = Env::new("ctr-vm") else {
+        return;
+    };
+    if !vessel_tests::vm::vm_available() {
+        return;
+    }
+    env.vessel = vessel_tests::vm::static_vessel();
+    let vm = ["--annotation", "io.vessel.isolation=vm"];
+    let id = "vessel-vm";
+    let mut opts = vec!["-d"];
+    opts.extend_from_slice(&vm);
+    env.ctr_run(
+        &opts,
+        id,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while :; do sleep 0.1; done",
+        ],
+    )
+    .check();
+    env.wait_status(id, "RUNNING");
+    let st = clients::vessel_state(&env.vessel_ns_root(), id).expect("vessel knows the task");
+    assert_eq!(st["isolation"], "vm", "{st}");
+    // The image this test made is removed at the end (default cache).
+    let image = st["rootfs"]
+        .as_str()
+        .and_then(|r| vessel_vm::guest::tree_hash(std::path::Path::new(r)).ok())
+        .map(|(h, _, _)| vessel_vm::guest::default_cache_dir().join(format!("rootfs-{h}.erofs")));
+    let r = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
+        "echo in vm exec; uname -r; exit 4",
+    ]);
+    assert_eq!(r.code, Some(4), "{r}");
+    assert!(r.stdout.starts_with("in vm exec\n"), "{r}");
+    let host = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
+    assert!(
+        !r.stdout
+            .contains(String::from_utf8_lossy(&host.stdout).trim()),
+        "exec ran on the host kernel: {r}"
+    );
+    env.ctr(&["task", "kill", id]).check();
+    env.wait_status(id, "STOPPED");
+    let tasks = env.ctr(&["task", "ls"]).check();
+    assert!(tasks.stdout.contains("STOPPED"), "{tasks}");
+    env.ctr(&["task", "rm", id]).check();
+    env.ctr(&["container", "rm", id]).check();
+    assert!(clients::vessel_state(&env.vessel_ns_root(), id).is_none());
+    if let Some(img) = image {
+        let _ = std::fs::remove_file(img);
+    }
+
+    // A vm-mode container that exits on its own: its status is ctr's.
+    let mut opts = vec!["--rm"];
+    opts.extend_from_slice(&vm);
+    let r = env.ctr_run(
+        &opts,
+        "vessel-vm2",
+        &["sh", "-c", "echo from the vm; exit 6"],
+    );
+    assert_eq!(r.code, Some(6), "{r}");
+    assert_eq!(r.stdout, "from the vm\n", "{r}");
+}

@@ -21,6 +21,8 @@ struct Podman {
     cgroup_parent: String,
     scratch: RefCell<Scratch>,
     runs: Cell<u32>,
+    /// `--runtime-flag`s (podman passes them to create, start, exec...).
+    runtime_flags: Vec<String>,
 }
 
 impl Podman {
@@ -41,6 +43,7 @@ impl Podman {
             cgroup_parent,
             scratch: RefCell::new(scratch),
             runs: Cell::new(0),
+            runtime_flags: Vec::new(),
         }
     }
 
@@ -55,8 +58,11 @@ impl Podman {
             .arg(s.join("tmp"))
             .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
             .arg("--runtime")
-            .arg(&self.vessel)
-            .args(args);
+            .arg(&self.vessel);
+        for f in &self.runtime_flags {
+            c.arg("--runtime-flag").arg(f);
+        }
+        c.args(args);
         c
     }
 
@@ -388,4 +394,86 @@ fn podman_terminal_user_readonly_limits() {
         )
         .check();
     assert_eq!(r.stdout, "67108864\n50\n50000\n", "{r}");
+}
+
+/// vm mode through podman: the annotation selects it; podman's lifecycle
+/// (run attached and detached, exec, logs, stop, rm) behaves as in
+/// container mode. The static vessel is the runtime (the guest agent must
+/// be static); its image cache is the tests'.
+#[test]
+fn podman_runs_a_vm_mode_container_through_the_annotation() {
+    let Some(bin) = podman() else { return };
+    if !vessel_tests::vm::vm_available() {
+        return;
+    }
+    let mut p = Podman::new(bin, "pm-vm");
+    p.vessel = vessel_tests::vm::static_vessel();
+    let config = p.scratch.borrow().join("vessel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[vm]\ncache_dir = {:?}\n",
+            vessel_tests::vm::test_cache().display().to_string()
+        ),
+    )
+    .unwrap();
+    p.runtime_flags = vec![format!("config={}", config.display())];
+    p.import_busybox();
+    let vm = ["--annotation", "io.vessel.isolation=vm"];
+
+    let r = p.run_container(
+        &vm,
+        &["sh", "-c", "echo hello from the vm; uname -r; exit 5"],
+    );
+    assert_eq!(r.code, Some(5), "{r}");
+    assert!(r.stdout.contains("hello from the vm"), "{r}");
+    let host = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .unwrap();
+    assert!(
+        !r.stdout
+            .contains(String::from_utf8_lossy(&host.stdout).trim()),
+        "the workload ran on the host kernel: {r}"
+    );
+
+    let mut opts = vec!["-d", "--name", "vessel-vm"];
+    opts.extend_from_slice(&vm);
+    let r = p
+        .run_container(
+            &opts,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+            ],
+        )
+        .check();
+    let id = r.stdout.trim().to_string();
+    let st = clients::vessel_state(&p.vroot, &id).expect("vessel knows the container");
+    assert_eq!(st["isolation"], "vm", "{st}");
+    assert_eq!(st["status"], "running", "{st}");
+    let image = st["rootfs"]
+        .as_str()
+        .and_then(|r| vessel_vm::guest::tree_hash(std::path::Path::new(r)).ok())
+        .map(|(h, _, _)| vessel_tests::vm::test_cache().join(format!("rootfs-{h}.erofs")));
+    let r = p.run(&["exec", "vessel-vm", "sh", "-c", "echo in-vm-exec; exit 3"]);
+    assert_eq!(r.code, Some(3), "{r}");
+    assert!(r.stdout.contains("in-vm-exec"), "{r}");
+    let logs = p.run(&["logs", "vessel-vm"]).check();
+    assert!(logs.stdout.contains("ready"), "{logs}");
+    p.run(&["stop", "--time", "20", "vessel-vm"]).check();
+    assert_eq!(
+        p.inspect("vessel-vm", "{{.State.ExitCode}}"),
+        "42",
+        "SIGTERM reached the workload"
+    );
+    p.run(&["rm", "vessel-vm"]).check();
+    assert!(
+        clients::vessel_state(&p.vroot, &id).is_none(),
+        "vessel state survives rm"
+    );
+    if let Some(img) = image {
+        let _ = std::fs::remove_file(img);
+    }
 }

@@ -18,5 +18,6 @@ pub mod agent;
 pub mod engine;
 mod error;
 pub mod guest;
+pub mod net;
 
 pub use error::{Error, Result};

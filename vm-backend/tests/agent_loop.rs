@@ -31,6 +31,7 @@ fn request(id: u32, process: Process) -> RunProcess {
         rootfs: None,
         mounts: Vec::new(),
         hostname: None,
+        ..Default::default()
     }
 }
 

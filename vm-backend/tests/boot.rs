@@ -107,6 +107,7 @@ fn run(client: &AgentClient, id: u32, process: Process) -> vessel_vm::agent::hos
             rootfs: None,
             mounts: Vec::new(),
             hostname: None,
+            ..Default::default()
         })
         .expect("send RunProcess");
     client
@@ -275,6 +276,7 @@ fn boot_guest_and_run_busybox() {
             rootfs: None,
             mounts: Vec::new(),
             hostname: None,
+            ..Default::default()
         })
         .expect("send RunProcess");
     // The agent handles frames in order: the process is registered before
@@ -307,6 +309,7 @@ fn boot_guest_and_run_busybox() {
             }),
             mounts: Vec::new(),
             hostname: None,
+            ..Default::default()
         })
         .expect("send RunProcess");
     let out = client

@@ -31,8 +31,10 @@ pub struct CreateFlags {
 
 impl CreateFlags {
     /// The library's options for container `id`.
-    pub fn options(&self, cli: &Cli, id: &str, foreground: bool) -> CreateOptions {
-        CreateOptions {
+    pub fn options(&self, cli: &Cli, id: &str, foreground: bool) -> anyhow::Result<CreateOptions> {
+        let config = vessel::vm::RuntimeConfig::load(cli.config.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(CreateOptions {
             root: cli.root.clone(),
             id: id.to_string(),
             bundle: self.bundle.clone(),
@@ -43,7 +45,9 @@ impl CreateFlags {
             preserve_fds: self.preserve_fds,
             systemd_cgroup: cli.systemd_cgroup,
             foreground,
-        }
+            isolation: cli.isolation.or(config.isolation).unwrap_or_default(),
+            vm: config.vm,
+        })
     }
 }
 
@@ -57,6 +61,6 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
-    container::create(&a.flags.options(cli, &a.id, false))?;
+    container::create(&a.flags.options(cli, &a.id, false)?)?;
     Ok(0)
 }

@@ -83,9 +83,9 @@ const CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-pub fn run() -> anyhow::Result<u8> {
+pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let doc = json!({
+    let mut doc = json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
@@ -115,6 +115,26 @@ pub fn run() -> anyhow::Result<u8> {
             "io.vessel.isolation.modes": "container"
         }
     });
+    // vm mode: what `create` would find (the accelerator probe is cached).
+    let config =
+        vessel::vm::RuntimeConfig::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let a = &mut doc["annotations"];
+    match vessel::vm::resolve::resolve(&config.vm) {
+        Ok(host) => {
+            a["io.vessel.isolation.modes"] = json!("container,vm");
+            a["io.vessel.vm.engine"] = json!("qemu");
+            a["io.vessel.vm.engine.binary"] = json!(host.qemu);
+            a["io.vessel.vm.accel"] = json!(host.probe.accel.as_str());
+            a["io.vessel.vm.accel.reason"] = json!(host.probe.detail);
+            a["io.vessel.vm.kernel"] = json!(host.kernel.image);
+        }
+        Err(e) => a["io.vessel.vm.unavailable"] = json!(e),
+    }
+    a["io.vessel.isolation.default"] = json!(cli
+        .isolation
+        .or(config.isolation)
+        .unwrap_or_default()
+        .to_string());
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(0)
 }

@@ -15,6 +15,8 @@ mod spec;
 mod start;
 mod state;
 mod update;
+mod vm_exec;
+mod vm_supervise;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,13 @@ pub struct Cli {
     /// Accepted for runc compatibility: rootless mode is decided from the spec.
     #[arg(long, hide = true)]
     pub rootless: Option<String>,
+    /// Default isolation mode: container or vm (the annotation
+    /// io.vessel.isolation in config.json wins).
+    #[arg(long, global = true)]
+    pub isolation: Option<vessel::vm::Isolation>,
+    /// Runtime configuration file (TOML; default /etc/vessel/config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// Accepted for runc compatibility (checkpointing is not supported).
     #[arg(long, hide = true)]
     pub criu: Option<String>,
@@ -86,10 +95,20 @@ enum Command {
     Spec(spec::Args),
     /// Run a benchmark suite (lifecycle, io-isolation).
     Bench(bench::Args),
+    /// (internal) The supervisor of a vm-mode container.
+    #[command(name = "vm-supervise", hide = true)]
+    VmSupervise(vm_supervise::Args),
+    /// (internal) The relay of a detached exec in a vm-mode container.
+    #[command(name = "vm-exec", hide = true)]
+    VmExec(vm_exec::Args),
 }
 
 /// Parses, runs, and turns an error into runc's exit status 1.
 pub fn main() -> ExitCode {
+    if vessel::vm::guest_runner::is_guest_init() {
+        // PID 1 of a vessel microVM: the guest agent.
+        vessel::vm::guest_runner::run_agent();
+    }
     let cli = Cli::parse();
     if matches!(
         cli.command,
@@ -142,9 +161,11 @@ pub fn main() -> ExitCode {
         Command::Resume(a) => pause::resume(&cli, a),
         Command::Events(a) => events::run(&cli, a),
         Command::Update(a) => update::run(&cli, a),
-        Command::Features => features::run(),
+        Command::Features => features::run(&cli),
         Command::Spec(a) => spec::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::VmSupervise(a) => vm_supervise::run(a),
+        Command::VmExec(a) => vm_exec::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

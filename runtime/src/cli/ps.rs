@@ -20,7 +20,18 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
+    if !matches!(a.format.as_str(), "json" | "table") {
+        anyhow::bail!(
+            "--format: unknown format {:?} (use table or json)",
+            a.format
+        );
+    }
     let c = Container::load(&cli.root, &a.id)?;
+    if c.state.vm.is_some() {
+        // The processes live in the guest: its vessel lists them.
+        print!("{}", vessel::vm::lifecycle::ps(&c, &a.format)?);
+        return Ok(0);
+    }
     let pids = c.cgroup()?.pids()?;
     drop(c);
     match a.format.as_str() {
@@ -36,7 +47,20 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     } else {
         a.ps_args.clone()
     };
-    let out = Command::new("ps").args(&args).output()?;
+    let out = match Command::new("ps").args(&args).output() {
+        Ok(out) => out,
+        // No ps(1) (a VM's initramfs): the pids and their commands.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("PID CMD");
+            for pid in pids {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                println!("{pid} {}", cmd.trim_end());
+            }
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !out.status.success() {
         anyhow::bail!(
             "ps {}: {}",

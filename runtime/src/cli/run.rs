@@ -22,7 +22,7 @@ pub struct Args {
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     if a.detach {
-        let created = container::create(&a.flags.options(cli, &a.id, false))?;
+        let created = container::create(&a.flags.options(cli, &a.id, false)?)?;
         drop(created);
         if let Err(e) = container::start(&cli.root, &a.id) {
             let _ = container::delete(&cli.root, &a.id, true);
@@ -30,6 +30,6 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
-    let code = container::run_foreground(&a.flags.options(cli, &a.id, true), a.keep)?;
+    let code = container::run_foreground(&a.flags.options(cli, &a.id, true)?, a.keep)?;
     Ok(code.clamp(0, 255) as u8)
 }

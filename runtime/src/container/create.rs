@@ -51,6 +51,10 @@ pub struct CreateOptions {
     pub systemd_cgroup: bool,
     /// `run` in the foreground: start over the sync channel, no exec fifo.
     pub foreground: bool,
+    /// The runtime-wide isolation mode (the annotation overrides it).
+    pub isolation: crate::vm::Isolation,
+    /// vm-mode defaults from the configuration file.
+    pub vm: crate::vm::VmDefaults,
 }
 
 /// A created container, as `run` keeps it to start and wait.
@@ -163,6 +167,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     tracing::debug!("create {id}: checking the bundle");
     let c = check(opts)?;
     tracing::debug!("create {id}: bundle checked");
+    let mode = crate::vm::config::decide(c.spec.annotations().as_ref(), opts.isolation)
+        .map_err(|m| err(id, m))?;
+    if mode == crate::vm::Isolation::Vm {
+        return crate::vm::create::create(opts, &c.spec, &c.bundle, &c.rootfs);
+    }
     let terminal = c
         .spec
         .process()
@@ -241,13 +250,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         bundle: c.bundle.clone(),
         rootfs: c.rootfs.clone(),
         created: utils::now_rfc3339(),
-        owner: owner_name(),
+        owner: utils::owner_name(),
         annotations: c.spec.annotations().clone().unwrap_or_default(),
         pid_start_time: 0,
         cgroup_path: cgroup.path().to_path_buf(),
         systemd_cgroup: opts.systemd_cgroup,
         isolation: "container".into(),
         own_pid_ns: c.plan.has(CloneFlags::CLONE_NEWPID),
+        vm: None,
     };
 
     let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
@@ -425,17 +435,4 @@ fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Strin
     fs::write(format!("/proc/{pid}/gid_map"), fmt(linux.gid_mappings()))
         .map_err(|e| format!("linux.gidMappings: write gid_map: {e}"))?;
     Ok(())
-}
-
-/// The user name of the caller, as runc's `list` shows it.
-fn owner_name() -> String {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return "root".into();
-    }
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
 }

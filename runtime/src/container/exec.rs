@@ -80,6 +80,11 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
             msg: "cannot exec in a container that is not running".into(),
         });
     }
+    if c.state.vm.is_some() {
+        let dir = c.dir.clone();
+        drop(c);
+        return vm_exec(opts, &dir);
+    }
     let container_spec = spec::load(&c.state.bundle).map_err(|e| err(id, e))?;
     let seccomp: Option<CompiledSeccomp> = match container_spec
         .linux()
@@ -247,4 +252,33 @@ fn run_process(
         opts.preserve_fds,
         if nnp { seccomp } else { None },
     ))
+}
+
+/// `exec` in a vm-mode container: relayed through its supervisor.
+fn vm_exec(opts: ExecOptions, dir: &std::path::Path) -> Result<i32, Error> {
+    let id = opts.id.as_str();
+    if opts.preserve_fds > 0 {
+        return Err(err(
+            id,
+            "--preserve-fds: descriptors cannot be passed into a VM",
+        ));
+    }
+    if opts.detach {
+        let pid =
+            crate::vm::exec::spawn_detached(dir, &opts.process, opts.console_socket.as_deref())
+                .map_err(|e| err(id, format!("exec: {e}")))?;
+        if let Some(p) = &opts.pid_file {
+            utils::write_atomic(p, pid.to_string().as_bytes())
+                .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+        }
+        return Ok(0);
+    }
+    if let Some(p) = &opts.pid_file {
+        // The relay (us) stands for the process on the host.
+        utils::write_atomic(p, std::process::id().to_string().as_bytes())
+            .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+    }
+    let ended = crate::vm::exec::relay(dir, &opts.process, opts.console_socket.as_deref(), None)
+        .map_err(|e| err(id, format!("exec: {e}")))?;
+    Ok(ended.code)
 }

@@ -35,6 +35,12 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
             "cannot start a container that is not created",
         ));
     }
+    if c.state.vm.is_some() {
+        crate::vm::lifecycle::start(&c)?;
+        c.state.status = Status::Running;
+        c.save()?;
+        return run_hooks_from_bundle(&c, Phase::Poststart, Status::Running);
+    }
     let fifo = c.dir.join(EXEC_FIFO);
     let status_fifo = c.dir.join(START_STATUS_FIFO);
     // Opened before releasing init, so its verdict cannot be missed.
@@ -134,6 +140,9 @@ pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), Error> 
     if status == Status::Stopped && !all {
         return Err(wrong(&c, status, "container not running"));
     }
+    if c.state.vm.is_some() {
+        return crate::vm::lifecycle::signal(&c, sig, all);
+    }
     if all {
         return kill_all(&c, sig);
     }
@@ -173,6 +182,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
     }
     let cg = c.cgroup()?;
     tracing::debug!("delete {id}: cgroup opened");
+    crate::vm::lifecycle::release(&c);
     // Processes outside a private pid namespace survive their init.
     if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
         stop_all(&c)?;
@@ -190,6 +200,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
 
 /// SIGKILLs everything in the container and waits until it is gone.
 fn stop_all(c: &Container) -> Result<(), Error> {
+    if c.state.vm.is_some() {
+        return crate::vm::lifecycle::stop(c);
+    }
     let _ = send_signal(Pid::from_raw(c.state.pid), Signal::SIGKILL)
         .ok()
         .filter(|_| utils::process_alive(c.state.pid, c.state.pid_start_time));

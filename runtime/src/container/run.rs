@@ -13,6 +13,9 @@ use crate::state::Status;
 pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
     let id = opts.id.as_str();
     let created = create(opts)?;
+    if created.state.vm.is_some() {
+        return run_vm(opts, created, keep);
+    }
     let chan = created
         .channel
         .as_ref()
@@ -59,6 +62,35 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         (Ok(()), Some(m)) => relay_and_wait(pid, m).map_err(|e| err(id, format!("wait: {e}"))),
         (Ok(()), None) => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
         (Err(e), _) => Err(err(id, e)),
+    };
+    tracing::debug!("run {id}: workload exited");
+    if !keep {
+        delete(&opts.root, id, true)?;
+    }
+    code
+}
+
+/// `run` of a vm-mode container: start through the supervisor, then wait
+/// for it (it exits as the workload does) with signals forwarded to it.
+fn run_vm(opts: &CreateOptions, created: super::Created, keep: bool) -> Result<i32, Error> {
+    let id = opts.id.as_str();
+    crate::process::wait::block_forwarded().map_err(|e| err(id, format!("block signals: {e}")))?;
+    let pid = created.pid;
+    let master = match &created.console {
+        Some(sock) => Some(
+            crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
+                .map_err(|e| err(id, format!("receive the pty master: {e}")))?,
+        ),
+        None => None,
+    };
+    drop(created);
+    if let Err(e) = super::start(&opts.root, id) {
+        let _ = delete(&opts.root, id, true);
+        return Err(e);
+    }
+    let code = match master {
+        Some(m) => relay_and_wait(pid, m).map_err(|e| err(id, format!("wait: {e}"))),
+        None => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
     };
     tracing::debug!("run {id}: workload exited");
     if !keep {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,6 +57,9 @@ pub struct Spawned {
     pub stdout: Option<File>,
     /// Read end of its stderr, if piped.
     pub stderr: Option<File>,
+    /// The master of its pseudo-terminal, if it has one (resized on
+    /// [`Message::ResizeTerminal`]); its output then comes through `stdout`.
+    pub terminal: Option<File>,
 }
 
 /// Starts workload processes inside the guest. The agent owns waiting for
@@ -65,8 +68,33 @@ pub trait ProcessRunner: Send + Sync {
     /// Sets up the container for a [`Message::RunProcess`] (root filesystem,
     /// mounts, hostname) before its process is spawned.
     fn prepare(&self, request: &RunProcess) -> Result<()>;
-    /// Starts `process` with piped stdio; the agent must not be blocked by it.
+    /// Starts (or, for a container runner, creates) the container's first
+    /// process, after [`ProcessRunner::prepare`]; the agent must not be
+    /// blocked by it.
     fn spawn(&self, process: &Process) -> Result<Spawned>;
+    /// Starts the created first process ([`Message::StartProcess`]). The
+    /// plain command runner started it in `spawn` already.
+    fn start(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Runs another process in the running container.
+    fn exec(&self, process: &Process) -> Result<Spawned> {
+        self.spawn(process)
+    }
+    /// Sends `signal` to every process of the container.
+    fn signal_all(&self, signal: i32) -> Result<()> {
+        let _ = signal;
+        Err(Error::Agent(
+            "signalling all processes needs the container runner".into(),
+        ))
+    }
+    /// Lists the container's processes (`format` is `table` or `json`).
+    fn ps(&self, format: &str) -> Result<String> {
+        let _ = format;
+        Err(Error::Agent(
+            "listing processes needs the container runner".into(),
+        ))
+    }
 }
 
 /// Runs the process as a plain command with its args, env, cwd, uid and
@@ -85,6 +113,11 @@ pub const ROOTFS_MOUNT: &str = "/run/vessel/rootfs";
 
 impl ProcessRunner for CommandRunner {
     fn prepare(&self, request: &RunProcess) -> Result<()> {
+        if request.config.is_some() || !request.files.is_empty() {
+            return Err(Error::Agent(
+                "an OCI config needs the container runner; this agent runs plain commands".into(),
+            ));
+        }
         if !request.mounts.is_empty() {
             return Err(Error::Agent(
                 "OCI mounts need the container runner; this agent runs plain commands".into(),
@@ -164,6 +197,7 @@ impl ProcessRunner for CommandRunner {
             stdin: child.stdin.take().map(|s| File::from(OwnedFd::from(s))),
             stdout: child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
             stderr: child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+            terminal: None,
         })
     }
 }
@@ -296,6 +330,7 @@ fn power_off() -> ! {
 
 fn agent_main(options: GuestOptions) -> Result<()> {
     let init_ms = uptime_ms();
+    leave_initramfs()?;
     mount_pseudo_filesystems()?;
     for (module, err) in load_modules(&options.modules_list)? {
         eprintln!("vessel-agent: loading {module}: {err}");
@@ -312,6 +347,96 @@ fn agent_main(options: GuestOptions) -> Result<()> {
         &options.agent_name,
         init_ms.or_else(uptime_ms),
     )
+}
+
+/// Where [`leave_initramfs`] builds the new root before moving it to `/`.
+const NEW_ROOT: &str = "/.vessel-root";
+
+/// Moves PID 1 off the initramfs onto a tmpfs copy of it. The initial
+/// ramfs can never be `pivot_root`ed away from, so containers made in it
+/// would have to fall back to chroot; on a tmpfs root the guest's container
+/// code pivots as on a host. The copy is then removed from the ramfs to
+/// give its memory back. A root that is not the initramfs is left alone.
+pub fn leave_initramfs() -> Result<()> {
+    let root = nix::sys::statfs::statfs("/").map_err(|e| Error::io("statfs /", e.into()))?;
+    // RAMFS_MAGIC (0x858458f6): nix names only the tmpfs magic.
+    const RAMFS: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x8584_58f6);
+    if root.filesystem_type() != RAMFS && root.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+        return Ok(());
+    }
+    if Path::new(NEW_ROOT).exists() || std::process::id() != 1 {
+        return Ok(());
+    }
+    let new_root = Path::new(NEW_ROOT);
+    fs::create_dir(new_root).ctx(|| format!("creating {NEW_ROOT}"))?;
+    mount(
+        Some("rootfs"),
+        new_root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(|e| Error::io(format!("mounting tmpfs on {NEW_ROOT}"), e.into()))?;
+    for entry in fs::read_dir("/").ctx(|| "reading /".into())? {
+        let entry = entry.ctx(|| "reading /".into())?;
+        let name = entry.file_name();
+        if entry.path() == new_root {
+            continue;
+        }
+        copy_tree(&entry.path(), &new_root.join(&name))?;
+        // What was copied is removed from the ramfs, which is not freed
+        // otherwise (the mount points of a fresh boot are empty).
+        let _ = remove_tree(&entry.path());
+    }
+    nix::unistd::chdir(new_root).map_err(|e| Error::io("chdir to the new root", e.into()))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| Error::io("moving the new root onto /", e.into()))?;
+    nix::unistd::chroot(".").map_err(|e| Error::io("chroot to the new root", e.into()))?;
+    nix::unistd::chdir("/").map_err(|e| Error::io("chdir /", e.into()))
+}
+
+/// Copies a tree of directories, regular files, symlinks and device nodes,
+/// keeping modes.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let meta = fs::symlink_metadata(from).ctx(|| format!("stat {}", from.display()))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir_all(to).ctx(|| format!("creating {}", to.display()))?;
+        for entry in fs::read_dir(from).ctx(|| format!("reading {}", from.display()))? {
+            let entry = entry.ctx(|| format!("reading {}", from.display()))?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(from).ctx(|| format!("readlink {}", from.display()))?;
+        std::os::unix::fs::symlink(target, to).ctx(|| format!("symlink {}", to.display()))?;
+    } else if ft.is_file() {
+        fs::copy(from, to).ctx(|| format!("copying {}", from.display()))?;
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let kind = if ft.is_char_device() {
+            nix::sys::stat::SFlag::S_IFCHR
+        } else {
+            nix::sys::stat::SFlag::S_IFBLK
+        };
+        nix::sys::stat::mknod(
+            to,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(meta.mode()),
+            meta.rdev(),
+        )
+        .map_err(|e| Error::io(format!("mknod {}", to.display()), e.into()))?;
+    }
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .or_else(|e| if ft.is_symlink() { Ok(()) } else { Err(e) })
+        .ctx(|| format!("chmod {}", to.display()))
+}
+
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
 }
 
 /// Guest uptime in milliseconds, from /proc/uptime (None before /proc is
@@ -355,13 +480,16 @@ pub fn serve(
     agent.serve(reader)
 }
 
-/// Mounts /proc, /sys, /dev (devtmpfs) and /dev/pts; already mounted is fine.
+/// Mounts /proc, /sys, /dev (devtmpfs), /dev/pts and the cgroup2
+/// hierarchy (where the guest's container code makes the container's
+/// cgroup); already mounted is fine.
 pub fn mount_pseudo_filesystems() -> Result<()> {
-    let mounts: [(&str, &str, &str); 4] = [
+    let mounts: [(&str, &str, &str); 5] = [
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
         ("devtmpfs", "/dev", "devtmpfs"),
         ("devpts", "/dev/pts", "devpts"),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
     ];
     for (source, target, fstype) in mounts {
         fs::create_dir_all(target).ctx(|| format!("creating {target}"))?;
@@ -441,6 +569,7 @@ pub fn find_port(name: &str, timeout: Duration) -> Result<PathBuf> {
 struct Entry {
     pid: i32,
     stdin: Option<File>,
+    terminal: Option<File>,
     io: Vec<JoinHandle<()>>,
 }
 
@@ -514,25 +643,54 @@ impl Agent {
                 let result = self
                     .runner
                     .prepare(&req)
-                    .and_then(|()| self.start(id, &req.process));
+                    .and_then(|()| self.start(id, &req.process, false));
                 if let Err(e) = result {
                     self.send_error(Some(id), &e);
                 }
             }
+            // Slow requests run on their own thread: stdin and signals for
+            // running processes must keep flowing meanwhile.
             Frame::Control(Message::Exec { id, process }) => {
-                if let Err(e) = self.start(id, &process) {
+                let agent = Arc::clone(self);
+                thread::spawn(move || {
+                    if let Err(e) = agent.start(id, &process, true) {
+                        agent.send_error(Some(id), &e);
+                    }
+                });
+            }
+            Frame::Control(Message::StartProcess { id }) => {
+                let agent = Arc::clone(self);
+                thread::spawn(move || match agent.runner.start() {
+                    Ok(()) => {
+                        let _ = agent.send(&Frame::Control(Message::Ack { id }));
+                    }
+                    Err(e) => agent.send_error(Some(id), &e),
+                });
+            }
+            Frame::Control(Message::Signal { id, signal, all }) => {
+                let result = if all {
+                    self.runner.signal_all(signal)
+                } else {
+                    self.signal(id, signal)
+                };
+                if let Err(e) = result {
                     self.send_error(Some(id), &e);
                 }
             }
-            Frame::Control(Message::Signal { id, signal }) => {
-                if let Err(e) = self.signal(id, signal) {
+            Frame::Control(Message::Ps { id, format }) => {
+                let agent = Arc::clone(self);
+                thread::spawn(move || match agent.runner.ps(&format) {
+                    Ok(output) => {
+                        let _ = agent.send(&Frame::Control(Message::PsOutput { id, output }));
+                    }
+                    Err(e) => agent.send_error(Some(id), &e),
+                });
+            }
+            Frame::Control(Message::ResizeTerminal { id, rows, cols }) => {
+                if let Err(e) = self.resize(id, rows, cols) {
                     self.send_error(Some(id), &e);
                 }
             }
-            Frame::Control(Message::ResizeTerminal { id, .. }) => self.send_error(
-                Some(id),
-                &Error::Agent("terminals are not supported by this agent".into()),
-            ),
             Frame::Data {
                 id,
                 stream: Stream::Stdin,
@@ -545,11 +703,15 @@ impl Agent {
         }
     }
 
-    fn start(self: &Arc<Self>, id: u32, process: &Process) -> Result<()> {
+    fn start(self: &Arc<Self>, id: u32, process: &Process, exec: bool) -> Result<()> {
         if self.lock_procs().by_id.contains_key(&id) {
             return Err(Error::Agent(format!("process id {id} is already in use")));
         }
-        let spawned = self.runner.spawn(process)?;
+        let spawned = if exec {
+            self.runner.exec(process)?
+        } else {
+            self.runner.spawn(process)?
+        };
         let mut io = Vec::new();
         for (pipe, stream) in [
             (spawned.stdout, Stream::Stdout),
@@ -568,6 +730,7 @@ impl Agent {
                 Entry {
                     pid,
                     stdin: spawned.stdin,
+                    terminal: spawned.terminal,
                     io,
                 },
             );
@@ -628,6 +791,34 @@ impl Agent {
         }
     }
 
+    fn resize(&self, id: u32, rows: u16, cols: u16) -> Result<()> {
+        let procs = self.lock_procs();
+        let entry = procs
+            .by_id
+            .get(&id)
+            .ok_or_else(|| Error::Agent(format!("no process with id {id}")))?;
+        let tty = entry
+            .terminal
+            .as_ref()
+            .ok_or_else(|| Error::Agent(format!("process {id} has no terminal")))?;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which
+        // outlives the call; the descriptor is a pty master we own.
+        let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        if rc != 0 {
+            return Err(Error::io(
+                format!("resizing the terminal of process {id}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn signal(&self, id: u32, signal: i32) -> Result<()> {
         let pid = self
             .lock_procs()
@@ -647,6 +838,9 @@ impl Agent {
             match waitpid(None::<Pid>, None) {
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
+                    if super::helpers::claim(pid.as_raw(), status) {
+                        continue;
+                    }
                     let known = {
                         let mut procs = self.lock_procs();
                         let known = procs.pid_to_id.contains_key(&pid.as_raw());

@@ -188,7 +188,11 @@ impl AgentClient {
 
     /// Delivers a signal to process `id`.
     pub fn signal(&self, id: u32, signal: i32) -> Result<()> {
-        self.send(&Frame::Control(Message::Signal { id, signal }))
+        self.send(&Frame::Control(Message::Signal {
+            id,
+            signal,
+            all: false,
+        }))
     }
 
     /// Asks the guest to power off.
@@ -293,6 +297,7 @@ mod tests {
                 rootfs: None,
                 mounts: Vec::new(),
                 hostname: None,
+                ..Default::default()
             })
             .unwrap();
         let out = client

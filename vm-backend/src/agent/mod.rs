@@ -5,10 +5,13 @@
 //! host) carries length-prefixed frames; see [`protocol`] for the wire format.
 
 pub mod guest;
+pub mod helpers;
 pub mod host;
 pub mod protocol;
 
-pub use protocol::{Frame, GuestRootfs, Message, RunProcess, Stream, PROTOCOL_VERSION};
+pub use protocol::{
+    Frame, GuestFile, GuestFileKind, GuestRootfs, Message, RunProcess, Stream, PROTOCOL_VERSION,
+};
 
 /// Name of the virtio-serial port that carries the agent stream. The host
 /// gives it to QEMU's `virtserialport`; the guest finds it under

@@ -78,8 +78,40 @@ pub struct GuestRootfs {
     pub writable_serial: Option<String>,
 }
 
-/// Request to set up a container and run its process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A host file or directory copied into the guest for a bind mount whose
+/// source the guest cannot reach (see the runtime's vm-mode mount rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestFile {
+    /// Absolute path in the guest to create.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// What to create.
+    pub kind: GuestFileKind,
+}
+
+/// The kind and contents of a [`GuestFile`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum GuestFileKind {
+    /// A directory.
+    Dir,
+    /// A regular file with these bytes, base64-encoded (standard alphabet).
+    File {
+        /// The contents, base64.
+        base64: String,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target.
+        target: String,
+    },
+}
+
+/// Request to set up a container and create its process. With a container
+/// runner (`config` set) the process waits for [`Message::StartProcess`];
+/// the plain command runner starts it at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunProcess {
     /// Identifier chosen by the host; stdio frames and [`Message::Exit`]
     /// refer to it.
@@ -95,6 +127,20 @@ pub struct RunProcess {
     /// Hostname of the container.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Container id, as the host knows it.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// The OCI config.json the guest's container code runs, already adapted
+    /// to the guest (root, namespaces, mounts); `None` for a plain command.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    /// Files to create before the container (bind mount sources).
+    #[serde(default)]
+    pub files: Vec<GuestFile>,
+    /// The network the guest's interfaces get (a `net::GuestNetwork`), if
+    /// the container's network namespace has any.
+    #[serde(default)]
+    pub network: Option<serde_json::Value>,
 }
 
 /// Control messages, carried as JSON in control frames.
@@ -134,12 +180,42 @@ pub enum Message {
         /// Its pid in the guest.
         pid: i32,
     },
-    /// Host: deliver a signal to process `id`.
+    /// Host: start the created process `id` (after [`Message::RunProcess`]
+    /// with a container config). Answered by [`Message::Ack`] or
+    /// [`Message::Error`].
+    StartProcess {
+        /// Process identifier.
+        id: u32,
+    },
+    /// Guest: request `id` succeeded.
+    Ack {
+        /// The request's (process) identifier.
+        id: u32,
+    },
+    /// Host: deliver a signal to process `id`, or with `all` to every
+    /// process of the container.
     Signal {
         /// Process identifier.
         id: u32,
         /// Signal number.
         signal: i32,
+        /// Every process of the container, not just `id`.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Host: list the container's processes (`vessel ps` in the guest).
+    Ps {
+        /// Request identifier, echoed in the answer.
+        id: u32,
+        /// `table` or `json`.
+        format: String,
+    },
+    /// Guest: the answer to [`Message::Ps`].
+    PsOutput {
+        /// The request identifier.
+        id: u32,
+        /// What `vessel ps` printed.
+        output: String,
     },
     /// Host: the terminal of process `id` changed size.
     ResizeTerminal {
@@ -389,13 +465,37 @@ mod tests {
                 }),
                 mounts: Vec::new(),
                 hostname: Some("box".into()),
+                container_id: Some("c1".into()),
+                config: Some(serde_json::json!({"ociVersion": "1.0.2"})),
+                files: vec![GuestFile {
+                    path: "/run/vessel/files/0".into(),
+                    mode: 0o644,
+                    kind: GuestFileKind::File {
+                        base64: "aGVsbG8=".into(),
+                    },
+                }],
+                network: None,
             })),
+            Message::StartProcess { id: 1 },
+            Message::Ack { id: 1 },
+            Message::Ps {
+                id: 7,
+                format: "json".into(),
+            },
+            Message::PsOutput {
+                id: 7,
+                output: "[1]".into(),
+            },
             Message::Exec {
                 id: 2,
                 process: Box::new(process()),
             },
             Message::Started { id: 2, pid: 42 },
-            Message::Signal { id: 1, signal: 15 },
+            Message::Signal {
+                id: 1,
+                signal: 15,
+                all: false,
+            },
             Message::ResizeTerminal {
                 id: 1,
                 rows: 24,
@@ -523,7 +623,12 @@ mod tests {
 
     #[test]
     fn json_shape_is_tagged() {
-        let json = serde_json::to_value(Message::Signal { id: 3, signal: 9 }).unwrap();
+        let json = serde_json::to_value(Message::Signal {
+            id: 3,
+            signal: 9,
+            all: false,
+        })
+        .unwrap();
         assert_eq!(json["type"], "signal");
         assert_eq!(json["signal"], 9);
     }

@@ -161,6 +161,11 @@ impl InitramfsBuilder {
         let hash = self.content_hash()?;
         let path = cache_dir.join(format!("initramfs-{hash}.img"));
         if path.is_file() {
+            // Its mtime is its last use: what pruning keeps.
+            let _ = File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(Initramfs {
                 path,
                 hash,
@@ -176,6 +181,8 @@ impl InitramfsBuilder {
             let _ = fs::remove_file(&tmp);
         }
         result?;
+        // Each vessel build makes a new one; a few recent ones are kept.
+        super::prune_cache(cache_dir, "initramfs-", &[".img"], 4);
         Ok(Initramfs {
             path,
             hash,

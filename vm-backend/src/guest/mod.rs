@@ -70,3 +70,24 @@ pub(crate) fn temp_path_for(path: &Path) -> PathBuf {
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
 }
+
+/// Removes all but the `keep` most recently modified files of `dir` whose
+/// names start with `prefix` and end with one of `suffixes`.
+pub(crate) fn prune_cache(dir: &std::path::Path, prefix: &str, suffixes: &[&str], keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(prefix) && suffixes.iter().any(|s| n.ends_with(s))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, old) in files.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(old);
+    }
+}

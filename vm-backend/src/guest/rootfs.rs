@@ -134,6 +134,11 @@ pub fn build_rootfs_image(
     let (hash, entries, bytes) = tree_hash(rootfs)?;
     let path = cache_dir.join(format!("rootfs-{hash}.{}", format.fstype()));
     if path.is_file() {
+        // Its mtime is its last use: what pruning keeps.
+        let _ = File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         return Ok(RootfsImage {
             path,
             format,
@@ -182,12 +187,23 @@ pub fn build_rootfs_image(
         let _ = fs::remove_file(&tmp);
     }
     result?;
+    prune_rootfs_images(cache_dir, KEEP_ROOTFS_IMAGES);
     Ok(RootfsImage {
         path,
         format,
         hash,
         cached: false,
     })
+}
+
+/// How many rootfs images the cache keeps.
+pub const KEEP_ROOTFS_IMAGES: usize = 16;
+
+/// Removes all but the `keep` most recently used rootfs images from
+/// `cache_dir`. An image a running VM uses stays readable by it (the VMM
+/// holds it open); a later container of that root rebuilds it.
+pub fn prune_rootfs_images(cache_dir: &Path, keep: usize) {
+    super::prune_cache(cache_dir, "rootfs-", &[".erofs", ".ext4"], keep);
 }
 
 /// Creates a sparse ext4 image of `size_mib` MiB at `path` for the guest's
@@ -275,5 +291,33 @@ mod tests {
                 "scratch image should be sparse"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_most_recently_used_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u64 {
+            let p = dir.path().join(format!("rootfs-{i}.erofs"));
+            let f = File::create(&p).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        fs::write(dir.path().join("initramfs-x.img"), b"").unwrap();
+        prune_rootfs_images(dir.path(), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["initramfs-x.img", "rootfs-3.erofs", "rootfs-4.erofs"]
+        );
     }
 }

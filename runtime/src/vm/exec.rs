@@ -1,0 +1,283 @@
+//! `exec` in vm mode: the process runs in the guest; this side relays its
+//! stdio (or terminal), window size and signals over the supervisor's
+//! control socket and exits as it did. With `--detach` the relay is a
+//! separate process (`vessel vm-exec <dir> <process.json>`), whose pid is
+//! what `--pid-file` gets, so a caller that waits for that pid (conmon)
+//! sees the process's exit status.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::termios::{self, SetArg};
+use oci_spec::runtime::Process;
+use vessel_vm::agent::{Frame, Message, Stream};
+
+use super::control::{self, Request};
+use super::supervisor::{window_size, READY_FD};
+use crate::terminal;
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    /// Exit code as a shell reports it.
+    pub code: i32,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+}
+
+/// Starts a detached relay for `process`; returns (relay pid, guest pid).
+pub fn spawn_detached(
+    dir: &Path,
+    process: &Process,
+    console_socket: Option<&Path>,
+) -> Result<i32, String> {
+    let file = dir.join(format!("exec-{}.json", crate::utils::now_nanos()));
+    std::fs::write(
+        &file,
+        serde_json::to_vec(process).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("vessel").arg("vm-exec").arg(dir).arg(&file);
+    if let Some(s) = console_socket {
+        cmd.arg(s);
+    }
+    // SAFETY: only async-signal-safe calls on integers between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::dup2(wfd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the exec relay: {e}"))?;
+    drop(cmd);
+    drop(w);
+    let mut report = String::new();
+    let _ = File::from(r).read_to_string(&mut report);
+    let _ = std::fs::remove_file(&file);
+    if report.starts_with("ok") {
+        Ok(child.id() as i32)
+    } else {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.id() as i32), None);
+        Err(if report.is_empty() {
+            "the exec relay exited without a report".into()
+        } else {
+            report
+        })
+    }
+}
+
+/// The detached relay's main: reports on fd 3, then relays until the
+/// process ends and exits like it.
+pub fn relay_main(dir: &Path, process_file: &Path, console_socket: Option<PathBuf>) -> ! {
+    // SAFETY: fd 3 was set up by `spawn_detached` for us alone.
+    let ready = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(READY_FD) };
+    let _ = nix::fcntl::fcntl(
+        ready.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let process = std::fs::read(process_file)
+        .map_err(|e| format!("{}: {e}", process_file.display()))
+        .and_then(|d| serde_json::from_slice::<Process>(&d).map_err(|e| e.to_string()));
+    let result = process.and_then(|p| relay(dir, &p, console_socket.as_deref(), Some(ready)));
+    match result {
+        Ok(ended) => super::exit_like(ended.code, ended.signal),
+        Err(e) => {
+            eprintln!("vessel: exec: {e}");
+            std::process::exit(255)
+        }
+    }
+}
+
+/// Restores a terminal's mode on drop.
+struct RawMode(OwnedFd, termios::Termios);
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(self.0.as_fd(), SetArg::TCSANOW, &self.1);
+    }
+}
+
+fn make_raw(fd: &OwnedFd) -> Option<RawMode> {
+    let saved = termios::tcgetattr(fd.as_fd()).ok()?;
+    let mut raw = saved.clone();
+    termios::cfmakeraw(&mut raw);
+    termios::tcsetattr(fd.as_fd(), SetArg::TCSANOW, &raw).ok()?;
+    Some(RawMode(fd.try_clone().ok()?, saved))
+}
+
+/// Runs `process` in the VM and relays it until it ends. `ready` (the
+/// detached relay's report pipe) gets `ok` once the process runs.
+pub fn relay(
+    dir: &Path,
+    process: &Process,
+    console_socket: Option<&Path>,
+    ready: Option<File>,
+) -> Result<Ended, String> {
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal != console_socket.is_some() && console_socket.is_some() {
+        return Err("--console-socket was given but process.terminal is false".into());
+    }
+    let (reply, conn) = control::request(
+        dir,
+        &Request::Exec {
+            process: Box::new(process.clone()),
+        },
+        Some(Duration::from_secs(120)),
+    )?;
+    let id = reply.id.ok_or("the supervisor gave no process id")?;
+    // Our side of the terminal: a pty whose master goes to the console
+    // socket, or our own stdin when it is a terminal.
+    let mut _raw = None;
+    let tty: Option<OwnedFd> = match (terminal, console_socket) {
+        (true, Some(sock)) => {
+            let (master, slave, name) = terminal::open_pty().map_err(|e| e.to_string())?;
+            let c = UnixStream::connect(sock)
+                .map_err(|e| format!("--console-socket {}: {e}", sock.display()))?;
+            terminal::send_fd(c.as_fd(), &name, master.as_fd()).map_err(|e| e.to_string())?;
+            _raw = make_raw(&slave);
+            Some(slave)
+        }
+        (true, None) if nix::unistd::isatty(0).unwrap_or(false) => {
+            let fd = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| e.to_string())?;
+            _raw = make_raw(&fd);
+            Some(fd)
+        }
+        _ => None,
+    };
+    if let Some(mut r) = ready {
+        let _ = writeln!(r, "ok {}", reply.pid.unwrap_or(0));
+    }
+    let writer = Arc::new(Mutex::new(conn.try_clone().map_err(|e| e.to_string())?));
+    let send = {
+        let writer = Arc::clone(&writer);
+        move |f: Frame| {
+            let w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            f.write_to(&mut &*w).is_ok()
+        }
+    };
+    // stdin
+    let input: Option<File> = match &tty {
+        Some(t) => t.try_clone().ok().map(File::from),
+        None => std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(File::from),
+    };
+    {
+        let send = send.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 32 << 10];
+            if let Some(mut input) = input {
+                loop {
+                    match input.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if !send(Frame::Data {
+                                id,
+                                stream: Stream::Stdin,
+                                data: buf[..n].to_vec(),
+                            }) {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            send(Frame::Data {
+                id,
+                stream: Stream::Stdin,
+                data: Vec::new(),
+            });
+        });
+    }
+    if let Some(t) = &tty {
+        let raw = t.as_raw_fd();
+        let send = send.clone();
+        thread::spawn(move || {
+            let mut last = None;
+            loop {
+                if let Some(size) = window_size(raw) {
+                    if last != Some(size) && size.0 > 0 {
+                        last = Some(size);
+                        if !send(Frame::Control(Message::ResizeTerminal {
+                            id,
+                            rows: size.0,
+                            cols: size.1,
+                        })) {
+                            return;
+                        }
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+    // Signals sent to us are for the process.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        mask.add(s);
+    }
+    if mask.thread_block().is_ok() {
+        let send = send.clone();
+        thread::spawn(move || loop {
+            if let Ok(sig) = mask.wait() {
+                send(Frame::Control(Message::Signal {
+                    id,
+                    signal: sig as i32,
+                    all: false,
+                }));
+            }
+        });
+    }
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut reader = conn;
+    loop {
+        match Frame::read_from(&mut reader) {
+            Ok(Frame::Data { stream, data, .. }) => {
+                if let Some(t) = &tty {
+                    let _ = nix::unistd::write(t, &data);
+                } else if stream == Stream::Stderr {
+                    let _ = err.write_all(&data);
+                } else {
+                    let _ = out.write_all(&data);
+                    let _ = out.flush();
+                }
+            }
+            Ok(Frame::Control(Message::Exit { code, signal, .. })) => {
+                return Ok(Ended { code, signal })
+            }
+            Ok(Frame::Control(Message::Error { message, .. })) => return Err(message),
+            Ok(_) => {}
+            Err(e) => return Err(format!("the VM went away: {e}")),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The guest side: when the static vessel binary is PID 1 of a VM, it is
+//! the agent, and this runner makes the agent's processes real containers
+//! by running vessel's own container code in the guest. The host's
+//! adapted config.json becomes a bundle in the guest, and the agent drives
+//! it with `vessel create`, `start`, `exec`, `kill` and `ps`, as a
+//! containerd shim drives a runtime: namespaces, mounts, users, env, cwd,
+//! rlimits, capabilities and seccomp apply inside the VM exactly as on a
+//! host.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use oci_spec::runtime::Process;
+use vessel_vm::agent::guest::{mount_rootfs, GuestOptions, ProcessRunner, Spawned};
+use vessel_vm::agent::helpers::{helper_output, wait_helper};
+use vessel_vm::agent::{GuestFileKind, RunProcess};
+use vessel_vm::{Error, Result};
+
+use super::guest_spec::GUEST_ROOTFS;
+
+/// State root of the guest's vessel.
+const GUEST_STATE: &str = "/run/vessel/state";
+/// Where bundles are written in the guest.
+const GUEST_BUNDLES: &str = "/run/vessel/bundles";
+
+/// Whether this process is PID 1 of a vessel guest (the kernel runs the
+/// initramfs's `/init`).
+pub fn is_guest_init() -> bool {
+    std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init")
+}
+
+/// Runs the guest agent with the container runner; never returns.
+pub fn run_agent() -> ! {
+    vessel_vm::agent::guest::run_with(GuestOptions {
+        runner: Arc::new(ContainerRunner::default()),
+        agent_name: format!("vessel {} (container runner)", env!("CARGO_PKG_VERSION")),
+        ..GuestOptions::default()
+    })
+}
+
+/// Runs each process as (part of) a container made by the guest's vessel.
+#[derive(Debug, Default)]
+pub struct ContainerRunner {
+    /// Container id and bundle, once prepared.
+    container: Mutex<Option<(String, PathBuf)>>,
+    execs: AtomicU32,
+}
+
+fn agent_err(msg: impl std::fmt::Display) -> Error {
+    Error::Agent(msg.to_string())
+}
+
+impl ContainerRunner {
+    fn container(&self) -> Result<(String, PathBuf)> {
+        self.container
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| agent_err("no container has been created in this guest"))
+    }
+
+    /// `vessel --root .. --log <bundle>/vessel.log <args>` in the guest.
+    fn vessel(&self, bundle: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("--root")
+            .arg(GUEST_STATE)
+            .arg("--log")
+            .arg(bundle.join("vessel.log"))
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
+        cmd
+    }
+
+    /// Runs a vessel command whose stdio the new process inherits; returns
+    /// the process's pid (from the pid file) and our ends of its stdio.
+    fn spawn_with(&self, bundle: &Path, args: &[&str], terminal: bool) -> Result<Spawned> {
+        let n = self.execs.fetch_add(1, Ordering::SeqCst);
+        let pid_file = bundle.join(format!("pid-{n}"));
+        let console = bundle.join(format!("console-{n}.sock"));
+        let listener = if terminal {
+            let _ = fs::remove_file(&console);
+            Some(UnixListener::bind(&console).map_err(|e| Error::io("console socket", e))?)
+        } else {
+            None
+        };
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let id = full.pop().expect("the container id comes last");
+        full.push("--pid-file".into());
+        full.push(pid_file.to_string_lossy().into_owned());
+        if terminal {
+            full.push("--console-socket".into());
+            full.push(console.to_string_lossy().into_owned());
+        }
+        full.push(id);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let mut cmd = self.vessel(bundle, &refs);
+        let (stdin_r, stdin_w) = pipe()?;
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        if terminal {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+        } else {
+            cmd.stdin(Stdio::from(stdin_r))
+                .stdout(Stdio::from(stdout_w))
+                .stderr(Stdio::from(stderr_w));
+        }
+        let code = wait_helper(&mut cmd)?;
+        // The child's pipe ends live in `cmd` until it is dropped.
+        drop(cmd);
+        if code != 0 {
+            return Err(agent_err(last_error(bundle, code)));
+        }
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| agent_err(format!("no pid in {}", pid_file.display())))?;
+        let _ = fs::remove_file(&pid_file);
+        if let Some(listener) = listener {
+            let master = accept_master(&listener, Duration::from_secs(10))?;
+            let _ = fs::remove_file(&console);
+            let file = File::from(master);
+            let clone = |f: &File| f.try_clone().map_err(|e| Error::io("dup pty master", e));
+            return Ok(Spawned {
+                pid,
+                stdin: Some(clone(&file)?),
+                stdout: Some(clone(&file)?),
+                stderr: None,
+                terminal: Some(file),
+            });
+        }
+        Ok(Spawned {
+            pid,
+            stdin: Some(File::from(stdin_w)),
+            stdout: Some(File::from(stdout_r)),
+            stderr: Some(File::from(stderr_r)),
+            terminal: None,
+        })
+    }
+}
+
+impl ProcessRunner for ContainerRunner {
+    fn prepare(&self, request: &RunProcess) -> Result<()> {
+        let config = request
+            .config
+            .as_ref()
+            .ok_or_else(|| agent_err("the container runner needs an OCI config"))?;
+        let id = request
+            .container_id
+            .clone()
+            .ok_or_else(|| agent_err("the container runner needs a container id"))?;
+        let rootfs = request
+            .rootfs
+            .as_ref()
+            .ok_or_else(|| agent_err("the container runner needs a root filesystem"))?;
+        mount_rootfs(rootfs, Path::new(GUEST_ROOTFS), Duration::from_secs(20))?;
+        if let Some(net) = &request.network {
+            // Loopback comes up even without interfaces.
+            let net: vessel_vm::net::GuestNetwork =
+                serde_json::from_value(net.clone()).map_err(Error::BadMessage)?;
+            vessel_vm::net::configure(&net)?;
+        }
+        for f in &request.files {
+            let path = Path::new(&f.path);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io(f.path.clone(), e))?;
+            }
+            match &f.kind {
+                GuestFileKind::Dir => {
+                    fs::create_dir_all(path).map_err(|e| Error::io(f.path.clone(), e))?
+                }
+                GuestFileKind::File { base64 } => {
+                    let data = base64::engine::general_purpose::STANDARD
+                        .decode(base64)
+                        .map_err(|e| agent_err(format!("{}: {e}", f.path)))?;
+                    fs::write(path, data).map_err(|e| Error::io(f.path.clone(), e))?
+                }
+                GuestFileKind::Symlink { target } => std::os::unix::fs::symlink(target, path)
+                    .map_err(|e| Error::io(f.path.clone(), e))?,
+            }
+            if !matches!(f.kind, GuestFileKind::Symlink { .. }) {
+                fs::set_permissions(path, fs::Permissions::from_mode(f.mode))
+                    .map_err(|e| Error::io(f.path.clone(), e))?;
+            }
+        }
+        let bundle = Path::new(GUEST_BUNDLES).join(&id);
+        fs::create_dir_all(&bundle).map_err(|e| Error::io(bundle.display().to_string(), e))?;
+        let json = serde_json::to_vec(config).map_err(Error::BadMessage)?;
+        fs::write(bundle.join("config.json"), json)
+            .map_err(|e| Error::io("writing config.json", e))?;
+        *self.container.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, bundle));
+        Ok(())
+    }
+
+    fn spawn(&self, process: &Process) -> Result<Spawned> {
+        let (id, bundle) = self.container()?;
+        let b = bundle.to_string_lossy().into_owned();
+        self.spawn_with(
+            &bundle,
+            &["create", "--bundle", &b, &id],
+            process.terminal().unwrap_or(false),
+        )
+    }
+
+    fn start(&self) -> Result<()> {
+        let (id, bundle) = self.container()?;
+        let mut cmd = self.vessel(&bundle, &["start", &id]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match wait_helper(&mut cmd)? {
+            0 => Ok(()),
+            code => Err(agent_err(last_error(&bundle, code))),
+        }
+    }
+
+    fn exec(&self, process: &Process) -> Result<Spawned> {
+        let (id, bundle) = self.container()?;
+        let n = self.execs.fetch_add(1, Ordering::SeqCst);
+        let file = bundle.join(format!("exec-{n}.json"));
+        fs::write(
+            &file,
+            serde_json::to_vec(process).map_err(Error::BadMessage)?,
+        )
+        .map_err(|e| Error::io("writing the exec process", e))?;
+        let f = file.to_string_lossy().into_owned();
+        let spawned = self.spawn_with(
+            &bundle,
+            &["exec", "--detach", "--process", &f, &id],
+            process.terminal().unwrap_or(false),
+        );
+        let _ = fs::remove_file(&file);
+        spawned
+    }
+
+    fn signal_all(&self, signal: i32) -> Result<()> {
+        let (id, bundle) = self.container()?;
+        let sig = signal.to_string();
+        let mut cmd = self.vessel(&bundle, &["kill", "--all", &id, &sig]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match wait_helper(&mut cmd)? {
+            0 => Ok(()),
+            code => Err(agent_err(last_error(&bundle, code))),
+        }
+    }
+
+    fn ps(&self, format: &str) -> Result<String> {
+        let (id, bundle) = self.container()?;
+        let mut cmd = self.vessel(&bundle, &["ps", "--format", format, &id]);
+        cmd.stdin(Stdio::null());
+        let (code, out, _) = helper_output(&mut cmd)?;
+        match code {
+            0 => Ok(String::from_utf8_lossy(&out).into_owned()),
+            code => Err(agent_err(last_error(&bundle, code))),
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))
+}
+
+/// The last error the guest's vessel logged (its JSON log), or its code.
+fn last_error(bundle: &Path, code: i32) -> String {
+    let log = fs::read_to_string(bundle.join("vessel.log")).unwrap_or_default();
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "error")
+        .and_then(|v| v["msg"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("the guest's vessel exited with status {code}"))
+}
+
+fn accept_master(listener: &UnixListener, timeout: Duration) -> Result<OwnedFd> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("console socket", e))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                return crate::terminal::recv_fd(conn.as_fd())
+                    .map_err(|e| Error::io("receiving the pty master", e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(Error::io("console socket", e)),
+        }
+    }
+}

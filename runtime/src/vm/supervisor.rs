@@ -1,0 +1,689 @@
+//! The supervisor of a vm-mode container: the host process that `state`
+//! reports as the container's pid. `vessel create` starts it (as `vessel
+//! vm-supervise <dir>`); it boots the VM, keeps the one connection to the
+//! guest agent for the container's whole life, relays the workload's stdio
+//! (its own stdio, inherited from `create`, or a pty sent over the console
+//! socket), forwards the signals it receives to the workload, serves the
+//! control socket, and exits with the workload's status once the guest
+//! powered off, like a container's init. The VMM is its child and dies
+//! with it (PR_SET_PDEATHSIG), so a SIGKILLed supervisor leaves no VM.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+use vessel_cgroups::{Cgroup, CgroupOptions};
+use vessel_vm::agent::host::AgentClient;
+use vessel_vm::agent::{Frame, Message, RunProcess, Stream};
+use vessel_vm::engine::qemu::{Accel, QemuEngine};
+use vessel_vm::engine::{Engine, VmConfig, VmHandle};
+
+use super::control::{self, Reply, Request};
+use crate::terminal;
+
+/// Everything `create` hands to the supervisor (`<dir>/vm.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    /// Container id.
+    pub id: String,
+    /// The VM to boot.
+    pub vm: VmConfig,
+    /// QEMU binary.
+    pub qemu: PathBuf,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    /// The container's first process, id 1.
+    pub run: RunProcess,
+    /// Where to send the host side of the workload's terminal.
+    pub console_socket: Option<PathBuf>,
+    /// The host cgroup the VMM joins.
+    pub cgroup_path: PathBuf,
+    /// Whether that cgroup is managed through systemd.
+    pub systemd_cgroup: bool,
+    /// Its resources.
+    pub resources: Option<LinuxResources>,
+    /// Block IO priority annotations (applied to the VMM).
+    pub annotations: HashMap<String, String>,
+    /// The network namespace the VMM runs in.
+    pub netns: Option<PathBuf>,
+    /// How long the guest may take to greet.
+    pub boot_timeout: Duration,
+}
+
+/// File name of the launch description in the state directory.
+pub const LAUNCH_FILE: &str = "vm.json";
+/// The descriptor on which the supervisor reports readiness to `create`.
+pub const READY_FD: i32 = 3;
+
+/// Signals relayed to the workload (SIGWINCH only resizes its terminal).
+const RELAYED: [Signal; 10] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGABRT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGTERM,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+];
+
+/// Runs the supervisor of the container in `dir`; never returns.
+pub fn run(dir: &Path) -> ! {
+    // SAFETY: READY_FD was set up by `create` for us alone; we own it now.
+    let mut ready = unsafe { File::from_raw_fd(READY_FD) };
+    // Not inherited by the VMM, or `create` would wait for it to close.
+    let _ = nix::fcntl::fcntl(
+        READY_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mut mask = SigSet::empty();
+    for s in RELAYED {
+        mask.add(s);
+    }
+    // Blocked before any thread starts, so every thread inherits the mask
+    // and the signal thread alone receives them.
+    let _ = mask.thread_block();
+    match setup(dir) {
+        Ok(sup) => {
+            let _ = writeln!(ready, "ok {}", sup.vmm_pid);
+            drop(ready);
+            let status = sup.serve(mask);
+            super::exit_like(status.code, status.signal)
+        }
+        Err(e) => {
+            let _ = write!(ready, "{e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// How the workload ended.
+#[derive(Debug, Clone, Copy)]
+struct ExitStatus {
+    code: i32,
+    signal: Option<i32>,
+}
+
+struct Supervisor {
+    id: String,
+    dir: PathBuf,
+    vm: Mutex<VmHandle>,
+    vmm_pid: i32,
+    agent: AgentClient,
+    send_lock: Mutex<()>,
+    /// Waiters for the answer to a request, by id.
+    pending: Mutex<HashMap<u32, mpsc::Sender<Message>>>,
+    /// exec clients, by process id.
+    routes: Mutex<HashMap<u32, Route>>,
+    next_id: AtomicU32,
+    exited: AtomicBool,
+    /// The host side of the workload's terminal.
+    tty: Option<OwnedFd>,
+}
+
+/// Where frames of an exec'd process go: buffered until its client got
+/// the reply line.
+struct Route {
+    conn: Option<UnixStream>,
+    buffered: Vec<Frame>,
+}
+
+fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
+    let text = std::fs::read(dir.join(LAUNCH_FILE))
+        .map_err(|e| format!("{}: {e}", dir.join(LAUNCH_FILE).display()))?;
+    let mut launch: Launch =
+        serde_json::from_slice(&text).map_err(|e| format!("{LAUNCH_FILE}: {e}"))?;
+    let id = launch.id.clone();
+    if let Some(ns) = &launch.netns {
+        // The VMM must open its taps inside the container's network
+        // namespace; joined by this (still single) thread, inherited by QEMU.
+        let f = File::open(ns).map_err(|e| format!("network namespace {}: {e}", ns.display()))?;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("joining network namespace {}: {e}", ns.display()))?;
+    }
+    let cgroup = Cgroup::open(&CgroupOptions {
+        cgroups_path: Some(launch.cgroup_path.clone()),
+        systemd: launch.systemd_cgroup,
+        container_id: id.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let blockio = vessel_cgroups::blockio_priority::parse_annotations(&launch.annotations)
+        .map_err(|e| e.to_string())?;
+    if let Some(prio) = blockio.as_ref().and_then(|p| p.ioprio()) {
+        // The container's IO priority is the VMM's: every guest IO is one of
+        // its requests. Set on us before QEMU starts, so it inherits it.
+        crate::process::exec::set_ioprio(prio as i32)
+            .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))?;
+    }
+    let accel = match launch.accel.as_str() {
+        "kvm" => Accel::Kvm,
+        _ => Accel::Tcg,
+    };
+    let engine = QemuEngine::new(launch.qemu.clone(), accel);
+    launch.vm.die_with_parent = true;
+    let mut vm = engine.boot(&launch.vm).map_err(|e| e.to_string())?;
+    let vmm_pid = vm.pid();
+    let fail = |vm: &mut VmHandle, msg: String| {
+        let tail = vm.vmm_log_tail();
+        let _ = vm.kill();
+        let console = console_tail(launch.vm.console_log.as_deref());
+        format!("{msg}\nVMM log: {tail}\nguest console: {console}")
+    };
+    if let Err(e) = cgroup.add_task(vmm_pid) {
+        return Err(fail(
+            &mut vm,
+            format!("moving the VMM into its cgroup: {e}"),
+        ));
+    }
+    if let Some(policy) = &blockio {
+        if let Err(e) = cgroup.apply_blockio_policy(policy) {
+            return Err(fail(&mut vm, e.to_string()));
+        }
+    }
+    if let Some(res) = &launch.resources {
+        let oom = res
+            .memory()
+            .as_ref()
+            .and_then(|m| m.disable_oom_killer())
+            .unwrap_or(false);
+        if let Err(e) = cgroup.apply(res, oom) {
+            return Err(fail(&mut vm, e.to_string()));
+        }
+    }
+    let agent = match vm.connect_agent(launch.boot_timeout) {
+        Ok(a) => a,
+        Err(e) => return Err(fail(&mut vm, format!("connecting to the guest agent: {e}"))),
+    };
+    if let Err(e) = agent.wait_hello(launch.boot_timeout) {
+        return Err(fail(&mut vm, format!("the guest agent did not greet: {e}")));
+    }
+    if let Err(e) = agent.run_process(launch.run.clone()) {
+        return Err(fail(&mut vm, e.to_string()));
+    }
+    // The guest creates the container: wait for its pid or its error.
+    let _ = agent.set_timeout(Some(launch.boot_timeout));
+    let created = loop {
+        match agent.recv() {
+            Ok(Frame::Control(Message::Started { id: 1, .. })) => break Ok(()),
+            Ok(Frame::Control(Message::Error { message, .. })) => break Err(message),
+            Ok(_) => continue,
+            Err(e) => {
+                break Err(format!(
+                    "waiting for the guest to create the container: {e}"
+                ))
+            }
+        }
+    };
+    let _ = agent.set_timeout(None);
+    if let Err(e) = created {
+        // The guest's own error says what is wrong with the bundle.
+        let _ = vm.kill();
+        return Err(e);
+    }
+    let tty = match &launch.console_socket {
+        Some(path) => match host_terminal(path) {
+            Ok(t) => Some(t),
+            Err(e) => return Err(fail(&mut vm, e)),
+        },
+        None => None,
+    };
+    let sup = Arc::new(Supervisor {
+        id,
+        dir: dir.to_path_buf(),
+        vm: Mutex::new(vm),
+        vmm_pid,
+        agent,
+        send_lock: Mutex::new(()),
+        pending: Mutex::new(HashMap::new()),
+        routes: Mutex::new(HashMap::new()),
+        next_id: AtomicU32::new(2),
+        exited: AtomicBool::new(false),
+        tty,
+    });
+    let sock = control::socket_path(dir);
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let s = Arc::clone(&sup);
+    thread::spawn(move || s.accept(listener));
+    Ok(sup)
+}
+
+fn console_tail(log: Option<&Path>) -> String {
+    let text = log
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// Opens the host side of the workload's terminal: a pty whose master goes
+/// to the console socket; we keep the slave, raw, and relay it.
+fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
+    let (master, slave, name) =
+        terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
+    let conn = UnixStream::connect(socket)
+        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+    terminal::send_fd(conn.as_fd(), &name, master.as_fd())
+        .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+    if let Ok(mut t) = nix::sys::termios::tcgetattr(slave.as_fd()) {
+        nix::sys::termios::cfmakeraw(&mut t);
+        let _ = nix::sys::termios::tcsetattr(slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t);
+    }
+    Ok(slave)
+}
+
+impl Supervisor {
+    fn send(&self, frame: &Frame) -> Result<(), String> {
+        let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.agent.send(frame).map_err(|e| e.to_string())
+    }
+
+    /// Sends `msg` and waits for the answer about `id`.
+    fn ask(&self, id: u32, msg: Message, timeout: Duration) -> Result<Message, String> {
+        let (tx, rx) = mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        self.send(&Frame::Control(msg))?;
+        let answer = rx.recv_timeout(timeout);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match answer {
+            Ok(Message::Error { message, .. }) => Err(message),
+            Ok(m) => Ok(m),
+            Err(_) => Err(format!(
+                "no answer from the guest within {}s",
+                timeout.as_secs()
+            )),
+        }
+    }
+
+    /// Relays until the workload exits, then powers the guest off.
+    fn serve(self: &Arc<Self>, mask: SigSet) -> ExitStatus {
+        let s = Arc::clone(self);
+        thread::spawn(move || s.relay_signals(mask));
+        let s = Arc::clone(self);
+        thread::spawn(move || s.pump_stdin());
+        if self.tty.is_some() {
+            let s = Arc::clone(self);
+            thread::spawn(move || s.follow_window_size());
+        }
+        let status = self.read_agent();
+        self.exited.store(true, Ordering::SeqCst);
+        let _ = std::fs::remove_file(control::socket_path(&self.dir));
+        self.power_off();
+        status
+    }
+
+    fn power_off(&self) {
+        let _ = self.send(&Frame::Control(Message::Shutdown));
+        let mut vm = self.vm.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vm.is_running() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = vm.kill();
+    }
+
+    /// The agent's frames: the workload's output, answers, exec output.
+    fn read_agent(&self) -> ExitStatus {
+        let mut out = dup_file(1);
+        let mut err = dup_file(2);
+        loop {
+            let frame = match self.agent.recv() {
+                Ok(f) => f,
+                Err(e) => {
+                    let vmm = self.vm.lock().map(|v| v.vmm_log_tail()).unwrap_or_default();
+                    tracing::error!(
+                        "container {:?}: the guest agent is gone: {e}; VMM: {vmm}",
+                        self.id
+                    );
+                    if let Some(f) = err.as_mut() {
+                        let _ = writeln!(
+                            f,
+                            "vessel: container {:?}: the VM stopped before its workload exited \
+                             ({e}); VMM log: {vmm}",
+                            self.id
+                        );
+                    }
+                    return ExitStatus {
+                        code: 255,
+                        signal: None,
+                    };
+                }
+            };
+            match frame {
+                Frame::Data {
+                    id: 1,
+                    stream,
+                    data,
+                } if !data.is_empty() => {
+                    let sink = match (&self.tty, stream) {
+                        (Some(t), _) => {
+                            let _ = nix::unistd::write(t, &data);
+                            continue;
+                        }
+                        (None, Stream::Stderr) => &mut err,
+                        (None, _) => &mut out,
+                    };
+                    if let Some(f) = sink.as_mut() {
+                        let _ = f.write_all(&data);
+                    }
+                }
+                Frame::Data { id: 1, .. } => {}
+                Frame::Control(Message::Exit {
+                    id: 1,
+                    code,
+                    signal,
+                }) => {
+                    return ExitStatus { code, signal };
+                }
+                Frame::Data { id, .. } => self.route(id, frame, false),
+                Frame::Control(Message::Exit { id, .. }) => self.route(id, frame, true),
+                Frame::Control(ref m @ Message::Ack { id })
+                | Frame::Control(ref m @ Message::PsOutput { id, .. })
+                | Frame::Control(ref m @ Message::Started { id, .. }) => {
+                    self.answer(id, m.clone());
+                }
+                Frame::Control(Message::Error {
+                    id: Some(id),
+                    ref message,
+                }) => {
+                    if !self.answer(
+                        id,
+                        Message::Error {
+                            id: Some(id),
+                            message: message.clone(),
+                        },
+                    ) {
+                        self.route(id, frame.clone(), true);
+                        tracing::warn!("container {:?}: guest: {message}", self.id);
+                    }
+                }
+                Frame::Control(Message::Error { id: None, message }) => {
+                    tracing::warn!("container {:?}: guest: {message}", self.id);
+                }
+                Frame::Control(_) => {}
+            }
+        }
+    }
+
+    fn answer(&self, id: u32, msg: Message) -> bool {
+        match self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Hands a frame of an exec'd process to its client.
+    fn route(&self, id: u32, frame: Frame, last: bool) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(route) = routes.get_mut(&id) else {
+            return;
+        };
+        match &route.conn {
+            Some(conn) => {
+                let _ = frame.write_to(&mut &*conn);
+            }
+            None => route.buffered.push(frame),
+        }
+        if last && route.conn.is_some() {
+            if let Some(r) = routes.remove(&id) {
+                if let Some(c) = r.conn {
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                }
+            }
+        }
+    }
+
+    fn relay_signals(&self, mask: SigSet) {
+        loop {
+            let Ok(sig) = mask.wait() else { continue };
+            if self.exited.load(Ordering::SeqCst) {
+                return;
+            }
+            if sig == Signal::SIGWINCH {
+                continue;
+            }
+            let _ = self.send(&Frame::Control(Message::Signal {
+                id: 1,
+                signal: sig as i32,
+                all: false,
+            }));
+        }
+    }
+
+    /// Our stdin (or terminal) to the workload's.
+    fn pump_stdin(&self) {
+        let input = match &self.tty {
+            Some(t) => t.try_clone().ok().map(File::from),
+            None => dup_file(0),
+        };
+        let Some(mut input) = input else {
+            let _ = self.agent_stdin(&[]);
+            return;
+        };
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match std::io::Read::read(&mut input, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if self.agent_stdin(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = self.agent_stdin(&[]);
+    }
+
+    fn agent_stdin(&self, data: &[u8]) -> Result<(), String> {
+        let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.agent.write_stdin(1, data).map_err(|e| e.to_string())
+    }
+
+    /// Keeps the guest terminal's size equal to ours.
+    fn follow_window_size(&self) {
+        let Some(tty) = &self.tty else { return };
+        let mut last = None;
+        while !self.exited.load(Ordering::SeqCst) {
+            if let Some(size) = window_size(tty.as_raw_fd()) {
+                if last != Some(size) && size.0 > 0 {
+                    last = Some(size);
+                    let _ = self.send(&Frame::Control(Message::ResizeTerminal {
+                        id: 1,
+                        rows: size.0,
+                        cols: size.1,
+                    }));
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn accept(self: Arc<Self>, listener: UnixListener) {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let s = Arc::clone(&self);
+            thread::spawn(move || s.serve_client(conn));
+        }
+    }
+
+    fn serve_client(&self, conn: UnixStream) {
+        let req = match control::read_line(&conn)
+            .map_err(|e| e.to_string())
+            .and_then(|l| serde_json::from_slice::<Request>(&l).map_err(|e| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = control::write_reply(&conn, &Reply::error(format!("bad request: {e}")));
+                return;
+            }
+        };
+        if self.exited.load(Ordering::SeqCst) {
+            let _ = control::write_reply(&conn, &Reply::error("the workload has exited"));
+            return;
+        }
+        let reply = match req {
+            Request::Start => self
+                .ask(1, Message::StartProcess { id: 1 }, Duration::from_secs(60))
+                .map(|_| Reply::default()),
+            Request::Signal { signal, all } => self
+                .send(&Frame::Control(Message::Signal { id: 1, signal, all }))
+                .map(|_| Reply::default()),
+            Request::Ps { format } => {
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+                self.ask(id, Message::Ps { id, format }, Duration::from_secs(30))
+                    .map(|m| Reply {
+                        output: match m {
+                            Message::PsOutput { output, .. } => Some(output),
+                            _ => None,
+                        },
+                        ..Reply::default()
+                    })
+            }
+            Request::Exec { process } => return self.exec(conn, *process),
+        };
+        let _ = control::write_reply(&conn, &reply.unwrap_or_else(Reply::error));
+    }
+
+    fn exec(&self, conn: UnixStream, process: oci_spec::runtime::Process) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Route {
+                    conn: None,
+                    buffered: Vec::new(),
+                },
+            );
+        let started = self.ask(
+            id,
+            Message::Exec {
+                id,
+                process: Box::new(process),
+            },
+            Duration::from_secs(60),
+        );
+        let pid = match started {
+            Ok(Message::Started { pid, .. }) => pid,
+            Ok(m) => {
+                self.drop_route(id);
+                let _ = control::write_reply(&conn, &Reply::error(format!("unexpected {m:?}")));
+                return;
+            }
+            Err(e) => {
+                self.drop_route(id);
+                let _ = control::write_reply(&conn, &Reply::error(e));
+                return;
+            }
+        };
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let reply = Reply {
+                id: Some(id),
+                pid: Some(pid),
+                ..Reply::default()
+            };
+            if control::write_reply(&conn, &reply).is_err() {
+                routes.remove(&id);
+                return;
+            }
+            let Some(route) = routes.get_mut(&id) else {
+                return;
+            };
+            let mut done = false;
+            for f in route.buffered.drain(..) {
+                done |= matches!(
+                    f,
+                    Frame::Control(Message::Exit { .. }) | Frame::Control(Message::Error { .. })
+                );
+                let _ = f.write_to(&mut &conn);
+            }
+            if done {
+                routes.remove(&id);
+                return;
+            }
+            route.conn = conn.try_clone().ok();
+        }
+        // The client's stdin, resizes and signals, for this process only.
+        let mut reader = conn;
+        loop {
+            match Frame::read_from(&mut reader) {
+                Ok(Frame::Data {
+                    id: fid,
+                    stream: Stream::Stdin,
+                    data,
+                }) if fid == id => {
+                    let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if self.agent.write_stdin(id, &data).is_err() {
+                        return;
+                    }
+                }
+                Ok(Frame::Control(m @ Message::ResizeTerminal { id: fid, .. }))
+                | Ok(Frame::Control(
+                    m @ Message::Signal {
+                        id: fid,
+                        all: false,
+                        ..
+                    },
+                )) if fid == id => {
+                    let _ = self.send(&Frame::Control(m));
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn drop_route(&self, id: u32) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// A duplicate of one of our standard descriptors, if it is open.
+fn dup_file(fd: i32) -> Option<File> {
+    // SAFETY: fd 0-2 are borrowed only for the duration of the dup.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    borrowed.try_clone_to_owned().ok().map(File::from)
+}
+
+/// (rows, cols) of a terminal.
+pub fn window_size(fd: i32) -> Option<(u16, u16)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0).then_some((ws.ws_row, ws.ws_col))
+}
