@@ -40,12 +40,12 @@ pub fn shim_bin() -> PathBuf {
     fs::canonicalize(&p).unwrap_or(p)
 }
 
-/// Puts the shim and vessel under test in `dir` (created): a hard link
+/// Puts the shim under test and `vessel` in `dir` (created): a hard link
 /// where possible, else a copy, so that the shim's "vessel beside me"
-/// rule finds this vessel.
-pub fn install_shim(dir: &Path) -> PathBuf {
+/// rule finds that vessel.
+pub fn install_shim(dir: &Path, vessel: &Path) -> PathBuf {
     fs::create_dir_all(dir).unwrap();
-    for (src, name) in [(shim_bin(), SHIM_NAME), (clients::vessel_abs(), "vessel")] {
+    for (src, name) in [(shim_bin(), SHIM_NAME), (vessel.to_path_buf(), "vessel")] {
         let dst = dir.join(name);
         let _ = fs::remove_file(&dst);
         if fs::hard_link(&src, &dst).is_err() {
@@ -74,10 +74,21 @@ pub struct ShimContainerd {
 }
 
 impl ShimContainerd {
-    /// Starts containerd in `dir` with the shim under test on its `$PATH`.
+    /// Starts containerd in `dir` with the shim under test, and the vessel
+    /// under test beside it, on its `$PATH`.
     pub fn start(containerd: &Path, ctr: &Path, dir: &Path) -> ShimContainerd {
+        Self::start_with_vessel(containerd, ctr, dir, &clients::vessel_abs())
+    }
+
+    /// Like [`ShimContainerd::start`], with the shim running `vessel`.
+    pub fn start_with_vessel(
+        containerd: &Path,
+        ctr: &Path,
+        dir: &Path,
+        vessel: &Path,
+    ) -> ShimContainerd {
         let bin_dir = dir.join("bin");
-        install_shim(&bin_dir);
+        install_shim(&bin_dir, vessel);
         let root = dir.join("ctrd-root");
         let state = dir.join("ctrd-state");
         let sock = dir.join("ctrd.sock");

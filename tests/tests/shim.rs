@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use vessel_tests::clients::{self, Run, Scratch, IMAGE};
 use vessel_tests::shim_client::{ShimContainerd, RUNTIME, SHIM_VESSEL_ROOT};
+use vessel_tests::vm;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -32,6 +33,11 @@ struct Env {
 
 impl Env {
     fn new(tag: &str) -> Option<Env> {
+        Env::with_vessel(tag, &clients::vessel_abs())
+    }
+
+    /// An environment whose shim runs `vessel`.
+    fn with_vessel(tag: &str, vessel: &Path) -> Option<Env> {
         let bins = clients::require_clients(&["containerd", "ctr"])?;
         let mut scratch = Scratch::new(&format!("shim-{tag}"));
         // A namespace per test: containers' cgroups are /<ns>/<id> and
@@ -41,7 +47,8 @@ impl Env {
         let root = Path::new(SHIM_VESSEL_ROOT).join(&ns);
         scratch.vessel_root(root.clone());
         scratch.cgroup(&ns);
-        let containerd = ShimContainerd::start(&bins[0], &bins[1], &scratch.path);
+        let containerd =
+            ShimContainerd::start_with_vessel(&bins[0], &bins[1], &scratch.path, vessel);
         let env = Env {
             containerd,
             ns,
@@ -620,42 +627,106 @@ fn shim_oom_event_and_checkpoint_refused() {
     env.wait_status("cp1", "RUNNING");
 }
 
-/// Whether the vessel under test offers VM mode: `vessel features` lists
-/// `vm` under the annotation `io.vessel.isolation.modes`.
-fn vm_mode_offered() -> bool {
-    let out = std::process::Command::new(clients::vessel_abs())
-        .arg("features")
-        .output()
-        .expect("vessel features");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let modes = v["annotations"]["io.vessel.isolation.modes"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    if !modes.split(',').any(|m| m.trim() == "vm") {
-        eprintln!(
-            "SKIP: vessel features lists isolation modes {modes:?}, without vm: VM-mode shim tests need it"
-        );
-        return false;
-    }
-    true
+const VM: &str = "io.vessel.isolation=vm";
+
+/// A VM-mode environment: the shim runs the static vessel (the guest
+/// agent must be static; `make test` builds it), with a runtime
+/// configuration that uses the tests' image cache. Removes the rootfs
+/// images its containers made from the cache when dropped.
+struct VmEnv {
+    env: Env,
+    /// `--runtime-config-path`: `[vm] cache_dir` only.
+    cache_config: String,
+    images: Vec<PathBuf>,
 }
 
-const VM: &str = "io.vessel.isolation=vm";
+impl VmEnv {
+    /// `None` (with the reason printed) unless `vessel features` of the
+    /// static vessel lists vm among its isolation modes.
+    fn new(tag: &str) -> Option<VmEnv> {
+        clients::require_clients(&["containerd", "ctr"])?;
+        if !vm::vm_available() {
+            return None;
+        }
+        let vessel = vm::static_vessel();
+        let env = Env::with_vessel(tag, &vessel)?;
+        let cfg = env.scratch.join("vessel-cache.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[vm]\ncache_dir = {:?}\n",
+                vm::test_cache().display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(&vessel)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("features")
+            .output()
+            .expect("vessel features");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let modes = v["annotations"]["io.vessel.isolation.modes"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !modes.split(',').any(|m| m.trim() == "vm") {
+            eprintln!(
+                "SKIP: {} features lists isolation modes {modes:?}, without vm ({}): \
+                 VM-mode shim tests need it",
+                vessel.display(),
+                v["annotations"]["io.vessel.vm.unavailable"]
+            );
+            return None;
+        }
+        Some(VmEnv {
+            env,
+            cache_config: cfg.to_string_lossy().into_owned(),
+            images: Vec::new(),
+        })
+    }
+
+    /// Remembers the rootfs image vessel made for running task `id`.
+    fn note_image(&mut self, id: &str) {
+        let rootfs = self
+            .env
+            .containerd
+            .state
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.env.ns)
+            .join(id)
+            .join("rootfs");
+        if let Ok((hash, _, _)) = vessel_vm::guest::tree_hash(&rootfs) {
+            self.images
+                .push(vm::test_cache().join(format!("rootfs-{hash}.erofs")));
+        }
+    }
+}
+
+impl Drop for VmEnv {
+    fn drop(&mut self) {
+        self.env.containerd.remove_everything();
+        for i in &self.images {
+            let _ = std::fs::remove_file(i);
+        }
+    }
+}
 
 /// VM mode through the annotation: output and exit status, a detached
 /// task with exec, `ctr task ps`, metrics and kill, and a task that exits
 /// on its own. Each boots a TCG guest.
 #[test]
 fn shim_vm_mode_by_annotation() {
-    if !clients::require_clients(&["containerd", "ctr"]).is_some_and(|_| vm_mode_offered()) {
-        return;
-    }
-    let Some(env) = Env::new("vm") else {
+    let Some(mut venv) = VmEnv::new("vm") else {
         return;
     };
+    let cfg = venv.cache_config.clone();
+    let vm_opts = ["--annotation", VM, "--runtime-config-path", cfg.as_str()];
+    let env = &venv.env;
+    let mut opts = vec!["--rm"];
+    opts.extend(vm_opts);
     let r = env.run(
-        &["--rm", "--annotation", VM],
+        &opts,
         "vm-run",
         &["sh", "-c", "echo hello from a microvm; exit 3"],
     );
@@ -663,8 +734,10 @@ fn shim_vm_mode_by_annotation() {
     assert_eq!(r.stdout, "hello from a microvm\n", "{r}");
 
     let id = "vm-life";
+    let mut opts = vec!["-d"];
+    opts.extend(vm_opts);
     env.run(
-        &["-d", "--annotation", VM],
+        &opts,
         id,
         &[
             "sh",
@@ -674,6 +747,8 @@ fn shim_vm_mode_by_annotation() {
     )
     .check();
     env.wait_status(id, "RUNNING");
+    venv.note_image(id);
+    let env = &venv.env;
     let st = clients::vessel_state(&env.vessel_root(), id).expect("vessel state");
     assert_eq!(st["isolation"], "vm", "{st}");
     let r = env.ctr(&[
@@ -697,12 +772,11 @@ fn shim_vm_mode_by_annotation() {
     assert_eq!(env.delete_task(id), Some(42));
     env.ctr(&["containers", "rm", id]).check();
 
-    env.run(
-        &["-d", "--annotation", VM],
-        "vm-exit",
-        &["sh", "-c", "exit 9"],
-    )
-    .check();
+    env.run(&opts, "vm-exit", &["sh", "-c", "sleep 1; exit 9"])
+        .check();
+    env.wait_status("vm-exit", "RUNNING");
+    venv.note_image("vm-exit");
+    let env = &venv.env;
     env.wait_status("vm-exit", "STOPPED");
     assert_eq!(env.delete_task("vm-exit"), Some(9));
     env.ctr(&["containers", "rm", "vm-exit"]).check();
@@ -715,27 +789,34 @@ fn shim_vm_mode_by_annotation() {
 /// under the running microVM, and its shim is killed with SIGKILL.
 #[test]
 fn shim_vm_mode_by_config_restart_and_kill9() {
-    if !clients::require_clients(&["containerd", "ctr"]).is_some_and(|_| vm_mode_offered()) {
-        return;
-    }
-    let Some(mut env) = Env::new("vmcfg") else {
+    let Some(mut venv) = VmEnv::new("vmcfg") else {
         return;
     };
-    let cfg = env.scratch.join("vessel-vm.toml");
-    std::fs::write(&cfg, "isolation = \"vm\"\n").unwrap();
+    let cfg = venv.env.scratch.join("vessel-vm.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "isolation = \"vm\"\n[vm]\ncache_dir = {:?}\n",
+            vm::test_cache().display().to_string()
+        ),
+    )
+    .unwrap();
     let cfg = cfg.to_string_lossy().into_owned();
     let id = "vm-cfg";
-    env.run(
-        &["-d", "--runtime-config-path", &cfg],
-        id,
-        &[
-            "sh",
-            "-c",
-            "trap 'exit 7' TERM; while :; do sleep 0.1; done",
-        ],
-    )
-    .check();
-    env.wait_status(id, "RUNNING");
+    venv.env
+        .run(
+            &["-d", "--runtime-config-path", &cfg],
+            id,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 7' TERM; while :; do sleep 0.1; done",
+            ],
+        )
+        .check();
+    venv.env.wait_status(id, "RUNNING");
+    venv.note_image(id);
+    let env = &mut venv.env;
     let st = clients::vessel_state(&env.vessel_root(), id).expect("vessel state");
     assert_eq!(
         st["isolation"], "vm",
