@@ -92,23 +92,40 @@ struct Row {
     threads: Vec<u64>,
 }
 
+/// `Err` with the record unless the command exited with 0. (The release
+/// profile aborts on panic, which would skip the cleanup on drop.)
+fn ok(r: clients::Run) -> Result<clients::Run, String> {
+    if r.ok() {
+        Ok(r)
+    } else {
+        Err(format!("command failed: {r}"))
+    }
+}
+
 /// Starts `n` containers with `run_opts`, measures the shims, removes them.
-fn measure(c: &ShimContainerd, name: &'static str, run_opts: &[&str], n: usize) -> Row {
+fn measure(
+    c: &ShimContainerd,
+    name: &'static str,
+    run_opts: &[&str],
+    n: usize,
+) -> Result<Row, String> {
     let ids: Vec<String> = (0..n).map(|i| format!("{name}-{i}")).collect();
     for id in &ids {
         let mut args = vec!["run", "-d"];
         args.extend_from_slice(run_opts);
         args.extend([IMAGE, id.as_str(), "sleep", "100000"]);
-        c.ctr(NS, &args, LIMIT).check();
+        ok(c.ctr(NS, &args, LIMIT))?;
     }
     let running = clients::wait_until(Duration::from_secs(30), || {
-        let ls = c.ctr(NS, &["task", "ls"], LIMIT).check().stdout;
+        let ls = c.ctr(NS, &["task", "ls"], LIMIT).stdout;
         ids.iter().all(|id| {
             ls.lines()
                 .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
         })
     });
-    assert!(running, "{name}: not all tasks run");
+    if !running {
+        return Err(format!("{name}: not all tasks run"));
+    }
     // Let start-up allocations settle.
     std::thread::sleep(Duration::from_secs(2));
     let mut row = Row {
@@ -120,7 +137,7 @@ fn measure(c: &ShimContainerd, name: &'static str, run_opts: &[&str], n: usize) 
     for id in &ids {
         let pid = c
             .shim_pid_of(NS, id)
-            .unwrap_or_else(|| panic!("{name}: no shim for {id}"));
+            .ok_or_else(|| format!("{name}: no shim for {id}"))?;
         let (rss, pss, thr) = memory_of(pid);
         row.rss.push(rss);
         row.pss.push(pss);
@@ -133,15 +150,15 @@ fn measure(c: &ShimContainerd, name: &'static str, run_opts: &[&str], n: usize) 
         clients::wait_until(Duration::from_secs(10), || {
             c.ctr(NS, &["task", "delete", id], LIMIT).ok()
         });
-        c.ctr(NS, &["containers", "rm", id], LIMIT).check();
+        ok(c.ctr(NS, &["containers", "rm", id], LIMIT))?;
     }
-    row
+    Ok(row)
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     let a = parse_args();
     let Some(bins) = clients::require_clients(&["containerd", "ctr"]) else {
-        std::process::exit(2);
+        return std::process::ExitCode::from(2);
     };
     for p in [&a.shim, &a.vessel] {
         assert!(
@@ -161,32 +178,44 @@ fn main() {
     scratch.cgroup(NS);
     let c = ShimContainerd::start(&bins[0], &bins[1], &scratch.path);
     let archive = clients::busybox_image_archive(&scratch.path);
-    c.ctr(NS, &["image", "import", archive.to_str().unwrap()], LIMIT)
-        .check();
-
-    let mut rows = vec![measure(&c, "vessel", &["--runtime", RUNTIME], a.containers)];
-    if clients::which("containerd-shim-runc-v2").is_some() {
-        let vessel = a.vessel.to_string_lossy().into_owned();
-        let root = runc_root.to_string_lossy().into_owned();
+    let mut rows = Vec::new();
+    let mut run = || -> Result<(), String> {
+        ok(c.ctr(NS, &["image", "import", archive.to_str().unwrap()], LIMIT))?;
         rows.push(measure(
             &c,
-            "runc-v2-go",
-            &[
-                "--runtime",
-                "io.containerd.runc.v2",
-                "--runc-binary",
-                &vessel,
-                "--runc-root",
-                &root,
-            ],
+            "vessel",
+            &["--runtime", RUNTIME],
             a.containers,
-        ));
-    } else {
-        eprintln!("note: containerd-shim-runc-v2 is not installed; no comparison row");
-    }
+        )?);
+        if clients::which("containerd-shim-runc-v2").is_some() {
+            let vessel = a.vessel.to_string_lossy().into_owned();
+            let root = runc_root.to_string_lossy().into_owned();
+            rows.push(measure(
+                &c,
+                "runc-v2-go",
+                &[
+                    "--runtime",
+                    "io.containerd.runc.v2",
+                    "--runc-binary",
+                    &vessel,
+                    "--runc-root",
+                    &root,
+                ],
+                a.containers,
+            )?);
+        } else {
+            eprintln!("note: containerd-shim-runc-v2 is not installed; no comparison row");
+        }
+        Ok(())
+    };
+    let result = run();
     drop(c);
     let _ =
         std::fs::remove_dir(PathBuf::from(vessel_tests::shim_client::SHIM_VESSEL_ROOT).join(NS));
+    if let Err(e) = result {
+        eprintln!("shim-rss: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
 
     println!(
         "{:<14} {:>10} {:>16} {:>12} {:>16} {:>8}",
@@ -224,4 +253,5 @@ fn main() {
     if let Some(p) = a.json {
         std::fs::write(&p, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
     }
+    std::process::ExitCode::SUCCESS
 }
