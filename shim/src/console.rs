@@ -118,3 +118,43 @@ pub fn resize(master: &OwnedFd, width: u32, height: u32) -> Result<(), ShimError
     })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{sendmsg, ControlMessage};
+    use std::io::{IoSlice, Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn receives_a_descriptor_and_cleans_up() {
+        let sock = ConsoleSocket::new().unwrap();
+        let path = sock.path().to_path_buf();
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let s = UnixStream::connect(&path).unwrap();
+        let fds = [w.as_raw_fd()];
+        sendmsg::<()>(
+            s.as_raw_fd(),
+            &[IoSlice::new(b"pty")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        drop(w);
+        let got = sock.receive(Duration::from_secs(5)).unwrap();
+        std::fs::File::from(got).write_all(b"through").unwrap();
+        let mut buf = String::new();
+        std::fs::File::from(r).read_to_string(&mut buf).unwrap();
+        assert_eq!(buf, "through");
+        drop(sock);
+        assert!(!path.exists(), "{} left", path.display());
+    }
+
+    #[test]
+    fn gives_up_without_a_sender() {
+        let sock = ConsoleSocket::new().unwrap();
+        let e = sock.receive(Duration::from_millis(50)).unwrap_err();
+        assert!(e.to_string().contains("no terminal received"), "{e}");
+    }
+}
