@@ -849,3 +849,52 @@ fn shim_vm_mode_by_config_restart_and_kill9() {
     );
     env.ctr(&["containers", "rm", id]).check();
 }
+
+/// Containers that carry the same CRI sandbox id share one shim, as a
+/// Kubernetes pod's containers do; the shim stays while any of them is
+/// left and exits after the last.
+#[test]
+fn shim_groups_a_pods_containers() {
+    let Some(env) = Env::new("pod") else {
+        return;
+    };
+    let pod = ["--annotation", "io.kubernetes.cri.sandbox-id=pod1"];
+    let mut opts = vec!["-d"];
+    opts.extend(pod);
+    env.run(&opts, "pod1", &["sleep", "1000"]).check();
+    env.wait_status("pod1", "RUNNING");
+    env.run(
+        &opts,
+        "app",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 3' TERM; while :; do sleep 0.1; done",
+        ],
+    )
+    .check();
+    env.wait_status("app", "RUNNING");
+    let shims = env.containerd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let r = env.ctr(&["task", "exec", "--exec-id", "x", "app", "echo", "in app"]);
+    assert_eq!(r.stdout, "in app\n", "{r}");
+
+    env.ctr(&["task", "kill", "app"]).check();
+    env.wait_status("app", "STOPPED");
+    assert_eq!(env.delete_task("app"), Some(3));
+    env.ctr(&["containers", "rm", "app"]).check();
+    assert!(
+        alive(shims[0]),
+        "the shim left while the pod's sandbox runs"
+    );
+    env.wait_status("pod1", "RUNNING");
+
+    env.ctr(&["task", "kill", "-s", "SIGKILL", "pod1"]).check();
+    env.wait_status("pod1", "STOPPED");
+    assert_eq!(env.delete_task("pod1"), Some(137));
+    env.ctr(&["containers", "rm", "pod1"]).check();
+    assert!(
+        clients::wait_until(Duration::from_secs(10), || !alive(shims[0])),
+        "the shim outlives the pod"
+    );
+}
