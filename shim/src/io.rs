@@ -17,6 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,6 +135,9 @@ pub struct ProcessIo {
 #[derive(Debug)]
 struct StdinFeed {
     writer: Arc<Mutex<Option<File>>>,
+    /// Set by `CloseIO`: the copier drops the pipe after its current write
+    /// (which may block while the process does not read).
+    closed: Arc<AtomicBool>,
     fifo: PathBuf,
 }
 
@@ -142,7 +146,8 @@ impl StdinFeed {
     /// until `CloseIO` drops the writer.
     fn start(fifo: PathBuf, writer: File) -> StdinFeed {
         let writer = Arc::new(Mutex::new(Some(writer)));
-        let w = writer.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let (w, done) = (writer.clone(), closed.clone());
         let f = fifo.clone();
         std::thread::spawn(move || {
             // Blocks until the client opens its end.
@@ -157,17 +162,26 @@ impl StdinFeed {
                 };
                 let mut g = w.lock().unwrap_or_else(|e| e.into_inner());
                 let Some(out) = g.as_mut() else { break };
-                if out.write_all(&buf[..n]).is_err() {
+                if out.write_all(&buf[..n]).is_err() || done.load(Ordering::Acquire) {
                     break;
                 }
             }
             w.lock().unwrap_or_else(|e| e.into_inner()).take();
         });
-        StdinFeed { writer, fifo }
+        StdinFeed {
+            writer,
+            closed,
+            fifo,
+        }
     }
 
     fn close(&self) {
-        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.closed.store(true, Ordering::Release);
+        // Not while the copier is inside a blocked write: it drops the
+        // pipe itself when that write returns.
+        if let Ok(mut g) = self.writer.try_lock() {
+            g.take();
+        }
         // Wake the copier if it still waits for the client to open.
         if let Ok(f) = OpenOptions::new()
             .write(true)
