@@ -689,6 +689,22 @@ fn mount_rootfs(
     Ok(Some(target))
 }
 
+/// Removes the socket of a shim that died without removing it (killed):
+/// the one named in `<bundle>/address`, when nothing listens on it any
+/// more. A shim still serving other containers of its pod keeps it.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let Some(path) = address.trim().strip_prefix("unix://") else {
+        return;
+    };
+    let path = Path::new(path);
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 fn unmount(target: &Path) {
     for _ in 0..8 {
         if nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH).is_err() {
@@ -955,6 +971,7 @@ impl containerd_shim::Shim for VesselShim {
             }
         }
         unmount(&bundle.join("rootfs"));
+        remove_dead_socket(&bundle);
         Ok(DeleteResponse {
             pid,
             exit_status: 128 + libc::SIGKILL as u32,

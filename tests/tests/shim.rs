@@ -561,6 +561,9 @@ fn shim_killed_with_sigkill_leaves_nothing() {
         bundle.display()
     );
 
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    let socket = PathBuf::from(address.trim().trim_start_matches("unix://"));
+    assert!(socket.exists(), "{}", socket.display());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL).unwrap();
 
     // containerd notices, runs `containerd-shim-vessel-v2 delete`, which
@@ -597,6 +600,11 @@ fn shim_killed_with_sigkill_leaves_nothing() {
         cg2.display()
     );
     assert!(env.containerd.shim_pids().is_empty());
+    assert!(
+        !socket.exists(),
+        "the dead shim's socket {} is left",
+        socket.display()
+    );
     env.ctr(&["containers", "rm", id]).check();
 }
 
