@@ -337,6 +337,7 @@ impl Drop for TestNet {
             .status();
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -548,4 +549,44 @@ fn vm_terminal_through_the_console_socket_and_exec_tty() {
     assert!(out.contains("/dev/pts/"), "{out:?}");
     let status = child.wait_with_output().unwrap();
     assert_eq!(status.status.code(), Some(3));
+}
+
+#[test]
+fn vm_mode_from_flag_and_config_file_and_features_show_the_engine() {
+    require_vm!();
+    // No annotation: the runtime-wide default decides.
+    let mut c = VmCtr::new("vmdefault", &["true"]);
+    c.config()["annotations"] = json!({});
+    c.write();
+    c.ctr
+        .global
+        .extend(["--isolation".to_string(), "vm".to_string()]);
+    ok(&c.create_with(&[]));
+    assert_eq!(c.state()["isolation"], "vm");
+    ok(&c.v(&["delete", "--force", &c.id]));
+
+    // The configuration file's default, and the annotation winning over it.
+    let mut c = VmCtr::new("vmconf", &["true"]);
+    let text = std::fs::read_to_string(c.config_file()).unwrap();
+    std::fs::write(c.config_file(), format!("isolation = \"vm\"\n{text}")).unwrap();
+    c.config()["annotations"] = json!({"io.vessel.isolation": "container"});
+    c.write();
+    ok(&c.create_with(&[]));
+    assert_eq!(c.state()["isolation"], "container");
+    ok(&c.v(&["delete", "--force", &c.id]));
+
+    let f: serde_json::Value = serde_json::from_str(&ok(&c.v(&["features"]))).unwrap();
+    let a = &f["annotations"];
+    assert_eq!(a["io.vessel.isolation.modes"], "container,vm", "{a}");
+    assert!(
+        a["io.vessel.vm.engine"] == "qemu" || a["io.vessel.vm.engine"] == "kvm",
+        "{a}"
+    );
+    assert!(
+        !a["io.vessel.vm.engine.reason"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{a}"
+    );
 }
