@@ -21,8 +21,9 @@ demo: release
 	./scripts/demo.sh
 
 # Unit tests, real-kernel tests and real-client tests (podman, containerd,
-# docker) against the freshly built binary. Needs root.
-test: build
+# docker) against the freshly built binary. Needs root. vm-mode tests run
+# the static release build (the guest agent must be static).
+test: build release
 	cargo test --workspace -- --test-threads=2
 
 bench: release

@@ -8,7 +8,7 @@ apt-get install -y -q --no-install-recommends \
   build-essential pkg-config ca-certificates curl libelf-dev zlib1g-dev \
   python3 busybox-static util-linux iproute2 procps psmisc time strace kmod \
   runc crun podman conmon containernetworking-plugins fuse-overlayfs uidmap \
-  containerd docker.io \
+  containerd docker.io bsdutils \
   hyperfine fio e2fsprogs erofs-utils \
   sysbench dbench iperf3 bzip2 mariadb-server fonts-dejavu-core \
   qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev

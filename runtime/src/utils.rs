@@ -107,6 +107,27 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     Ok((n * mult as f64) as i64)
 }
 
+/// Nanoseconds since the epoch, for unique file names.
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The user name of the caller, as runc's `list` shows it.
+pub fn owner_name() -> String {
+    let uid = nix::unistd::geteuid();
+    if uid.is_root() {
+        return "root".into();
+    }
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,25 +158,4 @@ mod tests {
         assert!(process_alive(me, t));
         assert!(!process_alive(me, t + 1));
     }
-}
-
-/// Nanoseconds since the epoch, for unique file names.
-pub fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
-/// The user name of the caller, as runc's `list` shows it.
-pub fn owner_name() -> String {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return "root".into();
-    }
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
 }

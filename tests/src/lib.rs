@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod clients;
 pub mod harness;
 pub mod leaks;
+pub mod shim_client;
 pub mod vm;
 
 use std::path::PathBuf;

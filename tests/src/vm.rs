@@ -113,3 +113,11 @@ impl Drop for VmCtr {
 pub fn vmm_processes(needle: &str) -> Vec<i32> {
     crate::clients::processes_mentioning(needle)
 }
+
+/// The cached rootfs image a running container's root became (from its
+/// vessel state), for a test to remove afterwards.
+pub fn rootfs_image_of(state: &serde_json::Value, cache: &Path) -> Option<PathBuf> {
+    let rootfs = state["rootfs"].as_str()?;
+    let (hash, _, _) = vessel_vm::guest::tree_hash(Path::new(rootfs)).ok()?;
+    Some(cache.join(format!("rootfs-{hash}.erofs")))
+}

@@ -20,21 +20,31 @@ struct Env {
     /// The shim's `--root` for vessel; the shim adds the namespace.
     vroot: PathBuf,
     scratch: Scratch,
+    /// The containerd namespace (also the parent cgroup of its tasks).
+    ns: &'static str,
 }
 
 impl Env {
     fn new(tag: &str) -> Option<Env> {
+        Env::in_namespace(tag, NS)
+    }
+
+    /// An environment whose tasks live in namespace (and cgroup) `ns`: a
+    /// test that creates its cgroup slowly (a VM) must not share the parent
+    /// cgroup that another test's cleanup removes once empty.
+    fn in_namespace(tag: &str, ns: &'static str) -> Option<Env> {
         let bins = clients::require_clients(&["containerd", "ctr", "containerd-shim-runc-v2"])?;
         let mut scratch = Scratch::new(tag);
         let vroot = scratch.join("runc");
         scratch.vessel_root(vroot.clone());
-        scratch.cgroup(NS);
+        scratch.cgroup(ns);
         let containerd = Containerd::start(&bins[0], &bins[1], &scratch.path);
         let env = Env {
             containerd,
             vessel: clients::vessel_abs(),
             vroot,
             scratch,
+            ns,
         };
         let archive = clients::busybox_image_archive(&env.scratch.path);
         let r = env
@@ -45,7 +55,7 @@ impl Env {
     }
 
     fn ctr(&self, args: &[&str]) -> Run {
-        self.containerd.ctr_ns(NS, args, LIMIT)
+        self.containerd.ctr_ns(self.ns, args, LIMIT)
     }
 
     /// `ctr run` through the runc v2 shim with vessel as its runc.
@@ -70,7 +80,7 @@ impl Env {
 
     /// vessel's root for this namespace, as the shim passes it.
     fn vessel_ns_root(&self) -> PathBuf {
-        self.vroot.join(NS)
+        self.vroot.join(self.ns)
     }
 
     /// The task's status column in `ctr task ls`.
@@ -327,7 +337,7 @@ fn ctr_terminal() {
 /// behave as in container mode.
 #[test]
 fn ctr_runs_a_vm_mode_container_through_the_annotation() {
-    let Some(mut env) = Env::new("ctr-vm") else {
+    let Some(mut env) = Env::in_namespace("ctr-vm", "vessel-test-vm") else {
         return;
     };
     if !vessel_tests::vm::vm_available() {
@@ -352,10 +362,7 @@ fn ctr_runs_a_vm_mode_container_through_the_annotation() {
     let st = clients::vessel_state(&env.vessel_ns_root(), id).expect("vessel knows the task");
     assert_eq!(st["isolation"], "vm", "{st}");
     // The image this test made is removed at the end (default cache).
-    let image = st["rootfs"]
-        .as_str()
-        .and_then(|r| vessel_vm::guest::tree_hash(std::path::Path::new(r)).ok())
-        .map(|(h, _, _)| vessel_vm::guest::default_cache_dir().join(format!("rootfs-{h}.erofs")));
+    let image = vessel_tests::vm::rootfs_image_of(&st, &vessel_vm::guest::default_cache_dir());
     let r = env.ctr(&[
         "task",
         "exec",

@@ -453,10 +453,7 @@ fn podman_runs_a_vm_mode_container_through_the_annotation() {
     let st = clients::vessel_state(&p.vroot, &id).expect("vessel knows the container");
     assert_eq!(st["isolation"], "vm", "{st}");
     assert_eq!(st["status"], "running", "{st}");
-    let image = st["rootfs"]
-        .as_str()
-        .and_then(|r| vessel_vm::guest::tree_hash(std::path::Path::new(r)).ok())
-        .map(|(h, _, _)| vessel_tests::vm::test_cache().join(format!("rootfs-{h}.erofs")));
+    let image = vessel_tests::vm::rootfs_image_of(&st, &vessel_tests::vm::test_cache());
     let r = p.run(&["exec", "vessel-vm", "sh", "-c", "echo in-vm-exec; exit 3"]);
     assert_eq!(r.code, Some(3), "{r}");
     assert!(r.stdout.contains("in-vm-exec"), "{r}");

@@ -126,6 +126,20 @@ fn vm_lifecycle_state_exec_ps_kill_delete() {
     assert!(!pids.is_empty(), "{ps}");
     let table = ok(&c.v(&["ps", &c.id]));
     assert!(table.contains("trap"), "{table}");
+    // pause freezes the VMM's cgroup, resume thaws it; events shows it.
+    ok(&c.v(&["pause", &c.id]));
+    assert_eq!(c.status(), "paused");
+    ok(&c.v(&["resume", &c.id]));
+    assert_eq!(c.status(), "running");
+    let ev: serde_json::Value =
+        serde_json::from_str(&ok(&c.v(&["events", "--stats", &c.id]))).unwrap();
+    let usage = ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0);
+    assert!(usage > 1 << 20, "the VMM's memory shows in events: {ev}");
+    let e = fails(&c.v(&["update", "--pids-limit", "10", &c.id]));
+    assert!(e.contains("runs in a VM"), "{e}");
+    ok(&c.v(&["update", "--memory", "900m", &c.id]));
+    let o = c.exec(&["echo", "after-resume"]);
+    assert!(stdout(&o).contains("after-resume"), "{}", stderr(&o));
     ok(&c.v(&["kill", &c.id, "TERM"]));
     assert!(c.wait_status("stopped"), "TERM did not stop the workload");
     ok(&c.v(&["delete", &c.id]));
@@ -173,7 +187,8 @@ fn vm_rootfs_is_isolated_and_memory_limit_sizes_the_guest() {
         &[
             "sh",
             "-c",
-            "test -e /host-marker && echo SEES-HOST; ls /tmp; \
+            "test -e /host-marker && echo SEES-HOST; \
+             test -e /etc/debian_version || test -e /usr/bin || echo NO-HOST-FILES; \
              grep MemTotal /proc/meminfo; echo written > /newfile; cat /newfile",
         ],
     );
@@ -194,6 +209,10 @@ fn vm_rootfs_is_isolated_and_memory_limit_sizes_the_guest() {
         "the copied bind mount is missing: {out}"
     );
     assert!(out.contains("written"), "{out}");
+    assert!(
+        out.contains("NO-HOST-FILES"),
+        "the guest sees host files: {out}"
+    );
     let kb: u64 = out
         .lines()
         .find(|l| l.starts_with("MemTotal"))
@@ -321,6 +340,7 @@ impl Drop for TestNet {
             .status();
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_if])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -532,4 +552,44 @@ fn vm_terminal_through_the_console_socket_and_exec_tty() {
     assert!(out.contains("/dev/pts/"), "{out:?}");
     let status = child.wait_with_output().unwrap();
     assert_eq!(status.status.code(), Some(3));
+}
+
+#[test]
+fn vm_mode_from_flag_and_config_file_and_features_show_the_engine() {
+    require_vm!();
+    // No annotation: the runtime-wide default decides.
+    let mut c = VmCtr::new("vmdefault", &["true"]);
+    c.config()["annotations"] = json!({});
+    c.write();
+    c.ctr
+        .global
+        .extend(["--isolation".to_string(), "vm".to_string()]);
+    ok(&c.create_with(&[]));
+    assert_eq!(c.state()["isolation"], "vm");
+    ok(&c.v(&["delete", "--force", &c.id]));
+
+    // The configuration file's default, and the annotation winning over it.
+    let mut c = VmCtr::new("vmconf", &["true"]);
+    let text = std::fs::read_to_string(c.config_file()).unwrap();
+    std::fs::write(c.config_file(), format!("isolation = \"vm\"\n{text}")).unwrap();
+    c.config()["annotations"] = json!({"io.vessel.isolation": "container"});
+    c.write();
+    ok(&c.create_with(&[]));
+    assert_eq!(c.state()["isolation"], "container");
+    ok(&c.v(&["delete", "--force", &c.id]));
+
+    let f: serde_json::Value = serde_json::from_str(&ok(&c.v(&["features"]))).unwrap();
+    let a = &f["annotations"];
+    assert_eq!(a["io.vessel.isolation.modes"], "container,vm", "{a}");
+    assert!(
+        a["io.vessel.vm.engine"] == "qemu" || a["io.vessel.vm.engine"] == "kvm",
+        "{a}"
+    );
+    assert!(
+        !a["io.vessel.vm.engine.reason"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty(),
+        "{a}"
+    );
 }

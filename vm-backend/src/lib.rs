@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod devices;
 pub mod engine;
 mod error;
 pub mod guest;

@@ -122,10 +122,9 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
     match vessel::vm::resolve::resolve(&config.vm) {
         Ok(host) => {
             a["io.vessel.isolation.modes"] = json!("container,vm");
-            a["io.vessel.vm.engine"] = json!("qemu");
-            a["io.vessel.vm.engine.binary"] = json!(host.qemu);
-            a["io.vessel.vm.accel"] = json!(host.probe.accel.as_str());
-            a["io.vessel.vm.accel.reason"] = json!(host.probe.detail);
+            a["io.vessel.vm.engine"] = json!(host.engine.name());
+            a["io.vessel.vm.accel"] = json!(host.engine.accel());
+            a["io.vessel.vm.engine.reason"] = json!(host.reason);
             a["io.vessel.vm.kernel"] = json!(host.kernel.image);
         }
         Err(e) => a["io.vessel.vm.unavailable"] = json!(e),

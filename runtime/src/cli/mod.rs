@@ -17,6 +17,7 @@ mod state;
 mod update;
 mod vm_exec;
 mod vm_supervise;
+mod vmm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +102,9 @@ enum Command {
     /// (internal) The relay of a detached exec in a vm-mode container.
     #[command(name = "vm-exec", hide = true)]
     VmExec(vm_exec::Args),
+    /// (internal) vessel's own microVM monitor (the kvm engine).
+    #[command(hide = true)]
+    Vmm(vmm::Args),
 }
 
 /// Parses, runs, and turns an error into runc's exit status 1.
@@ -166,6 +170,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::VmSupervise(a) => vm_supervise::run(a),
         Command::VmExec(a) => vm_exec::run(a),
+        Command::Vmm(a) => vmm::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

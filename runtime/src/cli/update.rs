@@ -150,6 +150,15 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             a.id
         );
     }
+    if c.state.vm.is_some() && (res.pids().is_some() || res.devices().is_some()) {
+        // They apply in the guest, fixed at create; on the host they would
+        // bind the VMM's threads and devices instead.
+        anyhow::bail!(
+            "container {:?} runs in a VM: its pids limit and device rules apply in the guest \
+             and cannot be updated (memory, CPU and block IO limits of the VMM can)",
+            a.id
+        );
+    }
     c.cgroup()?.apply(&res, false)?;
     Ok(0)
 }

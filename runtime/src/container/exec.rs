@@ -273,9 +273,8 @@ fn vm_exec(opts: ExecOptions, dir: &std::path::Path) -> Result<i32, Error> {
         }
         return Ok(0);
     }
-    if opts.pid_file.is_some() {
+    if let Some(p) = &opts.pid_file {
         // The relay (us) stands for the process on the host.
-        let p = opts.pid_file.as_ref().expect("checked");
         utils::write_atomic(p, std::process::id().to_string().as_bytes())
             .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
     }

@@ -49,13 +49,7 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         _ => Ok(()),
     };
     let pid = created.pid;
-    let master = match &created.console {
-        Some(sock) => Some(
-            crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
-                .map_err(|e| err(id, format!("receive the pty master: {e}")))?,
-        ),
-        None => None,
-    };
+    let master = console_master(id, &created)?;
     // Other vessel commands (state, kill, exec) may run while we wait.
     drop(created);
     let code = match (poststart, master) {
@@ -76,13 +70,7 @@ fn run_vm(opts: &CreateOptions, created: super::Created, keep: bool) -> Result<i
     let id = opts.id.as_str();
     crate::process::wait::block_forwarded().map_err(|e| err(id, format!("block signals: {e}")))?;
     let pid = created.pid;
-    let master = match &created.console {
-        Some(sock) => Some(
-            crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
-                .map_err(|e| err(id, format!("receive the pty master: {e}")))?,
-        ),
-        None => None,
-    };
+    let master = console_master(id, &created)?;
     drop(created);
     if let Err(e) = super::start(&opts.root, id) {
         let _ = delete(&opts.root, id, true);
@@ -97,4 +85,20 @@ fn run_vm(opts: &CreateOptions, created: super::Created, keep: bool) -> Result<i
         delete(&opts.root, id, true)?;
     }
     code
+}
+
+/// The pty master sent to our own console socket, when `run` relays the
+/// terminal itself.
+fn console_master(
+    id: &str,
+    created: &super::Created,
+) -> Result<Option<std::os::fd::OwnedFd>, Error> {
+    created
+        .console
+        .as_ref()
+        .map(|sock| {
+            crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
+                .map_err(|e| err(id, format!("receive the pty master: {e}")))
+        })
+        .transpose()
 }

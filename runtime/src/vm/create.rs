@@ -5,13 +5,9 @@
 //! VM or supervisor.
 
 use std::fs;
-use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -27,7 +23,7 @@ use vessel_vm::guest::{
 
 use super::guest_spec;
 use super::resolve::resolve;
-use super::supervisor::{Launch, LAUNCH_FILE, READY_FD};
+use super::supervisor::{Launch, LAUNCH_FILE};
 use crate::container::{err, CreateOptions, Created, Error};
 use crate::hooks::{self, Phase};
 use crate::state::{Lock, State, Status, VmState};
@@ -87,7 +83,7 @@ pub fn create(
     let e = |m: String| err(id, m);
     let plan = guest_spec::plan(spec, &opts.vm).map_err(e)?;
     let host = resolve(&opts.vm).map_err(e)?;
-    tracing::debug!("create {id}: vm mode, {}", host.probe.detail);
+    tracing::debug!("create {id}: vm mode, {}", host.reason);
     let initramfs = InitramfsBuilder::new(&host.agent)
         .modules(&host.kernel, DEFAULT_MODULES)
         .and_then(|b| b.build(&host.cache))
@@ -209,8 +205,7 @@ pub fn create(
     let launch = Launch {
         id: id.into(),
         vm,
-        qemu: host.qemu.clone(),
-        accel: host.probe.accel.as_str().into(),
+        engine: host.engine.clone(),
         run,
         console_socket: opts
             .console_socket
@@ -218,7 +213,16 @@ pub fn create(
             .or_else(|| own_console.as_ref().map(|(_, p)| p.clone())),
         cgroup_path: cgroup.path().to_path_buf(),
         systemd_cgroup: opts.systemd_cgroup,
-        resources: linux.resources().clone(),
+        resources: linux.resources().clone().map(|mut r| {
+            // The host cgroup holds the VMM: memory, CPU and block IO limits
+            // bound it; device rules and the pids limit are about the
+            // workload's processes and apply in the guest (the VMM needs
+            // /dev/kvm and /dev/net/tun, and its threads are not processes
+            // of the container).
+            r.set_devices(None);
+            r.set_pids(None);
+            r
+        }),
         annotations: spec.annotations().clone().unwrap_or_default(),
         netns: plan.netns.clone(),
         boot_timeout: opts
@@ -251,8 +255,8 @@ pub fn create(
         own_pid_ns: true,
         vm: Some(VmState {
             vmm_pid,
-            engine: "qemu".into(),
-            accel: host.probe.accel.as_str().into(),
+            engine: host.engine.name().into(),
+            accel: host.engine.accel().into(),
             vcpus: plan.vcpus,
             memory_mib: plan.memory_mib,
             scratch: scratch.clone(),
@@ -289,7 +293,7 @@ pub fn create(
         dir: dir.clone(),
         channel: None,
         lock,
-        console: console.map(UnixStream::from),
+        console,
         hooks: spec.hooks().clone(),
         state,
     })
@@ -303,41 +307,19 @@ fn spawn_supervisor(
     dir: &Path,
     cleanup: &mut Cleanup<'_>,
 ) -> Result<(i32, i32), String> {
-    let (ready_r, ready_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|x| format!("pipe: {x}"))?;
-    let w = ready_w.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("vessel")
-        .arg("--root")
-        .arg(root)
-        .arg("--log")
-        .arg(dir.join("supervisor.log"))
-        .arg("--log-format")
-        .arg("json")
-        .arg("vm-supervise")
-        .arg(dir);
-    // SAFETY: the closure runs in the forked child before exec and makes
-    // only async-signal-safe calls (setsid, dup2) on plain integers.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session: a terminal's ^C goes to `run`, which forwards
-            // it once, not to the supervisor as well.
-            libc::setsid();
-            if libc::dup2(w, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
+    let log = dir.join("supervisor.log");
+    let args: [&std::ffi::OsStr; 8] = [
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "vm-supervise".as_ref(),
+        dir.as_os_str(),
+    ];
+    let (pid, report) = super::spawn_reporting(&args, |pid| cleanup.supervisor = Some(pid))
         .map_err(|x| format!("starting the VM supervisor: {x}"))?;
-    let pid = child.id() as i32;
-    cleanup.supervisor = Some(pid);
-    drop(cmd);
-    drop(ready_w);
-    let mut report = String::new();
-    let _ = fs::File::from(OwnedFd::from(ready_r)).read_to_string(&mut report);
     match report.strip_prefix("ok ") {
         Some(rest) => {
             let vmm_pid = rest

@@ -9,9 +9,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -22,7 +20,8 @@ use oci_spec::runtime::Process;
 use vessel_vm::agent::{Frame, Message, Stream};
 
 use super::control::{self, Request};
-use super::supervisor::{window_size, READY_FD};
+use super::supervisor::window_size;
+use super::READY_FD;
 use crate::terminal;
 
 /// How the process ended.
@@ -46,35 +45,21 @@ pub fn spawn_detached(
         serde_json::to_vec(process).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", file.display()))?;
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    let wfd = w.as_raw_fd();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("vessel").arg("vm-exec").arg(dir).arg(&file);
+    let mut args = vec![
+        std::ffi::OsStr::new("vm-exec"),
+        dir.as_os_str(),
+        file.as_os_str(),
+    ];
     if let Some(s) = console_socket {
-        cmd.arg(s);
+        args.push(s.as_os_str());
     }
-    // SAFETY: only async-signal-safe calls on integers between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::dup2(wfd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("starting the exec relay: {e}"))?;
-    drop(cmd);
-    drop(w);
-    let mut report = String::new();
-    let _ = File::from(r).read_to_string(&mut report);
+    let spawned = super::spawn_reporting(&args, |_| {});
     let _ = std::fs::remove_file(&file);
+    let (pid, report) = spawned.map_err(|e| format!("starting the exec relay: {e}"))?;
     if report.starts_with("ok") {
-        Ok(child.id() as i32)
+        Ok(pid)
     } else {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child.id() as i32), None);
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         Err(if report.is_empty() {
             "the exec relay exited without a report".into()
         } else {

@@ -18,7 +18,9 @@
 //! - resources that name host objects are dropped (`blockIO`, which is
 //!   applied to the VMM on the host instead, `hugepageLimits`, `rdma`,
 //!   `network`, `cpu.cpus`/`cpu.mems`); CPU and memory limits size the VM
-//!   and stay in the guest's cgroup too;
+//!   and stay in the guest's cgroup too. On the host the VMM's cgroup gets
+//!   the memory, CPU and block IO limits; device rules and the pids limit
+//!   apply in the guest only;
 //! - only the hooks that run in the container (`createContainer`,
 //!   `startContainer`) go to the guest; the others run on the host;
 //! - vessel's own annotations are dropped (the guest runs a container).
@@ -137,7 +139,7 @@ fn size(
             ))
         }
         (Some(m), _) => m,
-        (None, Some(limit)) => limit.checked_sub(VMM_OVERHEAD_MIB).unwrap_or(0),
+        (None, Some(limit)) => limit.saturating_sub(VMM_OVERHEAD_MIB),
         (None, None) => defaults.memory_mib.unwrap_or(DEFAULT_GUEST_MIB),
     };
     if memory < MIN_GUEST_MIB {

@@ -20,7 +20,50 @@ pub mod supervisor;
 
 pub use config::{Isolation, RuntimeConfig, VmDefaults};
 
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
 use nix::sys::signal::{SigSet, Signal};
+
+/// The descriptor on which a helper started by [`spawn_reporting`] reports.
+pub const READY_FD: i32 = 3;
+
+/// Starts this binary with `args` in a session of its own (a terminal's
+/// ^C then reaches only the foreground vessel, which forwards it once),
+/// with a pipe as [`READY_FD`]; `started` gets its pid at once. Returns
+/// the pid and what the helper wrote on the pipe before closing it.
+pub fn spawn_reporting<S: AsRef<OsStr>>(
+    args: &[S],
+    started: impl FnOnce(i32),
+) -> Result<(i32, String), String> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("vessel").args(args);
+    // SAFETY: the closure runs in the forked child before exec and makes
+    // only async-signal-safe calls (setsid, dup2) on plain integers.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::dup2(wfd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let pid = child.id() as i32;
+    started(pid);
+    // Our copy of the write end goes, so the read sees the helper's close.
+    drop(cmd);
+    drop(w);
+    let mut report = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut report);
+    Ok((pid, report))
+}
 
 /// Exits as a process that ended this way: killed by the same signal, or
 /// with the code.

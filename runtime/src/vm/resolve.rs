@@ -6,18 +6,74 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use vessel_vm::engine::qemu::{find_qemu, probe_accelerator, Accel, ProbeResult};
+use serde::{Deserialize, Serialize};
+use vessel_vm::engine::kvm::KvmEngine;
+use vessel_vm::engine::qemu::{find_qemu, probe_accelerator, Accel, QemuEngine};
+use vessel_vm::engine::Engine;
 use vessel_vm::guest::GuestKernel;
 
 use super::config::VmDefaults;
 
+/// The engine a container's VM runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "engine", rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// `qemu-system-x86_64 -M microvm` with this accelerator.
+    Qemu {
+        /// The QEMU binary.
+        binary: PathBuf,
+        /// `kvm` or `tcg`.
+        accel: String,
+    },
+    /// vessel's own monitor on /dev/kvm (`vessel vmm`).
+    Kvm,
+}
+
+impl EngineChoice {
+    /// Engine name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineChoice::Qemu { .. } => "qemu",
+            EngineChoice::Kvm => "kvm",
+        }
+    }
+
+    /// Accelerator name.
+    pub fn accel(&self) -> &str {
+        match self {
+            EngineChoice::Qemu { accel, .. } => accel,
+            EngineChoice::Kvm => "kvm",
+        }
+    }
+
+    /// The engine itself; the kvm engine's monitor is this binary.
+    pub fn engine(&self) -> Box<dyn Engine> {
+        match self {
+            EngineChoice::Qemu { binary, accel } => Box::new(QemuEngine::new(
+                binary.clone(),
+                if accel == "kvm" {
+                    Accel::Kvm
+                } else {
+                    Accel::Tcg
+                },
+            )),
+            EngineChoice::Kvm => Box::new(kvm_engine()),
+        }
+    }
+}
+
+/// vessel's own monitor: this binary's hidden `vmm` command.
+fn kvm_engine() -> KvmEngine {
+    KvmEngine::new(PathBuf::from("/proc/self/exe"), vec!["vmm".into()])
+}
+
 /// The resolved pieces of vm mode.
 #[derive(Debug, Clone)]
 pub struct VmHost {
-    /// QEMU binary.
-    pub qemu: PathBuf,
-    /// Accelerator and how it was chosen.
-    pub probe: ProbeResult,
+    /// The engine and its accelerator.
+    pub engine: EngineChoice,
+    /// Why this engine (the probes' findings).
+    pub reason: String,
     /// Guest kernel.
     pub kernel: GuestKernel,
     /// The static vessel binary that becomes the guest's /init.
@@ -28,19 +84,6 @@ pub struct VmHost {
 
 /// Finds everything, or says what is missing.
 pub fn resolve(cfg: &VmDefaults) -> Result<VmHost, String> {
-    match cfg.engine.as_deref() {
-        None | Some("qemu") | Some("auto") => {}
-        Some(other) => {
-            return Err(format!(
-                "vm mode: engine {other:?} is not available (engines: qemu)"
-            ))
-        }
-    }
-    let qemu = match &cfg.qemu {
-        Some(q) if q.is_file() => q.clone(),
-        Some(q) => return Err(format!("vm mode: [vm] qemu {} does not exist", q.display())),
-        None => find_qemu().map_err(|e| format!("vm mode: no engine: {e}"))?,
-    };
     let kernel = match &cfg.kernel {
         Some(k) if k.is_file() => GuestKernel::from_image(k.clone()),
         Some(k) => return Err(format!("vm mode: [vm] kernel {} does not exist", k.display())),
@@ -55,32 +98,75 @@ pub fn resolve(cfg: &VmDefaults) -> Result<VmHost, String> {
         .unwrap_or_else(vessel_vm::guest::default_cache_dir);
     std::fs::create_dir_all(&cache)
         .map_err(|e| format!("vm mode: image cache {}: {e}", cache.display()))?;
-    let probe = match cfg.accel.as_deref() {
-        None | Some("auto") => probe_accelerator(&qemu, &kernel.image, &cache)
-            .map_err(|e| format!("vm mode: probing the accelerator: {e}"))?,
-        Some("kvm") => forced(Accel::Kvm),
-        Some("tcg") => forced(Accel::Tcg),
+    let want = cfg.engine.as_deref().unwrap_or("auto");
+    // vessel's own monitor where a real boot of this kernel works under it.
+    let kvm_probe = match want {
+        "auto" | "kvm" => Some(
+            kvm_engine()
+                .probe(&kernel.image, &cache)
+                .map_err(|e| format!("vm mode: probing the kvm engine: {e}"))?,
+        ),
+        "qemu" => None,
+        other => {
+            return Err(format!(
+                "vm mode: [vm] engine {other:?} is not one of auto, kvm, qemu"
+            ))
+        }
+    };
+    if let Some(p) = &kvm_probe {
+        if p.usable {
+            return Ok(VmHost {
+                engine: EngineChoice::Kvm,
+                reason: format!("kvm engine: {}", p.detail),
+                kernel,
+                agent,
+                cache,
+            });
+        }
+        if want == "kvm" {
+            return Err(format!(
+                "vm mode: [vm] engine = \"kvm\", but it cannot boot {} here: {}",
+                kernel.image.display(),
+                p.detail
+            ));
+        }
+    }
+    let qemu = match &cfg.qemu {
+        Some(q) if q.is_file() => q.clone(),
+        Some(q) => return Err(format!("vm mode: [vm] qemu {} does not exist", q.display())),
+        None => find_qemu().map_err(|e| format!("vm mode: no engine: {e}"))?,
+    };
+    let (accel, detail) = match cfg.accel.as_deref() {
+        None | Some("auto") => {
+            let p = probe_accelerator(&qemu, &kernel.image, &cache)
+                .map_err(|e| format!("vm mode: probing the accelerator: {e}"))?;
+            (p.accel, p.detail)
+        }
+        Some("kvm") => (Accel::Kvm, "set by [vm] accel".to_string()),
+        Some("tcg") => (Accel::Tcg, "set by [vm] accel".to_string()),
         Some(other) => {
             return Err(format!(
                 "vm mode: [vm] accel {other:?} is not one of auto, kvm, tcg"
             ))
         }
     };
+    let mut reason = format!("qemu with {}: {detail}", accel.as_str());
+    if let Some(p) = kvm_probe {
+        reason.push_str(&format!(
+            "; the kvm engine cannot boot the guest: {}",
+            p.detail
+        ));
+    }
     Ok(VmHost {
-        qemu,
-        probe,
+        engine: EngineChoice::Qemu {
+            binary: qemu,
+            accel: accel.as_str().into(),
+        },
+        reason,
         kernel,
         agent,
         cache,
     })
-}
-
-fn forced(accel: Accel) -> ProbeResult {
-    ProbeResult {
-        accel,
-        detail: "set by [vm] accel in the configuration".into(),
-        cached: false,
-    }
 }
 
 /// The guest agent: `[vm] guest_agent`, `$VESSEL_GUEST_AGENT`, or this

@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 use vessel_cgroups::{Cgroup, CgroupOptions};
 use vessel_vm::agent::host::AgentClient;
 use vessel_vm::agent::{Frame, Message, RunProcess, Stream};
-use vessel_vm::engine::qemu::{Accel, QemuEngine};
-use vessel_vm::engine::{Engine, VmConfig, VmHandle};
+use vessel_vm::engine::{VmConfig, VmHandle};
 
 use super::control::{self, Reply, Request};
+use super::READY_FD;
 use crate::terminal;
 
 /// Everything `create` hands to the supervisor (`<dir>/vm.json`).
@@ -38,10 +38,8 @@ pub struct Launch {
     pub id: String,
     /// The VM to boot.
     pub vm: VmConfig,
-    /// QEMU binary.
-    pub qemu: PathBuf,
-    /// `kvm` or `tcg`.
-    pub accel: String,
+    /// The engine that boots it.
+    pub engine: super::resolve::EngineChoice,
     /// The container's first process, id 1.
     pub run: RunProcess,
     /// Where to send the host side of the workload's terminal.
@@ -62,8 +60,6 @@ pub struct Launch {
 
 /// File name of the launch description in the state directory.
 pub const LAUNCH_FILE: &str = "vm.json";
-/// The descriptor on which the supervisor reports readiness to `create`.
-pub const READY_FD: i32 = 3;
 
 /// Signals relayed to the workload (SIGWINCH only resizes its terminal).
 const RELAYED: [Signal; 10] = [
@@ -167,11 +163,7 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         crate::process::exec::set_ioprio(prio as i32)
             .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))?;
     }
-    let accel = match launch.accel.as_str() {
-        "kvm" => Accel::Kvm,
-        _ => Accel::Tcg,
-    };
-    let engine = QemuEngine::new(launch.qemu.clone(), accel);
+    let engine = launch.engine.engine();
     launch.vm.die_with_parent = true;
     let mut vm = engine.boot(&launch.vm).map_err(|e| e.to_string())?;
     let vmm_pid = vm.pid();
@@ -206,9 +198,17 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         Ok(a) => a,
         Err(e) => return Err(fail(&mut vm, format!("connecting to the guest agent: {e}"))),
     };
-    if let Err(e) = agent.wait_hello(launch.boot_timeout) {
-        return Err(fail(&mut vm, format!("the guest agent did not greet: {e}")));
-    }
+    let hello = match agent.wait_hello(launch.boot_timeout) {
+        Ok(h) => h,
+        Err(e) => return Err(fail(&mut vm, format!("the guest agent did not greet: {e}"))),
+    };
+    // Where the time goes, for `vessel bench vm-startup` and for users.
+    tracing::info!(
+        "container {id:?}: guest agent ready {:.0} ms after the VMM started (guest uptime {:?} ms at init, {:?} ms when ready)",
+        vm.started().elapsed().as_secs_f64() * 1000.0,
+        hello.init_ms,
+        hello.ready_ms
+    );
     if let Err(e) = agent.run_process(launch.run.clone()) {
         return Err(fail(&mut vm, e.to_string()));
     }
@@ -232,6 +232,10 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         let _ = vm.kill();
         return Err(e);
     }
+    tracing::info!(
+        "container {id:?}: created in the guest {:.0} ms after the VMM started",
+        vm.started().elapsed().as_secs_f64() * 1000.0
+    );
     let tty = match &launch.console_socket {
         Some(path) => match host_terminal(path) {
             Ok(t) => Some(t),
@@ -348,11 +352,16 @@ impl Supervisor {
             let frame = match self.agent.recv() {
                 Ok(f) => f,
                 Err(e) => {
-                    tracing::error!("container {:?}: the guest agent is gone: {e}", self.id);
+                    let vmm = self.vm.lock().map(|v| v.vmm_log_tail()).unwrap_or_default();
+                    tracing::error!(
+                        "container {:?}: the guest agent is gone: {e}; VMM: {vmm}",
+                        self.id
+                    );
                     if let Some(f) = err.as_mut() {
                         let _ = writeln!(
                             f,
-                            "vessel: container {:?}: the VM stopped before its workload exited ({e})",
+                            "vessel: container {:?}: the VM stopped before its workload exited \
+                             ({e}); VMM log: {vmm}",
                             self.id
                         );
                     }

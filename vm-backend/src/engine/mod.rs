@@ -6,6 +6,7 @@
 //! boot (running the workload, stdio, signals) goes through the agent
 //! stream, which does not depend on the engine.
 
+pub mod kvm;
 pub mod qemu;
 
 use std::fs;

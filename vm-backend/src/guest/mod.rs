@@ -86,7 +86,7 @@ pub(crate) fn prune_cache(dir: &std::path::Path, prefix: &str, suffixes: &[&str]
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     for (_, old) in files.into_iter().skip(keep) {
         let _ = std::fs::remove_file(old);
     }

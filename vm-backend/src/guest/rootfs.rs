@@ -305,7 +305,8 @@ mod prune_tests {
         for i in 0..5u64 {
             let p = dir.path().join(format!("rootfs-{i}.erofs"));
             let f = File::create(&p).unwrap();
-            f.set_modified(t0 + std::time::Duration::from_secs(i)).unwrap();
+            f.set_modified(t0 + std::time::Duration::from_secs(i))
+                .unwrap();
         }
         fs::write(dir.path().join("initramfs-x.img"), b"").unwrap();
         prune_rootfs_images(dir.path(), 2);
@@ -314,6 +315,9 @@ mod prune_tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["initramfs-x.img", "rootfs-3.erofs", "rootfs-4.erofs"]);
+        assert_eq!(
+            left,
+            ["initramfs-x.img", "rootfs-3.erofs", "rootfs-4.erofs"]
+        );
     }
 }

@@ -1,0 +1,325 @@
+//! The monitor: builds a [`Machine`] from a [`VmConfig`], boots the kernel
+//! and runs until the guest resets or powers off.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use linux_loader::cmdline::Cmdline;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::boot::{self, Entry};
+use super::machine::{Machine, VirtioSlot};
+use super::vcpu::{Vcpu, VcpuStop};
+use super::{acpi, cpu, cpuid, layout, seccomp, KvmError};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
+use crate::devices::virtio::net::{open_tap, parse_mac, Net, NetIo};
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockConfig, VsockIo};
+use crate::engine::VmConfig;
+
+/// The engine's part of the kernel command line: the serial console,
+/// reset through the i8042 on panic, no PCI and no probing of a keyboard
+/// that is not there.
+pub const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+
+/// What the kvm engine can give a VM beyond [`VmConfig`] (which is shared
+/// with the QEMU engine); `vmm_main` uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct KvmExtras {
+    /// A vsock device with its host side on unix sockets.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// A VM ready to run.
+pub struct Vmm {
+    machine: Machine,
+    vcpus: Vec<Vcpu>,
+    agent: Option<AgentSocket>,
+    net_io: Vec<NetIo>,
+    vsock_io: Option<VsockIo>,
+    policy: seccomp::Policy,
+    /// How the boot vCPU enters the kernel.
+    pub entry: Entry,
+    /// The virtio devices, in window order.
+    pub virtio: Vec<VirtioSlot>,
+    /// The full kernel command line.
+    pub cmdline: String,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest asked for a reset (reboot or panic with `reboot=k`) or
+    /// powered off (ACPI S5).
+    Reset,
+    /// The guest shut down (triple fault or ACPI-less power-off).
+    Shutdown,
+}
+
+fn io_err(what: String) -> impl FnOnce(std::io::Error) -> KvmError {
+    move |e| KvmError::Io(what, e)
+}
+
+/// The command line for `config`.
+pub fn cmdline_for(config: &VmConfig) -> Result<Cmdline, KvmError> {
+    let bad =
+        |e: linux_loader::cmdline::Error| KvmError::Device(format!("kernel command line: {e}"));
+    let mut c = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(bad)?;
+    c.insert_str(BASE_CMDLINE).map_err(bad)?;
+    if !config.cmdline.trim().is_empty() {
+        c.insert_str(config.cmdline.trim()).map_err(bad)?;
+    }
+    Ok(c)
+}
+
+impl Vmm {
+    /// Creates the VM, its devices and vCPUs, and loads the kernel.
+    pub fn build(config: &VmConfig) -> Result<Self, KvmError> {
+        Self::build_with(config, &KvmExtras::default())
+    }
+
+    /// [`Vmm::build`] with the kvm engine's own extras.
+    pub fn build_with(config: &VmConfig, extras: &KvmExtras) -> Result<Self, KvmError> {
+        let mut m = Machine::new(u64::from(config.memory_mib) << 20)?;
+        let console: Box<dyn Write + Send> = match &config.console_log {
+            Some(p) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(io_err(format!("opening console log {}", p.display())))?,
+            ),
+            None => Box::new(std::io::sink()),
+        };
+        m.add_serial(console)?;
+        m.add_i8042()?;
+        m.add_acpi_sleep()?;
+        for dev in &config.block_devices {
+            let blk = Block::open(&dev.path, dev.read_only, &dev.serial)
+                .map_err(|e| KvmError::Device(e.to_string()))?;
+            m.add_virtio(Box::new(blk))?;
+        }
+        let pipe = Arc::new(Mutex::new(Pipe::default()));
+        let wake =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+        let console = Console::new(
+            AGENT_PORT_NAME,
+            pipe.clone(),
+            wake.try_clone()
+                .map_err(io_err("cloning an eventfd".into()))?,
+        );
+        let (_, transport) = m.add_virtio(Box::new(console))?;
+        m.add_virtio(Box::new(Rng::new()))?;
+        let mut net_io = Vec::new();
+        for t in &config.taps {
+            let mac = match &t.mac {
+                Some(s) => Some(parse_mac(s).ok_or_else(|| {
+                    KvmError::Device(format!("tap {}: invalid MAC address {s:?}", t.tap))
+                })?),
+                None => None,
+            };
+            let tap = open_tap(&t.tap).map_err(|e| KvmError::Device(e.to_string()))?;
+            let tap_fd = tap.as_raw_fd();
+            let wake =
+                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+            let starved = Arc::new(AtomicBool::new(false));
+            let dev = Net::new(
+                tap,
+                mac,
+                wake.try_clone()
+                    .map_err(io_err("cloning an eventfd".into()))?,
+                starved.clone(),
+            );
+            let (_, transport) = m.add_virtio(Box::new(dev))?;
+            net_io.push(NetIo {
+                tap_fd,
+                wake,
+                rx_starved: starved,
+                transport,
+            });
+        }
+        let agent = AgentSocket::bind(&config.agent_socket, pipe, wake, transport).map_err(
+            io_err(format!(
+                "listening on agent socket {}",
+                config.agent_socket.display()
+            )),
+        )?;
+
+        let mut vsock_io = None;
+        if let Some(v) = &extras.vsock {
+            let wake =
+                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
+            let starved = Arc::new(AtomicBool::new(false));
+            let dev = Vsock::new(
+                v,
+                wake.try_clone()
+                    .map_err(io_err("cloning an eventfd".into()))?,
+                starved.clone(),
+            )
+            .map_err(|e| KvmError::Device(e.to_string()))?;
+            let epoll_fd = dev.epoll_fd();
+            let (_, transport) = m.add_virtio(Box::new(dev))?;
+            vsock_io = Some(VsockIo {
+                epoll_fd,
+                wake,
+                rx_starved: starved,
+                transport,
+            });
+        }
+
+        let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
+        let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
+        let cmdline = cmdline_for(config)?;
+        boot::load_cmdline(&m.mem, &cmdline)?;
+        let cmdline_str = cmdline
+            .as_cstring()
+            .map_err(|e| KvmError::Device(format!("kernel command line: {e}")))?;
+        cpu::write_gdt(&m.mem)?;
+        cpu::write_page_tables(&m.mem)?;
+        let slots: Vec<VirtioSlot> = m.virtio.iter().map(|(s, _)| *s).collect();
+        let rsdp = acpi::write_tables(&m.mem, config.vcpus, &slots)?;
+        match kernel.entry {
+            Entry::Linux64(_) => boot::configure_linux(
+                &m.mem,
+                &kernel,
+                cmdline_str.as_bytes_with_nul().len(),
+                Some(initrd),
+            )?,
+            Entry::Pvh(_) => boot::configure_pvh(&m.mem, Some(initrd), Some(rsdp))?,
+        }
+
+        let supported = m
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| KvmError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        if !cpuid::has_kvm_clock(supported.as_slice()) {
+            // The guest falls back to the TSC or the PIT: slower and less
+            // stable, but it still boots.
+            eprintln!("vessel vmm: warning: KVM offers no kvm-clock (CPUID 0x40000001 bit 3)");
+        }
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let vcpu = m.create_vcpu(u64::from(id))?;
+            let mut c = supported.clone();
+            cpuid::adjust(c.as_mut_slice(), id, config.vcpus);
+            cpu::configure_vcpu(&vcpu.fd, &c, (id == 0).then_some(kernel.entry))?;
+            vcpus.push(vcpu);
+        }
+        Ok(Vmm {
+            machine: m,
+            vcpus,
+            agent: Some(agent),
+            net_io,
+            policy: seccomp::Policy {
+                vsock: vsock_io.is_some(),
+            },
+            vsock_io,
+            entry: kernel.entry,
+            virtio: slots,
+            cmdline: cmdline_str.to_string_lossy().into_owned(),
+        })
+    }
+
+    /// Runs the VM until the guest resets or shuts down, each thread under
+    /// its seccomp filter when `confine` is set.
+    pub fn run(mut self, confine: bool) -> Result<VmExit, KvmError> {
+        let policy = self.policy;
+        if confine {
+            // Capability sets are per thread: drop them before any thread
+            // is started so every thread inherits empty sets.
+            seccomp::drop_capabilities()?;
+        }
+        if let Some(agent) = self.agent.take() {
+            std::thread::Builder::new()
+                .name("agent-io".into())
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
+                            eprintln!("vessel vmm: agent-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    agent.run()
+                })
+                .map_err(io_err("starting the agent I/O thread".into()))?;
+        }
+        for (i, io) in std::mem::take(&mut self.net_io).into_iter().enumerate() {
+            std::thread::Builder::new()
+                .name(format!("net{i}-io"))
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
+                            eprintln!("vessel vmm: net{i}-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    io.run()
+                })
+                .map_err(io_err("starting a network I/O thread".into()))?;
+        }
+        if let Some(io) = self.vsock_io.take() {
+            std::thread::Builder::new()
+                .name("vsock-io".into())
+                .spawn(move || {
+                    if confine {
+                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
+                            eprintln!("vessel vmm: vsock-io thread: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    io.run()
+                })
+                .map_err(io_err("starting the vsock I/O thread".into()))?;
+        }
+        let on_start = move |id: u64| {
+            if confine {
+                if let Err(e) = seccomp::apply(seccomp::Role::Vcpu, policy) {
+                    eprintln!("vessel vmm: vCPU {id}: {e}");
+                    std::process::exit(1);
+                }
+            }
+        };
+        let running = self
+            .machine
+            .start(std::mem::take(&mut self.vcpus), on_start)?;
+        if confine {
+            seccomp::apply(seccomp::Role::Main, policy)?;
+        }
+        self.machine.wait_exit(None);
+        let mut exit = VmExit::Reset;
+        for (_, result) in running.stop() {
+            match result? {
+                VcpuStop::Shutdown => exit = VmExit::Shutdown,
+                VcpuStop::Stopped | VcpuStop::Halted => {}
+            }
+        }
+        Ok(exit)
+    }
+}
+
+/// Runs the monitor for `config` in this process and exits: 0 when the
+/// guest reset or shut down, 1 on an error (printed to stderr, which the
+/// engine sends to the VMM log).
+pub fn vmm_main(config: VmConfig) -> ! {
+    let result = config
+        .validate()
+        .map_err(|e| KvmError::Device(e.to_string()))
+        .and_then(|()| Vmm::build(&config))
+        .and_then(|vmm| vmm.run(true));
+    match result {
+        Ok(exit) => {
+            eprintln!("vessel vmm: guest {exit:?}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("vessel vmm: {e}");
+            std::process::exit(1)
+        }
+    }
+}
