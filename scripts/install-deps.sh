@@ -10,6 +10,7 @@ apt-get install -y -q --no-install-recommends \
   runc crun podman conmon containernetworking-plugins fuse-overlayfs uidmap \
   containerd docker.io bsdutils \
   hyperfine fio e2fsprogs erofs-utils \
+  sysbench dbench iperf3 bzip2 mariadb-server fonts-dejavu-core \
   qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev
 if ! command -v cargo >/dev/null 2>&1; then
   apt-get install -y -q cargo rustc

@@ -11,19 +11,33 @@
 //! - [`io_isolation`]: the "IO Containment" Table 3 experiment on a loop
 //!   device with the BFQ scheduler, foreground and antagonists in vessel
 //!   containers, with and without `io.vessel.blockio.priority`.
+//! - [`overhead`]: the "Virtualization of Linux servers" suite natively, in
+//!   vessel containers and microVMs and in runc and crun, normalized to
+//!   native.
+//! - [`consolidation`]: n concurrent instances per mode, aggregate and
+//!   per-instance throughput.
 //! - [`vm_startup`]: `vessel run` of a vm-mode container, create to first
 //!   output and to exit, beside a bare QEMU boot of the same guest.
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod consolidation;
 pub mod fio;
 pub mod hyperfine;
+pub mod instance;
 pub mod io_isolation;
 pub mod lifecycle;
+pub mod netns;
+pub mod overhead;
+pub mod plot;
+pub mod qemu_boot;
+pub mod report;
 pub mod stats;
 pub mod sys;
 pub mod table;
+pub mod vm_rootfs;
 pub mod vm_startup;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 

@@ -99,7 +99,7 @@ const UNIFIED_SUBTREE: &str = "/sys/fs/cgroup/unified/cgroup.subtree_control";
 
 /// Mounts the hugetlb v1 hierarchy crun needs on this hybrid host, undoing
 /// it (and any `-hugetlb` written to the unified hierarchy) at cleanup.
-fn ensure_hugetlb(cleanup: &mut Cleanup) -> Result<()> {
+pub(crate) fn ensure_hugetlb(cleanup: &mut Cleanup) -> Result<()> {
     if sys::cgroup_v1_mounted(HUGETLB_V1, "hugetlb")
         || !Path::new("/sys/fs/cgroup/unified").exists()
     {

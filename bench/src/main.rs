@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vessel_bench::instance::Mode;
 use vessel_bench::io_isolation::{self, Mechanism, Rw};
-use vessel_bench::{lifecycle, sys};
+use vessel_bench::workloads::{self, Size};
+use vessel_bench::{consolidation, lifecycle, overhead, sys};
 
 /// vessel's benchmarks: print a table, write JSON.
 #[derive(Parser, Debug)]
@@ -25,9 +27,191 @@ enum Suite {
     /// The "IO Containment" Table 3 experiment: a random-read foreground
     /// container against sequential antagonists, with and without priority.
     IoIsolation(IoArgs),
+    /// "Virtualization of Linux servers": each workload natively, in vessel
+    /// containers and microVMs and in runc and crun, normalized to native.
+    Overhead(OverheadArgs),
+    /// n = 1..32 concurrent instances of a workload in each mode:
+    /// aggregate and per-instance throughput, memory split as Table 4.
+    Consolidation(ConsolidationArgs),
     /// vm mode: create to first output and to exit, beside a bare QEMU boot
     /// of the same guest, with the image builds split out.
     VmStartup(VmStartupArgs),
+}
+
+/// Flags both suites share.
+#[derive(clap::Args, Debug)]
+struct CommonArgs {
+    /// Modes besides native (always run: it is the baseline).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "vessel,vessel-vm,runc,crun"
+    )]
+    modes: Vec<String>,
+    /// Runs per cell; the first is dropped, the median of the rest kept.
+    #[arg(long, default_value_t = 4)]
+    runs: usize,
+    /// Smoke run for CI: short workloads, 2 runs (the first dropped).
+    #[arg(long)]
+    quick: bool,
+    /// vCPUs of a microVM.
+    #[arg(long = "vm-cpus", default_value_t = 2)]
+    vm_cpus: u32,
+    /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// crun binary (name in PATH or path); "not run" with the reason if missing.
+    #[arg(long, default_value = "crun")]
+    crun: String,
+    /// runc binary (name in PATH or path); "not run" with the reason if missing.
+    #[arg(long, default_value = "runc")]
+    runc: String,
+    /// Directory on a disk for the rootfs, bundles and scratch files.
+    #[arg(long, default_value = "/var/tmp")]
+    tmpdir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct OverheadArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Workloads to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Workloads also run in VM mode, where the guest runs under TCG
+    /// emulation here (startup and memory always run).
+    #[arg(
+        long = "vm-workloads",
+        value_delimiter = ',',
+        default_value = "sysbench-cpu,sysbench-memory,bzip2,dd-null,iperf3"
+    )]
+    vm_workloads: Vec<String>,
+    /// Threads of sysbench and make -j.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Memory limit of each container and memory of each microVM, MiB (the
+    /// paper gave its VMs 2 GiB).
+    #[arg(long = "memory-mib", default_value_t = 2048)]
+    memory_mib: u64,
+    /// Skip the bare QEMU boot beside the VM mode.
+    #[arg(long = "no-qemu-boot")]
+    no_qemu_boot: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/overhead.json")]
+    json: PathBuf,
+    /// Plot files, without extension (.svg and .png are written).
+    #[arg(long, default_value = "bench-results/overhead")]
+    plot: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConsolidationArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The workload every instance runs (a throughput workload).
+    #[arg(long, default_value = "sysbench-cpu")]
+    workload: String,
+    /// Instance counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16,32")]
+    instances: Vec<usize>,
+    /// The largest instance count run in VM mode (TCG emulation is slow).
+    #[arg(long = "vm-max-instances", default_value_t = 2)]
+    vm_max_instances: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/consolidation.json")]
+    json: PathBuf,
+    /// Plot files, without extension (.svg and .png are written).
+    #[arg(long, default_value = "bench-results/consolidation")]
+    plot: PathBuf,
+}
+
+fn parse_modes(names: &[String]) -> anyhow::Result<Vec<Mode>> {
+    names
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| Mode::parse(n).map_err(|e| anyhow::anyhow!("--modes: {e}")))
+        .collect()
+}
+
+fn command_line() -> String {
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(a0) = args.first_mut() {
+        if let Some(base) = std::path::Path::new(a0.as_str()).file_name() {
+            *a0 = base.to_string_lossy().into_owned();
+        }
+    }
+    args.join(" ")
+}
+
+fn overhead_options(a: OverheadArgs) -> anyhow::Result<overhead::Options> {
+    let c = a.common;
+    let workloads = if a.workloads.is_empty() {
+        workloads::ALL.to_vec()
+    } else {
+        a.workloads
+            .iter()
+            .map(|n| workloads::by_name(n).map_err(|e| anyhow::anyhow!("--workloads: {e}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    for n in &a.vm_workloads {
+        workloads::by_name(n).map_err(|e| anyhow::anyhow!("--vm-workloads: {e}"))?;
+    }
+    Ok(overhead::Options {
+        vessel: vessel_bench::find_vessel(c.vessel.as_deref()),
+        runc: c.runc,
+        crun: c.crun,
+        modes: parse_modes(&c.modes)?,
+        workloads,
+        vm_workloads: if c.quick {
+            a.vm_workloads
+                .into_iter()
+                .filter(|n| n == "sysbench-cpu")
+                .collect()
+        } else {
+            a.vm_workloads
+        },
+        runs: if c.quick { 2 } else { c.runs },
+        size: if c.quick { Size::Quick } else { Size::Full },
+        threads: a.threads,
+        memory_mib: a.memory_mib,
+        vm_cpus: c.vm_cpus,
+        qemu_boot: !a.no_qemu_boot,
+        tmpdir: c.tmpdir,
+        json: a.json,
+        plot: a.plot,
+        command: command_line(),
+    })
+}
+
+fn consolidation_options(a: ConsolidationArgs) -> anyhow::Result<consolidation::Options> {
+    let c = a.common;
+    let workload =
+        workloads::by_name(&a.workload).map_err(|e| anyhow::anyhow!("--workload: {e}"))?;
+    if !workload.higher_is_better || workload.network {
+        anyhow::bail!(
+            "--workload: {} is not a throughput workload without network",
+            workload.name
+        );
+    }
+    if a.instances.is_empty() || a.instances.contains(&0) {
+        anyhow::bail!("--instances: give counts of at least 1");
+    }
+    Ok(consolidation::Options {
+        vessel: vessel_bench::find_vessel(c.vessel.as_deref()),
+        runc: c.runc,
+        crun: c.crun,
+        modes: parse_modes(&c.modes)?,
+        workload,
+        instances: if c.quick { vec![1, 2, 4] } else { a.instances },
+        vm_max_instances: if c.quick { 1 } else { a.vm_max_instances },
+        runs: if c.quick { 2 } else { c.runs },
+        size: if c.quick { Size::Quick } else { Size::Full },
+        vm_cpus: c.vm_cpus,
+        tmpdir: c.tmpdir,
+        json: a.json,
+        plot: a.plot,
+        command: command_line(),
+    })
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +365,12 @@ fn main() -> ExitCode {
                 json: a.json,
             })
         }),
+        Suite::Overhead(a) => lifecycle::require_root()
+            .and_then(|()| overhead_options(a))
+            .and_then(|o| overhead::run(&o)),
+        Suite::Consolidation(a) => lifecycle::require_root()
+            .and_then(|()| consolidation_options(a))
+            .and_then(|o| consolidation::run(&o)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
