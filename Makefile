@@ -1,5 +1,5 @@
 # vessel: the two commands of the README and a few helpers.
-.PHONY: setup build release demo test bench fmt clippy
+.PHONY: setup build release shim demo test bench fmt clippy
 
 setup:
 	./scripts/install-deps.sh
@@ -16,6 +16,12 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 release:
 	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p vessel --target $(STATIC_TARGET)
 	install -D -m 0755 target/$(STATIC_TARGET)/release/vessel target/release/vessel
+
+# The containerd shim, static like vessel (its RSS per container is the
+# figure that matters; the release profile builds it for size).
+shim:
+	RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p containerd-shim-vessel --target $(STATIC_TARGET)
+	install -D -m 0755 target/$(STATIC_TARGET)/release/containerd-shim-vessel-v2 target/release/containerd-shim-vessel-v2
 
 demo: release
 	./scripts/demo.sh
