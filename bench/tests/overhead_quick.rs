@@ -1,6 +1,7 @@
-//! CI smoke test: `vessel-bench overhead --quick` against the debug vessel
-//! binary. It fails when any mode fails a cell, when the JSON loses its
-//! shape, or when any figure is not a positive number.
+//! CI smoke test: `vessel-bench overhead --quick` against the static
+//! release vessel when `make release` built it (then the VM mode must run
+//! too), else the debug vessel. It fails when any mode fails a cell, when
+//! the JSON loses its shape, or when any figure is not a positive number.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,7 +62,13 @@ fn overhead_quick_smoke() {
         eprintln!("skipped: vessel-bench overhead needs root (namespaces, cgroups, netns)");
         return;
     }
-    let vessel = debug_vessel();
+    // The static build can be the guest agent, so vm mode runs with it.
+    let release = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/vessel");
+    let static_vessel = std::env::var_os("VESSEL_STATIC_BIN")
+        .map(PathBuf::from)
+        .or_else(|| release.is_file().then_some(release));
+    let vm_expected = static_vessel.is_some();
+    let vessel = static_vessel.unwrap_or_else(debug_vessel);
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("overhead.json");
     let plot = out.path().join("overhead");
@@ -100,6 +107,9 @@ fn overhead_quick_smoke() {
         assert_eq!(r["modes"][m]["status"], "ok", "mode {m}: {}", r["modes"][m]);
     }
     let vm = &r["modes"]["vessel-vm"];
+    if vm_expected {
+        assert_eq!(vm["status"], "ok", "vm mode with the static vessel: {vm}");
+    }
     match vm["status"].as_str() {
         Some("ok") => {}
         Some("not_run") => assert!(
