@@ -84,7 +84,7 @@ c["linux"]["resources"]["memory"] = {"limit": 256 * 1024 * 1024}
 json.dump(c, open(p, "w"), indent=1)
 PY
 echo "== vessel run (vm mode: io.vessel.isolation=vm) =="
-"$VESSEL" --root "$root" features | grep -E '"io.vessel.(isolation.modes|vm.accel|vm.accel.reason)"' || true
+"$VESSEL" --root "$root" features | grep -E '"io.vessel.(isolation.modes|vm.engine|vm.accel|vm.engine.reason)"' || true
 start=$(date +%s%N)
 "$VESSEL" --root "$root" run --bundle "$work/bundle" "$id-vm"
 echo "(create to exit: $(( ($(date +%s%N) - start) / 1000000 )) ms, including the guest's boot)"
