@@ -30,7 +30,7 @@ demo: release
 # docker) against the freshly built binary. Needs root. vm-mode tests run
 # the static release build (the guest agent must be static).
 test: build release
-	cargo test --workspace -- --test-threads=2
+	cargo test --workspace --no-fail-fast -- --test-threads=2
 
 bench: release
 	cargo build --release -p vessel-bench
