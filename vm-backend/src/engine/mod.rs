@@ -128,6 +128,62 @@ impl VmConfig {
     }
 }
 
+/// Starts a VMM process from `cmd` for `config`, as every engine does: a
+/// stale agent socket removed (the VMM could not bind it), stderr to the
+/// VMM log, its own process group (terminal signals aimed at the caller do
+/// not reach it), and `PR_SET_PDEATHSIG` when `config.die_with_parent`.
+/// `spawn_error` words a failed spawn.
+pub(crate) fn spawn_vmm(
+    mut cmd: std::process::Command,
+    config: &VmConfig,
+    spawn_error: impl FnOnce(std::io::Error) -> Error,
+) -> Result<VmHandle> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    match fs::remove_file(&config.agent_socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("removing stale socket {}", config.agent_socket.display()),
+                e,
+            ))
+        }
+    }
+    let stderr = match &config.vmm_log {
+        Some(log) => Stdio::from(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| Error::io(format!("opening VMM log {}", log.display()), e))?,
+        ),
+        None => Stdio::null(),
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0);
+    if config.die_with_parent {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only
+        // touches the calling (child) process.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().map_err(spawn_error)?;
+    Ok(VmHandle::from_child(
+        child,
+        config.agent_socket.clone(),
+        config.vmm_log.clone(),
+    ))
+}
+
 /// A VMM backend.
 pub trait Engine {
     /// Short name, e.g. `qemu`.

@@ -1,9 +1,7 @@
 //! [`KvmEngine`]: the [`Engine`] that runs vessel's own VMM as a process.
 
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::engine::{Engine, VmConfig, VmHandle};
 use crate::{Error, Result};
@@ -48,50 +46,9 @@ impl Engine for KvmEngine {
 
     fn boot(&self, config: &VmConfig) -> Result<VmHandle> {
         config.validate()?;
-        match std::fs::remove_file(&config.agent_socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("removing stale socket {}", config.agent_socket.display()),
-                    e,
-                ))
-            }
-        }
-        let stderr = match &config.vmm_log {
-            Some(log) => Stdio::from(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .map_err(|e| Error::io(format!("opening VMM log {}", log.display()), e))?,
-            ),
-            None => Stdio::null(),
-        };
-        let mut cmd = self.command(config)?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0);
-        if config.die_with_parent {
-            // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only
-            // touches the calling (child) process.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::io(format!("starting VMM {}", self.vmm_binary.display()), e))?;
-        Ok(VmHandle::from_child(
-            child,
-            config.agent_socket.clone(),
-            config.vmm_log.clone(),
-        ))
+        let cmd = self.command(config)?;
+        crate::engine::spawn_vmm(cmd, config, |e| {
+            Error::io(format!("starting VMM {}", self.vmm_binary.display()), e)
+        })
     }
 }

@@ -5,16 +5,14 @@
 mod probe;
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
-use std::os::unix::process::CommandExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 pub use probe::{probe_accelerator, ProbeResult};
 
 use super::{Engine, VmConfig, VmHandle};
 use crate::agent::AGENT_PORT_NAME;
-use crate::error::IoContext;
 use crate::{Error, Result};
 
 /// The QEMU binary looked up in `PATH` by default.
@@ -176,59 +174,15 @@ impl Engine for QemuEngine {
 
     fn boot(&self, config: &VmConfig) -> Result<VmHandle> {
         config.validate()?;
-        // A stale socket from an earlier VM would make QEMU fail to bind.
-        match std::fs::remove_file(&config.agent_socket) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(Error::io(
-                    format!("removing stale socket {}", config.agent_socket.display()),
-                    e,
-                ))
-            }
-        }
-        let stderr = match &config.vmm_log {
-            Some(log) => Stdio::from(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .ctx(|| format!("opening VMM log {}", log.display()))?,
-            ),
-            None => Stdio::null(),
-        };
         let mut cmd = Command::new(&self.binary);
-        cmd.args(self.args(config))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            // Its own process group: terminal signals aimed at the caller
-            // do not reach the VMM.
-            .process_group(0);
-        if config.die_with_parent {
-            // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only
-            // touches the calling (child) process.
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd.spawn().map_err(|e| match e.kind() {
+        cmd.args(self.args(config));
+        super::spawn_vmm(cmd, config, |e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::MissingProgram {
                 program: self.binary.display().to_string(),
                 package: "qemu-system-x86".into(),
             },
             _ => Error::io(format!("starting {}", self.binary.display()), e),
-        })?;
-        Ok(VmHandle::from_child(
-            child,
-            config.agent_socket.clone(),
-            config.vmm_log.clone(),
-        ))
+        })
     }
 }
 
