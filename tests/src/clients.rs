@@ -687,17 +687,17 @@ pub struct Containerd {
     daemon: Daemon,
 }
 
-impl Containerd {
-    /// Starts containerd under `dir` and waits for its socket.
-    pub fn start(bin: &Path, ctr: &Path, dir: &Path) -> Containerd {
-        let root = dir.join("ctrd-root");
-        let state = dir.join("ctrd-state");
-        let sock = dir.join("ctrd.sock");
-        let config = dir.join("containerd.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"version = 2
+/// Paths of a private containerd under `dir`: its root, state, socket and
+/// config file, which this writes (CRI off, debug log).
+pub fn write_containerd_config(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let root = dir.join("ctrd-root");
+    let state = dir.join("ctrd-state");
+    let sock = dir.join("ctrd.sock");
+    let config = dir.join("containerd.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"version = 2
 root = "{root}"
 state = "{state}"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
@@ -710,13 +710,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "{opt}"
 "#,
-                root = root.display(),
-                state = state.display(),
-                sock = sock.display(),
-                opt = dir.join("ctrd-opt").display(),
-            ),
-        )
-        .unwrap();
+            root = root.display(),
+            state = state.display(),
+            sock = sock.display(),
+            opt = dir.join("ctrd-opt").display(),
+        ),
+    )
+    .unwrap();
+    (root, state, sock, config)
+}
+
+impl Containerd {
+    /// Starts containerd under `dir` and waits for its socket.
+    pub fn start(bin: &Path, ctr: &Path, dir: &Path) -> Containerd {
+        let (root, state, sock, config) = write_containerd_config(dir);
         let mut cmd = Command::new(bin);
         cmd.arg("--config").arg(&config);
         let mut daemon = Daemon::start("containerd", cmd, &dir.join("containerd.log"));

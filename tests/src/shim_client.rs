@@ -89,33 +89,7 @@ impl ShimContainerd {
     ) -> ShimContainerd {
         let bin_dir = dir.join("bin");
         install_shim(&bin_dir, vessel);
-        let root = dir.join("ctrd-root");
-        let state = dir.join("ctrd-state");
-        let sock = dir.join("ctrd.sock");
-        let config = dir.join("containerd.toml");
-        fs::write(
-            &config,
-            format!(
-                r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  level = "debug"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{opt}"
-"#,
-                root = root.display(),
-                state = state.display(),
-                sock = sock.display(),
-                opt = dir.join("ctrd-opt").display(),
-            ),
-        )
-        .unwrap();
+        let (_root, state, sock, config) = clients::write_containerd_config(dir);
         let mut c = ShimContainerd {
             sock,
             state,
