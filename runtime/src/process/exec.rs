@@ -241,10 +241,31 @@ pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp
             return format!("linux.seccomp: {e}");
         }
     }
-    // vessel runs with SIGPIPE ignored (Rust's default) and an ignored signal
-    // survives execve: the workload gets the default disposition.
-    // SAFETY: setting a signal disposition to SIG_DFL installs no handler.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Ignored signals and the signal mask survive execve: vessel ignores
+    // SIGPIPE (Rust's default), and whoever started vessel may have ignored
+    // others (nohup ignores SIGHUP, and a shell then cannot even trap it) or
+    // blocked some. The workload starts as a fresh init would: every
+    // disposition the default, nothing blocked.
+    // The raw system call: glibc refuses the real-time signals it reserves
+    // (32, 33), which can be inherited ignored as well.
+    let default_action = [0u64; 4]; // handler SIG_DFL, no flags, restorer, mask
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads a kernel sigaction (handler, flags,
+            // restorer, 8-byte mask) from a valid, zeroed array: SIG_DFL
+            // installs no handler; the old action is not asked for.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+        }
+    }
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     let err = nix::unistd::execve(&prep.path, &prep.argv, &prep.envp).unwrap_err();
     // Worded like Go's errors (lowercase), which engines match to pick 126/127.
     format!(
