@@ -1,5 +1,7 @@
-//! The state store: `<root>/<id>/state.json`, written atomically, with a
-//! per-container lock (flock on the container's directory).
+//! The state store: `<root>/<id>/state.json`, written atomically, beside
+//! the container's [ledger](crate::ledger), with a per-container lock
+//! (flock on the container's directory) that writers take and readers
+//! (`state`, `list`) never wait for.
 
 use std::collections::HashMap;
 use std::fs;
@@ -7,8 +9,11 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::{Entry, Ledger, Owned, ProcRef, Role};
 use crate::utils;
 
 /// File name of the state inside a container's directory.
@@ -90,6 +95,15 @@ pub struct State {
     /// vm mode: the VM behind the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmState>,
+    /// Device and inode of init's executable while it waited for `start`
+    /// (vessel's own): init runs the workload once they differ, whatever
+    /// `status` says (a `start` killed after releasing init never saved it).
+    #[serde(rename = "initExe", default, skip_serializing_if = "Option::is_none")]
+    pub init_exe: Option<(u64, u64)>,
+    /// Set when this state was rebuilt from the ledger, because `state.json`
+    /// was never written (its creator was killed) or cannot be read: why.
+    #[serde(skip)]
+    pub problem: Option<String>,
 }
 
 /// What vessel remembers of a vm-mode container's VM.
@@ -98,6 +112,9 @@ pub struct VmState {
     /// The VMM process (a child of the supervisor, which is `pid`).
     #[serde(rename = "vmmPid")]
     pub vmm_pid: i32,
+    /// Start time of `vmm_pid` (0: unknown, never signalled then).
+    #[serde(rename = "vmmStartTime", default)]
+    pub vmm_start_time: u64,
     /// Engine name.
     pub engine: String,
     /// Accelerator (`kvm` or `tcg`).
@@ -143,12 +160,21 @@ pub struct OciState<'a> {
     pub annotations: &'a HashMap<String, String>,
     /// vessel's isolation mode.
     pub isolation: &'a str,
+    /// Why the state is not what vessel recorded (a killed `create`, an
+    /// unreadable `state.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 impl State {
     /// The status now: the recorded one corrected by whether init still runs,
     /// whether it still waits for `start`, and whether the cgroup is frozen.
     pub fn live_status(&self, dir: &Path) -> Status {
+        if self.problem.is_some() && self.status != Status::Running {
+            // Rebuilt from the ledger: creating while its creator lives,
+            // else stopped (what is left is only for `delete`).
+            return self.status;
+        }
         if !utils::process_alive(self.pid, self.pid_start_time) {
             return Status::Stopped;
         }
@@ -160,8 +186,17 @@ impl State {
             };
         }
         match self.status {
-            Status::Creating | Status::Created if dir.join(EXEC_FIFO).exists() => Status::Created,
-            Status::Creating | Status::Created => Status::Running,
+            Status::Creating | Status::Created => match self.init_exe {
+                Some(exe) if exe_of(self.pid).is_some() => {
+                    if exe_of(self.pid) == Some(exe) {
+                        Status::Created
+                    } else {
+                        Status::Running
+                    }
+                }
+                _ if dir.join(EXEC_FIFO).exists() => Status::Created,
+                _ => Status::Running,
+            },
             s => s,
         }
     }
@@ -183,6 +218,7 @@ impl State {
             owner: &self.owner,
             annotations: &self.annotations,
             isolation: &self.isolation,
+            reason: self.problem.as_deref(),
         }
     }
 
@@ -204,6 +240,211 @@ impl State {
     }
 }
 
+/// Device and inode of the executable `pid` runs.
+pub fn exe_of(pid: i32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// How reading a container's state went.
+#[derive(Debug)]
+pub enum Loaded {
+    /// `state.json`, as recorded.
+    Recorded(State),
+    /// Rebuilt from the ledger ([`State::problem`] says why).
+    Recovered(State),
+}
+
+impl Loaded {
+    /// The state, however it was obtained.
+    pub fn into_state(self) -> State {
+        match self {
+            Loaded::Recorded(s) | Loaded::Recovered(s) => s,
+        }
+    }
+}
+
+/// Reads the state of container `id` in `dir`: `state.json`, or when it is
+/// missing or unreadable, what the ledger says.
+pub fn read(dir: &Path, id: &str) -> io::Result<Loaded> {
+    let why = match State::load(dir) {
+        Ok(s) => return Ok(Loaded::Recorded(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("{STATE_FILE} is unreadable ({e})")),
+    };
+    if !dir.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    let owned = Owned::from_entries(Ledger::read(dir)?);
+    Ok(Loaded::Recovered(State::recover(id, &owned, why)))
+}
+
+impl State {
+    /// A state rebuilt from a ledger. Without `corrupt` (no `state.json`):
+    /// creating while the creator lives, else stopped. With it: running
+    /// while the recorded init (or VM supervisor) lives, else stopped.
+    pub fn recover(id: &str, owned: &Owned, corrupt: Option<String>) -> State {
+        let (creator, bundle, created, isolation) = owned.begin.clone().unwrap_or((
+            ProcRef { pid: 0, start: 0 },
+            PathBuf::new(),
+            String::new(),
+            default_isolation(),
+        ));
+        let vm = isolation == "vm";
+        let main = owned
+            .last(if vm { Role::Supervisor } else { Role::Init })
+            .unwrap_or(ProcRef { pid: 0, start: 0 });
+        let (status, problem) = match corrupt {
+            Some(why) if main.alive() => (Status::Running, why),
+            Some(why) => (Status::Stopped, why),
+            None if owned.begin.is_none() => (
+                Status::Stopped,
+                "nothing is recorded (a delete was interrupted)".to_string(),
+            ),
+            None if creator.alive() => (Status::Creating, "still being created".to_string()),
+            None => (
+                Status::Stopped,
+                format!(
+                    "{STATE_FILE} is missing: its create (pid {}) was killed, or a delete was",
+                    creator.pid
+                ),
+            ),
+        };
+        let (cgroup_path, systemd_cgroup) = owned.cgroups.last().cloned().unwrap_or_default();
+        State {
+            oci_version: String::new(),
+            id: id.into(),
+            pid: main.pid,
+            status,
+            rootfs: PathBuf::new(),
+            bundle,
+            created,
+            owner: String::new(),
+            annotations: HashMap::new(),
+            pid_start_time: main.start,
+            cgroup_path,
+            systemd_cgroup,
+            isolation,
+            own_pid_ns: false,
+            vm: vm.then(|| {
+                let vmm = owned
+                    .last(Role::Vmm)
+                    .unwrap_or(ProcRef { pid: 0, start: 0 });
+                VmState {
+                    vmm_pid: vmm.pid,
+                    vmm_start_time: vmm.start,
+                    engine: String::new(),
+                    accel: String::new(),
+                    vcpus: 0,
+                    memory_mib: 0,
+                    scratch: owned.files.first().cloned().unwrap_or_default(),
+                    net: owned.nets.last().cloned(),
+                }
+            }),
+            init_exe: None,
+            problem: Some(problem),
+        }
+    }
+}
+
+/// A new container's state directory, claimed: locked, its ledger begun.
+#[derive(Debug)]
+pub struct NewDir {
+    /// `<root>/<id>`.
+    pub dir: PathBuf,
+    /// Held until `create` is done.
+    pub lock: Lock,
+    /// The container's ledger, its `begin` entry written.
+    pub ledger: Ledger,
+}
+
+/// Why a state directory could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// `<root>/<id>` exists.
+    #[error("already exists")]
+    Exists,
+    /// Anything else.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Prefix of directories being prepared by [`claim`].
+pub const NEW_PREFIX: &str = ".new-";
+
+/// Claims `<root>/<id>` for a new container. The directory is prepared
+/// under a temporary name (locked, ledger begun) and renamed into place
+/// only if the id is free, so `<root>/<id>` never exists without its lock
+/// held or its ledger written: whoever finds it can tell what it is.
+pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError> {
+    let io = |what: &Path, e: io::Error| ClaimError::Io(format!("{}: {e}", what.display()));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(|e| ClaimError::Io(format!("--root {}: {e}", root.display())))?;
+    sweep_unclaimed(root);
+    let dir = root.join(id);
+    if dir.exists() {
+        return Err(ClaimError::Exists);
+    }
+    let tmp = root.join(format!(
+        "{NEW_PREFIX}{}-{}",
+        std::process::id(),
+        utils::now_nanos()
+    ));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    let prepared = (|| {
+        let lock = Lock::acquire(&tmp)?;
+        let mut ledger = Ledger::create(&tmp)?;
+        ledger.record(begin)?;
+        Ok::<_, io::Error>((lock, ledger))
+    })();
+    let (lock, ledger) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(io(&tmp, e));
+        }
+    };
+    match nix::fcntl::renameat2(
+        None,
+        &tmp,
+        None,
+        &dir,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    ) {
+        Ok(()) => Ok(NewDir { dir, lock, ledger }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            if e == nix::errno::Errno::EEXIST {
+                Err(ClaimError::Exists)
+            } else {
+                Err(io(&dir, e.into()))
+            }
+        }
+    }
+}
+
+/// Removes directories that a [`claim`] killed before its rename left
+/// (nothing was created for them yet); one still locked is in progress.
+fn sweep_unclaimed(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(NEW_PREFIX) {
+            continue;
+        }
+        if let Ok(Some(_lock)) = Lock::try_acquire(&e.path()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// An exclusive lock on one container's directory, released on drop.
 #[derive(Debug)]
 pub struct Lock {
@@ -213,14 +454,43 @@ pub struct Lock {
 impl Lock {
     /// Blocks until the lock on `dir` is held.
     pub fn acquire(dir: &Path) -> io::Result<Lock> {
+        Self::flock(dir, libc::LOCK_EX).map(|l| l.expect("a blocking flock"))
+    }
+
+    /// The lock on `dir` if nobody holds it.
+    pub fn try_acquire(dir: &Path) -> io::Result<Option<Lock>> {
+        Self::flock(dir, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn flock(dir: &Path, how: libc::c_int) -> io::Result<Option<Lock>> {
         let f = fs::File::open(dir)?;
         let fd: OwnedFd = f.into();
-        // SAFETY: flock on a valid, owned descriptor; no memory is involved.
-        let rc = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
+        loop {
+            // SAFETY: flock on a valid, owned descriptor; no memory is involved.
+            let rc = unsafe { libc::flock(fd.as_raw_fd(), how) };
+            if rc == 0 {
+                return Ok(Some(Lock { _fd: fd }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(None),
+                _ => return Err(e),
+            }
         }
-        Ok(Lock { _fd: fd })
+    }
+
+    /// Whether the locked directory is still the one at `dir` (a delete
+    /// that held the lock before us may have removed it).
+    pub fn is_at(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(here) = fs::metadata(dir) else {
+            return false;
+        };
+        let Ok(locked) = nix::sys::stat::fstat(self._fd.as_raw_fd()) else {
+            return false;
+        };
+        here.dev() == locked.st_dev && here.ino() == locked.st_ino
     }
 
     /// The descriptor holding the lock (forked children close their copy).

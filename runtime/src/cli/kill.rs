@@ -12,7 +12,7 @@ pub struct Args {
     all: bool,
     /// Container id.
     id: String,
-    /// Signal name (KILL, SIGKILL) or number; default TERM.
+    /// Signal name (KILL, SIGKILL) or number (0: only check it runs); default TERM.
     #[arg(default_value = "TERM")]
     signal: String,
 }

@@ -28,15 +28,31 @@ struct Entry {
     created: String,
     owner: String,
     isolation: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     let mut entries = Vec::new();
     for id in list_ids(&cli.root)? {
-        // A container being created or deleted right now is skipped.
-        let Ok(c) = Container::load(&cli.root, &id) else {
-            continue;
+        // Read without the lock: a create or delete in progress never
+        // blocks the listing. One deleted meanwhile is gone.
+        let c = match Container::peek(&cli.root, &id) {
+            Ok(c) => c,
+            Err(vessel::container::Error::NotFound(_)) => continue,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
         };
+        if let Some(why) = c
+            .state
+            .problem
+            .as_ref()
+            .filter(|_| c.state.status != vessel::state::Status::Creating)
+        {
+            tracing::warn!("container {id:?}: {why}; `delete --force {id}` removes it");
+        }
         let status = c.status();
         let s = c.state.oci(status);
         entries.push(Entry {
@@ -49,6 +65,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             created: s.created.into(),
             owner: s.owner.into(),
             isolation: s.isolation.into(),
+            reason: s.reason.map(str::to_string),
         });
     }
     if a.quiet {

@@ -12,7 +12,8 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
-    let c = Container::load(&cli.root, &a.id)?;
+    // A read: never waits behind a command holding the container's lock.
+    let c = Container::peek(&cli.root, &a.id)?;
     let status = c.status();
     println!("{}", serde_json::to_string_pretty(&c.state.oci(status))?);
     Ok(0)

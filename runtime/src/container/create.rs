@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -21,11 +20,12 @@ use vessel_cgroups::{Cgroup, CgroupOptions};
 use super::init::{self, InitCtx};
 use super::{err, Error};
 use crate::hooks::{self, Phase};
+use crate::ledger::{Entry, Ledger, ProcRef, Role, LEDGER_FILE};
 use crate::namespaces::Plan;
 use crate::process::channel::{Channel, Msg};
 use crate::process::wait::become_subreaper;
 use crate::security::{rlimits, seccomp};
-use crate::state::{Lock, State, Status, EXEC_FIFO, START_STATUS_FIFO};
+use crate::state::{ClaimError, Lock, NewDir, State, Status, EXEC_FIFO, START_STATUS_FIFO};
 use crate::{rootfs, spec, utils};
 
 /// Options of `vessel create` (and `run`).
@@ -97,7 +97,7 @@ impl Drop for Cleanup<'_> {
         if let Some(cg) = self.cgroup {
             let _ = cg.destroy();
         }
-        let _ = fs::remove_dir_all(self.dir);
+        let _ = crate::ledger::remove_state_dir(self.dir);
     }
 }
 
@@ -205,26 +205,26 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
     let cgroup = Cgroup::open(&cg_opts).map_err(|x| err(id, x))?;
     tracing::debug!("create {id}: cgroup opened");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&opts.root)
-        .map_err(|x| err(id, format!("--root {}: {x}", opts.root.display())))?;
-    let dir = opts.root.join(id);
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(x) if x.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Exists(id.into()))
-        }
-        Err(x) => return Err(err(id, format!("{}: {x}", dir.display()))),
-    }
+    let created_at = utils::now_rfc3339();
+    let NewDir {
+        dir,
+        lock,
+        mut ledger,
+    } = claim_dir(opts, &c.bundle, &created_at, "container")?;
     let mut cleanup = Cleanup {
         dir: &dir,
         cgroup: None,
         pids: Vec::new(),
         armed: true,
     };
-    let lock = Lock::acquire(&dir).map_err(|x| err(id, format!("lock: {x}")))?;
+    record(
+        &mut ledger,
+        id,
+        &Entry::Cgroup {
+            path: cgroup.path().to_path_buf(),
+            systemd: opts.systemd_cgroup,
+        },
+    )?;
     cleanup.cgroup = Some(&cgroup);
 
     let fifo = if opts.foreground {
@@ -249,7 +249,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         status: Status::Creating,
         bundle: c.bundle.clone(),
         rootfs: c.rootfs.clone(),
-        created: utils::now_rfc3339(),
+        created: created_at,
         owner: utils::owner_name(),
         annotations: c.spec.annotations().clone().unwrap_or_default(),
         pid_start_time: 0,
@@ -258,6 +258,8 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         isolation: "container".into(),
         own_pid_ns: c.plan.has(CloneFlags::CLONE_NEWPID),
         vm: None,
+        init_exe: None,
+        problem: None,
     };
 
     let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
@@ -305,6 +307,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     drop(fifo);
     drop(console);
     cleanup.pids.push(stage_pid);
+    // Cloned straight into its namespaces, the stage is init itself.
+    let role = if direct { Role::Init } else { Role::Stage };
+    record_process(&mut ledger, id, role, stage_pid)?;
 
     let fail = |m: String| err(id, m);
     if c.plan.new.contains(CloneFlags::CLONE_NEWUSER) {
@@ -349,12 +354,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
     if pid != stage_pid {
         cleanup.pids.push(pid);
+        record_process(&mut ledger, id, Role::Init, pid)?;
         let _ = waitpid(Pid::from_raw(stage_pid), None);
     }
     state.pid = pid;
     state.pid_start_time = utils::proc_start_time(pid)
         .map(|(t, _)| t)
         .ok_or_else(|| err(id, "init exited during setup"))?;
+    // Still vessel's image: `state` compares it later to tell whether init
+    // has exec'd the workload.
+    state.init_exe = crate::state::exe_of(pid);
 
     if hooks_round_trip {
         parent.expect(Msg::Hooks).map_err(fail)?;
@@ -390,6 +399,45 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         hooks: c.spec.hooks().clone(),
         state,
     })
+}
+
+/// Claims the state directory of `opts.id`, its ledger begun.
+pub(crate) fn claim_dir(
+    opts: &CreateOptions,
+    bundle: &Path,
+    created: &str,
+    isolation: &str,
+) -> Result<NewDir, Error> {
+    let id = opts.id.as_str();
+    let begin = Entry::Begin {
+        creator: ProcRef::current(),
+        bundle: bundle.to_path_buf(),
+        created: created.into(),
+        isolation: isolation.into(),
+    };
+    crate::state::claim(&opts.root, id, &begin).map_err(|e| match e {
+        ClaimError::Exists => Error::Exists(id.into()),
+        ClaimError::Io(m) => err(id, m),
+    })
+}
+
+/// Appends to the ledger; a container whose resources cannot be recorded
+/// is not created.
+pub(crate) fn record(ledger: &mut Ledger, id: &str, entry: &Entry) -> Result<(), Error> {
+    ledger
+        .record(entry)
+        .map_err(|x| err(id, format!("recording in the {LEDGER_FILE}: {x}")))
+}
+
+/// Records process `pid` (our child: its /proc entry lasts until reaped).
+pub(crate) fn record_process(
+    ledger: &mut Ledger,
+    id: &str,
+    role: Role,
+    pid: i32,
+) -> Result<(), Error> {
+    let process = ProcRef::of(pid).ok_or_else(|| err(id, format!("process {pid} vanished")))?;
+    record(ledger, id, &Entry::Process { role, process })
 }
 
 /// Makes a fifo in the state directory and opens it read-write (so init's

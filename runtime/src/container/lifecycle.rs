@@ -118,10 +118,16 @@ fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status) -> Result<
     hooks::run(spec.hooks().as_ref(), phase, &state).map_err(|e| err(c.id(), e))
 }
 
-/// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number.
-pub fn parse_signal(s: &str) -> Result<Signal, String> {
+/// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number. `0`
+/// is `None`: no signal, only the check that the process exists (kill(2)).
+pub fn parse_signal(s: &str) -> Result<Option<Signal>, String> {
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("unknown signal {s:?}"));
+        if n == 0 {
+            return Ok(None);
+        }
+        return Signal::try_from(n)
+            .map(Some)
+            .map_err(|_| format!("unknown signal {s:?}"));
     }
     let up = s.to_ascii_uppercase();
     let name = if up.starts_with("SIG") {
@@ -130,16 +136,23 @@ pub fn parse_signal(s: &str) -> Result<Signal, String> {
         format!("SIG{up}")
     };
     name.parse::<Signal>()
+        .map(Some)
         .map_err(|_| format!("unknown signal {s:?}"))
 }
 
 /// Sends `sig` to the container's init, or to every process in its cgroup.
-pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<(), Error> {
+/// With no signal (`kill ID 0`), only checks that the container runs.
+pub fn kill(root: &Path, id: &str, sig: Option<Signal>, all: bool) -> Result<(), Error> {
     let c = Container::load(root, id)?;
     let status = c.status();
-    if status == Status::Stopped && !all {
+    if status == Status::Stopped && (!all || sig.is_none()) {
         return Err(wrong(&c, status, "container not running"));
     }
+    let Some(sig) = sig else {
+        // The status above already found the process alive (a recycled pid
+        // does not count), as kill(2) with signal 0 would.
+        return Ok(());
+    };
     if c.state.vm.is_some() {
         return crate::vm::lifecycle::signal(&c, sig, all);
     }
@@ -164,7 +177,10 @@ pub fn kill_all(c: &Container, sig: Signal) -> Result<(), Error> {
 }
 
 /// Deletes a container: it must be stopped (or created, or `force`), then
-/// its processes, cgroup and state go, and the poststop hooks run.
+/// everything it owns goes (what its state and its ledger name: processes,
+/// cgroup, VM resources), the poststop hooks run, and its directory goes,
+/// ledger last. A container whose `create` was killed, or whose state is
+/// unreadable, is deleted from its ledger alone.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
     let c = Container::load(root, id)?;
     let status = c.status();
@@ -180,20 +196,66 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
             ))
         }
     }
-    let cg = c.cgroup()?;
-    tracing::debug!("delete {id}: cgroup opened");
     crate::vm::lifecycle::release(&c);
-    // Processes outside a private pid namespace survive their init.
-    if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
-        stop_all(&c)?;
+    if let Some(cg) = c.recorded_cgroup()? {
+        // Processes outside a private pid namespace survive their init.
+        if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
+            stop_all(&c)?;
+        }
+        cg.destroy().map_err(|e| err(id, e))?;
+        tracing::debug!("delete {id}: cgroup removed");
     }
-    cg.destroy().map_err(|e| err(id, e))?;
-    tracing::debug!("delete {id}: cgroup removed");
-    let hooks_result = run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped);
-    fs::remove_dir_all(&c.dir).map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
+    reclaim(&c)?;
+    let hooks_result = if c.state.problem.is_none() {
+        run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped)
+    } else {
+        Ok(())
+    };
+    crate::ledger::remove_state_dir(&c.dir)
+        .map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
     if let Err(e) = hooks_result {
         // runc reports a failing poststop hook as a warning only.
         tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
+/// Removes what the ledger names beyond the state: a setup stage, cgroups
+/// and files of a create killed half-way, taps it attached.
+fn reclaim(c: &Container) -> Result<(), Error> {
+    let owned = crate::ledger::Ledger::read(&c.dir)
+        .map(crate::ledger::Owned::from_entries)
+        .map_err(|e| err(c.id(), format!("{}: {e}", c.dir.display())))?;
+    for (_, p) in &owned.processes {
+        if p.alive() {
+            let _ = send_signal(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+    }
+    for (path, systemd) in &owned.cgroups {
+        if *path == c.state.cgroup_path {
+            continue;
+        }
+        let cg = vessel_cgroups::Cgroup::open(&vessel_cgroups::CgroupOptions {
+            cgroups_path: Some(path.clone()),
+            systemd: *systemd,
+            container_id: c.id().into(),
+        })
+        .map_err(|e| err(c.id(), e))?;
+        for pid in cg.pids().unwrap_or_default() {
+            let _ = send_signal(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        cg.destroy().map_err(|e| err(c.id(), e))?;
+    }
+    for f in &owned.files {
+        match fs::remove_file(f) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(err(c.id(), format!("{}: {e}", f.display())))
+            }
+            _ => {}
+        }
+    }
+    for n in &owned.nets {
+        vessel_vm::net::detach(n).map_err(|e| err(c.id(), e))?;
     }
     Ok(())
 }
@@ -203,17 +265,21 @@ fn stop_all(c: &Container) -> Result<(), Error> {
     if c.state.vm.is_some() {
         return crate::vm::lifecycle::stop(c);
     }
-    let _ = send_signal(Pid::from_raw(c.state.pid), Signal::SIGKILL)
-        .ok()
-        .filter(|_| utils::process_alive(c.state.pid, c.state.pid_start_time));
-    kill_all(c, Signal::SIGKILL)?;
-    let cg = c.cgroup()?;
+    // Checked first: never signal a recycled pid (or pid 0, our group).
+    if utils::process_alive(c.state.pid, c.state.pid_start_time) {
+        let _ = send_signal(Pid::from_raw(c.state.pid), Signal::SIGKILL);
+    }
+    let cg = c.recorded_cgroup()?;
+    if cg.is_some() {
+        kill_all(c, Signal::SIGKILL)?;
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut nap = Duration::from_micros(100);
     loop {
         let init_gone = !utils::process_alive(c.state.pid, c.state.pid_start_time);
         let left: Vec<i32> = cg
-            .pids()
+            .as_ref()
+            .and_then(|cg| cg.pids().ok())
             .unwrap_or_default()
             .into_iter()
             .filter(|p| utils::proc_start_time(*p).is_some_and(|(_, zombie)| !zombie))

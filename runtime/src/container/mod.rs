@@ -1,7 +1,7 @@
 //! Container lifecycle: create, start, kill, delete, exec, pause, and the
 //! state store they share.
 
-mod create;
+pub(crate) mod create;
 mod exec;
 mod init;
 mod lifecycle;
@@ -60,13 +60,17 @@ pub fn err(id: &str, msg: impl std::fmt::Display) -> Error {
 pub struct Container {
     /// `<root>/<id>`.
     pub dir: PathBuf,
-    /// The recorded state.
+    /// The recorded state (or, with [`State::problem`], the ledger's).
     pub state: State,
-    _lock: Lock,
+    /// Held by commands that change the container; `None` for readers.
+    _lock: Option<Lock>,
 }
 
 impl Container {
-    /// Locks and loads container `id` under `root`.
+    /// Locks and loads container `id` under `root`, for a command that
+    /// changes it. A container still being created is refused; one whose
+    /// creator died, or whose `state.json` is unreadable, loads from its
+    /// ledger (see [`State::recover`]).
     pub fn load(root: &Path, id: &str) -> Result<Container, Error> {
         crate::utils::validate_id(id).map_err(|m| err(id, m))?;
         let dir = root.join(id);
@@ -77,16 +81,35 @@ impl Container {
             }
             Err(e) => return Err(err(id, format!("lock {}: {e}", dir.display()))),
         };
-        let state = match State::load(&dir) {
-            Ok(s) => s,
+        // A concurrent delete held the lock before us and removed it all.
+        if !lock.is_at(&dir) {
+            return Err(Error::NotFound(id.into()));
+        }
+        let c = Self::read(dir, id, Some(lock))?;
+        if c.state.problem.is_some() && c.state.status == Status::Creating {
+            return Err(Error::WrongState {
+                id: id.into(),
+                status: Status::Creating,
+                msg: "still being created".into(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// Loads container `id` without its lock, for commands that only read
+    /// (`state`, `list`): they never wait behind a `create` in progress.
+    pub fn peek(root: &Path, id: &str) -> Result<Container, Error> {
+        crate::utils::validate_id(id).map_err(|m| err(id, m))?;
+        Self::read(root.join(id), id, None)
+    }
+
+    fn read(dir: PathBuf, id: &str, lock: Option<Lock>) -> Result<Container, Error> {
+        let state = match crate::state::read(&dir, id) {
+            Ok(l) => l.into_state(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::WrongState {
-                    id: id.into(),
-                    status: Status::Creating,
-                    msg: "still being created".into(),
-                })
+                return Err(Error::NotFound(id.into()))
             }
-            Err(e) => return Err(err(id, e)),
+            Err(e) => return Err(err(id, format!("{}: {e}", dir.display()))),
         };
         Ok(Container {
             dir,
@@ -115,16 +138,32 @@ impl Container {
 
     /// The container's cgroup.
     pub fn cgroup(&self) -> Result<Cgroup, Error> {
+        self.recorded_cgroup()?
+            .ok_or_else(|| err(self.id(), "no cgroup is recorded for it"))
+    }
+
+    /// The container's cgroup, `None` when its create was killed before
+    /// recording one (never the root: an empty path is not "all").
+    pub fn recorded_cgroup(&self) -> Result<Option<Cgroup>, Error> {
+        let p = &self.state.cgroup_path;
+        if p.as_os_str().is_empty() || p == Path::new("/") {
+            return Ok(None);
+        }
         Cgroup::open(&CgroupOptions {
             cgroups_path: Some(self.state.cgroup_path.clone()),
             systemd: self.state.systemd_cgroup,
             container_id: self.state.id.clone(),
         })
+        .map(Some)
         .map_err(|e| err(self.id(), e))
     }
 
-    /// Persists the state.
+    /// Persists the state. A state rebuilt from the ledger is never
+    /// written back: only `delete` acts on such a container.
     pub fn save(&self) -> Result<(), Error> {
+        if let Some(why) = &self.state.problem {
+            return Err(err(self.id(), format!("{why}; only delete can act on it")));
+        }
         self.state.save(&self.dir).map_err(|e| err(self.id(), e))
     }
 
@@ -140,7 +179,13 @@ pub fn list_ids(root: &Path) -> std::io::Result<Vec<String>> {
     match std::fs::read_dir(root) {
         Ok(rd) => {
             for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                // Directories being claimed (`.new-*`) are not containers yet.
+                if e.file_type().is_ok_and(|t| t.is_dir())
+                    && !e
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(crate::state::NEW_PREFIX)
+                {
                     ids.push(e.file_name().to_string_lossy().into_owned());
                 }
             }

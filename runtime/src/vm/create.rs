@@ -5,7 +5,6 @@
 //! VM or supervisor.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,9 +23,11 @@ use vessel_vm::guest::{
 use super::guest_spec;
 use super::resolve::resolve;
 use super::supervisor::{Launch, LAUNCH_FILE};
+use crate::container::create::{claim_dir, record, record_process};
 use crate::container::{err, CreateOptions, Created, Error};
 use crate::hooks::{self, Phase};
-use crate::state::{Lock, State, Status, VmState};
+use crate::ledger::{Entry, Ledger, Role};
+use crate::state::{NewDir, State, Status, VmState};
 use crate::utils;
 
 /// Serial numbers the guest finds its disks by.
@@ -67,7 +68,7 @@ impl Drop for Cleanup<'_> {
         if let Some(s) = &self.scratch {
             let _ = fs::remove_file(s);
         }
-        let _ = fs::remove_dir_all(self.dir);
+        let _ = crate::ledger::remove_state_dir(self.dir);
     }
 }
 
@@ -102,19 +103,12 @@ pub fn create(
         container_id: id.into(),
     })
     .map_err(|x| err(id, x))?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&opts.root)
-        .map_err(|x| e(format!("--root {}: {x}", opts.root.display())))?;
-    let dir = opts.root.join(id);
-    match fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(x) if x.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::Exists(id.into()))
-        }
-        Err(x) => return Err(e(format!("{}: {x}", dir.display()))),
-    }
+    let created_at = utils::now_rfc3339();
+    let NewDir {
+        dir,
+        lock,
+        mut ledger,
+    } = claim_dir(opts, bundle, &created_at, "vm")?;
     let mut cleanup = Cleanup {
         dir: &dir,
         cgroup: &cgroup,
@@ -123,13 +117,27 @@ pub fn create(
         net: None,
         armed: true,
     };
-    let lock = Lock::acquire(&dir).map_err(|x| e(format!("lock: {x}")))?;
+    record(
+        &mut ledger,
+        id,
+        &Entry::Cgroup {
+            path: cgroup.path().to_path_buf(),
+            systemd: opts.systemd_cgroup,
+        },
+    )?;
 
     // The writable layer lives on disk beside the image cache, not in the
     // state directory (a tmpfs under /run).
     let scratch_dir = host.cache.join("scratch");
     fs::create_dir_all(&scratch_dir).map_err(|x| e(format!("{}: {x}", scratch_dir.display())))?;
     let scratch = scratch_dir.join(format!("{id}-{}.ext4", utils::now_nanos()));
+    record(
+        &mut ledger,
+        id,
+        &Entry::File {
+            path: scratch.clone(),
+        },
+    )?;
     cleanup.scratch = Some(scratch.clone());
     create_scratch_image(
         &scratch,
@@ -184,6 +192,13 @@ pub fn create(
     };
     cleanup.net = net.clone();
     if let Some(n) = &net {
+        record(
+            &mut ledger,
+            id,
+            &Entry::Net {
+                attachment: n.clone(),
+            },
+        )?;
         vm.taps = n.taps.clone();
     }
     let guest_net = net.as_ref().map(|n| n.guest.clone()).unwrap_or_default();
@@ -235,7 +250,9 @@ pub fn create(
     fs::write(dir.join(LAUNCH_FILE), json)
         .map_err(|x| e(format!("{}: {x}", dir.join(LAUNCH_FILE).display())))?;
 
-    let (pid, vmm_pid) = spawn_supervisor(&opts.root, &dir, &mut cleanup).map_err(e)?;
+    let (pid, vmm_pid) = spawn_supervisor(&opts.root, &dir, &mut cleanup, &mut ledger)?;
+    record_process(&mut ledger, id, Role::Vmm, vmm_pid)
+        .map_err(|_| e("the VMM exited during setup".into()))?;
     let mut state = State {
         oci_version: spec.version().clone(),
         id: id.into(),
@@ -255,6 +272,7 @@ pub fn create(
         own_pid_ns: true,
         vm: Some(VmState {
             vmm_pid,
+            vmm_start_time: utils::proc_start_time(vmm_pid).map(|(t, _)| t).unwrap_or(0),
             engine: host.engine.name().into(),
             accel: host.engine.accel().into(),
             vcpus: plan.vcpus,
@@ -262,6 +280,8 @@ pub fn create(
             scratch: scratch.clone(),
             net,
         }),
+        init_exe: None,
+        problem: None,
     };
     let hooks = spec.hooks().as_ref();
     let creating =
@@ -306,6 +326,22 @@ fn spawn_supervisor(
     root: &Path,
     dir: &Path,
     cleanup: &mut Cleanup<'_>,
+    ledger: &mut Ledger,
+) -> Result<(i32, i32), Error> {
+    let id = dir.file_name().unwrap_or_default().to_string_lossy();
+    let mut recorded = Ok(());
+    let report = spawn_and_wait(root, dir, |pid| {
+        cleanup.supervisor = Some(pid);
+        recorded = record_process(ledger, &id, Role::Supervisor, pid);
+    });
+    recorded?;
+    report.map_err(|m| err(&id, m))
+}
+
+fn spawn_and_wait(
+    root: &Path,
+    dir: &Path,
+    started: impl FnOnce(i32),
 ) -> Result<(i32, i32), String> {
     let log = dir.join("supervisor.log");
     let args: [&std::ffi::OsStr; 8] = [
@@ -318,7 +354,7 @@ fn spawn_supervisor(
         "vm-supervise".as_ref(),
         dir.as_os_str(),
     ];
-    let (pid, report) = super::spawn_reporting(&args, |pid| cleanup.supervisor = Some(pid))
+    let (pid, report) = super::spawn_reporting(&args, started)
         .map_err(|x| format!("starting the VM supervisor: {x}"))?;
     match report.strip_prefix("ok ") {
         Some(rest) => {

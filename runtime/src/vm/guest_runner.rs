@@ -244,7 +244,7 @@ impl ProcessRunner for ContainerRunner {
         let (id, _) = self.container()?;
         let sig = nix::sys::signal::Signal::try_from(signal)
             .map_err(|_| agent_err(format!("invalid signal number {signal}")))?;
-        crate::container::kill(Path::new(GUEST_STATE), &id, sig, true).map_err(agent_err)
+        crate::container::kill(Path::new(GUEST_STATE), &id, Some(sig), true).map_err(agent_err)
     }
 
     fn ps(&self, format: &str) -> Result<String> {

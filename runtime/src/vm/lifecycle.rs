@@ -46,23 +46,31 @@ pub fn ps(c: &Container, format: &str) -> Result<String, Error> {
 
 /// Kills the supervisor and the VMM and waits until both are gone.
 pub fn stop(c: &Container) -> Result<(), Error> {
-    let vmm = c.state.vm.as_ref().map(|v| v.vmm_pid);
+    // The VMM only while it is the process recorded (never a recycled pid).
+    let vmm = c
+        .state
+        .vm
+        .as_ref()
+        .map(|v| (v.vmm_pid, v.vmm_start_time))
+        .filter(|&(pid, start)| start != 0 && utils::process_alive(pid, start));
     if utils::process_alive(c.state.pid, c.state.pid_start_time) {
         let _ = kill(Pid::from_raw(c.state.pid), Signal::SIGKILL);
     }
-    let cg = c.cgroup()?;
+    let cg = c.recorded_cgroup()?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let sup_gone = !utils::process_alive(c.state.pid, c.state.pid_start_time);
+        let vmm_gone = vmm.is_none_or(|(pid, start)| !utils::process_alive(pid, start));
         // The VMM is in the container's cgroup (and dies with the
         // supervisor); whatever is left there is killed.
         let left: Vec<i32> = cg
-            .pids()
+            .as_ref()
+            .and_then(|cg| cg.pids().ok())
             .unwrap_or_default()
             .into_iter()
             .filter(|p| utils::proc_start_time(*p).is_some_and(|(_, zombie)| !zombie))
             .collect();
-        if sup_gone && left.is_empty() {
+        if sup_gone && vmm_gone && left.is_empty() {
             break;
         }
         if Instant::now() > deadline {
@@ -71,10 +79,13 @@ pub fn stop(c: &Container) -> Result<(), Error> {
                 format!("the VM's processes {left:?} did not die after SIGKILL"),
             ));
         }
-        for p in left.iter().copied().chain(vmm) {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        for p in &left {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
-        if cg.is_frozen().unwrap_or(false) {
+        if let Some((pid, _)) = vmm.filter(|&(p, s)| utils::process_alive(p, s)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if let Some(cg) = cg.as_ref().filter(|cg| cg.is_frozen().unwrap_or(false)) {
             let _ = cg.thaw();
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -85,7 +96,9 @@ pub fn stop(c: &Container) -> Result<(), Error> {
 /// Removes what a vm-mode container has outside its state directory.
 pub fn release(c: &Container) {
     if let Some(vm) = &c.state.vm {
-        let _ = std::fs::remove_file(&vm.scratch);
+        if !vm.scratch.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&vm.scratch);
+        }
         if let Some(net) = &vm.net {
             if let Err(e) = vessel_vm::net::detach(net) {
                 tracing::warn!("container {:?}: {e}", c.id());
