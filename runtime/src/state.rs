@@ -433,7 +433,7 @@ pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError>
 
 /// Removes directories that a [`claim`] killed before its rename left
 /// (nothing was created for them yet); one still locked is in progress.
-fn sweep_unclaimed(root: &Path) {
+pub fn sweep_unclaimed(root: &Path) {
     let Ok(rd) = fs::read_dir(root) else { return };
     for e in rd.flatten() {
         if !e.file_name().to_string_lossy().starts_with(NEW_PREFIX) {

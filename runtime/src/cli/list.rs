@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             Ok(c) => c,
             Err(vessel::container::Error::NotFound(_)) => continue,
             Err(e) => {
-                tracing::warn!("{e}");
+                warn(&e.to_string());
                 continue;
             }
         };
@@ -51,7 +51,9 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             .as_ref()
             .filter(|_| c.state.status != vessel::state::Status::Creating)
         {
-            tracing::warn!("container {id:?}: {why}; `delete --force {id}` removes it");
+            warn(&format!(
+                "container {id:?}: {why}; `delete --force {id}` removes it"
+            ));
         }
         let status = c.status();
         let s = c.state.oci(status);
@@ -80,6 +82,12 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
         f => anyhow::bail!("--format: unknown format {f:?} (use table or json)"),
     }
     Ok(0)
+}
+
+/// A warning on stderr (list's output stays parseable) and in the log.
+fn warn(msg: &str) {
+    eprintln!("vessel: warning: {msg}");
+    tracing::warn!("{msg}");
 }
 
 fn print_table(entries: &[Entry]) {

@@ -182,7 +182,13 @@ pub fn kill_all(c: &Container, sig: Signal) -> Result<(), Error> {
 /// ledger last. A container whose `create` was killed, or whose state is
 /// unreadable, is deleted from its ledger alone.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
-    let c = Container::load(root, id)?;
+    let c = Container::load(root, id).inspect_err(|e| {
+        if matches!(e, Error::NotFound(_)) {
+            // A create killed before it claimed the id left only a
+            // half-made directory under another name.
+            crate::state::sweep_unclaimed(root);
+        }
+    })?;
     let status = c.status();
     match status {
         Status::Stopped => {}
