@@ -46,9 +46,7 @@ impl Rng {
 /// `delay`, unless it ended before. Returns whether it was killed.
 fn kill_after(c: &Ctr, args: &[&str], delay: Duration) -> bool {
     let mut cmd = c.cmd();
-    cmd.args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn vessel");
     let end = Instant::now() + delay;
     loop {
@@ -88,7 +86,10 @@ fn check_removable(c: &Ctr, id: &str, what: &str) {
     if o.status.success() {
         let s: Value = serde_json::from_slice(&o.stdout).expect("state JSON");
         let status = s["status"].as_str().unwrap_or("");
-        assert_ne!(status, "creating", "{what}: nobody creates it any more: {s}");
+        assert_ne!(
+            status, "creating",
+            "{what}: nobody creates it any more: {s}"
+        );
         if s.get("reason").is_some() {
             assert_eq!(status, "stopped", "{what}: {s}");
         }
@@ -191,7 +192,10 @@ fn killed_commands_leave_nothing_delete_force_cannot_remove() {
             check_removable(&base, &id, &format!("{kind} #{n} killed after {delay:?}"));
         }
     }
-    eprintln!("killed: create {}, run {}, delete {}", killed[0], killed[1], killed[2]);
+    eprintln!(
+        "killed: create {}, run {}, delete {}",
+        killed[0], killed[1], killed[2]
+    );
     // A kill that never lands tests nothing: most of them must.
     assert!(
         killed.iter().all(|&k| k >= KILLS / 4),
@@ -267,7 +271,10 @@ fn a_corrupt_state_is_listed_and_removable() {
     );
     let s = c.state();
     assert_eq!(s["status"], "running", "{s}");
-    assert!(s["reason"].as_str().unwrap_or("").contains("state.json"), "{s}");
+    assert!(
+        s["reason"].as_str().unwrap_or("").contains("state.json"),
+        "{s}"
+    );
     assert_eq!(s["pid"], pid);
     // Without --force a running container stays.
     fails(&c.v(&["delete", &c.id]));

@@ -210,22 +210,13 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         dir,
         lock,
         mut ledger,
-    } = claim_dir(opts, &c.bundle, &created_at, "container")?;
+    } = claim_dir(opts, &c.bundle, &created_at, "container", &cgroup)?;
     let mut cleanup = Cleanup {
         dir: &dir,
-        cgroup: None,
+        cgroup: Some(&cgroup),
         pids: Vec::new(),
         armed: true,
     };
-    record(
-        &mut ledger,
-        id,
-        &Entry::Cgroup {
-            path: cgroup.path().to_path_buf(),
-            systemd: opts.systemd_cgroup,
-        },
-    )?;
-    cleanup.cgroup = Some(&cgroup);
 
     let fifo = if opts.foreground {
         None
@@ -401,12 +392,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     })
 }
 
-/// Claims the state directory of `opts.id`, its ledger begun.
+/// Claims the state directory of `opts.id`: its ledger begun and the
+/// container's cgroup recorded before anything creates it.
 pub(crate) fn claim_dir(
     opts: &CreateOptions,
     bundle: &Path,
     created: &str,
     isolation: &str,
+    cgroup: &Cgroup,
 ) -> Result<NewDir, Error> {
     let id = opts.id.as_str();
     let begin = Entry::Begin {
@@ -415,10 +408,19 @@ pub(crate) fn claim_dir(
         created: created.into(),
         isolation: isolation.into(),
     };
-    crate::state::claim(&opts.root, id, &begin).map_err(|e| match e {
+    let mut new = crate::state::claim(&opts.root, id, &begin).map_err(|e| match e {
         ClaimError::Exists => Error::Exists(id.into()),
         ClaimError::Io(m) => err(id, m),
-    })
+    })?;
+    let cg = Entry::Cgroup {
+        path: cgroup.path().to_path_buf(),
+        systemd: opts.systemd_cgroup,
+    };
+    if let Err(e) = record(&mut new.ledger, id, &cg) {
+        let _ = crate::ledger::remove_state_dir(&new.dir);
+        return Err(e);
+    }
+    Ok(new)
 }
 
 /// Appends to the ledger; a container whose resources cannot be recorded

@@ -108,7 +108,7 @@ pub fn create(
         dir,
         lock,
         mut ledger,
-    } = claim_dir(opts, bundle, &created_at, "vm")?;
+    } = claim_dir(opts, bundle, &created_at, "vm", &cgroup)?;
     let mut cleanup = Cleanup {
         dir: &dir,
         cgroup: &cgroup,
@@ -117,14 +117,6 @@ pub fn create(
         net: None,
         armed: true,
     };
-    record(
-        &mut ledger,
-        id,
-        &Entry::Cgroup {
-            path: cgroup.path().to_path_buf(),
-            systemd: opts.systemd_cgroup,
-        },
-    )?;
 
     // The writable layer lives on disk beside the image cache, not in the
     // state directory (a tmpfs under /run).
