@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+mod read;
+mod sysctl;
+
+pub use read::{read_json_file, MAX_JSON_FILE_SIZE};
+
 /// A problem with the bundle's configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -45,13 +50,10 @@ pub fn invalid(field: impl Into<String>, msg: impl Into<String>) -> SpecError {
     }
 }
 
-/// Reads `<bundle>/config.json`.
+/// Reads `<bundle>/config.json` (see [`read_json_file`]).
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let data = read_json_file(&path)?;
     parse(&path, &data)
 }
 
@@ -234,12 +236,31 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             "SELinux labels are not supported by vessel",
         ));
     }
-    if let Some(sysctl) = linux.sysctl() {
-        for k in sysctl.keys() {
-            if k.is_empty() || k.contains("..") || k.starts_with('/') || k.starts_with('.') {
-                return Err(invalid(format!("linux.sysctl.{k}"), "invalid sysctl name"));
-            }
-        }
+    sysctl::check(linux)?;
+    Ok(())
+}
+
+/// The largest user or group id a process may be given: ids are signed in
+/// parts of the kernel and of libc (4294967295 is -1, "no change", and ran
+/// the workload as root), so vessel refuses what runc refuses.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// Refuses a uid or gid above [`MAX_ID`]; `field` names where it came from
+/// (`process.user.uid`, `--user`, ...).
+pub fn check_id(field: &str, id: u32) -> Result<(), SpecError> {
+    if id > MAX_ID {
+        return Err(invalid(field, format!("{id} is outside 0..={MAX_ID}")));
+    }
+    Ok(())
+}
+
+/// The user and group ids of a process, checked with [`check_id`].
+pub fn check_user_ids(p: &oci_spec::runtime::Process) -> Result<(), SpecError> {
+    let u = p.user();
+    check_id("process.user.uid", u.uid())?;
+    check_id("process.user.gid", u.gid())?;
+    for (i, g) in u.additional_gids().iter().flatten().enumerate() {
+        check_id(&format!("process.user.additionalGids[{i}]"), *g)?;
     }
     Ok(())
 }
@@ -255,6 +276,7 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> Result<(), SpecError>
             format!("{} is not an absolute path", p.cwd().display()),
         ));
     }
+    check_user_ids(p)?;
     if let Some(env) = p.env() {
         for (i, e) in env.iter().enumerate() {
             if !e.contains('=') || e.starts_with('=') {

@@ -12,6 +12,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe, ForkResult, Uid};
@@ -102,6 +104,58 @@ fn child_main(ns: CloneFlags, f: impl FnOnce() -> Check) -> Check {
             )),
         },
     }
+}
+
+/// Run `f` like [`in_child`], but from a mount namespace that plays a
+/// systemd host whose `/` is shared: a fresh namespace, first cut from the
+/// real host (rprivate) so nothing can reach it, then made rshared, so the
+/// container's namespace starts with every mount a peer of this one.
+/// Afterwards this namespace's mountinfo must be unchanged: nothing the
+/// container did propagated outward.
+fn in_shared_host(ns: CloneFlags, f: impl FnOnce() -> Check) -> Check {
+    in_child(CloneFlags::empty(), || {
+        let none = None::<&str>;
+        for (flags, what) in [
+            (MsFlags::MS_PRIVATE | MsFlags::MS_REC, "rprivate"),
+            (MsFlags::MS_SHARED | MsFlags::MS_REC, "rshared"),
+        ] {
+            mount(none, "/", none, flags, none).map_err(|e| format!("make / {what}: {e}"))?;
+        }
+        let read = || fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string());
+        let before = read()?;
+        let root = mountinfo();
+        let root = mount_at(&root, "/")?;
+        ensure(
+            root.optional.contains("shared:"),
+            format!("the simulated host's / is not shared: {root:?}"),
+        )?;
+        let verdict = in_child(ns, f);
+        let after = read()?;
+        let added: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+        // A mount whose directory another test deleted meanwhile is
+        // detached in every namespace by the kernel: only a mount point
+        // that still exists counts as removed by the container.
+        let removed: Vec<&str> = before
+            .lines()
+            .filter(|l| !after.contains(l))
+            .filter(|l| {
+                l.split(' ')
+                    .nth(4)
+                    .is_some_and(|p| Path::new(&p.replace("\\040", " ")).exists())
+            })
+            .collect();
+        let leak = if added.is_empty() && removed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the host's mount table changed: added {added:#?}, removed {removed:#?}"
+            ))
+        };
+        match (verdict, leak) {
+            (Err(v), Err(l)) => Err(format!("{v}; and {l}")),
+            (v, l) => v.and(l),
+        }
+    })
 }
 
 /// One line of /proc/self/mountinfo.
@@ -461,6 +515,83 @@ fn full_spec_after_pivot() {
     r.unwrap();
 }
 
+/// From a host whose `/` is shared, with every rootfsPropagation: the
+/// container's `/` ends up as asked and the host's mount table is
+/// untouched, for pivot_root and --no-pivot, including by a mount made in
+/// the container after setup.
+#[test]
+fn no_propagation_to_a_shared_host() {
+    if !is_root() {
+        return;
+    }
+    let b = Bundle::new();
+    let rootfs = b.rootfs();
+    for no_pivot in [false, true] {
+        for prop in [
+            "rshared",
+            "shared",
+            "private",
+            "rprivate",
+            "slave",
+            "rslave",
+            "unbindable",
+            "runbindable",
+        ] {
+            let s = spec(json!({
+                "mounts": [
+                    {"destination": "/proc", "type": "proc", "source": "proc"},
+                    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+                ],
+                "linux": {"rootfsPropagation": prop},
+            }));
+            let r = in_shared_host(CloneFlags::empty(), || {
+                prepare(&config(&s, b.path(), &rootfs, false, false)).map_err(e2s)?;
+                pivot(&rootfs, no_pivot).map_err(e2s)?;
+                finalize(&s).map_err(e2s)?;
+                ensure(
+                    fs::read_to_string("/etc/marker").ok().as_deref() == Some("inside"),
+                    "not in the rootfs",
+                )?;
+                let mi = mountinfo();
+                let root = mount_at(&mi, "/")?;
+                let shared = root.optional.contains("shared:");
+                let unbindable = root.optional.contains("unbindable");
+                ensure(
+                    shared == prop.ends_with("shared"),
+                    format!("/ shared is {shared}: {root:?}"),
+                )?;
+                ensure(
+                    unbindable == prop.ends_with("unbindable"),
+                    format!("/ unbindable is {unbindable}: {root:?}"),
+                )?;
+                if prop.ends_with("private") {
+                    ensure(
+                        !root.optional.contains("master:"),
+                        format!("/ not private: {root:?}"),
+                    )?;
+                }
+                let none = None::<&str>;
+                fs::create_dir("/tmp/bound").map_err(|e| e.to_string())?;
+                let bind = mount(Some("/"), "/tmp/bound", none, MsFlags::MS_BIND, none);
+                if unbindable {
+                    ensure(
+                        bind == Err(Errno::EINVAL),
+                        format!("bind of an unbindable /: {bind:?}"),
+                    )?;
+                } else {
+                    bind.map_err(|e| format!("bind of /: {e}"))?;
+                }
+                // A mount made later in a shared / must still stay inside.
+                mount(Some("tmpfs"), "/etc", Some("tmpfs"), MsFlags::empty(), none)
+                    .map_err(|e| format!("mount after setup: {e}"))
+            });
+            if let Err(e) = r {
+                panic!("rootfsPropagation {prop}, no_pivot {no_pivot}: {e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn no_pivot_and_cgroup_namespace() {
     if !is_root() {
@@ -477,7 +608,7 @@ fn no_pivot_and_cgroup_namespace() {
         "linux": {"rootfsPropagation": "rshared"},
     }));
     let rootfs = b.rootfs();
-    let r = in_child(CloneFlags::CLONE_NEWCGROUP, || {
+    let r = in_shared_host(CloneFlags::CLONE_NEWCGROUP, || {
         prepare(&config(&s, b.path(), &rootfs, false, true)).map_err(e2s)?;
         pivot(&rootfs, true).map_err(e2s)?;
         finalize(&s).map_err(e2s)?;
@@ -731,7 +862,7 @@ fn relative_paths_and_shared_root_with_pivot() {
     ], "linux": {"rootfsPropagation": "rshared"}}));
     validate(&s, b.path()).expect("validate");
     let rootfs = b.rootfs();
-    let r = in_child(CloneFlags::empty(), || {
+    let r = in_shared_host(CloneFlags::empty(), || {
         prepare(&config(&s, b.path(), &rootfs, false, false)).map_err(e2s)?;
         pivot(&rootfs, false).map_err(e2s)?;
         finalize(&s).map_err(e2s)?;

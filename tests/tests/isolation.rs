@@ -787,6 +787,89 @@ fn rootfs_propagation() {
     assert!(root_line(&out).contains("shared:"), "shared: {out}");
 }
 
+/// `run --no-pivot` with rshared from a host whose `/` is shared (as under
+/// systemd) must leave that host's mount table as it was. The "host" is a
+/// namespace made by unshare(1): cut from the real host (private) and then
+/// made rshared, so it dies with the shell and the real host is never at
+/// risk. Its mountinfo before and after the container is compared.
+#[test]
+fn no_pivot_rshared_leaves_a_shared_host_unchanged() {
+    require_root!();
+    let mut c = Ctr::new("nopivshared", &["cat", "/proc/self/mountinfo"]);
+    c.config()["linux"]["rootfsPropagation"] = json!("rshared");
+    c.write();
+    let work = tempfile::tempdir().unwrap();
+    let script = r#"set -e
+mount --make-rshared /
+cat /proc/self/mountinfo > "$1/before"
+rc=0
+"$2" --root "$3" run --no-pivot --bundle "$4" "$5" > "$1/out" 2> "$1/err" || rc=$?
+cat /proc/self/mountinfo > "$1/after"
+exit $rc"#;
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(work.path())
+    .arg(&c.bin)
+    .arg(c.root())
+    .arg(c.bundle.path())
+    .arg(&c.id);
+    let o = cmd.output().expect("unshare");
+    let read = |f: &str| fs::read_to_string(work.path().join(f)).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "{o:?}; vessel: {} {}",
+        read("out"),
+        read("err")
+    );
+    let (before, after) = (read("before"), read("after"));
+    let host_root = before
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .expect("/ in the host's mountinfo");
+    assert!(
+        host_root.contains("shared:"),
+        "the host's / is not shared: {host_root}"
+    );
+    let added: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+    // A mount whose directory another test deleted meanwhile is detached
+    // in every namespace by the kernel: only a mount point that still
+    // exists counts as removed by the container.
+    let removed: Vec<&str> = before
+        .lines()
+        .filter(|l| !after.contains(l))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|p| std::path::Path::new(&p.replace("\\040", " ")).exists())
+        })
+        .collect();
+    assert!(
+        added.is_empty() && removed.is_empty(),
+        "the host's mount table changed: added {added:#?}, removed {removed:#?}"
+    );
+    // The container's own / is still shared, as asked.
+    let inside = read("out");
+    let root = inside
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("no / in the container's mountinfo: {inside}"));
+    assert!(root.contains("shared:"), "container / not shared: {root}");
+    // And the real host never saw the bundle.
+    let bundle = c.bundle.path().to_str().unwrap().to_string();
+    assert_eq!(
+        vessel_tests::leaks::mounts_mentioning(&bundle),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn seccomp_trap_log_and_kill_thread() {
     require_root!();

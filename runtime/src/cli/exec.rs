@@ -62,17 +62,20 @@ pub struct Args {
 
 fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
     if let Some(path) = &a.process {
-        let data = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("--process {}: {e}", path.display()))?;
+        let data =
+            vessel::spec::read_json_file(path).map_err(|e| anyhow::anyhow!("--process {e}"))?;
         let de = &mut serde_json::Deserializer::from_slice(&data);
-        return serde_path_to_error::deserialize(de).map_err(|e| {
+        let p: Process = serde_path_to_error::deserialize(de).map_err(|e| {
             anyhow::anyhow!(
                 "--process {}: field {}: {}",
                 path.display(),
                 e.path(),
                 e.inner()
             )
-        });
+        })?;
+        vessel::spec::check_user_ids(&p)
+            .map_err(|e| anyhow::anyhow!("--process {}: {}", path.display(), field_msg(&e)))?;
+        return Ok(p);
     }
     if a.command.is_empty() {
         anyhow::bail!("exec: no command given (use --process or name a command)");
@@ -98,17 +101,25 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
             Some((u, g)) => (u, Some(g)),
             None => (u.as_str(), None),
         };
+        let id = |s: &str, what: &str| -> anyhow::Result<u32> {
+            let n: u32 = s
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--user {u:?}: {what} must be a number"))?;
+            vessel::spec::check_id("--user", n)
+                .map_err(|e| anyhow::anyhow!("--user {u:?}: {what} {}", field_msg(&e)))?;
+            Ok(n)
+        };
+        let uid = id(uid, "uid")?;
+        let gid = gid.map(|g| id(g, "gid")).transpose()?;
         let user = p.user_mut();
-        user.set_uid(
-            uid.parse()
-                .map_err(|_| anyhow::anyhow!("--user {u:?}: uid must be a number"))?,
-        );
+        user.set_uid(uid);
         if let Some(g) = gid {
-            user.set_gid(
-                g.parse()
-                    .map_err(|_| anyhow::anyhow!("--user {u:?}: gid must be a number"))?,
-            );
+            user.set_gid(g);
         }
+    }
+    for g in &a.additional_gids {
+        vessel::spec::check_id("--additional-gids", *g)
+            .map_err(|e| anyhow::anyhow!("--additional-gids: {}", field_msg(&e)))?;
     }
     if !a.additional_gids.is_empty() {
         p.user_mut()
@@ -138,6 +149,18 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
         p.set_apparmor_profile(Some(ap.clone()));
     }
     Ok(p)
+}
+
+/// A spec error without its "config.json:" prefix: these came from the
+/// command line or the --process file, which the caller names.
+fn field_msg(e: &vessel::spec::SpecError) -> String {
+    match e {
+        vessel::spec::SpecError::Invalid { field, msg } if field.starts_with("process.") => {
+            format!("{field}: {msg}")
+        }
+        vessel::spec::SpecError::Invalid { msg, .. } => msg.clone(),
+        other => other.to_string(),
+    }
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use nix::mount::{mount, MsFlags};
+use nix::mount::MsFlags;
 use nix::sys::stat::{umask, Mode};
 use oci_spec::runtime::Spec;
 
@@ -19,6 +19,7 @@ mod mounts;
 mod options;
 mod paths;
 mod pivot;
+mod propagation;
 mod resolve;
 mod tmpcopy;
 mod validate;
@@ -52,8 +53,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
 }
 
 /// Build the container's root, in the init's new mount namespace, before
-/// [`pivot`]: propagation of `/`, the rootfs bound onto itself, the spec's
-/// mounts in order, default and spec devices, the /dev symlinks.
+/// [`pivot`]: `/` made rslave (or rprivate) so nothing propagates to the
+/// host, the rootfs bound onto itself, the spec's mounts in order, default
+/// and spec devices, the /dev symlinks. The requested rootfsPropagation
+/// waits for [`finalize`].
 ///
 /// The process must already be in its cgroups (cgroup mounts bind the
 /// directories listed in /proc/self/cgroup).
@@ -106,28 +109,7 @@ fn ensure_private_mount_ns() -> Result<(), RootfsError> {
 
 fn prepare_root(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
     ensure_private_mount_ns()?;
-    let prop = propagation(cfg.spec)?.unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    let none = None::<&str>;
-    mount(none, "/", none, prop, none)
-        .map_err(|e| RootfsError::sys("linux.rootfsPropagation", "set propagation of /", e))?;
-    let bind_self = || {
-        mount(
-            Some(cfg.rootfs),
-            cfg.rootfs,
-            none,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            none,
-        )
-        .map_err(|e| RootfsError::sys("root.path", "bind rootfs onto itself", e))
-    };
-    bind_self()?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        // pivot_root refuses a new root whose parent mount is shared: stack
-        // the root on a private bind of itself.
-        mount(none, cfg.rootfs, none, MsFlags::MS_PRIVATE, none)
-            .map_err(|e| RootfsError::sys("root.path", "make rootfs private", e))?;
-        bind_self()?;
-    }
+    propagation::isolate_and_bind_root(cfg.rootfs, propagation(cfg.spec)?)?;
     // Opened after the self-bind so it refers to the new mount.
     let root = resolve::RootDir::open(cfg.rootfs)
         .map_err(|e| RootfsError::sys("root.path", "open rootfs", e))?;
@@ -182,10 +164,5 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
         paths::remount_ro("root.readonly", Path::new("/"))?;
     }
-    if let Some(p) = propagation(spec)? {
-        let none = None::<&str>;
-        mount(none, "/", none, p, none)
-            .map_err(|e| RootfsError::sys("linux.rootfsPropagation", "set propagation of /", e))?;
-    }
-    Ok(())
+    propagation::apply_final(propagation(spec)?)
 }
