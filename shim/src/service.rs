@@ -910,9 +910,16 @@ impl VesselShim {
     /// Containers of one pod share a shim: the group is the CRI's sandbox
     /// id when the bundle's config.json has one.
     fn grouping(&self) -> String {
-        let spec = std::fs::read("config.json")
+        // Only a regular file, and a bounded read: the bundle is the
+        // caller's, and config.json could be a link to /dev/zero.
+        let spec = std::fs::File::open("config.json")
             .ok()
-            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+            .and_then(|f| {
+                let mut d = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 16 << 20), &mut d).ok()?;
+                serde_json::from_slice::<serde_json::Value>(&d).ok()
+            });
         spec.as_ref()
             .and_then(|s| s["annotations"][SANDBOX_ID_ANNOTATION].as_str())
             .filter(|s| !s.is_empty())
