@@ -216,7 +216,7 @@ fn exec_stage(
             let e = container_ioprio
                 .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
                 .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
-                .and_then(|_| run_process(opts, join, console, seccomp))
+                .and_then(|_| run_process(chan, opts, join, console, seccomp))
                 .unwrap_err();
             let _ = chan.send(&Msg::Error(e));
         }
@@ -228,30 +228,27 @@ fn exec_stage(
     unsafe { libc::_exit(1) }
 }
 
+/// Prepares and execs the process; returns only on a failure before the
+/// last steps (those report on `chan` themselves, see `pexec::exec`).
 fn run_process(
+    chan: &Channel,
     opts: &ExecOptions,
     join: CloneFlags,
     console: Option<OwnedFd>,
     seccomp: Option<&CompiledSeccomp>,
-) -> Result<(), String> {
+) -> Result<std::convert::Infallible, String> {
     let p = &opts.process;
     if let Some(console) = console {
         let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     pexec::apply_privileged(p)?;
+    // The filter is loaded last (see `pexec`'s documentation for the order).
     let nnp = p.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        if let Some(s) = seccomp {
-            s.apply().map_err(|e| format!("linux.seccomp: {e}"))?;
-        }
-    }
-    let prepared = pexec::drop_privileges(p, join.contains(CloneFlags::CLONE_NEWUSER))?;
-    Err(pexec::exec(
-        &prepared,
-        opts.preserve_fds,
-        if nnp { seccomp } else { None },
-    ))
+    let user_ns = join.contains(CloneFlags::CLONE_NEWUSER);
+    let prepared = pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?;
+    let report = pexec::Report::Channel(chan.as_fd());
+    pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
 }
 
 /// `exec` in a vm-mode container: relayed through its supervisor.
