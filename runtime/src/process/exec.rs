@@ -199,6 +199,23 @@ pub fn drop_privileges(
     })
 }
 
+/// `base` with `extra` (`KEY=VALUE` each) applied as `exec --env` applies
+/// them: a key already in `base` gets the new value in its place, a new key
+/// is appended, and a key given twice keeps the last value. An entry
+/// without `=` is a key of its own.
+pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut out: Vec<String> = base.to_vec();
+    for e in extra {
+        let k = key(e);
+        match out.iter().position(|o| key(o) == k) {
+            Some(i) => out[i] = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
 /// chdir into `cwd` and make sure it lies inside the container's root: a cwd
 /// reached through a leaked host descriptor (/proc/self/fd/N) shows up as
 /// "(unreachable)" (CVE-2024-21626).
@@ -451,4 +468,20 @@ pub fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_env_overrides_in_place() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let base = v(&["PATH=/bin", "A=1", "B=2"]);
+        assert_eq!(
+            merge_env(&base, &v(&["A=x", "C=3", "C=4", "B="])),
+            v(&["PATH=/bin", "A=x", "B=", "C=4"])
+        );
+        assert_eq!(merge_env(&base, &[]), base);
+    }
 }
