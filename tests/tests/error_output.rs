@@ -84,7 +84,11 @@ fn error_is_a_log_line_on_stderr_without_log() {
             ] {
                 let o = run(&bin, root.path(), &["--log-format", fmt], args);
                 let what = format!("{} {fmt} {args:?}", bin.display());
-                assert_eq!(o.status.code(), Some(exit_code(&bin, args)), "{what}: {o:?}");
+                assert_eq!(
+                    o.status.code(),
+                    Some(exit_code(&bin, args)),
+                    "{what}: {o:?}"
+                );
                 assert_eq!(stdout(&o), "", "{what}");
                 let err = stderr(&o);
                 let lines: Vec<&str> = err.lines().collect();
@@ -121,7 +125,11 @@ fn error_goes_to_the_log_file_and_says_error_on_stderr() {
                     args,
                 );
                 let what = format!("{} {fmt} {args:?}", bin.display());
-                assert_eq!(o.status.code(), Some(exit_code(&bin, args)), "{what}: {o:?}");
+                assert_eq!(
+                    o.status.code(),
+                    Some(exit_code(&bin, args)),
+                    "{what}: {o:?}"
+                );
                 let text = std::fs::read_to_string(&log).unwrap();
                 let errors: Vec<(String, String)> = text
                     .lines()

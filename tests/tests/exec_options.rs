@@ -107,7 +107,11 @@ fn exec_sleeper(c: &Ctr, opts: &[&str]) -> i32 {
     let mut args = vec!["--detach", "--pid-file", pf];
     args.extend_from_slice(opts);
     ok(&c.exec_opts(&args, &["sleep", "1000"]));
-    std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap()
+    std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Removes the sub-cgroups made by a test, whatever its outcome.
@@ -190,9 +194,9 @@ fn exec_cgroup_runs_in_a_sub_cgroup() {
     assert!(c.wait_status("stopped"));
     // The sub-cgroups empty out once every process is gone.
     assert!(vessel_tests::harness::wait_for(10, || {
-        made.0
-            .iter()
-            .all(|d| std::fs::read_to_string(format!("{d}/cgroup.procs")).is_ok_and(|s| s.trim().is_empty()))
+        made.0.iter().all(|d| {
+            std::fs::read_to_string(format!("{d}/cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
+        })
     }));
     drop(made);
     ok(&c.v(&["delete", &c.id]));
@@ -285,5 +289,10 @@ fn only_stdio_and_preserved_fds_reach_the_process() {
     let mut master = con.recv_master();
     t.start();
     let out = read_until(&mut master, "end-of-list");
-    assert_eq!(fds_of(&out), set(&[0, 1, 2]), "init --tty: {out} {}", stderr(&o));
+    assert_eq!(
+        fds_of(&out),
+        set(&[0, 1, 2]),
+        "init --tty: {out} {}",
+        stderr(&o)
+    );
 }

@@ -117,9 +117,8 @@ fn join_sub_cgroups(
     }
     for (ctrl, dir) in targets {
         let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, pid.to_string()).map_err(|e| {
-            format!("--cgroup: joining {} ({ctrl}): {e}", dir.display())
-        })?;
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| format!("--cgroup: joining {} ({ctrl}): {e}", dir.display()))?;
     }
     Ok(())
 }

@@ -445,7 +445,13 @@ pub fn exec(
     }
     // SAFETY: the path and both NULL-terminated arrays point into C strings
     // owned by `prep`, alive for the call; execve returns only on failure.
-    unsafe { libc::execve(prep.path.as_ptr(), prep.argv_ptrs.as_ptr(), prep.envp_ptrs.as_ptr()) };
+    unsafe {
+        libc::execve(
+            prep.path.as_ptr(),
+            prep.argv_ptrs.as_ptr(),
+            prep.envp_ptrs.as_ptr(),
+        )
+    };
     Report::push(&mut exec_failed, nix::errno::Errno::last().desc());
     report.send(exec_failed)
 }

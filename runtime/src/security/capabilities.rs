@@ -267,13 +267,8 @@ impl RawCaps {
         let mut d = [CapData::default(); 2];
         // SAFETY: capget writes one header and two data structs (version 3)
         // into the valid, properly laid out values passed.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_capget,
-                &mut h as *mut CapHeader,
-                d.as_mut_ptr(),
-            )
-        };
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) };
         if rc < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -315,7 +310,6 @@ fn apply_sets(
     inheritable: &CapsHashSet,
     ambient: &CapsHashSet,
 ) -> Result<(), CapError> {
-
     let set = |field: &'static str, set: CapSet, value: &CapsHashSet| {
         caps::set(None, set, value)
             .map_err(|e| kernel_err(field, format!("setting {}", describe(value)), e))
@@ -332,7 +326,7 @@ fn apply_sets(
     let current_permitted = caps::read(None, CapSet::Permitted)
         .map_err(|e| kernel_err("process.capabilities.permitted", "reading".into(), e))?;
     let interim: CapsHashSet = effective
-        .intersection(&permitted)
+        .intersection(permitted)
         .filter(|cap| current_permitted.contains(cap))
         .copied()
         .collect();
