@@ -833,9 +833,8 @@ fn sys_admin_kept_for_a_filter_without_nnp_then_dropped_with_one_capset() {
     if !is_root() {
         return;
     }
-    let spec = caps_json(
-        r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"],"effective":["CAP_KILL"]}"#,
-    );
+    let spec =
+        caps_json(r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"],"effective":["CAP_KILL"]}"#);
     // Default deny, but capset and write (the report) allowed, as a profile
     // must when noNewPrivileges is false.
     let compiled = seccomp::compile(&profile(
@@ -859,7 +858,10 @@ fn sys_admin_kept_for_a_filter_without_nnp_then_dropped_with_one_capset() {
         // Under the filter: one capset, then a read-back that the filter
         // denies (capget is not allowed), which shows the filter is on.
         r.say(&result("capset", later.set().map_or(-1, |_| 0)));
-        r.say(&format!("capget denied: {}", capabilities::RawCaps::read().is_err()));
+        r.say(&format!(
+            "capget denied: {}",
+            capabilities::RawCaps::read().is_err()
+        ));
         0
     });
     assert!(out.exited(0), "{:?} {}", out.status, out.report);

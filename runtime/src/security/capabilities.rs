@@ -177,7 +177,7 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapError> {
 /// for now, for a step that needs it before `execve` (loading a seccomp
 /// filter without no_new_privs needs CAP_SYS_ADMIN). Returns the spec's
 /// sets, to be set with [`RawCaps::set`] after that step, or `None` when
-/// the spec keeps `keep` in both sets anyway.
+/// the spec keeps `keep` in both sets anyway or the permitted set lacks it.
 pub fn apply_keeping(
     c: &LinuxCapabilities,
     keep: caps::Capability,
@@ -186,7 +186,16 @@ pub fn apply_keeping(
     let permitted = to_caps_set(c.permitted().as_ref());
     let inheritable = to_caps_set(c.inheritable().as_ref());
     let ambient = to_caps_set(c.ambient().as_ref());
-    if effective.contains(&keep) && permitted.contains(&keep) {
+    // Not held at all: nothing to keep (loading the filter then fails and
+    // says why).
+    let held = caps::has_cap(None, CapSet::Permitted, keep).map_err(|e| {
+        kernel_err(
+            "process.capabilities",
+            "reading the permitted set".into(),
+            e,
+        )
+    })?;
+    if !held || (effective.contains(&keep) && permitted.contains(&keep)) {
         apply_sets(&effective, &permitted, &inheritable, &ambient)?;
         return Ok(None);
     }
