@@ -83,17 +83,43 @@ impl<S: Subscriber> Layer<S> for RuncLayer {
         let mut m = Message::default();
         event.record(&mut m);
         let msg = format!("{}{}", m.msg, m.fields);
-        let time = crate::utils::now_rfc3339();
-        let line = match self.format {
-            Format::Json => serde_json::json!({
-                "level": level_name(level), "msg": msg, "time": time
-            })
-            .to_string(),
-            Format::Text => format!("time={time:?} level={} msg={msg:?}", level_name(level)),
-        };
+        let line = line(self.format, level, &msg);
         if let Ok(mut out) = self.out.lock() {
             let _ = writeln!(out, "{line}");
         }
+    }
+}
+
+/// One log line in runc's shape (logrus's): `time="..." level=error
+/// msg="..."` (the message quoted and escaped) or `{"level":"error",
+/// "msg":"...","time":"..."}`.
+pub fn line(format: Format, level: &Level, msg: &str) -> String {
+    let time = crate::utils::now_rfc3339();
+    match format {
+        Format::Json => serde_json::json!({
+            "level": level_name(level), "msg": msg, "time": time
+        })
+        .to_string(),
+        Format::Text => format!("time={time:?} level={} msg={msg:?}", level_name(level)),
+    }
+}
+
+/// How a failed command reports its error, as runc 1.1 does, so that tools
+/// that grep for `level=error` (or parse the JSON log) find it:
+/// - without `--log`, stderr gets the error as a log line in `--log-format`;
+/// - with `--log`, the log file gets that line, and stderr a plain line
+///   (`vessel: error: <msg>`; runc prints the bare message there).
+///
+/// With `--debug` and no `--log` the logger already writes to stderr, so the
+/// line is written once, by the logger.
+pub fn report_error(log: Option<&Path>, format: Format, debug: bool, msg: &str) {
+    match log {
+        Some(_) => {
+            tracing::error!("{msg}");
+            eprintln!("vessel: error: {msg}");
+        }
+        None if debug => tracing::error!("{msg}"),
+        None => eprintln!("{}", line(format, &Level::ERROR, msg)),
     }
 }
 

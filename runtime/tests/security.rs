@@ -826,3 +826,71 @@ fn no_new_privs_shows_in_proc_status() {
     assert!(out.exited(0), "{:?} {}", out.status, out.report);
     assert_eq!(out.report, "NoNewPrivs:\t1\n");
 }
+
+#[test]
+fn sys_admin_kept_for_a_filter_without_nnp_then_dropped_with_one_capset() {
+    use caps::Capability as C;
+    if !is_root() {
+        return;
+    }
+    let spec =
+        caps_json(r#"{"bounding":["CAP_KILL"],"permitted":["CAP_KILL"],"effective":["CAP_KILL"]}"#);
+    // Default deny, but capset and write (the report) allowed, as a profile
+    // must when noNewPrivileges is false.
+    let compiled = seccomp::compile(&profile(
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64"],
+            "syscalls":[{"names":["capset","write","exit_group"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    ))
+    .unwrap();
+    let out = in_child(|r| {
+        capabilities::drop_bounding(&spec).unwrap();
+        capabilities::set_keep_caps(true).unwrap();
+        nix::unistd::setuid(1000.into()).unwrap();
+        let later = capabilities::apply_keeping(&spec, C::CAP_SYS_ADMIN)
+            .unwrap()
+            .expect("CAP_SYS_ADMIN is not in the spec: sets to restore");
+        let held = capabilities::RawCaps::read().unwrap();
+        r.say(&format!("held {:x} {:x}", held.effective, held.permitted));
+        // No no_new_privs: only CAP_SYS_ADMIN lets this filter in.
+        if !install(r, &compiled) {
+            return 1;
+        }
+        // Under the filter: one capset, then a read-back that the filter
+        // denies (capget is not allowed), which shows the filter is on.
+        r.say(&result("capset", later.set().map_or(-1, |_| 0)));
+        r.say(&format!(
+            "capget denied: {}",
+            capabilities::RawCaps::read().is_err()
+        ));
+        0
+    });
+    assert!(out.exited(0), "{:?} {}", out.status, out.report);
+    let sys_admin = C::CAP_SYS_ADMIN.bitmask();
+    let kill = C::CAP_KILL.bitmask();
+    let want_held = format!("held {:x} {:x}", kill | sys_admin, kill | sys_admin);
+    assert_eq!(
+        out.report.lines().collect::<Vec<_>>(),
+        [want_held.as_str(), "capset=ok", "capget denied: true"],
+        "{}",
+        out.report
+    );
+}
+
+#[test]
+fn sys_admin_already_in_the_spec_needs_no_capset_later() {
+    use caps::Capability as C;
+    if !is_root() {
+        return;
+    }
+    let spec = caps_json(
+        r#"{"bounding":["CAP_SYS_ADMIN"],"permitted":["CAP_SYS_ADMIN"],"effective":["CAP_SYS_ADMIN"]}"#,
+    );
+    let out = in_child(|r| {
+        capabilities::drop_bounding(&spec).unwrap();
+        let later = capabilities::apply_keeping(&spec, C::CAP_SYS_ADMIN).unwrap();
+        r.say(&format!("later: {later:?}"));
+        0
+    });
+    assert!(out.exited(0), "{:?} {}", out.status, out.report);
+    assert_eq!(out.report.trim(), "later: None");
+}

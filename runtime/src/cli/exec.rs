@@ -50,9 +50,13 @@ pub struct Args {
     /// Pass this many extra descriptors (from 3 on).
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
-    /// Accepted for runc compatibility.
-    #[arg(long = "ignore-paused", hide = true)]
+    /// Exec even if the container is paused (the process waits for resume).
+    #[arg(long = "ignore-paused")]
     ignore_paused: bool,
+    /// Run the process in an existing sub-cgroup of the container's:
+    /// `path`, or `controller[,controller]:path` (cgroup v1, repeatable).
+    #[arg(long = "cgroup")]
+    cgroup: Vec<String>,
     /// Container id.
     id: String,
     /// Command and arguments.
@@ -92,9 +96,10 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
         p.set_cwd(cwd.clone());
     }
     if !a.env.is_empty() {
-        let mut env = p.env().clone().unwrap_or_default();
-        env.extend(a.env.iter().cloned());
-        p.set_env(Some(env));
+        p.set_env(Some(vessel::process::exec::merge_env(
+            p.env().as_deref().unwrap_or(&[]),
+            &a.env,
+        )));
     }
     if let Some(u) = &a.user {
         let (uid, gid) = match u.split_once(':') {
@@ -164,7 +169,6 @@ fn field_msg(e: &vessel::spec::SpecError) -> String {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
-    let _ = a.ignore_paused;
     let process = build_process(cli, a)?;
     let code = container::exec(ExecOptions {
         root: cli.root.clone(),
@@ -174,6 +178,8 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
         pid_file: a.pid_file.clone(),
         detach: a.detach,
         preserve_fds: a.preserve_fds,
+        sub_cgroups: a.cgroup.clone(),
+        ignore_paused: a.ignore_paused,
     })?;
     Ok(code.clamp(0, 255) as u8)
 }

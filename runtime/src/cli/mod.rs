@@ -114,6 +114,13 @@ pub fn main() -> ExitCode {
         vessel::vm::guest_runner::run_agent();
     }
     let cli = Cli::parse();
+    // Before the logger is installed (or when it cannot be), errors still
+    // take the log line's shape on stderr.
+    let early = |msg: &str| {
+        let format = cli.log_format.parse().unwrap_or(logging::Format::Text);
+        logging::report_error(None, format, false, msg);
+        ExitCode::from(1)
+    };
     if matches!(
         cli.command,
         Command::State(_)
@@ -136,20 +143,15 @@ pub fn main() -> ExitCode {
         // read-only mount of the binary (or a sealed copy), so the container
         // cannot write the host binary through /proc/<pid>/exe (CVE-2019-5736).
         if let Err(e) = vessel::reexec::ensure_protected() {
-            eprintln!("vessel: cannot re-execute from a protected copy: {e}");
-            return ExitCode::from(1);
+            return early(&format!("cannot re-execute from a protected copy: {e}"));
         }
     }
     let format = match cli.log_format.parse::<logging::Format>() {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("vessel: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return early(&e),
     };
     if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
-        eprintln!("vessel: {e}");
-        return ExitCode::from(1);
+        return early(&e.to_string());
     }
     let result = match &cli.command {
         Command::Create(a) => create::run(&cli, a),
@@ -175,8 +177,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("vessel: {e:#}");
+            logging::report_error(cli.log.as_deref(), format, cli.debug, &format!("{e:#}"));
             ExitCode::from(1)
         }
     }

@@ -3,6 +3,7 @@
 //! pidfd, then forks the process, which goes through the same preparation
 //! as the container's init.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -39,6 +40,87 @@ pub struct ExecOptions {
     pub detach: bool,
     /// Extra descriptors passed on.
     pub preserve_fds: u32,
+    /// `--cgroup` arguments: existing sub-cgroups of the container's cgroup
+    /// to run the process in (see [`parse_sub_cgroups`]).
+    pub sub_cgroups: Vec<String>,
+    /// `--ignore-paused`: exec into a paused container (the process stays
+    /// frozen with it until `resume`).
+    pub ignore_paused: bool,
+}
+
+/// Parses `--cgroup` arguments as runc does: one `path` for every
+/// hierarchy, or any number of `controller[,controller...]:path`. Paths
+/// are relative to the container's cgroup and must stay inside it.
+fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let bad = |why: &str| format!("--cgroup {a:?}: {why}");
+        let (ctrls, path) = match a.split_once(':') {
+            Some((c, p)) => (Some(c), p),
+            None if args.len() == 1 => (None, a.as_str()),
+            None => return Err(bad("give a <controller>: prefix when passing several")),
+        };
+        let path = PathBuf::from(path);
+        let inside = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if path.as_os_str().is_empty() || !inside {
+            return Err(bad(
+                "the path must be relative to the container's cgroup, without \"..\"",
+            ));
+        }
+        let Some(ctrls) = ctrls else {
+            out.insert(String::new(), path);
+            continue;
+        };
+        for c in ctrls.split(',') {
+            if c.is_empty() {
+                return Err(bad("empty controller name"));
+            }
+            if out.insert(c.to_string(), path.clone()).is_some() {
+                return Err(bad(&format!("controller {c} is given more than once")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Moves `pid`, already in the container's cgroup, into the sub-cgroups
+/// `subs` (see [`parse_sub_cgroups`]). Each must exist, as in runc.
+fn join_sub_cgroups(
+    cgroup: &vessel_cgroups::Cgroup,
+    subs: &BTreeMap<String, PathBuf>,
+    pid: i32,
+) -> Result<(), String> {
+    let all = subs.get("");
+    let mut targets: Vec<(String, PathBuf)> = Vec::new();
+    let v1 = cgroup.v1_paths();
+    if v1.is_empty() {
+        if let Some(c) = subs.keys().find(|c| !c.is_empty()) {
+            return Err(format!(
+                "--cgroup {c}:...: per-controller paths need cgroup v1; this host has cgroup v2 only"
+            ));
+        }
+    }
+    for c in subs.keys().filter(|c| !c.is_empty()) {
+        if !v1.contains_key(c) {
+            return Err(format!("--cgroup {c}:...: controller {c} is not mounted"));
+        }
+    }
+    for (ctrl, dir) in &v1 {
+        if let Some(sub) = subs.get(ctrl).or(all) {
+            targets.push((ctrl.clone(), dir.join(sub)));
+        }
+    }
+    if let (Some(sub), Some(dir)) = (all, cgroup.v2_dir()) {
+        targets.push(("cgroup2".into(), dir.join(sub)));
+    }
+    for (ctrl, dir) in targets {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(|e| format!("--cgroup: joining {} ({ctrl}): {e}", dir.display()))?;
+    }
+    Ok(())
 }
 
 fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
@@ -71,9 +153,17 @@ fn namespaces_of(pid: i32) -> CloneFlags {
 pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let id = opts.id.as_str();
     spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
+    let sub_cgroups = parse_sub_cgroups(&opts.sub_cgroups).map_err(|e| err(id, e))?;
     let c = Container::load(&opts.root, id)?;
     let status = c.status();
-    if !matches!(status, Status::Created | Status::Running) {
+    if status == Status::Paused && !opts.ignore_paused {
+        return Err(Error::WrongState {
+            id: id.into(),
+            status,
+            msg: "cannot exec in a paused container, use --ignore-paused to override".into(),
+        });
+    }
+    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
         return Err(Error::WrongState {
             id: id.into(),
             status,
@@ -161,6 +251,9 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     if let Err(e) = cgroup.add_task(stage.as_raw()) {
         return Err(fail(e.to_string()));
     }
+    if !sub_cgroups.is_empty() {
+        join_sub_cgroups(&cgroup, &sub_cgroups, stage.as_raw()).map_err(fail)?;
+    }
     parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
     let pid = parent.expect_pid().map_err(fail)?;
     let _ = waitpid(stage, None);
@@ -216,7 +309,7 @@ fn exec_stage(
             let e = container_ioprio
                 .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
                 .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
-                .and_then(|_| run_process(opts, join, console, seccomp))
+                .and_then(|_| run_process(chan, opts, join, console, seccomp))
                 .unwrap_err();
             let _ = chan.send(&Msg::Error(e));
         }
@@ -228,30 +321,27 @@ fn exec_stage(
     unsafe { libc::_exit(1) }
 }
 
+/// Prepares and execs the process; returns only on a failure before the
+/// last steps (those report on `chan` themselves, see `pexec::exec`).
 fn run_process(
+    chan: &Channel,
     opts: &ExecOptions,
     join: CloneFlags,
     console: Option<OwnedFd>,
     seccomp: Option<&CompiledSeccomp>,
-) -> Result<(), String> {
+) -> Result<std::convert::Infallible, String> {
     let p = &opts.process;
     if let Some(console) = console {
         let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     pexec::apply_privileged(p)?;
+    // The filter is loaded last (see `pexec`'s documentation for the order).
     let nnp = p.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        if let Some(s) = seccomp {
-            s.apply().map_err(|e| format!("linux.seccomp: {e}"))?;
-        }
-    }
-    let prepared = pexec::drop_privileges(p, join.contains(CloneFlags::CLONE_NEWUSER))?;
-    Err(pexec::exec(
-        &prepared,
-        opts.preserve_fds,
-        if nnp { seccomp } else { None },
-    ))
+    let user_ns = join.contains(CloneFlags::CLONE_NEWUSER);
+    let prepared = pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?;
+    let report = pexec::Report::Channel(chan.as_fd());
+    pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
 }
 
 /// `exec` in a vm-mode container: relayed through its supervisor.

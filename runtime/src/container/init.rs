@@ -258,29 +258,26 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         pexec::set_personality(p)?;
     }
     pexec::apply_privileged(process)?;
+    // The seccomp filter is loaded last, in `pexec::exec` (the order, and
+    // why CAP_SYS_ADMIN may be kept until then, is documented there).
     let nnp = process.no_new_privileges().unwrap_or(false);
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which the
-    // process may be about to lose: install it now (runc's order).
-    if !nnp {
-        if let Some(s) = ctx.seccomp {
-            s.apply().map_err(|e| format!("linux.seccomp: {e}"))?;
-        }
-    }
-    let prepared = pexec::drop_privileges(process, user_ns)?;
+    let prepared = pexec::drop_privileges(process, user_ns, ctx.seccomp.is_some() && !nnp)?;
     ctx.chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
     match &ctx.fifo {
         Some((fifo, status)) => {
             wait_for_start(fifo)?;
             // From here on nobody reads the sync channel: failures go to
             // `start` through the status fifo.
-            let r = after_start(ctx, hooks, &start_state, &prepared, nnp);
+            let report = pexec::Report::Status(status.as_fd());
+            let r = after_start(ctx, hooks, &start_state, &prepared, report);
             let msg = r.unwrap_err();
             let _ = nix::unistd::write(status, msg.as_bytes());
             return Err(msg);
         }
         None => ctx.chan.expect(Msg::Start)?,
     }
-    after_start(ctx, hooks, &start_state, &prepared, nnp).map(|_| ())
+    let report = pexec::Report::Channel(ctx.chan.as_fd());
+    after_start(ctx, hooks, &start_state, &prepared, report).map(|_| ())
 }
 
 /// Blocks until `start` writes its byte into the exec fifo.
@@ -303,13 +300,12 @@ fn after_start(
     hooks: Option<&oci_spec::runtime::Hooks>,
     start_state: &[u8],
     prepared: &pexec::Prepared,
-    nnp: bool,
+    report: pexec::Report<'_>,
 ) -> Result<std::convert::Infallible, String> {
     if ctx.hooks_round_trip {
         hooks::run(hooks, Phase::StartContainer, start_state).map_err(|e| e.to_string())?;
     }
-    let seccomp = if nnp { ctx.seccomp } else { None };
-    Err(pexec::exec(prepared, ctx.preserve_fds, seccomp))
+    pexec::exec(prepared, ctx.preserve_fds, ctx.seccomp, report)
 }
 
 /// A fresh session keyring per container, so containers do not share the

@@ -1,16 +1,47 @@
 //! What every container process (init or `exec`) goes through before
 //! `execve`: priorities and limits while still privileged, then the switch to
 //! the configured user and capabilities, cwd, seccomp, and the exec itself.
+//!
+//! The seccomp filter comes last, because the container's profile decides
+//! which system calls work after it, and a default-deny profile allows
+//! little beyond what the workload itself calls. The order is:
+//!
+//! 1. [`apply_privileged`]: oom score, IO priority, rlimits.
+//! 2. [`drop_privileges`]: bounding set, AppArmor, no_new_privs, groups,
+//!    gid and uid, capabilities, umask, cwd (with its escape check), HOME,
+//!    and the program's path. All allocation happens here.
+//! 3. (init) `Ready`, the wait for `start`, the startContainer hooks.
+//! 4. [`exec`]: descriptors beyond stdio and `--preserve-fds` become
+//!    close-on-exec, signal dispositions and the mask are reset, then the
+//!    filter is loaded, then `execve`.
+//!
+//! With `noNewPrivileges` true the filter is installed under no_new_privs
+//! and nothing but `execve` follows it. With it false, the kernel only lets
+//! a task holding CAP_SYS_ADMIN install a filter, which the container's
+//! capabilities usually lack. runc therefore loads the filter early, before
+//! it switches user and capabilities, so its profile must also allow
+//! setgroups, setuid, capset, chdir and more. vessel instead finishes step 2
+//! with CAP_SYS_ADMIN still in the effective and permitted sets, loads the
+//! filter in step 4 and then drops CAP_SYS_ADMIN with a single capset(2)
+//! (none when the spec keeps it): with noNewPrivileges false a profile must
+//! allow `capset` besides `execve`, a subset of what runc needs.
+//!
+//! A failure after the filter (capset or execve) is reported with one
+//! write(2) of bytes composed before it, to a descriptor that is already
+//! open: every workload that prints anything needs write.
 
 use std::ffi::CString;
 use std::fs;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{IOPriorityClass, Process};
 
-use crate::security::{self, capabilities, rlimits, seccomp::CompiledSeccomp};
+use crate::process::channel::Msg;
+use crate::security::capabilities::{self, RawCaps};
+use crate::security::{self, rlimits, seccomp::CompiledSeccomp};
 
 /// The `ioprio_set` value for a class and level.
 pub fn ioprio_value(class: IOPriorityClass, level: i64) -> i32 {
@@ -60,13 +91,30 @@ pub fn apply_privileged(p: &Process) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Prepared {
     path: CString,
+    // Own the strings that the pointer arrays below point into.
+    #[allow(dead_code)]
     argv: Vec<CString>,
+    #[allow(dead_code)]
     envp: Vec<CString>,
+    /// NULL-terminated pointer arrays into `argv` and `envp` for execve(2),
+    /// built here so that nothing is allocated after the filter. The
+    /// strings' heap buffers do not move when this value does.
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    /// The spec's capability sets, to set after the seccomp filter when
+    /// CAP_SYS_ADMIN was kept for loading it (see the module documentation).
+    caps_after_filter: Option<RawCaps>,
 }
 
 /// Switches to the process's user and capabilities, umask and cwd, and
 /// resolves the program. Runs in the container, after pivot_root.
-pub fn drop_privileges(p: &Process, user_ns: bool) -> Result<Prepared, String> {
+/// `filter_without_nnp`: a seccomp filter will be loaded without
+/// no_new_privs, so CAP_SYS_ADMIN is kept for it until then.
+pub fn drop_privileges(
+    p: &Process,
+    user_ns: bool,
+    filter_without_nnp: bool,
+) -> Result<Prepared, String> {
     let user = p.user();
     let caps = p.capabilities().as_ref();
     if let Some(c) = caps {
@@ -106,9 +154,16 @@ pub fn drop_privileges(p: &Process, user_ns: bool) -> Result<Prepared, String> {
         .map_err(|e| format!("process.user.uid {}: {e}", user.uid()))?;
     capabilities::set_keep_caps(false).map_err(|e| e.to_string())?;
     // Without a capabilities object the sets are left as they are (runc).
-    if let Some(c) = caps {
-        capabilities::apply(c).map_err(|e| e.to_string())?;
-    }
+    let sys_admin = caps::Capability::CAP_SYS_ADMIN;
+    let caps_after_filter = match (caps, filter_without_nnp) {
+        (Some(c), false) => {
+            capabilities::apply(c).map_err(|e| e.to_string())?;
+            None
+        }
+        (Some(c), true) => capabilities::apply_keeping(c, sys_admin).map_err(|e| e.to_string())?,
+        (None, false) => None,
+        (None, true) => capabilities::hold_effective(sys_admin).map_err(|e| e.to_string())?,
+    };
     let mask = user.umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     enter_cwd(p.cwd())?;
@@ -120,17 +175,45 @@ pub fn drop_privileges(p: &Process, user_ns: bool) -> Result<Prepared, String> {
     let path = lookup(&args[0], &env)?;
     let cs =
         |s: &[u8], what: &str| CString::new(s).map_err(|_| format!("{what}: contains a NUL byte"));
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cs(a.as_bytes(), "process.args"))
+        .collect::<Result<_, _>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| cs(e.as_bytes(), "process.env"))
+        .collect::<Result<_, _>>()?;
+    let ptrs = |v: &[CString]| {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
     Ok(Prepared {
         path: cs(path.as_os_str().as_bytes(), "process.args[0]")?,
-        argv: args
-            .iter()
-            .map(|a| cs(a.as_bytes(), "process.args"))
-            .collect::<Result<_, _>>()?,
-        envp: env
-            .iter()
-            .map(|e| cs(e.as_bytes(), "process.env"))
-            .collect::<Result<_, _>>()?,
+        argv_ptrs: ptrs(&argv),
+        envp_ptrs: ptrs(&envp),
+        argv,
+        envp,
+        caps_after_filter,
     })
+}
+
+/// `base` with `extra` (`KEY=VALUE` each) applied as `exec --env` applies
+/// them: a key already in `base` gets the new value in its place, a new key
+/// is appended, and a key given twice keeps the last value. An entry
+/// without `=` is a key of its own.
+pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut out: Vec<String> = base.to_vec();
+    for e in extra {
+        let k = key(e);
+        match out.iter().position(|o| key(o) == k) {
+            Some(i) => out[i] = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
 }
 
 /// chdir into `cwd` and make sure it lies inside the container's root: a cwd
@@ -220,10 +303,81 @@ fn apparmor_exec(profile: &str) -> Result<(), String> {
         .map_err(|e| format!("process.apparmorProfile {profile:?}: {e}"))
 }
 
+/// Where [`exec`] reports a failure. Both are descriptors that are open
+/// already, so the report needs no system call but write(2).
+#[derive(Clone, Copy, Debug)]
+pub enum Report<'a> {
+    /// The sync channel: a `Msg::Error` packet.
+    Channel(BorrowedFd<'a>),
+    /// The start-status fifo of a detached container: the bare message.
+    Status(BorrowedFd<'a>),
+}
+
+impl Report<'_> {
+    /// `msg` in this report's form, with room for `extra` more bytes of
+    /// message before [`Report::close`]: composed before the filter, so that
+    /// a failure after it needs no allocation.
+    fn open(self, msg: &str, extra: usize) -> Vec<u8> {
+        let mut buf = match self {
+            Report::Channel(_) => {
+                // `{"Error":"<msg>"}` without its closing `"}`.
+                let mut v = serde_json::to_vec(&Msg::Error(msg.to_string())).unwrap_or_default();
+                v.truncate(v.len().saturating_sub(2));
+                v
+            }
+            Report::Status(_) => msg.as_bytes().to_vec(),
+        };
+        buf.reserve_exact(extra + 2);
+        buf
+    }
+
+    /// Appends `text` (plain ASCII words, e.g. an errno's description) in
+    /// lowercase, within the room reserved by [`Report::open`]; escaping is
+    /// not needed for such text, quotes and controls are left out.
+    fn push(buf: &mut Vec<u8>, text: &str) {
+        for b in text.bytes() {
+            if buf.len() + 2 >= buf.capacity() {
+                break;
+            }
+            if b.is_ascii() && !b.is_ascii_control() && b != b'"' && b != b'\\' {
+                buf.push(b.to_ascii_lowercase());
+            }
+        }
+    }
+
+    /// Writes the report (one write(2)) and ends the process.
+    fn send(self, mut buf: Vec<u8>) -> ! {
+        let fd = match self {
+            Report::Channel(fd) => {
+                buf.extend_from_slice(b"\"}");
+                fd
+            }
+            Report::Status(fd) => fd,
+        };
+        // SAFETY: writes the initialised bytes of `buf` to an open descriptor.
+        let _ = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        // SAFETY: _exit ends this forked process without running the parent's
+        // atexit handlers (and makes no system call but exit_group).
+        unsafe { libc::_exit(1) }
+    }
+
+    /// Reports `msg` and ends the process (before the filter: may allocate).
+    fn fail(self, msg: &str) -> ! {
+        let buf = self.open(msg, 0);
+        self.send(buf)
+    }
+}
+
 /// The last steps: descriptors beyond stdio and the preserved ones become
-/// close-on-exec, seccomp is installed, and the program replaces us.
-/// Returns only on failure.
-pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp>) -> String {
+/// close-on-exec, signals are reset, seccomp is installed, the capabilities
+/// kept for it are dropped, and the program replaces us. On failure the
+/// message goes to `report` and the process exits.
+pub fn exec(
+    prep: &Prepared,
+    preserve_fds: u32,
+    seccomp: Option<&CompiledSeccomp>,
+    report: Report<'_>,
+) -> ! {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only flags descriptors.
     let rc = unsafe {
         libc::syscall(
@@ -234,12 +388,7 @@ pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp
         )
     };
     if rc < 0 {
-        return format!("close_range: {}", std::io::Error::last_os_error());
-    }
-    if let Some(s) = seccomp {
-        if let Err(e) = s.apply() {
-            return format!("linux.seccomp: {e}");
-        }
+        report.fail(&format!("close_range: {}", std::io::Error::last_os_error()));
     }
     // Ignored signals and the signal mask survive execve: vessel ignores
     // SIGPIPE (Rust's default), and whoever started vessel may have ignored
@@ -265,14 +414,46 @@ pub fn exec(prep: &Prepared, preserve_fds: u32, seccomp: Option<&CompiledSeccomp
             };
         }
     }
-    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
-    let err = nix::unistd::execve(&prep.path, &prep.argv, &prep.envp).unwrap_err();
+    if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+        report.fail(&format!("reset the signal mask: {e}"));
+    }
+    // Everything the failure reports below need is allocated now.
+    const ROOM: usize = 128;
+    let mut caps_failed = report.open(
+        "process.capabilities: dropping CAP_SYS_ADMIN after loading linux.seccomp \
+         (the profile must allow capset when noNewPrivileges is false): capset: ",
+        ROOM,
+    );
     // Worded like Go's errors (lowercase), which engines match to pick 126/127.
-    format!(
-        "process.args[0]: exec: {:?}: {}",
-        prep.path.to_string_lossy(),
-        err.desc().to_lowercase()
-    )
+    let mut exec_failed = report.open(
+        &format!("process.args[0]: exec: {:?}: ", prep.path.to_string_lossy()),
+        ROOM,
+    );
+    if let Some(s) = seccomp {
+        if let Err(e) = s.apply() {
+            report.fail(&format!("linux.seccomp: {e}"));
+        }
+    }
+    // From here on: capset (only without no_new_privs), execve, and on
+    // failure write and exit_group.
+    if let Some(c) = &prep.caps_after_filter {
+        if let Err(e) = c.set() {
+            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
+            Report::push(&mut caps_failed, errno.desc());
+            report.send(caps_failed);
+        }
+    }
+    // SAFETY: the path and both NULL-terminated arrays point into C strings
+    // owned by `prep`, alive for the call; execve returns only on failure.
+    unsafe {
+        libc::execve(
+            prep.path.as_ptr(),
+            prep.argv_ptrs.as_ptr(),
+            prep.envp_ptrs.as_ptr(),
+        )
+    };
+    Report::push(&mut exec_failed, nix::errno::Errno::last().desc());
+    report.send(exec_failed)
 }
 
 /// Sets the personality domain (LINUX or LINUX32) of the init.
@@ -293,4 +474,20 @@ pub fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<(), St
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_env_overrides_in_place() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let base = v(&["PATH=/bin", "A=1", "B=2"]);
+        assert_eq!(
+            merge_env(&base, &v(&["A=x", "C=3", "C=4", "B="])),
+            v(&["PATH=/bin", "A=x", "B=", "C=4"])
+        );
+        assert_eq!(merge_env(&base, &[]), base);
+    }
 }

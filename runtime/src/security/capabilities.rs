@@ -14,7 +14,9 @@
 //!    the permitted set survives the switch away from uid 0.
 //! 3. [`apply`]: effective, permitted, inheritable and ambient exactly as
 //!    listed. Ambient is what a non-root user keeps across execve of an
-//!    ordinary binary.
+//!    ordinary binary. Where a seccomp filter must still be loaded without
+//!    no_new_privs, [`apply_keeping`] keeps CAP_SYS_ADMIN for it and
+//!    [`RawCaps::set`] drops it with one capset(2) after the filter.
 //!
 //! A set missing from the spec is empty, as in runc.
 
@@ -168,7 +170,155 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapError> {
     let permitted = to_caps_set(c.permitted().as_ref());
     let inheritable = to_caps_set(c.inheritable().as_ref());
     let ambient = to_caps_set(c.ambient().as_ref());
+    apply_sets(&effective, &permitted, &inheritable, &ambient)
+}
 
+/// [`apply`], except that `keep` stays in the effective and permitted sets
+/// for now, for a step that needs it before `execve` (loading a seccomp
+/// filter without no_new_privs needs CAP_SYS_ADMIN). Returns the spec's
+/// sets, to be set with [`RawCaps::set`] after that step, or `None` when
+/// the spec keeps `keep` in both sets anyway or the permitted set lacks it.
+pub fn apply_keeping(
+    c: &LinuxCapabilities,
+    keep: caps::Capability,
+) -> Result<Option<RawCaps>, CapError> {
+    let effective = to_caps_set(c.effective().as_ref());
+    let permitted = to_caps_set(c.permitted().as_ref());
+    let inheritable = to_caps_set(c.inheritable().as_ref());
+    let ambient = to_caps_set(c.ambient().as_ref());
+    // Not held at all: nothing to keep (loading the filter then fails and
+    // says why).
+    let held = caps::has_cap(None, CapSet::Permitted, keep).map_err(|e| {
+        kernel_err(
+            "process.capabilities",
+            "reading the permitted set".into(),
+            e,
+        )
+    })?;
+    if !held || (effective.contains(&keep) && permitted.contains(&keep)) {
+        apply_sets(&effective, &permitted, &inheritable, &ambient)?;
+        return Ok(None);
+    }
+    let with = |s: &CapsHashSet| {
+        let mut s = s.clone();
+        s.insert(keep);
+        s
+    };
+    apply_sets(&with(&effective), &with(&permitted), &inheritable, &ambient)?;
+    Ok(Some(RawCaps {
+        effective: mask(&effective),
+        permitted: mask(&permitted),
+        inheritable: mask(&inheritable),
+    }))
+}
+
+/// For a process whose spec has no capabilities object (its sets are left
+/// as they are): raises `keep` into the effective set for a step that needs
+/// it, if the permitted set still holds it. Returns the sets to restore
+/// afterwards with [`RawCaps::set`], or `None` when nothing changed.
+pub fn hold_effective(keep: caps::Capability) -> Result<Option<RawCaps>, CapError> {
+    const FIELD: &str = "process.capabilities";
+    let now = RawCaps::read().map_err(|e| kernel_err(FIELD, "capget".into(), e))?;
+    let bit = 1u64 << keep.index();
+    if now.effective & bit != 0 || now.permitted & bit == 0 {
+        return Ok(None);
+    }
+    let held = RawCaps {
+        effective: now.effective | bit,
+        ..now
+    };
+    held.set()
+        .map_err(|e| kernel_err(FIELD, format!("raising {keep}"), e))?;
+    Ok(Some(now))
+}
+
+fn mask(set: &CapsHashSet) -> u64 {
+    set.iter().fold(0, |m, c| m | 1u64 << c.index())
+}
+
+/// The effective, permitted and inheritable sets of the calling thread as
+/// the bit masks of capget(2)/capset(2) (bit n: capability n).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawCaps {
+    /// The effective set.
+    pub effective: u64,
+    /// The permitted set.
+    pub permitted: u64,
+    /// The inheritable set.
+    pub inheritable: u64,
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`; version 3 takes two (bits 0-31, 32-63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+impl RawCaps {
+    /// capget(2) of the calling thread.
+    pub fn read() -> std::io::Result<RawCaps> {
+        let mut h = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut d = [CapData::default(); 2];
+        // SAFETY: capget writes one header and two data structs (version 3)
+        // into the valid, properly laid out values passed.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+        Ok(RawCaps {
+            effective: join(d[0].effective, d[1].effective),
+            permitted: join(d[0].permitted, d[1].permitted),
+            inheritable: join(d[0].inheritable, d[1].inheritable),
+        })
+    }
+
+    /// One capset(2) of the calling thread, and nothing else: no allocation,
+    /// no other system call, so it can follow a seccomp filter that allows
+    /// capset.
+    pub fn set(&self) -> std::io::Result<()> {
+        let h = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let half = |v: u64, hi: bool| if hi { (v >> 32) as u32 } else { v as u32 };
+        let d = [false, true].map(|hi| CapData {
+            effective: half(self.effective, hi),
+            permitted: half(self.permitted, hi),
+            inheritable: half(self.inheritable, hi),
+        });
+        // SAFETY: capset reads one header and two data structs (version 3)
+        // from the valid values passed and writes nothing.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &h as *const CapHeader, d.as_ptr()) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+fn apply_sets(
+    effective: &CapsHashSet,
+    permitted: &CapsHashSet,
+    inheritable: &CapsHashSet,
+    ambient: &CapsHashSet,
+) -> Result<(), CapError> {
     let set = |field: &'static str, set: CapSet, value: &CapsHashSet| {
         caps::set(None, set, value)
             .map_err(|e| kernel_err(field, format!("setting {}", describe(value)), e))
@@ -180,12 +330,12 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapError> {
     set(
         "process.capabilities.inheritable",
         CapSet::Inheritable,
-        &inheritable,
+        inheritable,
     )?;
     let current_permitted = caps::read(None, CapSet::Permitted)
         .map_err(|e| kernel_err("process.capabilities.permitted", "reading".into(), e))?;
     let interim: CapsHashSet = effective
-        .intersection(&permitted)
+        .intersection(permitted)
         .filter(|cap| current_permitted.contains(cap))
         .copied()
         .collect();
@@ -197,17 +347,17 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapError> {
     set(
         "process.capabilities.permitted",
         CapSet::Permitted,
-        &permitted,
+        permitted,
     )?;
     set(
         "process.capabilities.effective",
         CapSet::Effective,
-        &effective,
+        effective,
     )?;
 
     caps::clear(None, CapSet::Ambient)
         .map_err(|e| kernel_err("process.capabilities.ambient", "clearing".into(), e))?;
-    for cap in sorted(&ambient) {
+    for cap in sorted(ambient) {
         caps::raise(None, CapSet::Ambient, cap).map_err(|e| {
             kernel_err(
                 "process.capabilities.ambient",
