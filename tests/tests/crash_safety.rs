@@ -266,6 +266,8 @@ fn a_corrupt_state_is_listed_and_removable() {
         "{s}"
     );
     assert_eq!(s["pid"], pid);
+    let e = fails(&c.exec(&["true"]));
+    assert!(e.contains("state.json"), "{e}");
     // Without --force a running container stays.
     fails(&c.v(&["delete", &c.id]));
     ok(&c.v(&["delete", "--force", &c.id]));

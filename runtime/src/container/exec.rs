@@ -155,6 +155,10 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
     let sub_cgroups = parse_sub_cgroups(&opts.sub_cgroups).map_err(|e| err(id, e))?;
     let c = Container::load(&opts.root, id)?;
+    if let Some(why) = &c.state.problem {
+        // Its namespaces and rootfs are unknown: only kill and delete act.
+        return Err(err(id, format!("cannot exec: {why}")));
+    }
     let status = c.status();
     if status == Status::Paused && !opts.ignore_paused {
         return Err(Error::WrongState {
