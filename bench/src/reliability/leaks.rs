@@ -225,7 +225,9 @@ fn processes_naming(names: &dyn Fn(&str) -> bool) -> Vec<u32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
+        // A zombie holds nothing but its pid; reaping an orphan is init's
+        // job, not the runtime's (see `zombies_naming`).
+        if pid == me || is_zombie(pid) {
             continue;
         }
         let p = e.path();
@@ -251,6 +253,22 @@ fn processes_naming(names: &dyn Fn(&str) -> bool) -> Vec<u32> {
         }
     }
     pids
+}
+
+/// Zombies whose cgroups name `prefix`: exited container processes init
+/// has not reaped yet. Until it does, their cgroups stay referenced, and a
+/// v1 hierarchy unmounted meanwhile lingers unmounted instead of ending.
+pub fn zombies_naming(prefix: &str) -> Vec<u32> {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| is_zombie(*pid))
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(prefix))
+        })
+        .collect()
 }
 
 /// What the benchmark's own clean-up could not remove.
@@ -342,7 +360,7 @@ fn is_zombie(pid: u32) -> bool {
         .ok()
         .and_then(|s| {
             s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(|x| x == "Z"))
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|x| x == "Z" || x == "X"))
         })
         .unwrap_or(true)
 }
