@@ -24,7 +24,7 @@ pub mod leaks;
 mod runner;
 mod tally;
 
-use hugetlb::{restore_hugetlb, unified_has_hugetlb, wait_for_reaping, UNIFIED_SUBTREE};
+use hugetlb::{restore_hugetlb, unified_has_hugetlb, wait_for_reaping};
 use runner::Ctx;
 use tally::{Report, Results, Tally};
 
@@ -213,17 +213,44 @@ pub fn run(opts: &Options) -> Result<()> {
     if rts.is_empty() {
         bail!("no runtime to run (see the reasons above)");
     }
-    let hugetlb_in_unified = unified_has_hugetlb();
+    let prefix = format!("rb{}", std::process::id());
     if rts.iter().any(|r| r.name == "crun") {
-        if let Err(e) = crate::lifecycle::ensure_hugetlb(&mut cleanup) {
-            println!("warning: {e:#}; crun may refuse this hybrid cgroup layout");
+        let hugetlb_in_unified = unified_has_hugetlb();
+        // Runs after ensure_hugetlb's own undoing (cleanup runs newest first).
+        cleanup.push("put hugetlb back into the unified hierarchy", move || {
+            if hugetlb_in_unified && !unified_has_hugetlb() {
+                restore_hugetlb()?;
+                println!("hugetlb outlived its v1 unmount: put it back into the unified hierarchy");
+            }
+            Ok(())
+        });
+        // The mount fails with EBUSY while hugetlb's cgroups in the unified
+        // hierarchy are still dying after `-hugetlb`: try again a few times
+        // (the step above puts hugetlb back whichever attempt worked).
+        for attempt in 1..=5 {
+            match crate::lifecycle::ensure_hugetlb(&mut cleanup) {
+                Ok(()) => break,
+                Err(e) if attempt == 5 => {
+                    println!("warning: {e:#}; crun may refuse this hybrid cgroup layout")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
         }
+        let p = prefix.clone();
+        // Runs before the unmount: see wait_for_reaping.
+        cleanup.push(
+            "wait for init to reap the containers' processes",
+            move || {
+                wait_for_reaping(&p);
+                Ok(())
+            },
+        );
     }
     let ctx = Ctx {
         bundle: scratch.join("bundle"),
         io: scratch.join("io"),
         seq: AtomicU64::new(0),
-        prefix: format!("rb{}", std::process::id()),
+        prefix,
         scratch: scratch.clone(),
     };
     fs::create_dir_all(&ctx.io)?;
@@ -292,16 +319,7 @@ pub fn run(opts: &Options) -> Result<()> {
             eprintln!("vessel-bench: {}: could not remove {left:?}", rt.name);
         }
     }
-    wait_for_reaping(&ctx.prefix);
     cleanup.run();
-    if hugetlb_in_unified && !unified_has_hugetlb() {
-        match restore_hugetlb() {
-            Ok(()) => println!(
-                "hugetlb was slow to leave its v1 hierarchy: restored it to the unified one"
-            ),
-            Err(e) => eprintln!("vessel-bench: hugetlb is not back in {UNIFIED_SUBTREE}: {e:#}"),
-        }
-    }
     measured?;
 
     let report = Report {

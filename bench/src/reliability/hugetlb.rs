@@ -40,7 +40,7 @@ pub(super) fn wait_for_reaping(prefix: &str) {
     }
 }
 
-pub(super) const UNIFIED_SUBTREE: &str = "/sys/fs/cgroup/unified/cgroup.subtree_control";
+const UNIFIED_SUBTREE: &str = "/sys/fs/cgroup/unified/cgroup.subtree_control";
 
 pub(super) fn unified_has_hugetlb() -> bool {
     fs::read_to_string(UNIFIED_SUBTREE).is_ok_and(|s| s.split_whitespace().any(|c| c == "hugetlb"))
