@@ -87,7 +87,6 @@ impl Ctx {
             if kill_after.is_some_and(|k| !sent_kill && now >= k) {
                 let _ = child.kill();
                 sent_kill = true;
-                continue;
             }
             if now >= COMMAND_TIMEOUT && !timed_out {
                 let _ = child.kill();
