@@ -227,13 +227,22 @@ pub fn run(opts: &Options) -> Result<()> {
         // The mount fails with EBUSY while hugetlb's cgroups in the unified
         // hierarchy are still dying after `-hugetlb`: try again a few times
         // (the step above puts hugetlb back whichever attempt worked).
-        for attempt in 1..=5 {
+        const ATTEMPTS: u32 = 30;
+        for attempt in 1..=ATTEMPTS {
             match crate::lifecycle::ensure_hugetlb(&mut cleanup) {
                 Ok(()) => break,
-                Err(e) if attempt == 5 => {
+                Err(e) if attempt == ATTEMPTS => {
                     println!("warning: {e:#}; crun may refuse this hybrid cgroup layout")
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+                Err(_) => {
+                    if attempt == 1 {
+                        println!(
+                            "hugetlb is busy in the unified hierarchy (cgroups of other \
+                             containers still hold it): retrying for {ATTEMPTS} s"
+                        );
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
             }
         }
         let p = prefix.clone();
