@@ -16,6 +16,8 @@
 //!   native.
 //! - [`consolidation`]: n concurrent instances per mode, aggregate and
 //!   per-instance throughput.
+//! - [`reliability`]: concurrent lifecycles and SIGKILLed commands for
+//!   vessel, runc and crun; failures and what was left on the host, by kind.
 //! - [`vm_startup`]: `vessel run` of a vm-mode container, create to first
 //!   output and to exit, beside a bare QEMU boot of the same guest.
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ pub mod netns;
 pub mod overhead;
 pub mod plot;
 pub mod qemu_boot;
+pub mod reliability;
 pub mod report;
 pub mod stats;
 pub mod sys;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use vessel_bench::instance::Mode;
 use vessel_bench::io_isolation::{self, Mechanism, Rw};
 use vessel_bench::workloads::{self, Size};
-use vessel_bench::{consolidation, lifecycle, overhead, sys};
+use vessel_bench::{consolidation, lifecycle, overhead, reliability, sys};
 
 /// vessel's benchmarks: print a table, write JSON.
 #[derive(Parser, Debug)]
@@ -36,6 +36,85 @@ enum Suite {
     /// vm mode: create to first output and to exit, beside a bare QEMU boot
     /// of the same guest, with the image builds split out.
     VmStartup(VmStartupArgs),
+    /// N concurrent lifecycles and M SIGKILLed create/run/delete per
+    /// runtime: failures and leaks (cgroups, mounts, processes, state) by kind.
+    Reliability(ReliabilityArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReliabilityArgs {
+    /// Lifecycles running at once against one --root per runtime.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Lifecycles per runtime.
+    #[arg(long, default_value_t = 50)]
+    lifecycles: usize,
+    /// SIGKILL injections per kind (create, run, delete) per runtime.
+    #[arg(long, default_value_t = 30)]
+    kills: usize,
+    /// CI size: --concurrency 4 --lifecycles 20 --kills 10 (flags given
+    /// explicitly still win).
+    #[arg(long)]
+    quick: bool,
+    /// Seed of the kill delays (default: from the clock; the JSON records it).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runtimes, in interleaving order.
+    #[arg(long, value_delimiter = ',', default_value = "vessel,runc,crun")]
+    runtimes: Vec<String>,
+    /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// runc binary (name in PATH or path); skipped with a reason if missing.
+    #[arg(long, default_value = "runc")]
+    runc: String,
+    /// crun binary (name in PATH or path); skipped with a reason if missing.
+    #[arg(long, default_value = "crun")]
+    crun: String,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench/results/reliability.json")]
+    json: PathBuf,
+    /// Directory for the bundle, state roots and captured output.
+    #[arg(long)]
+    tmpdir: Option<PathBuf>,
+}
+
+fn reliability_options(
+    a: ReliabilityArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<reliability::Options> {
+    // --quick sets the sizes a flag on the command line did not.
+    let given = |name: &str| {
+        matches
+            .subcommand_matches("reliability")
+            .and_then(|m| m.value_source(name))
+            == Some(clap::parser::ValueSource::CommandLine)
+    };
+    let pick = |name: &str, value: usize, quick: usize| {
+        if a.quick && !given(name) {
+            quick
+        } else {
+            value
+        }
+    };
+    let opts = reliability::Options {
+        concurrency: pick("concurrency", a.concurrency, 4),
+        lifecycles: pick("lifecycles", a.lifecycles, 20),
+        kills: pick("kills", a.kills, 10),
+        runtimes: a.runtimes.into_iter().filter(|r| !r.is_empty()).collect(),
+        vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+        runc: a.runc,
+        crun: a.crun,
+        seed: a.seed.unwrap_or_else(reliability::clock_seed),
+        quick: a.quick,
+        json: a.json,
+        tmpdir: a.tmpdir,
+        command: command_line(),
+    };
+    if opts.concurrency == 0 {
+        anyhow::bail!("--concurrency: give at least 1");
+    }
+    Ok(opts)
 }
 
 /// Flags both suites share.
@@ -317,7 +396,11 @@ struct LifecycleArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     sys::install_interrupt_handler();
     let result = match cli.suite {
         Suite::VmStartup(a) => vessel_bench::vm_startup::run(&vessel_bench::vm_startup::Options {
@@ -368,6 +451,9 @@ fn main() -> ExitCode {
         Suite::Overhead(a) => lifecycle::require_root()
             .and_then(|()| overhead_options(a))
             .and_then(|o| overhead::run(&o)),
+        Suite::Reliability(a) => lifecycle::require_root()
+            .and_then(|()| reliability_options(a, &matches))
+            .and_then(|o| reliability::run(&o)),
         Suite::Consolidation(a) => lifecycle::require_root()
             .and_then(|()| consolidation_options(a))
             .and_then(|o| consolidation::run(&o)),
