@@ -622,7 +622,11 @@ impl Cgroup {
         if hugetlb_on_v2_side {
             lib.set_hugepage_limits(None);
         }
-        let apart = if self.systemd { Vec::new() } else { self.v1_apart() };
+        let apart = if self.systemd {
+            Vec::new()
+        } else {
+            self.v1_apart()
+        };
         for c in &apart {
             split_v1::strip(&mut lib, c);
         }

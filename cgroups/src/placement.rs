@@ -184,7 +184,10 @@ impl OwnCgroups {
             if let Some(root) = root.filter(|r| r.as_path() != Path::new("/")) {
                 // A cgroup outside the mount's view has no path in it: use the
                 // mount's root, as runc does.
-                *p = p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_default();
+                *p = p
+                    .strip_prefix(root)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
             }
         };
         for (c, p) in own.v1.iter_mut() {
@@ -267,10 +270,7 @@ mod tests {
         assert!(!p.is_uniform());
         assert_eq!(p.main(), PathBuf::from("s/c1"));
         let enc = p.encode();
-        assert_eq!(
-            enc,
-            PathBuf::from("/s/c1;memory=/sess/lim/c1;unified=/c1")
-        );
+        assert_eq!(enc, PathBuf::from("/s/c1;memory=/sess/lim/c1;unified=/c1"));
         assert_eq!(Placement::decode(&hybrid(), &enc).unwrap().unwrap(), p);
         let p = Placement::resolve(&hybrid(), Path::new("foo/bar"), &own);
         assert_eq!(p.v1["pids"], PathBuf::from("s/foo/bar"));
@@ -299,7 +299,11 @@ mod tests {
 
     #[test]
     fn bad_encodings_are_refused() {
-        assert!(Placement::decode(&hybrid(), Path::new("/a;memory")).unwrap().is_err());
-        assert!(Placement::decode(&hybrid(), Path::new("/a;bogus=/x")).unwrap().is_err());
+        assert!(Placement::decode(&hybrid(), Path::new("/a;memory"))
+            .unwrap()
+            .is_err());
+        assert!(Placement::decode(&hybrid(), Path::new("/a;bogus=/x"))
+            .unwrap()
+            .is_err());
     }
 }

@@ -165,8 +165,10 @@ mod tests {
 
     #[test]
     fn memory_apart_is_stripped_and_written() {
-        let r = res(serde_json::json!({"memory": {"limit": 1048576, "swap": 2097152},
-            "cpu": {"shares": 512, "cpus": "0"}}));
+        let r = res(
+            serde_json::json!({"memory": {"limit": 1048576, "swap": 2097152},
+            "cpu": {"shares": 512, "cpus": "0"}}),
+        );
         let mut lib = r.clone();
         strip(&mut lib, "memory");
         strip(&mut lib, "cpuset");
