@@ -101,12 +101,11 @@ fn vm_lifecycle_state_exec_ps_kill_delete() {
         serde_json::from_slice(&std::fs::read(state_dir.join("state.json")).unwrap()).unwrap();
     let scratch = raw["vm"]["scratch"].as_str().unwrap().to_string();
     let vmm = raw["vm"]["vmmPid"].as_i64().unwrap();
-    // The VMM runs in the container's cgroup.
-    let procs = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory{}/cgroup.procs",
-        raw["cgroupPath"].as_str().unwrap()
-    ))
-    .unwrap();
+    // The VMM runs in the container's cgroup (nested under this test's own
+    // memory cgroup: no cgroupsPath).
+    let mem = vessel_tests::leaks::v1_cgroup_dir("memory", &c.id)
+        .unwrap_or_else(|| panic!("no memory cgroup for {} ({})", c.id, raw["cgroupPath"]));
+    let procs = std::fs::read_to_string(mem.join("cgroup.procs")).unwrap();
     assert!(
         procs.lines().any(|l| l == vmm.to_string()),
         "VMM {vmm} not in {procs}"
