@@ -194,13 +194,29 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
             return Err(fail(&mut vm, e.to_string()));
         }
     }
+    // A VMM the OOM killer took during boot shows only as a lost agent:
+    // say what happened and what limit would do.
+    let boot_failed = |vm: &mut VmHandle, what: String| match oom_killed(vm, &cgroup, &launch) {
+        Some(oom) => fail(vm, format!("{oom} ({what})")),
+        None => fail(vm, what),
+    };
     let agent = match vm.connect_agent(launch.boot_timeout) {
         Ok(a) => a,
-        Err(e) => return Err(fail(&mut vm, format!("connecting to the guest agent: {e}"))),
+        Err(e) => {
+            return Err(boot_failed(
+                &mut vm,
+                format!("connecting to the guest agent: {e}"),
+            ))
+        }
     };
     let hello = match agent.wait_hello(launch.boot_timeout) {
         Ok(h) => h,
-        Err(e) => return Err(fail(&mut vm, format!("the guest agent did not greet: {e}"))),
+        Err(e) => {
+            return Err(boot_failed(
+                &mut vm,
+                format!("the guest agent did not greet: {e}"),
+            ))
+        }
     };
     // Where the time goes, for `vessel bench vm-startup` and for users.
     tracing::info!(
@@ -262,6 +278,64 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
     let s = Arc::clone(&sup);
     thread::spawn(move || s.accept(listener));
     Ok(sup)
+}
+
+/// How the VMM died, if the OOM killer of its cgroup killed it: `None`
+/// while it runs, or when it died otherwise.
+fn oom_killed(vm: &mut VmHandle, cgroup: &Cgroup, launch: &Launch) -> Option<String> {
+    let pid = vm.pid();
+    // Peek at the exit status without reaping (VmHandle reaps it later); a
+    // VMM already reaped (connect_agent polls it) only says "a signal".
+    let signal = match nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+        nix::sys::wait::WaitPidFlag::WEXITED
+            | nix::sys::wait::WaitPidFlag::WNOHANG
+            | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    ) {
+        Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => Some(sig.as_str().to_string()),
+        // Still running, or exited with a status of its own.
+        Ok(_) => return None,
+        // Reaped: wait() gives the cached status, an exit code unless a
+        // signal ended it.
+        Err(_) if vm.is_running() => return None,
+        Err(_) => match vm.wait() {
+            Ok(None) => None,
+            _ => return None,
+        },
+    };
+    let kills = cgroup.oom_kills().unwrap_or(0);
+    if kills == 0 {
+        return None;
+    }
+    let limit = launch
+        .resources
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0);
+    let how = match signal {
+        Some(sig) => format!("{sig}, the OOM killer: its cgroup counts {kills} OOM kill(s)"),
+        None => format!("the OOM killer: its cgroup counts {kills} OOM kill(s)"),
+    };
+    let guest = launch.vm.memory_mib;
+    let minimum = super::guest_spec::min_memory_limit_mib(guest);
+    let fix = match limit {
+        Some(l) => format!(
+            "linux.resources.memory.limit {} MiB ({l} bytes) is too low for a {guest} MiB guest; \
+             the minimum is {minimum} MiB ({guest} MiB of guest memory plus {} MiB for the VMM)",
+            l >> 20,
+            super::guest_spec::VMM_OVERHEAD_MIB
+        ),
+        None => format!(
+            "a memory limit on the container's cgroup or above it is too low for a {guest} MiB \
+             guest, which needs {minimum} MiB"
+        ),
+    };
+    Some(format!(
+        "container {:?}: the VMM ({}, pid {pid}) was killed during boot by {how}: {fix}",
+        launch.id,
+        launch.engine.name()
+    ))
 }
 
 fn console_tail(log: Option<&Path>) -> String {
