@@ -58,7 +58,7 @@ fn hierarchies() -> Vec<Hierarchy> {
             .filter(|o| fstype == "cgroup" && V1_CONTROLLERS.contains(o))
             .map(str::to_string)
             .collect();
-        if !(v2_root || !controllers.is_empty()) {
+        if !v2_root && controllers.is_empty() {
             continue;
         }
         let path = own.lines().find_map(|l| {
