@@ -207,6 +207,15 @@ fn run_without_cgroups_path_lands_under_the_callers_cgroup_and_its_limit() {
             assert_eq!(hier.trim(), limit.to_string(), "{}", mem.display());
         }
     }
+    // The leak counter sees the nested directories (so it can fail).
+    let seen = leaks::cgroup_dirs(&c.id);
+    for (_, want) in &expect {
+        assert!(
+            seen.contains(&want.display().to_string()),
+            "leaks::cgroup_dirs missed {}: {seen:?}",
+            want.display()
+        );
+    }
     // delete from this test's own cgroup finds it.
     ok(&c.v(&["delete", "--force", &c.id]));
     for (_, want) in &expect {
