@@ -12,6 +12,8 @@
 pub mod blockio_priority;
 pub mod host;
 pub mod mapping;
+pub mod placement;
+mod split_v1;
 mod stats;
 pub mod validate;
 
@@ -30,6 +32,7 @@ use oci_spec::runtime::LinuxResources;
 
 pub use blockio_priority::{BlockIoPolicy, IoClass, IoPriority};
 pub use host::{CgroupMode, Host};
+pub use placement::{OwnCgroups, Placement};
 pub use validate::{validate, validate_on};
 
 /// Root of the cgroup filesystems on the host.
@@ -141,15 +144,17 @@ pub struct CgroupOptions {
 }
 
 impl CgroupOptions {
-    /// The cgroup path this container uses: `cgroupsPath`, or runc's
-    /// default (`/<id>`, or `system.slice:vessel:<id>` with systemd).
+    /// The cgroup path as the spec names it: `cgroupsPath`, or runc's
+    /// default, the container id (relative: placed under the caller's
+    /// cgroups, see [`placement`]), or `system.slice:vessel:<id>` with
+    /// systemd.
     pub fn resolved_path(&self) -> PathBuf {
         match &self.cgroups_path {
             Some(p) if !p.as_os_str().is_empty() => p.clone(),
             _ if self.systemd => {
                 PathBuf::from(format!("system.slice:vessel:{}", self.container_id))
             }
-            _ => PathBuf::from(format!("/{}", self.container_id)),
+            _ => PathBuf::from(&self.container_id),
         }
     }
 }
@@ -160,9 +165,13 @@ pub struct Cgroup {
     /// once per controller, which `state`, `delete` and `pids` never need.
     manager: std::cell::OnceCell<AnyCgroupManager>,
     config: CgroupConfig,
+    /// The path recorded for the container ([`Placement::encode`]).
     path: PathBuf,
-    /// Path relative to each hierarchy root (systemd names expanded).
+    /// Path relative to each hierarchy root (systemd names expanded); the
+    /// main path when hierarchies differ.
     rel: PathBuf,
+    /// Where the cgroup is in each hierarchy (none with systemd).
+    placement: Option<Placement>,
     host: Host,
     /// Driven by libcgroups' systemd manager (unit properties).
     systemd: bool,
@@ -223,9 +232,11 @@ impl Cgroup {
     /// Opens the cgroup named by `opts` on the layout `host` (a unified
     /// `host` may be rooted at any cgroup2 mount, e.g. one made by a test).
     pub fn open_on(opts: &CgroupOptions, host: Host) -> Result<Self, CgroupError> {
-        let path = opts.resolved_path();
+        let mut path = opts.resolved_path();
+        let mut placement = None;
+        let named = path.clone();
         let setup = |msg: String| CgroupError::Setup {
-            path: path.clone(),
+            path: named.clone(),
             msg,
         };
         let rel = if opts.systemd {
@@ -255,9 +266,26 @@ impl Cgroup {
                     "linux.cgroupsPath must not contain \".\" or \"..\" components".into(),
                 ));
             }
-            path.components()
-                .filter(|c| matches!(c, Component::Normal(_)))
-                .collect()
+            let placed = match Placement::decode(&host, &path) {
+                Some(decoded) => decoded.map_err(|e| setup(format!("linux.cgroupsPath: {e}")))?,
+                None => {
+                    let own = if path.is_absolute() {
+                        OwnCgroups::default()
+                    } else {
+                        OwnCgroups::of_self(&host).map_err(setup)?
+                    };
+                    Placement::resolve(&host, &path, &own)
+                }
+            };
+            if placed.paths().any(|p| p.as_os_str().is_empty()) {
+                return Err(setup(
+                    "linux.cgroupsPath names the root cgroup; a container needs its own".into(),
+                ));
+            }
+            path = placed.encode();
+            let rel = placed.main();
+            placement = Some(placed);
+            rel
         };
         if rel.as_os_str().is_empty() {
             return Err(setup(
@@ -265,7 +293,12 @@ impl Cgroup {
             ));
         }
         let config = CgroupConfig {
-            cgroup_path: path.clone(),
+            // libcgroups drives the main path; split_v1 writes the rest.
+            cgroup_path: if placement.is_some() {
+                Path::new("/").join(&rel)
+            } else {
+                path.clone()
+            },
             systemd_cgroup: opts.systemd,
             container_name: opts.container_id.clone(),
         };
@@ -274,6 +307,7 @@ impl Cgroup {
             config,
             path,
             rel,
+            placement,
             host,
             systemd: opts.systemd,
         })
@@ -309,7 +343,40 @@ impl Cgroup {
 
     /// The directory of v1 controller `controller`, if it is mounted.
     pub fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
-        self.host.v1.get(controller).map(|m| m.join(&self.rel))
+        self.host
+            .v1
+            .get(controller)
+            .map(|m| m.join(self.v1_rel(controller)))
+    }
+
+    /// The path of v1 controller `controller` below its hierarchy's root.
+    fn v1_rel(&self, controller: &str) -> &Path {
+        self.placement
+            .as_ref()
+            .and_then(|p| p.v1.get(controller))
+            .unwrap_or(&self.rel)
+    }
+
+    /// The path in the cgroup2 hierarchy below its root.
+    fn v2_rel(&self) -> &Path {
+        self.placement
+            .as_ref()
+            .and_then(|p| p.v2.as_ref())
+            .unwrap_or(&self.rel)
+    }
+
+    /// The mounted v1 controllers whose directory is not on the main path
+    /// (libcgroups does not reach them; vessel writes their settings).
+    fn v1_apart(&self) -> Vec<&str> {
+        if self.host.mode == CgroupMode::Unified {
+            return Vec::new();
+        }
+        self.host
+            .v1
+            .keys()
+            .map(String::as_str)
+            .filter(|c| self.v1_rel(c) != self.rel)
+            .collect()
     }
 
     /// The cgroup2 directory: the cgroup itself on v2, its twin on the
@@ -317,8 +384,8 @@ impl Cgroup {
     /// hugetlb and `unified` settings go), none on a pure v1 host.
     pub fn v2_dir(&self) -> Option<PathBuf> {
         match self.host.mode {
-            CgroupMode::Unified => Some(self.host.root.join(&self.rel)),
-            CgroupMode::Hybrid => self.host.unified.as_ref().map(|u| u.join(&self.rel)),
+            CgroupMode::Unified => Some(self.host.root.join(self.v2_rel())),
+            CgroupMode::Hybrid => self.host.unified.as_ref().map(|u| u.join(self.v2_rel())),
             CgroupMode::Legacy => None,
         }
     }
@@ -329,7 +396,7 @@ impl Cgroup {
         self.host
             .v1
             .iter()
-            .map(|(c, m)| (c.clone(), m.join(&self.rel)))
+            .map(|(c, m)| (c.clone(), m.join(self.v1_rel(c))))
             .collect()
     }
 
@@ -365,15 +432,26 @@ impl Cgroup {
             self.ensure_created()
                 .map_err(|e| self.op_err("add task", e))?;
         }
-        self.manager()?
-            .add_task(Pid::from_raw(pid))
-            .map_err(|e| self.op_err("add task", e))?;
+        let apart = self.v1_apart();
         let mut extra = Vec::new();
+        if apart.is_empty() {
+            self.manager()?
+                .add_task(Pid::from_raw(pid))
+                .map_err(|e| self.op_err("add task", e))?;
+        } else {
+            // libcgroups would put the task on the main path of every
+            // hierarchy: join each controller's own directory instead.
+            for c in JOINED_V1 {
+                if let Some(d) = self.v1_dir(c).filter(|d| !extra.contains(d)) {
+                    extra.push(d);
+                }
+            }
+        }
         if self.host.mode == CgroupMode::Hybrid {
             extra.extend(self.v2_dir());
         }
         if self.host.mode != CgroupMode::Unified {
-            extra.extend(self.v1_dir("rdma"));
+            extra.extend(self.v1_dir("rdma").filter(|d| !extra.contains(d)));
         }
         for dir in extra {
             fs::create_dir_all(&dir)
@@ -394,7 +472,7 @@ impl Cgroup {
                     continue;
                 };
                 let mut cur = mount.clone();
-                for comp in self.rel.components() {
+                for comp in self.v1_rel(c).components() {
                     let parent = cur.clone();
                     cur.push(comp);
                     if !cur.exists() {
@@ -424,7 +502,7 @@ impl Cgroup {
             CgroupMode::Legacy => None,
         } {
             let mut cur = root;
-            let comps: Vec<_> = self.rel.components().collect();
+            let comps: Vec<_> = self.v2_rel().components().collect();
             let available = fs::read_to_string(cur.join("cgroup.controllers")).unwrap_or_default();
             for comp in &comps {
                 if self.host.mode == CgroupMode::Unified {
@@ -458,7 +536,7 @@ impl Cgroup {
                 .ok_or_else(|| unsupported(setting, "no cgroup2 hierarchy"))?,
         };
         let mut cur = root;
-        for comp in self.rel.components() {
+        for comp in self.v2_rel().components() {
             let f = cur.join("cgroup.subtree_control");
             let enabled = fs::read_to_string(&f).unwrap_or_default();
             if !enabled.split_whitespace().any(|c| c == controller) {
@@ -544,6 +622,14 @@ impl Cgroup {
         if hugetlb_on_v2_side {
             lib.set_hugepage_limits(None);
         }
+        let apart = if self.systemd {
+            Vec::new()
+        } else {
+            self.v1_apart()
+        };
+        for c in &apart {
+            split_v1::strip(&mut lib, c);
+        }
         if let Some(cpu) = resources.cpu() {
             let mut cpu = cpu.clone();
             if cpu.cpus().as_deref().is_some_and(|s| s.trim().is_empty()) {
@@ -582,6 +668,17 @@ impl Cgroup {
                 w.push((dir.join(file), v, s.to_string()));
             };
 
+        for c in &apart {
+            let Some(dir) = self.v1_dir(c) else { continue };
+            for (file, v, s) in split_v1::writes(c, resources, disable_oom_killer) {
+                push(&mut writes, &dir, file, v, &s);
+            }
+            if *c == "hugetlb" {
+                for (file, v, s) in split_v1::hugetlb_writes(resources) {
+                    push(&mut writes, &dir, &file, v, &s);
+                }
+            }
+        }
         if !v2 {
             if let (Some(b), Some(dir)) = (
                 resources.cpu().as_ref().and_then(|c| c.burst()),
@@ -772,6 +869,9 @@ impl Cgroup {
 
     /// Freezes every process in the cgroup.
     pub fn freeze(&self) -> Result<(), CgroupError> {
+        if self.v1_apart().contains(&"freezer") {
+            return self.freeze_v1_apart("FROZEN");
+        }
         self.manager()?
             .freeze(FreezerState::Frozen)
             .map_err(|e| self.op_err("freeze", e))
@@ -779,9 +879,35 @@ impl Cgroup {
 
     /// Thaws the cgroup.
     pub fn thaw(&self) -> Result<(), CgroupError> {
+        if self.v1_apart().contains(&"freezer") {
+            return self.freeze_v1_apart("THAWED");
+        }
         self.manager()?
             .freeze(FreezerState::Thawed)
             .map_err(|e| self.op_err("thaw", e))
+    }
+
+    /// Sets the v1 freezer off the main path to `state` and waits until the
+    /// kernel reports it (FREEZING turns FROZEN once every task stopped).
+    fn freeze_v1_apart(&self, state: &str) -> Result<(), CgroupError> {
+        let op = if state == "FROZEN" { "freeze" } else { "thaw" };
+        let f = self
+            .v1_dir("freezer")
+            .ok_or_else(|| self.op_err(op, "the freezer controller is not mounted"))?
+            .join("freezer.state");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            write_file(&f, state).map_err(|e| self.op_err(op, format!("{}: {e}", f.display())))?;
+            let now = fs::read_to_string(&f)
+                .map_err(|e| self.op_err(op, format!("{}: {e}", f.display())))?;
+            if now.trim() == state {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.op_err(op, format!("{} stays {}", f.display(), now.trim())));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Whether the cgroup is frozen (v1 `freezer.state` is `FROZEN`, v2
@@ -976,6 +1102,6 @@ mod tests {
             systemd: false,
             container_id: "c1".into(),
         };
-        assert_eq!(o.resolved_path(), PathBuf::from("/c1"));
+        assert_eq!(o.resolved_path(), PathBuf::from("c1"));
     }
 }

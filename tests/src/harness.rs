@@ -224,12 +224,11 @@ impl Drop for Ctr {
     }
 }
 
-/// Reads the first line of a cgroup v1 file `/sys/fs/cgroup/<ctrl>/<rel>/<file>`.
+/// Reads the first line of a cgroup v1 file `/sys/fs/cgroup/<ctrl>/.../<rel>/<file>`.
+/// A container without `cgroupsPath` nests under the caller's cgroup: the
+/// directory ending with `rel` is found wherever it is.
 pub fn cgroup_value(ctrl: &str, rel: &str, file: &str) -> Option<String> {
-    let p = Path::new("/sys/fs/cgroup")
-        .join(ctrl)
-        .join(rel.trim_start_matches('/'))
-        .join(file);
+    let p = crate::leaks::v1_cgroup_dir(ctrl, rel)?.join(file);
     std::fs::read_to_string(p)
         .ok()
         .map(|s| s.trim().to_string())

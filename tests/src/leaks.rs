@@ -2,49 +2,77 @@
 //! cgroup directories, mounts and processes.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Cgroup directories named `rel` (e.g. `/my-id`) under any hierarchy of
-/// /sys/fs/cgroup (v1 controllers, the unified mount, or a pure v2 root).
-pub fn cgroup_dirs(rel: &str) -> Vec<String> {
-    let rel = rel.trim_start_matches('/');
-    let mut found = Vec::new();
+/// Every cgroup directory of every hierarchy under /sys/fs/cgroup (v1
+/// controllers, the unified mount, or a pure v2 root), at any depth, without
+/// the hierarchies' roots. A container without `cgroupsPath` nests under the
+/// caller's own cgroup, so its directory may be anywhere.
+pub fn all_cgroup_dirs() -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
-    if root.join(rel).is_dir() {
-        found.push(root.join(rel).display().to_string());
-    }
-    if let Ok(rd) = fs::read_dir(root) {
+    let mut found = Vec::new();
+    if root.join("cgroup.controllers").exists() {
+        walk(root, &mut found);
+    } else if let Ok(rd) = fs::read_dir(root) {
         for e in rd.flatten() {
-            let p = e.path().join(rel);
-            if e.path().is_dir()
-                && !e.file_type().map(|t| t.is_symlink()).unwrap_or(true)
-                && p.is_dir()
-            {
-                found.push(p.display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(&e.path(), &mut found);
             }
         }
     }
     found
 }
 
-/// Cgroup directories under any hierarchy whose name starts with `prefix`.
-pub fn cgroup_dirs_with_prefix(prefix: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let root = Path::new("/sys/fs/cgroup");
-    let mut dirs = vec![root.to_path_buf()];
-    if let Ok(rd) = fs::read_dir(root) {
-        dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
-    }
-    for d in dirs {
-        if let Ok(rd) = fs::read_dir(&d) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(prefix) && e.path().is_dir() {
-                    found.push(e.path().display().to_string());
-                }
-            }
+/// Pushes the directories below `dir` (not `dir` itself), deepest last.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        // file_type does not follow symlinks (cpu,cpuacct links on some hosts).
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.push(e.path());
+            walk(&e.path(), out);
         }
     }
-    found
+}
+
+/// Cgroup directories whose path ends with `rel` (e.g. `my-id`, or
+/// `/a/b` for a `cgroupsPath`), at any depth of any hierarchy.
+pub fn cgroup_dirs(rel: &str) -> Vec<String> {
+    let rel = Path::new(rel.trim_start_matches('/'));
+    if rel.as_os_str().is_empty() {
+        return Vec::new();
+    }
+    all_cgroup_dirs()
+        .into_iter()
+        .filter(|d| d.ends_with(rel))
+        .map(|d| d.display().to_string())
+        .collect()
+}
+
+/// The directory ending with `rel` in the v1 hierarchy of `ctrl` (e.g.
+/// `memory`), wherever it is nested.
+pub fn v1_cgroup_dir(ctrl: &str, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel.trim_start_matches('/'));
+    let mount = Path::new("/sys/fs/cgroup").join(ctrl);
+    if mount.join(rel).is_dir() {
+        return Some(mount.join(rel));
+    }
+    let mut dirs = Vec::new();
+    walk(&mount, &mut dirs);
+    dirs.into_iter().find(|d| d.ends_with(rel))
+}
+
+/// Cgroup directories under any hierarchy, at any depth, whose name starts
+/// with `prefix`.
+pub fn cgroup_dirs_with_prefix(prefix: &str) -> Vec<String> {
+    all_cgroup_dirs()
+        .into_iter()
+        .filter(|d| {
+            d.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .map(|d| d.display().to_string())
+        .collect()
 }
 
 /// Lines of /proc/self/mountinfo that mention `needle`.

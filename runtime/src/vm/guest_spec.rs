@@ -43,11 +43,23 @@ pub const GUEST_ROOTFS: &str = "/run/vessel/rootfs";
 pub const GUEST_FILES: &str = "/run/vessel/files";
 /// Most bytes of bind-mount sources copied into one guest.
 pub const COPY_LIMIT: u64 = 2 << 20;
-/// Host memory the VMM itself needs beside the guest's (QEMU with a bounded
-/// TCG translation cache): a memory limit must leave room for it.
-pub const VMM_OVERHEAD_MIB: u32 = 96;
-/// Smallest guest a Debian cloud kernel and the agent boot in.
-pub const MIN_GUEST_MIB: u32 = 64;
+/// Host memory the VMM itself needs beside the guest's: a memory limit
+/// must leave room for it. Measured with QEMU 7.2 TCG (its translation
+/// cache grows as it translates): a 96 MiB guest was OOM-killed during boot
+/// under a 192 MiB limit and booted under 224 MiB (peak use 206 MiB).
+pub const VMM_OVERHEAD_MIB: u32 = 128;
+/// Smallest guest the Debian cloud kernel and the agent boot in: with
+/// 80 MiB the kernel panics unpacking the initramfs; 96 MiB boots.
+pub const MIN_GUEST_MIB: u32 = 96;
+/// The smallest `linux.resources.memory.limit` a vm-mode container boots
+/// in: the smallest guest plus the VMM's own memory.
+pub const MIN_MEMORY_LIMIT_MIB: u32 = MIN_GUEST_MIB + VMM_OVERHEAD_MIB;
+
+/// The smallest memory limit a guest of `guest_mib` boots in.
+pub fn min_memory_limit_mib(guest_mib: u32) -> u32 {
+    guest_mib.saturating_add(VMM_OVERHEAD_MIB)
+}
+
 /// Guest memory when neither the spec nor the configuration says.
 pub const DEFAULT_GUEST_MIB: u32 = 256;
 
@@ -135,7 +147,9 @@ fn size(
         (Some(m), Some(limit)) if m.saturating_add(VMM_OVERHEAD_MIB) > limit => {
             return Err(format!(
                 "annotations.{MEMORY_ANNOTATION}: {m} MiB plus {VMM_OVERHEAD_MIB} MiB for the VMM \
-                 does not fit in linux.resources.memory.limit ({limit} MiB)"
+                 does not fit in linux.resources.memory.limit ({limit} MiB): the minimum for a \
+                 {m} MiB guest is {} MiB",
+                min_memory_limit_mib(m)
             ))
         }
         (Some(m), _) => m,
@@ -145,8 +159,9 @@ fn size(
     if memory < MIN_GUEST_MIB {
         return Err(match limit_mib {
             Some(limit) if number(MEMORY_ANNOTATION)?.is_none() => format!(
-                "linux.resources.memory.limit: {limit} MiB is too small for vm mode, which needs \
-                 {MIN_GUEST_MIB} MiB for the guest plus {VMM_OVERHEAD_MIB} MiB for the VMM"
+                "linux.resources.memory.limit: {limit} MiB is too low for vm mode: the minimum is \
+                 {MIN_MEMORY_LIMIT_MIB} MiB ({MIN_GUEST_MIB} MiB for the guest plus \
+                 {VMM_OVERHEAD_MIB} MiB for the VMM)"
             ),
             _ => format!(
                 "the guest would get {memory} MiB, below the {MIN_GUEST_MIB} MiB it needs \
@@ -395,6 +410,16 @@ mod tests {
         let s = spec_with(json!({"linux": {"resources": {"memory": {"limit": 128i64 << 20}}}}));
         let e = plan(&s, &VmDefaults::default()).unwrap_err();
         assert!(e.contains("linux.resources.memory.limit"), "{e}");
+        assert!(
+            e.contains(&format!("the minimum is {MIN_MEMORY_LIMIT_MIB} MiB")),
+            "{e}"
+        );
+        // Exactly the minimum is accepted, one MiB less is not.
+        let at =
+            |mib: i64| spec_with(json!({"linux": {"resources": {"memory": {"limit": mib << 20}}}}));
+        let p = plan(&at(MIN_MEMORY_LIMIT_MIB as i64), &VmDefaults::default()).unwrap();
+        assert_eq!(p.memory_mib, MIN_GUEST_MIB);
+        assert!(plan(&at(MIN_MEMORY_LIMIT_MIB as i64 - 1), &VmDefaults::default()).is_err());
         let s = spec_with(json!({"annotations": {"io.vessel.vm.memory_mib": "500"},
             "linux": {"resources": {"memory": {"limit": 512i64 << 20}}}}));
         let e = plan(&s, &VmDefaults::default()).unwrap_err();

@@ -167,7 +167,13 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
     launch.vm.die_with_parent = true;
     let mut vm = engine.boot(&launch.vm).map_err(|e| e.to_string())?;
     let vmm_pid = vm.pid();
+    // A VMM the OOM killer took during boot shows only as a lost agent or
+    // a closed connection: say what happened and what limit would do.
     let fail = |vm: &mut VmHandle, msg: String| {
+        let msg = match oom_killed(vm, &cgroup, &launch) {
+            Some(oom) => format!("{oom} ({msg})"),
+            None => msg,
+        };
         let tail = vm.vmm_log_tail();
         let _ = vm.kill();
         let console = console_tail(launch.vm.console_log.as_deref());
@@ -228,6 +234,9 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
     };
     let _ = agent.set_timeout(None);
     if let Err(e) = created {
+        if oom_killed(&mut vm, &cgroup, &launch).is_some() {
+            return Err(fail(&mut vm, e));
+        }
         // The guest's own error says what is wrong with the bundle.
         let _ = vm.kill();
         return Err(e);
@@ -262,6 +271,73 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
     let s = Arc::clone(&sup);
     thread::spawn(move || s.accept(listener));
     Ok(sup)
+}
+
+/// How the VMM died, if the OOM killer of its cgroup killed it: `None`
+/// while it runs, or when it died otherwise.
+fn oom_killed(vm: &mut VmHandle, cgroup: &Cgroup, launch: &Launch) -> Option<String> {
+    let kills = cgroup.oom_kills().unwrap_or(0);
+    if kills == 0 {
+        return None;
+    }
+    let pid = vm.pid();
+    // The agent's connection closes while the VMM is still exiting: give
+    // the kernel a moment to finish the kill.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let signal = loop {
+        // Peek at the exit status without reaping (VmHandle reaps it later).
+        match nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+            nix::sys::wait::WaitPidFlag::WEXITED
+                | nix::sys::wait::WaitPidFlag::WNOHANG
+                | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        ) {
+            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => break Some(sig),
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            // Still running, or exited with a status of its own.
+            Ok(_) => return None,
+            // Already reaped (connect_agent polls it): the cached status is
+            // an exit code unless a signal ended it.
+            Err(_) if vm.is_running() => return None,
+            Err(_) => match vm.wait() {
+                Ok(None) => break None,
+                _ => return None,
+            },
+        }
+    };
+    let limit = launch
+        .resources
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|l| *l > 0);
+    let how = match signal {
+        Some(sig) => format!(
+            "the OOM killer ({}; its cgroup counts {kills} OOM kill(s))",
+            sig.as_str()
+        ),
+        None => format!("the OOM killer (its cgroup counts {kills} OOM kill(s))"),
+    };
+    let guest = launch.vm.memory_mib;
+    let minimum = super::guest_spec::min_memory_limit_mib(guest);
+    let fix = match limit {
+        Some(l) => format!(
+            "linux.resources.memory.limit {} MiB ({l} bytes) is too low for a {guest} MiB guest; \
+             the minimum is {minimum} MiB ({guest} MiB of guest memory plus {} MiB for the VMM)",
+            l >> 20,
+            super::guest_spec::VMM_OVERHEAD_MIB
+        ),
+        None => format!(
+            "a memory limit on the container's cgroup or above it is too low for a {guest} MiB \
+             guest, which needs {minimum} MiB"
+        ),
+    };
+    Some(format!(
+        "the VMM ({}, pid {pid}) was killed during boot by {how}: {fix}",
+        launch.engine.name()
+    ))
 }
 
 fn console_tail(log: Option<&Path>) -> String {
