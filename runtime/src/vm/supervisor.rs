@@ -93,7 +93,12 @@ pub fn run(dir: &Path) -> ! {
     let _ = mask.thread_block();
     match setup(dir) {
         Ok(sup) => {
-            let _ = writeln!(ready, "ok {}", sup.vmm_pid);
+            if writeln!(ready, "ok {}", sup.vmm_pid).is_err() {
+                // `create` is gone (killed while the VM booted): nobody
+                // will start or reach this VM. Its VMM dies with us; the
+                // ledger lets `delete --force` remove the rest.
+                std::process::exit(1)
+            }
             drop(ready);
             let status = sup.serve(mask);
             super::exit_like(status.code, status.signal)
