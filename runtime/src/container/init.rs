@@ -254,8 +254,10 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     rootfs::finalize(spec).map_err(|e| e.to_string())?;
-    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
-        pexec::set_personality(p)?;
+    if let Some(linux) = spec.linux() {
+        // Personality and memory policy; `process.execCPUAffinity` is not for
+        // init (the spec), only for `exec`.
+        crate::process::attrs::apply_container(linux)?;
     }
     pexec::apply_privileged(process)?;
     // The seccomp filter is loaded last, in `pexec::exec` (the order, and
