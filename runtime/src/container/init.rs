@@ -305,7 +305,10 @@ fn after_start(
     report: pexec::Report<'_>,
 ) -> Result<std::convert::Infallible, String> {
     if ctx.hooks_round_trip {
-        hooks::run(hooks, Phase::StartContainer, start_state).map_err(|e| e.to_string())?;
+        // A startContainer hook without `env` gets the process's, as in runc.
+        let env = prepared.env();
+        hooks::run_with_env(hooks, Phase::StartContainer, start_state, Some(&env))
+            .map_err(|e| e.to_string())?;
     }
     pexec::exec(prepared, ctx.preserve_fds, ctx.seccomp, report)
 }

@@ -102,7 +102,6 @@ pub struct Prepared {
     // Own the strings that the pointer arrays below point into.
     #[allow(dead_code)]
     argv: Vec<CString>,
-    #[allow(dead_code)]
     envp: Vec<CString>,
     /// NULL-terminated pointer arrays into `argv` and `envp` for execve(2),
     /// built here so that nothing is allocated after the filter. The
@@ -132,6 +131,14 @@ pub enum Affinity {
 }
 
 impl Prepared {
+    /// The process's environment (`process.env` and the HOME added to it).
+    pub fn env(&self) -> Vec<String> {
+        self.envp
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// Sets the affinity [`exec`] gives the process (the default: keep it).
     pub fn with_affinity(mut self, affinity: Affinity) -> Prepared {
         self.affinity = affinity;
