@@ -453,3 +453,101 @@ fn io_priority_for_init_and_exec() {
     assert_eq!(ioprio_of(pid), 3 << 13, "exec'd process: IDLE");
     // It is the container's: delete --force ends it with the container.
 }
+
+fn features() -> Value {
+    let o = std::process::Command::new(vessel_tests::vessel_bin())
+        .arg("features")
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(&o)).expect("features prints JSON")
+}
+
+fn list(v: &Value) -> Vec<String> {
+    v.as_str()
+        .map(|s| s.split(',').map(String::from).collect())
+        .or_else(|| {
+            v.as_array()
+                .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        })
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+}
+
+#[test]
+fn advertised_scheduler_policies_and_flags_are_applied() {
+    require_root!();
+    let f = features();
+    let a = &f["annotations"];
+    let policies = list(&a["io.vessel.process.scheduler.policies"]);
+    let flags = list(&a["io.vessel.process.scheduler.flags"]);
+    assert!(policies.len() >= 6, "{policies:?}");
+    let rt_groups = Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists();
+    for p in &policies {
+        let (num, extra) = match p.as_str() {
+            "SCHED_OTHER" => (0, json!({})),
+            "SCHED_FIFO" => (1, json!({"priority": 1})),
+            "SCHED_RR" => (2, json!({"priority": 1})),
+            "SCHED_BATCH" => (3, json!({})),
+            "SCHED_IDLE" => (5, json!({})),
+            "SCHED_DEADLINE" => (
+                6,
+                json!({"runtime": 1_000_000, "deadline": 10_000_000, "period": 10_000_000}),
+            ),
+            other => panic!("features advertises {other}, which this test does not know"),
+        };
+        let mut sched = extra;
+        sched["policy"] = json!(p);
+        let (_c, stat) = run_with("featsched", &["cat", "/proc/self/stat"], |cfg| {
+            cfg["process"]["scheduler"] = sched.clone();
+            if rt_groups && (num == 1 || num == 2) {
+                cfg["linux"]["resources"]["cpu"] =
+                    json!({"realtimeRuntime": 10000, "realtimePeriod": 1000000});
+            }
+        });
+        assert_eq!(stat_field(&stat, 41), num, "{p}: {stat}");
+    }
+    // Every flag is passed on: with SCHED_FLAG_KEEP_POLICY or _KEEP_PARAMS
+    // the kernel keeps the policy (SCHED_OTHER), with the others
+    // SCHED_BATCH applies.
+    for flag in &flags {
+        let want = if flag.starts_with("SCHED_FLAG_KEEP_") { 0 } else { 3 };
+        let (_c, stat) = run_with("featschedf", &["cat", "/proc/self/stat"], |cfg| {
+            cfg["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "flags": [flag]});
+        });
+        assert_eq!(stat_field(&stat, 41), want, "{flag}: {stat}");
+    }
+}
+
+#[test]
+fn advertised_memory_policy_modes_and_flags_are_applied() {
+    require_root!();
+    let Some(nodes) = online_nodes() else {
+        eprintln!("SKIP: no NUMA in this kernel (/sys/devices/system/node/online)");
+        return;
+    };
+    let n = nodes[0].to_string();
+    let f = features();
+    let mp = &f["linux"]["memoryPolicy"];
+    for mode in list(&mp["modes"]) {
+        let pol = match mode.as_str() {
+            "MPOL_DEFAULT" | "MPOL_LOCAL" => json!({"mode": mode}),
+            _ => json!({"mode": mode, "nodes": n}),
+        };
+        let mut c = Ctr::new("featmpol", &["true"]);
+        c.config()["linux"]["memoryPolicy"] = pol.clone();
+        c.write();
+        let o = c.run();
+        // Accepted: it runs, or only the kernel refuses (a mode newer than
+        // it), by the field's name.
+        if !o.status.success() {
+            let err = vessel_tests::harness::stderr(&o);
+            assert!(err.contains("linux.memoryPolicy: set_mempolicy"), "{pol}: {err}");
+            eprintln!("{mode}: refused by this kernel: {err}");
+        }
+    }
+    for flag in list(&mp["flags"]) {
+        let pol = json!({"mode": "MPOL_BIND", "nodes": n, "flags": [flag]});
+        let (_c, _) = run_with("featmpolf", &["true"], |cfg| {
+            cfg["linux"]["memoryPolicy"] = pol.clone();
+        });
+    }
+}

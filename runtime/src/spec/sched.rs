@@ -35,15 +35,14 @@ pub const POLICIES: &[&str] = &[
     "SCHED_DEADLINE",
 ];
 
-/// The flags vessel applies, by the spec's names.
+/// The flags vessel applies, by the spec's names (not the utilization
+/// clamps: see [`attr`]).
 pub const FLAGS: &[&str] = &[
     "SCHED_FLAG_RESET_ON_FORK",
     "SCHED_FLAG_RECLAIM",
     "SCHED_FLAG_DL_OVERRUN",
     "SCHED_FLAG_KEEP_POLICY",
     "SCHED_FLAG_KEEP_PARAMS",
-    "SCHED_FLAG_UTIL_CLAMP_MIN",
-    "SCHED_FLAG_UTIL_CLAMP_MAX",
 ];
 
 /// The kernel's lower bound for each SCHED_DEADLINE parameter (sched(7)).
