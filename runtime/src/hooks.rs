@@ -148,7 +148,12 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
             // at their defaults (SIGPIPE too, as under runc), nothing
             // blocked, and no descriptor of vessel's but its stdio.
             crate::process::exec::reset_signals()?;
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) < 0
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
             {
                 let e = std::io::Error::last_os_error();
                 // Kernels before 5.11: descriptors stay as they are.

@@ -70,10 +70,7 @@ pub fn parse(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
 
 /// Parses a `process` object (the file of `exec --process`) as [`parse`]
 /// parses a configuration.
-pub fn parse_process(
-    path: &Path,
-    data: &[u8],
-) -> Result<oci_spec::runtime::Process, SpecError> {
+pub fn parse_process(path: &Path, data: &[u8]) -> Result<oci_spec::runtime::Process, SpecError> {
     parse_with(path, data, sched::normalize_flags)
 }
 

@@ -432,8 +432,7 @@ fn hooks_start_with_default_signals_and_only_stdio() {
     for p in ["createRuntime", "startContainer", "poststart"] {
         let sig = fs::read_to_string(o.join(format!("{p}.sig"))).unwrap();
         assert_eq!(
-            sig,
-            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            sig, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
             "{p}"
         );
         // ls's own descriptor for the directory is the only one past stdio.
@@ -442,6 +441,9 @@ fn hooks_start_with_default_signals_and_only_stdio() {
             .split_whitespace()
             .map(String::from)
             .collect();
-        assert!(fds.len() <= 4 && fds[..3] == ["0", "1", "2"], "{p}: {fds:?}");
+        assert!(
+            fds.len() <= 4 && fds[..3] == ["0", "1", "2"],
+            "{p}: {fds:?}"
+        );
     }
 }

@@ -50,7 +50,10 @@ fn process_file(c: &Ctr, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBu
     let mut p = c.bundle.config["process"].clone();
     p["args"] = json!(args);
     edit(&mut p);
-    let path = c.bundle.path().join(format!("process-{}.json", args.join("_").len()));
+    let path = c
+        .bundle
+        .path()
+        .join(format!("process-{}.json", args.join("_").len()));
     fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
     path
 }
@@ -64,7 +67,10 @@ fn exec_process(c: &Ctr, file: &Path) -> std::process::Output {
 fn refused(c: &Ctr, field: &str) -> String {
     let err = fails(&c.create_with(&[]));
     assert!(err.contains(field), "error does not name {field}: {err}");
-    assert!(err.contains(&c.id), "error does not name the container: {err}");
+    assert!(
+        err.contains(&c.id),
+        "error does not name the container: {err}"
+    );
     assert_eq!(c.leftovers(), Vec::<String>::new(), "{err}");
     err
 }
@@ -153,7 +159,10 @@ fn deadline_scheduler_is_applied_or_refused_by_name() {
 fn bad_scheduler_values_are_refused_at_create() {
     require_root!();
     for (sched, field) in [
-        (json!({"policy": "SCHED_FIFO"}), "process.scheduler.priority"),
+        (
+            json!({"policy": "SCHED_FIFO"}),
+            "process.scheduler.priority",
+        ),
         (
             json!({"policy": "SCHED_OTHER", "nice": 40}),
             "process.scheduler.nice",
@@ -211,7 +220,10 @@ fn memory_policy_for_init_and_exec() {
     }
     let n = nodes[0];
     for (pol, want) in [
-        (json!({"mode": "MPOL_BIND", "nodes": n.to_string()}), format!("bind:{n}")),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": n.to_string()}),
+            format!("bind:{n}"),
+        ),
         (
             json!({"mode": "MPOL_INTERLEAVE", "nodes": n.to_string(), "flags": ["MPOL_F_STATIC_NODES"]}),
             format!("interleave=static:{n}"),
@@ -329,7 +341,9 @@ fn exec_cpu_affinity_initial_final_and_reset() {
         return;
     }
     let (a, b) = (cpus[0], cpus[1]);
-    let all = fs::read_to_string("/proc/self/status").map(|s| cpus_allowed(&s)).unwrap();
+    let all = fs::read_to_string("/proc/self/status")
+        .map(|s| cpus_allowed(&s))
+        .unwrap();
     // In config.json it is the template of `exec`; the spec says it does
     // not apply to init.
     let c = running("affin", |cfg| {
@@ -448,7 +462,11 @@ fn io_priority_for_init_and_exec() {
         ],
         &[],
     ));
-    let pid: i32 = fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(wait_for(5, || ioprio_of(pid) >= 0));
     assert_eq!(ioprio_of(pid), 3 << 13, "exec'd process: IDLE");
     // It is the container's: delete --force ends it with the container.
@@ -509,7 +527,11 @@ fn advertised_scheduler_policies_and_flags_are_applied() {
     // the kernel keeps the policy (SCHED_OTHER), with the others
     // SCHED_BATCH applies.
     for flag in &flags {
-        let want = if flag.starts_with("SCHED_FLAG_KEEP_") { 0 } else { 3 };
+        let want = if flag.starts_with("SCHED_FLAG_KEEP_") {
+            0
+        } else {
+            3
+        };
         let (_c, stat) = run_with("featschedf", &["cat", "/proc/self/stat"], |cfg| {
             cfg["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "flags": [flag]});
         });
@@ -540,7 +562,10 @@ fn advertised_memory_policy_modes_and_flags_are_applied() {
         // it), by the field's name.
         if !o.status.success() {
             let err = vessel_tests::harness::stderr(&o);
-            assert!(err.contains("linux.memoryPolicy: set_mempolicy"), "{pol}: {err}");
+            assert!(
+                err.contains("linux.memoryPolicy: set_mempolicy"),
+                "{pol}: {err}"
+            );
             eprintln!("{mode}: refused by this kernel: {err}");
         }
     }

@@ -377,8 +377,8 @@ fn run_process(
         // Only `initial`: the process keeps it.
         (None, false) => pexec::Affinity::Keep,
     };
-    let prepared = pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?
-        .with_affinity(affinity);
+    let prepared =
+        pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?.with_affinity(affinity);
     let report = pexec::Report::Channel(chan.as_fd());
     pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
 }

@@ -26,14 +26,7 @@ fn check(rc: libc::c_long) -> io::Result<()> {
 pub fn set_scheduler(attr: &SchedAttr) -> io::Result<()> {
     // SAFETY: sched_setattr reads `attr.size` bytes from a valid, initialised
     // `struct sched_attr` of that size; pid 0 is the caller.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_sched_setattr,
-            0,
-            attr as *const SchedAttr,
-            0u32,
-        )
-    })
+    check(unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0u32) })
 }
 
 /// Why sched_setattr(2) failed, in the terms of the spec's fields.

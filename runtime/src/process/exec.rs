@@ -42,9 +42,9 @@ use oci_spec::runtime::{IOPriorityClass, Process};
 
 use crate::process::attrs;
 use crate::process::channel::Msg;
-use crate::spec::cpulist::IdMask;
 use crate::security::capabilities::{self, RawCaps};
 use crate::security::{self, rlimits, seccomp::CompiledSeccomp};
+use crate::spec::cpulist::IdMask;
 
 /// The `ioprio_set` value for a class and level.
 pub fn ioprio_value(class: IOPriorityClass, level: i64) -> i32 {

@@ -8,7 +8,9 @@
 //! nodes, unless `MPOL_F_RELATIVE_NODES` makes them relative to the allowed
 //! set or `MPOL_F_STATIC_NODES` lets the kernel ignore absent ones.
 
-use oci_spec::runtime::{LinuxMemoryPolicy, MemoryPolicyFlagType as Flag, MemoryPolicyModeType as M};
+use oci_spec::runtime::{
+    LinuxMemoryPolicy, MemoryPolicyFlagType as Flag, MemoryPolicyModeType as M,
+};
 
 use super::cpulist::{read_sys_list, IdMask};
 use super::{invalid, SpecError};
@@ -130,7 +132,10 @@ mod tests {
     fn nodes_as_the_spec_says() {
         use serde_json::json;
         let e = pol(json!({"mode": "MPOL_BIND"})).unwrap_err();
-        assert!(e.contains("linux.memoryPolicy.nodes") && e.contains("at least one"), "{e}");
+        assert!(
+            e.contains("linux.memoryPolicy.nodes") && e.contains("at least one"),
+            "{e}"
+        );
         let e = pol(json!({"mode": "MPOL_LOCAL", "nodes": "0"})).unwrap_err();
         assert!(e.contains("takes no nodes"), "{e}");
         assert!(pol(json!({"mode": "MPOL_PREFERRED"})).is_ok());

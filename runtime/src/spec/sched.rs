@@ -248,6 +248,9 @@ mod tests {
             "policy": "SCHED_DEADLINE", "runtime": 1_000_000, "deadline": 2_000_000, "period": 4_000_000
         }));
         let a = attr("p", &ok).unwrap();
-        assert_eq!((a.sched_policy, a.sched_runtime), (SCHED_DEADLINE, 1_000_000));
+        assert_eq!(
+            (a.sched_policy, a.sched_runtime),
+            (SCHED_DEADLINE, 1_000_000)
+        );
     }
 }
