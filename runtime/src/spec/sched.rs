@@ -228,7 +228,7 @@ mod tests {
             ),
             (serde_json::json!({"policy": "SCHED_ISO"}), "p.policy"),
             (
-                serde_json::json!({"policy": "SCHED_DEADLINE", "runtime": 2000, "deadline": 1000}),
+                serde_json::json!({"policy": "SCHED_DEADLINE", "runtime": 4000, "deadline": 2000}),
                 "p.runtime",
             ),
             (
