@@ -447,3 +447,29 @@ fn hooks_start_with_default_signals_and_only_stdio() {
         );
     }
 }
+
+#[test]
+fn a_daemon_left_by_a_hook_does_not_hold_the_runtime() {
+    require_root!();
+    // The hook exits at once but leaves a process holding its stdout and
+    // stderr: vessel goes on when the hook exits, not when the pipes close
+    // (which is when the daemon ends: still running when create returns).
+    let out = tempfile::tempdir().unwrap();
+    let pidfile = out.path().join("daemon.pid");
+    let mut c = Ctr::new("hookdaemon", &["true"]);
+    c.config()["hooks"] = json!({"createRuntime": [{"path": "/bin/sh",
+        "args": ["sh", "-c", "sleep 1000 & echo $! > \"$0\"; echo started", pidfile]}]});
+    c.write();
+    let o = c.create_with(&[]);
+    let daemon = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .map(nix::unistd::Pid::from_raw);
+    let alive = daemon.is_some_and(|p| nix::sys::signal::kill(p, None).is_ok());
+    if let Some(p) = daemon {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+    ok(&o);
+    assert!(daemon.is_some(), "the hook did not run");
+    assert!(alive, "create returned only after the hook's daemon ended");
+}
