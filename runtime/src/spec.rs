@@ -258,7 +258,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         ));
     }
     if let Some(p) = linux.memory_policy() {
-        mempolicy::policy(p)?;
+        mempolicy::check(p)?;
     }
     if let Some(p) = linux.personality() {
         if let Some(f) = p.flags().iter().flatten().next() {

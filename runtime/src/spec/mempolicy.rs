@@ -48,7 +48,31 @@ pub struct MemPolicy {
     pub nodes: IdMask,
 }
 
-/// Checks `linux.memoryPolicy` and builds the set_mempolicy(2) arguments.
+/// Checks `linux.memoryPolicy` against the spec and this host (its online
+/// nodes), at create time.
+pub fn check(p: &LinuxMemoryPolicy) -> Result<MemPolicy, SpecError> {
+    let pol = policy(p)?;
+    let flags = pol.mode & (libc::MPOL_F_RELATIVE_NODES | libc::MPOL_F_STATIC_NODES);
+    if flags == 0 {
+        if let Some(online) = read_sys_list(ONLINE_NODES, MAX_NODES) {
+            if let Some(n) = pol.nodes.ids().find(|n| !online.contains(*n)) {
+                let list: Vec<String> = online.ids().map(|i| i.to_string()).collect();
+                return Err(invalid(
+                    "linux.memoryPolicy.nodes",
+                    format!(
+                        "node {n} is not online on this host (online: {})",
+                        list.join(",")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(pol)
+}
+
+/// Checks `linux.memoryPolicy` against the spec and builds the
+/// set_mempolicy(2) arguments (what [`check`] did not find on the host is
+/// left to the kernel).
 pub fn policy(p: &LinuxMemoryPolicy) -> Result<MemPolicy, SpecError> {
     const FIELD: &str = "linux.memoryPolicy";
     let nodes_field = "linux.memoryPolicy.nodes";
@@ -99,20 +123,6 @@ pub fn policy(p: &LinuxMemoryPolicy) -> Result<MemPolicy, SpecError> {
             format!("{name} takes no flags"),
         ));
     }
-    if !relative && !fixed {
-        if let Some(online) = read_sys_list(ONLINE_NODES, MAX_NODES) {
-            if let Some(n) = nodes.ids().find(|n| !online.contains(*n)) {
-                let list: Vec<String> = online.ids().map(|i| i.to_string()).collect();
-                return Err(invalid(
-                    nodes_field,
-                    format!(
-                        "node {n} is not online on this host (online: {})",
-                        list.join(",")
-                    ),
-                ));
-            }
-        }
-    }
     Ok(MemPolicy {
         mode: mode | flags,
         nodes,
@@ -125,7 +135,7 @@ mod tests {
 
     fn pol(v: serde_json::Value) -> Result<MemPolicy, String> {
         let p: LinuxMemoryPolicy = serde_json::from_value(v).unwrap();
-        policy(&p).map_err(|e| e.to_string())
+        check(&p).map_err(|e| e.to_string())
     }
 
     #[test]
