@@ -170,7 +170,14 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    let io = output::Exchange::new(&mut child, state_json).map_err(|e| e.to_string())?;
+    let io = match output::Exchange::new(&mut child, state_json) {
+        Ok(io) => io,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("its pipes: {e}"));
+        }
+    };
     match io.run(&mut child, deadline) {
         Ok((status, out)) if status.success() => {
             if !out.is_empty() {
