@@ -1,12 +1,24 @@
 //! OCI hooks: each runs with the container state on stdin, its own args and
 //! env, and is killed when its timeout passes.
+//!
+//! As under runc, a hook's stdout and stderr are pipes vessel reads (shown
+//! when the hook fails, logged at debug level otherwise): a hook writing
+//! while vessel's own stdout or stderr is closed is not killed by SIGPIPE,
+//! and a hook that leaves a daemon holding them open does not hold vessel.
+//! A hook without `env` gets an empty environment (the spec), except a
+//! `startContainer` hook, which gets the container process's (runc's
+//! behaviour). The state's status is `creating` for prestart, createRuntime
+//! and createContainer (they run inside the create operation, which the
+//! spec's `created` says has finished; runc passes `creating`), `created`
+//! for startContainer, `running` for poststart, `stopped` for poststop.
 
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{Hook, Hooks};
+
+mod output;
 
 /// A hook that failed, named by its phase and index.
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +80,19 @@ impl Phase {
 
 /// Runs the hooks of `phase` in order, stopping at the first failure.
 pub fn run(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Result<(), HookError> {
+    run_with_env(hooks, phase, state_json, None)
+}
+
+/// [`run`], with `default_env` for hooks that have no `env` of their own.
+pub fn run_with_env(
+    hooks: Option<&Hooks>,
+    phase: Phase,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (index, hook) in phase.of(hooks).iter().enumerate() {
-        run_one(hook, state_json).map_err(|msg| HookError {
+        run_one(hook, state_json, default_env).map_err(|msg| HookError {
             phase: phase.name(),
             index,
             path: hook.path().display().to_string(),
@@ -90,7 +112,7 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .iter()
         .enumerate()
         .filter_map(|(index, hook)| {
-            run_one(hook, state_json).err().map(|msg| HookError {
+            run_one(hook, state_json, None).err().map(|msg| HookError {
                 phase: phase.name(),
                 index,
                 path: hook.path().display().to_string(),
@@ -100,44 +122,74 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .collect()
 }
 
-fn run_one(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
+fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Result<(), String> {
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args() {
         if let Some((argv0, rest)) = args.split_first() {
             cmd.arg0(argv0).args(rest);
         }
     }
+    // The hook's own env, else none (the spec), except where the caller
+    // gives a default (startContainer: the process's, as runc does).
     cmd.env_clear();
-    for kv in hook.env().as_deref().unwrap_or(&[]) {
+    for kv in hook.env().as_deref().or(default_env).unwrap_or(&[]) {
         if let Some((k, v)) = kv.split_once('=') {
             cmd.env(k, v);
         }
     }
     cmd.stdin(Stdio::piped())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs between fork and exec and makes raw system
+    // calls only (rt_sigaction, rt_sigprocmask, close_range).
+    unsafe {
+        cmd.pre_exec(|| {
+            // A hook starts as a program started by a shell would: signals
+            // at their defaults (SIGPIPE too, as under runc), nothing
+            // blocked, and no descriptor of vessel's but its stdio.
+            crate::process::exec::reset_signals()?;
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                let e = std::io::Error::last_os_error();
+                // Kernels before 5.11: descriptors stay as they are.
+                if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOSYS)
+                {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+    };
     let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook may exit without reading its stdin: EPIPE is not a failure.
-        let _ = stdin.write_all(state_json);
-    }
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
-    let mut nap = Duration::from_micros(200);
-    loop {
-        match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => return Err(format!("exited with {status}")),
-            None => {}
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    let io = match output::Exchange::new(&mut child, state_json) {
+        Ok(io) => io,
+        Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)));
+            return Err(format!("its pipes: {e}"));
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
+    };
+    match io.run(&mut child, deadline) {
+        Ok((status, out)) if status.success() => {
+            if !out.is_empty() {
+                tracing::debug!("hook {}: {out}", hook.path().display());
+            }
+            Ok(())
+        }
+        Ok((status, out)) => Err(format!("exited with {status}{out}")),
+        Err(output::TimedOut) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)))
+        }
     }
 }

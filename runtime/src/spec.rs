@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+pub mod affinity;
+pub mod cpulist;
+pub mod mempolicy;
 mod read;
+pub mod sched;
 mod sysctl;
 
 pub use read::{read_json_file, MAX_JSON_FILE_SIZE};
@@ -59,12 +63,41 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 
 /// Parses a configuration, reporting the JSON path of a bad field.
 pub fn parse(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
-    let de = &mut serde_json::Deserializer::from_slice(data);
-    serde_path_to_error::deserialize(de).map_err(|e| SpecError::Parse {
-        path: path.to_path_buf(),
-        field: e.path().to_string(),
-        msg: e.into_inner().to_string(),
+    parse_with(path, data, |v| {
+        v.get_mut("process").is_some_and(sched::normalize_flags)
     })
+}
+
+/// Parses a `process` object (the file of `exec --process`) as [`parse`]
+/// parses a configuration.
+pub fn parse_process(path: &Path, data: &[u8]) -> Result<oci_spec::runtime::Process, SpecError> {
+    parse_with(path, data, sched::normalize_flags)
+}
+
+/// Deserializes `data`, first through `fix` on a JSON tree when it may
+/// spell a field as the spec does and oci-spec does not (see
+/// [`sched::normalize_flags`]).
+fn parse_with<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    data: &[u8],
+    fix: impl Fn(&mut serde_json::Value) -> bool,
+) -> Result<T, SpecError> {
+    let err = |field: String, msg: String| SpecError::Parse {
+        path: path.to_path_buf(),
+        field,
+        msg,
+    };
+    if sched::may_need_normalizing(data) {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(data).map_err(|e| err(".".into(), e.to_string()))?;
+        if fix(&mut v) {
+            return serde_path_to_error::deserialize(v)
+                .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()));
+        }
+    }
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| err(e.path().to_string(), e.into_inner().to_string()))
 }
 
 /// The absolute rootfs path (`root.path` is relative to the bundle).
@@ -224,11 +257,16 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             "moving net devices is not supported by vessel",
         ));
     }
-    if linux.memory_policy().is_some() {
-        return Err(invalid(
-            "linux.memoryPolicy",
-            "memory policies are not supported by vessel",
-        ));
+    if let Some(p) = linux.memory_policy() {
+        mempolicy::check(p)?;
+    }
+    if let Some(p) = linux.personality() {
+        if let Some(f) = p.flags().iter().flatten().next() {
+            return Err(invalid(
+                "linux.personality.flags",
+                format!("{f:?}: the OCI spec defines no personality flags"),
+            ));
+        }
     }
     if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
         return Err(invalid(
@@ -301,18 +339,10 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> Result<(), SpecError>
             ));
         }
     }
-    if p.scheduler().is_some() {
-        return Err(invalid(
-            "process.scheduler",
-            "scheduler settings are not supported by vessel",
-        ));
+    if let Some(s) = p.scheduler() {
+        sched::attr("process.scheduler", s)?;
     }
-    if p.exec_cpu_affinity().is_some() {
-        return Err(invalid(
-            "process.execCPUAffinity",
-            "not supported by vessel",
-        ));
-    }
+    affinity::exec_affinity(p)?;
     if let Some(io) = p.io_priority() {
         if !(0..=7).contains(&io.priority()) {
             return Err(invalid(

@@ -290,3 +290,186 @@ fn poststop_runs_on_delete_force_and_its_failure_does_not_block_delete() {
     assert_eq!(st["id"], c.id.as_str());
     assert_eq!(c.leftovers(), Vec::<String>::new());
 }
+
+/// Runs a vessel command whose stdout and stderr are pipes nobody reads
+/// any more (a caller that went away); returns its exit status.
+fn with_closed_stdio(c: &Ctr, args: &[&str]) -> std::process::ExitStatus {
+    let (r1, w1) = nix::unistd::pipe().unwrap();
+    let (r2, w2) = nix::unistd::pipe().unwrap();
+    drop(r1);
+    drop(r2);
+    let mut cmd = c.cmd();
+    cmd.args(args)
+        .stdout(std::process::Stdio::from(w1))
+        .stderr(std::process::Stdio::from(w2));
+    cmd.status().unwrap()
+}
+
+/// A hook that prints a lot on both streams (more than a pipe holds).
+fn noisy(path: &str) -> Value {
+    json!({"path": path, "args": ["sh", "-c",
+        "i=0; while [ $i -lt 3000 ]; do echo noise-$i; echo err-$i >&2; i=$((i+1)); done"]})
+}
+
+#[test]
+fn hooks_writing_to_closed_streams_do_not_fail_the_container() {
+    require_root!();
+    let out = tempfile::tempdir().unwrap();
+    let mut c = Ctr::new(
+        "hookclosed",
+        &["sh", "-c", "echo ran > /hookout/workload; sleep 1000"],
+    );
+    c.config()["hooks"] = json!({
+        "createRuntime": [noisy("/bin/sh")],
+        "createContainer": [noisy("/bin/sh")],
+        "startContainer": [noisy("/bin/sh")],
+        "poststart": [noisy("/bin/sh")]
+    });
+    c.config()["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/hookout", "type": "bind", "source": out.path(), "options": ["rbind", "rw"]
+    }));
+    c.write();
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    let st = with_closed_stdio(&c, &["create", "--bundle", &b, &c.id]);
+    assert!(st.success(), "create failed: {st:?}");
+    let st = with_closed_stdio(&c, &["start", &c.id]);
+    assert!(st.success(), "start failed: {st:?}");
+    assert!(vessel_tests::harness::wait_for(10, || out
+        .path()
+        .join("workload")
+        .exists()));
+    ok(&c.v(&["delete", "--force", &c.id]));
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn failing_hook_output_is_in_the_error() {
+    require_root!();
+    let mut c = Ctr::new("hookwhy", &["true"]);
+    c.config()["hooks"] = json!({"createRuntime": [{"path": "/bin/sh",
+        "args": ["sh", "-c", "echo said-on-stdout; echo the-reason-on-stderr >&2; exit 3"]}]});
+    c.write();
+    let err = fails(&c.create_with(&[]));
+    assert!(err.contains("hooks.createRuntime[0]"), "{err}");
+    assert!(err.contains("the-reason-on-stderr"), "{err}");
+    assert!(err.contains("said-on-stdout"), "{err}");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn hook_env_defaults_empty_but_start_container_gets_the_process_env() {
+    require_root!();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path();
+    let mut c = Ctr::new("hookdefenv", &["true"]);
+    let dump = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c",
+            format!("d={}; [ -d $d ] || d=/hookout; env > $d/{name}.env", o.display())]})
+    };
+    c.config()["process"]["env"] = json!(["PATH=/bin:/usr/bin", "MARK=from-process"]);
+    c.config()["hooks"] = json!({
+        "prestart": [dump("prestart")],
+        "createContainer": [dump("createContainer")],
+        "startContainer": [dump("startContainer")],
+        "poststart": [dump("poststart")]
+    });
+    c.config()["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/hookout", "type": "bind", "source": o, "options": ["rbind", "rw"]
+    }));
+    c.write();
+    let mut cmd = c.cmd();
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    cmd.args(["run", "--bundle", &b, &c.id])
+        .env("VESSEL_CALLER_MARK", "leak");
+    ok(&vessel_tests::harness::output_via_files(&mut cmd));
+    let env = |p: &str| fs::read_to_string(o.join(format!("{p}.env"))).unwrap();
+    for p in ["prestart", "createContainer", "poststart"] {
+        let e = env(p);
+        // sh itself adds PWD (and busybox SHLVL): nothing else is there.
+        let vars: Vec<&str> = e
+            .lines()
+            .filter(|l| !l.starts_with("PWD=") && !l.starts_with("SHLVL=") && !l.starts_with("_="))
+            .collect();
+        assert!(vars.is_empty(), "{p}: hook without env got {vars:?}");
+    }
+    let e = env("startContainer");
+    assert!(e.contains("MARK=from-process"), "startContainer: {e}");
+    assert!(e.contains("HOME=/root"), "startContainer: {e}");
+    assert!(!e.contains("VESSEL_CALLER_MARK"), "startContainer: {e}");
+}
+
+#[test]
+fn hooks_start_with_default_signals_and_only_stdio() {
+    require_root!();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path();
+    let mut c = Ctr::new("hooksig", &["true"]);
+    let dump = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
+            "d={}; [ -d $d ] || d=/hookout; grep -E '^Sig(Ign|Blk)' /proc/self/status > $d/{name}.sig; \
+             ls /proc/self/fd > $d/{name}.fd", o.display())]})
+    };
+    c.config()["hooks"] = json!({
+        "createRuntime": [dump("createRuntime")],
+        "startContainer": [dump("startContainer")],
+        "poststart": [dump("poststart")]
+    });
+    c.config()["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/hookout", "type": "bind", "source": o, "options": ["rbind", "rw"]
+    }));
+    c.write();
+    // vessel's caller ignores SIGHUP (as nohup does): the hooks
+    // still start with defaults.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("trap '' HUP; exec \"$@\"")
+        .arg("sh")
+        .arg(&c.bin)
+        .arg("--root")
+        .arg(c.root())
+        .args(["run", "--bundle", c.bundle.path().to_str().unwrap(), &c.id]);
+    ok(&vessel_tests::harness::output_via_files(&mut cmd));
+    for p in ["createRuntime", "startContainer", "poststart"] {
+        let sig = fs::read_to_string(o.join(format!("{p}.sig"))).unwrap();
+        assert_eq!(
+            sig, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+            "{p}"
+        );
+        // ls's own descriptor for the directory is the only one past stdio.
+        let fds: Vec<String> = fs::read_to_string(o.join(format!("{p}.fd")))
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert!(
+            fds.len() <= 4 && fds[..3] == ["0", "1", "2"],
+            "{p}: {fds:?}"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_left_by_a_hook_does_not_hold_the_runtime() {
+    require_root!();
+    // The hook exits at once but leaves a process holding its stdout and
+    // stderr: vessel goes on when the hook exits, not when the pipes close
+    // (which is when the daemon ends: still running when create returns).
+    let out = tempfile::tempdir().unwrap();
+    let pidfile = out.path().join("daemon.pid");
+    let mut c = Ctr::new("hookdaemon", &["true"]);
+    c.config()["hooks"] = json!({"createRuntime": [{"path": "/bin/sh",
+        "args": ["sh", "-c", "sleep 1000 & echo $! > \"$0\"; echo started", pidfile]}]});
+    c.write();
+    let o = c.create_with(&[]);
+    let daemon = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .map(nix::unistd::Pid::from_raw);
+    let alive = daemon.is_some_and(|p| nix::sys::signal::kill(p, None).is_ok());
+    if let Some(p) = daemon {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+    ok(&o);
+    assert!(daemon.is_some(), "the hook did not run");
+    assert!(alive, "create returned only after the hook's daemon ended");
+}

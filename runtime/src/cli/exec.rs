@@ -68,14 +68,11 @@ fn build_process(cli: &Cli, a: &Args) -> anyhow::Result<Process> {
     if let Some(path) = &a.process {
         let data =
             vessel::spec::read_json_file(path).map_err(|e| anyhow::anyhow!("--process {e}"))?;
-        let de = &mut serde_json::Deserializer::from_slice(&data);
-        let p: Process = serde_path_to_error::deserialize(de).map_err(|e| {
-            anyhow::anyhow!(
-                "--process {}: field {}: {}",
-                path.display(),
-                e.path(),
-                e.inner()
-            )
+        let p: Process = vessel::spec::parse_process(path, &data).map_err(|e| match e {
+            vessel::spec::SpecError::Parse { field, msg, .. } => {
+                anyhow::anyhow!("--process {}: field {field}: {msg}", path.display())
+            }
+            other => anyhow::anyhow!("--process {}: {other}", path.display()),
         })?;
         vessel::spec::check_user_ids(&p)
             .map_err(|e| anyhow::anyhow!("--process {}: {}", path.display(), field_msg(&e)))?;

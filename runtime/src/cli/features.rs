@@ -115,6 +115,21 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
             "io.vessel.isolation.modes": "container"
         }
     });
+    // Process attributes: the memory policy in the spec's schema; the
+    // scheduler, the exec CPU affinity and the personality, which the schema
+    // has no place for, as annotations (comma-separated lists).
+    {
+        use vessel::spec::{mempolicy, sched};
+        doc["linux"]["memoryPolicy"] = json!({
+            "modes": mempolicy::MODES,
+            "flags": mempolicy::FLAGS,
+        });
+        let a = &mut doc["annotations"];
+        a["io.vessel.process.scheduler.policies"] = json!(sched::POLICIES.join(","));
+        a["io.vessel.process.scheduler.flags"] = json!(sched::FLAGS.join(","));
+        a["io.vessel.process.execCPUAffinity"] = json!("initial,final");
+        a["io.vessel.linux.personality.domains"] = json!("LINUX,LINUX32");
+    }
     // vm mode: what `create` would find (the accelerator probe is cached).
     let config =
         vessel::vm::RuntimeConfig::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;

@@ -153,6 +153,7 @@ fn namespaces_of(pid: i32) -> CloneFlags {
 pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let id = opts.id.as_str();
     spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
+    let affinity = spec::affinity::exec_affinity(&opts.process).map_err(|e| err(id, e))?;
     let sub_cgroups = parse_sub_cgroups(&opts.sub_cgroups).map_err(|e| err(id, e))?;
     let c = Container::load(&opts.root, id)?;
     if let Some(why) = &c.state.problem {
@@ -188,6 +189,8 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
         None => None,
     };
+    // Personality and memory policy are the container's, set on every process.
+    let container_linux = container_spec.linux().clone().unwrap_or_default();
     let container_ioprio =
         vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
             .map_err(|e| err(id, e))?
@@ -234,8 +237,12 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
                 join,
                 &opts,
                 console,
-                seccomp.as_ref(),
-                container_ioprio,
+                Setup {
+                    seccomp: seccomp.as_ref(),
+                    container_ioprio,
+                    linux: &container_linux,
+                    affinity: &affinity,
+                },
             )
         }
         ForkResult::Parent { child } => child,
@@ -252,6 +259,15 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         let _ = waitpid(stage, None);
         err(id, m)
     };
+    if let Some(mask) = &affinity.initial {
+        // Before the cgroup: the stage and the process it forks do their
+        // work on these CPUs until the final affinity (or the reset) applies.
+        crate::process::attrs::set_affinity(stage.as_raw(), mask).map_err(|e| {
+            fail(format!(
+                "process.execCPUAffinity.initial: sched_setaffinity: {e}"
+            ))
+        })?;
+    }
     if let Err(e) = cgroup.add_task(stage.as_raw()) {
         return Err(fail(e.to_string()));
     }
@@ -281,14 +297,23 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}")))
 }
 
+/// What the exec'd process gets besides its `process` object.
+struct Setup<'a> {
+    seccomp: Option<&'a CompiledSeccomp>,
+    /// The container-level IO priority (annotation), if any.
+    container_ioprio: Option<u16>,
+    /// The container's `linux` section (personality, memory policy).
+    linux: &'a oci_spec::runtime::Linux,
+    affinity: &'a spec::affinity::ExecAffinity,
+}
+
 fn exec_stage(
     chan: &Channel,
     pidfd: &OwnedFd,
     join: CloneFlags,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
-    seccomp: Option<&CompiledSeccomp>,
-    container_ioprio: Option<u16>,
+    setup: Setup<'_>,
 ) -> ! {
     let r = (|| -> Result<bool, String> {
         chan.expect(Msg::Go)?;
@@ -310,10 +335,11 @@ fn exec_stage(
             unsafe { libc::_exit(0) }
         }
         Ok(true) => {
-            let e = container_ioprio
+            let e = setup
+                .container_ioprio
                 .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
                 .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
-                .and_then(|_| run_process(chan, opts, join, console, seccomp))
+                .and_then(|_| run_process(chan, opts, join, console, &setup))
                 .unwrap_err();
             let _ = chan.send(&Msg::Error(e));
         }
@@ -332,18 +358,27 @@ fn run_process(
     opts: &ExecOptions,
     join: CloneFlags,
     console: Option<OwnedFd>,
-    seccomp: Option<&CompiledSeccomp>,
+    setup: &Setup<'_>,
 ) -> Result<std::convert::Infallible, String> {
     let p = &opts.process;
+    let seccomp = setup.seccomp;
     if let Some(console) = console {
         let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     pexec::apply_privileged(p)?;
+    crate::process::attrs::apply_container(setup.linux)?;
     // The filter is loaded last (see `pexec`'s documentation for the order).
     let nnp = p.no_new_privileges().unwrap_or(false);
     let user_ns = join.contains(CloneFlags::CLONE_NEWUSER);
-    let prepared = pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?;
+    let affinity = match (&setup.affinity.last, setup.affinity.is_empty()) {
+        (Some(mask), _) => pexec::Affinity::Final(mask.clone()),
+        (None, true) => pexec::Affinity::Reset,
+        // Only `initial`: the process keeps it.
+        (None, false) => pexec::Affinity::Keep,
+    };
+    let prepared =
+        pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?.with_affinity(affinity);
     let report = pexec::Report::Channel(chan.as_fd());
     pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
 }

@@ -254,8 +254,10 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
     }
     rootfs::finalize(spec).map_err(|e| e.to_string())?;
-    if let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
-        pexec::set_personality(p)?;
+    if let Some(linux) = spec.linux() {
+        // Personality and memory policy; `process.execCPUAffinity` is not for
+        // init (the spec), only for `exec`.
+        crate::process::attrs::apply_container(linux)?;
     }
     pexec::apply_privileged(process)?;
     // The seccomp filter is loaded last, in `pexec::exec` (the order, and
@@ -303,7 +305,10 @@ fn after_start(
     report: pexec::Report<'_>,
 ) -> Result<std::convert::Infallible, String> {
     if ctx.hooks_round_trip {
-        hooks::run(hooks, Phase::StartContainer, start_state).map_err(|e| e.to_string())?;
+        // A startContainer hook without `env` gets the process's, as in runc.
+        let env = prepared.env();
+        hooks::run_with_env(hooks, Phase::StartContainer, start_state, Some(&env))
+            .map_err(|e| e.to_string())?;
     }
     pexec::exec(prepared, ctx.preserve_fds, ctx.seccomp, report)
 }

@@ -6,14 +6,15 @@
 //! which system calls work after it, and a default-deny profile allows
 //! little beyond what the workload itself calls. The order is:
 //!
-//! 1. [`apply_privileged`]: oom score, IO priority, rlimits.
+//! 1. [`apply_privileged`]: oom score, scheduler, IO priority, rlimits.
 //! 2. [`drop_privileges`]: bounding set, AppArmor, no_new_privs, groups,
 //!    gid and uid, capabilities, umask, cwd (with its escape check), HOME,
 //!    and the program's path. All allocation happens here.
 //! 3. (init) `Ready`, the wait for `start`, the startContainer hooks.
 //! 4. [`exec`]: descriptors beyond stdio and `--preserve-fds` become
-//!    close-on-exec, signal dispositions and the mask are reset, then the
-//!    filter is loaded, then `execve`.
+//!    close-on-exec, signal dispositions and the mask are reset, the final
+//!    CPU affinity of an `exec`'d process is set, then the filter is loaded,
+//!    then `execve`.
 //!
 //! With `noNewPrivileges` true the filter is installed under no_new_privs
 //! and nothing but `execve` follows it. With it false, the kernel only lets
@@ -39,9 +40,11 @@ use std::path::{Path, PathBuf};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{IOPriorityClass, Process};
 
+use crate::process::attrs;
 use crate::process::channel::Msg;
 use crate::security::capabilities::{self, RawCaps};
 use crate::security::{self, rlimits, seccomp::CompiledSeccomp};
+use crate::spec::cpulist::IdMask;
 
 /// The `ioprio_set` value for a class and level.
 pub fn ioprio_value(class: IOPriorityClass, level: i64) -> i32 {
@@ -69,12 +72,17 @@ pub fn set_ioprio_of(pid: i32, value: i32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Settings that need the setup's privileges: OOM score, IO priority,
+/// Settings that need the setup's privileges: OOM score, scheduler (a
+/// real-time policy or a lower nice value needs CAP_SYS_NICE), IO priority,
 /// rlimits. Runs before `Ready`, so failures reach `create`.
 pub fn apply_privileged(p: &Process) -> Result<(), String> {
     if let Some(score) = p.oom_score_adj() {
         fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| format!("process.oomScoreAdj {score}: {e}"))?;
+    }
+    if let Some(s) = p.scheduler() {
+        let attr = crate::spec::sched::attr("process.scheduler", s).map_err(|e| e.to_string())?;
+        attrs::set_scheduler(&attr).map_err(|e| attrs::scheduler_error(&attr, &e))?;
     }
     if let Some(io) = p.io_priority() {
         set_ioprio(ioprio_value(io.class(), io.priority()))
@@ -94,7 +102,6 @@ pub struct Prepared {
     // Own the strings that the pointer arrays below point into.
     #[allow(dead_code)]
     argv: Vec<CString>,
-    #[allow(dead_code)]
     envp: Vec<CString>,
     /// NULL-terminated pointer arrays into `argv` and `envp` for execve(2),
     /// built here so that nothing is allocated after the filter. The
@@ -104,6 +111,39 @@ pub struct Prepared {
     /// The spec's capability sets, to set after the seccomp filter when
     /// CAP_SYS_ADMIN was kept for loading it (see the module documentation).
     caps_after_filter: Option<RawCaps>,
+    /// The CPU affinity to set last, before the filter (see
+    /// [`Prepared::with_affinity`]).
+    affinity: Affinity,
+}
+
+/// What [`exec`] does with the CPU affinity.
+#[derive(Debug, Default)]
+pub enum Affinity {
+    /// Leaves it (the container's init: `execCPUAffinity` is not for init).
+    #[default]
+    Keep,
+    /// `process.execCPUAffinity.final`: an error if it cannot be set.
+    Final(IdMask),
+    /// No `execCPUAffinity` given: every CPU, so the process does not keep
+    /// the affinity of vessel's caller (runc does the same); a failure is
+    /// ignored, the cpuset still bounds the process.
+    Reset,
+}
+
+impl Prepared {
+    /// The process's environment (`process.env` and the HOME added to it).
+    pub fn env(&self) -> Vec<String> {
+        self.envp
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Sets the affinity [`exec`] gives the process (the default: keep it).
+    pub fn with_affinity(mut self, affinity: Affinity) -> Prepared {
+        self.affinity = affinity;
+        self
+    }
 }
 
 /// Switches to the process's user and capabilities, umask and cwd, and
@@ -196,6 +236,7 @@ pub fn drop_privileges(
         argv,
         envp,
         caps_after_filter,
+        affinity: Affinity::Keep,
     })
 }
 
@@ -368,6 +409,50 @@ impl Report<'_> {
     }
 }
 
+/// Gives the calling process a fresh program's signal state: every
+/// disposition the default, nothing blocked. Ignored signals and the mask
+/// survive execve: vessel ignores SIGPIPE (Rust's default), glibc's
+/// posix_spawn leaves its reserved signals (32, 33) ignored in a child, and
+/// whoever started vessel may have ignored others (nohup ignores SIGHUP, and
+/// a shell then cannot even trap it) or blocked some. Raw system calls only,
+/// so it may run between fork and exec: glibc's wrappers refuse the
+/// real-time signals it reserves.
+pub fn reset_signals() -> std::io::Result<()> {
+    let default_action = [0u64; 4]; // handler SIG_DFL, no flags, restorer, mask
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads a kernel sigaction (handler, flags,
+            // restorer, 8-byte mask) from a valid, zeroed array: SIG_DFL
+            // installs no handler; the old action is not asked for.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+        }
+    }
+    let empty = 0u64;
+    // SAFETY: rt_sigprocmask reads an 8-byte mask from a valid u64 and does
+    // not return the old one.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &empty as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The last steps: descriptors beyond stdio and the preserved ones become
 /// close-on-exec, signals are reset, seccomp is installed, the capabilities
 /// kept for it are dropped, and the program replaces us. On failure the
@@ -390,32 +475,21 @@ pub fn exec(
     if rc < 0 {
         report.fail(&format!("close_range: {}", std::io::Error::last_os_error()));
     }
-    // Ignored signals and the signal mask survive execve: vessel ignores
-    // SIGPIPE (Rust's default), and whoever started vessel may have ignored
-    // others (nohup ignores SIGHUP, and a shell then cannot even trap it) or
-    // blocked some. The workload starts as a fresh init would: every
-    // disposition the default, nothing blocked.
-    // The raw system call: glibc refuses the real-time signals it reserves
-    // (32, 33), which can be inherited ignored as well.
-    let default_action = [0u64; 4]; // handler SIG_DFL, no flags, restorer, mask
-    for sig in 1..=64 {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: rt_sigaction reads a kernel sigaction (handler, flags,
-            // restorer, 8-byte mask) from a valid, zeroed array: SIG_DFL
-            // installs no handler; the old action is not asked for.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    default_action.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                )
-            };
-        }
-    }
-    if let Err(e) = nix::sys::signal::SigSet::empty().thread_set_mask() {
+    if let Err(e) = reset_signals() {
         report.fail(&format!("reset the signal mask: {e}"));
+    }
+    match &prep.affinity {
+        Affinity::Keep => {}
+        Affinity::Final(mask) => {
+            if let Err(e) = attrs::set_affinity(0, mask) {
+                report.fail(&format!(
+                    "process.execCPUAffinity.final: sched_setaffinity: {e}"
+                ));
+            }
+        }
+        Affinity::Reset => {
+            let _ = attrs::set_affinity(0, &attrs::all_cpus());
+        }
     }
     // Everything the failure reports below need is allocated now.
     const ROOM: usize = 128;
@@ -454,26 +528,6 @@ pub fn exec(
     };
     Report::push(&mut exec_failed, nix::errno::Errno::last().desc());
     report.send(exec_failed)
-}
-
-/// Sets the personality domain (LINUX or LINUX32) of the init.
-pub fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<(), String> {
-    use oci_spec::runtime::LinuxPersonalityDomain as D;
-    if p.flags().as_ref().is_some_and(|f| !f.is_empty()) {
-        return Err("linux.personality.flags: no flags are supported".into());
-    }
-    let persona = match p.domain() {
-        D::PerLinux => 0,
-        D::PerLinux32 => 0x0008,
-    };
-    // SAFETY: personality takes an integer and changes only this process.
-    if unsafe { libc::personality(persona) } < 0 {
-        return Err(format!(
-            "linux.personality: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the preparation every container process goes through before `execve`,
 //! and waiting with signal forwarding.
 
+pub mod attrs;
 pub mod channel;
 pub mod exec;
 pub mod tty_proxy;
