@@ -432,11 +432,20 @@ pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError>
 }
 
 /// Removes directories that a [`claim`] killed before its rename left
-/// (nothing was created for them yet); one still locked is in progress.
+/// (nothing was created for them yet). One whose creator (the pid in its
+/// name) still runs is in progress, even before it took its lock.
 pub fn sweep_unclaimed(root: &Path) {
     let Ok(rd) = fs::read_dir(root) else { return };
     for e in rd.flatten() {
-        if !e.file_name().to_string_lossy().starts_with(NEW_PREFIX) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(NEW_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if utils::proc_start_time(pid).is_some_and(|(_, zombie)| !zombie) {
             continue;
         }
         if let Ok(Some(_lock)) = Lock::try_acquire(&e.path()) {
@@ -496,5 +505,57 @@ impl Lock {
     /// The descriptor holding the lock (forked children close their copy).
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         self._fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_spares_a_claim_in_progress_and_removes_an_abandoned_one() {
+        let root = tempfile::tempdir().unwrap();
+        // In progress: its creator (this process) runs, no lock taken yet.
+        let ours = root
+            .path()
+            .join(format!("{NEW_PREFIX}{}-1", std::process::id()));
+        fs::create_dir(&ours).unwrap();
+        // Abandoned: its creator is gone (a child we reaped).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = root.path().join(format!("{NEW_PREFIX}{dead}-2"));
+        fs::create_dir(&theirs).unwrap();
+        sweep_unclaimed(root.path());
+        assert!(ours.exists());
+        assert!(!theirs.exists());
+    }
+
+    #[test]
+    fn a_claimed_id_is_taken_once() {
+        let root = tempfile::tempdir().unwrap();
+        let begin = Entry::Begin {
+            creator: ProcRef::current(),
+            bundle: "/b".into(),
+            created: "t".into(),
+            isolation: "container".into(),
+        };
+        let first = claim(root.path(), "c", &begin).unwrap();
+        assert!(matches!(
+            claim(root.path(), "c", &begin),
+            Err(ClaimError::Exists)
+        ));
+        assert!(!first.lock.is_at(&root.path().join("other")));
+        assert!(first.lock.is_at(&first.dir));
+        let names: Vec<_> = fs::read_dir(root.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("c")],
+            "no temporary left"
+        );
     }
 }
