@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod clients;
 pub mod harness;
+pub mod host_state;
 pub mod leaks;
 pub mod shim_client;
 pub mod vm;
