@@ -6,11 +6,11 @@
 //! It asserts only on what it leaked itself: other users of a shared
 //! development machine may change the host at the same time.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use vessel_tests::require_root;
+use vessel_tests::{named_netns, require_root};
 
 fn host_check(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_host-check"))
@@ -171,49 +171,24 @@ impl Drop for LoopDevice {
     }
 }
 
-/// A named network namespace (`ip netns add`). `ip` makes /run/netns a
-/// shared mount point on first use and never undoes it: when this made
-/// it so, the drop undoes it too, or the test itself would leak a mount.
+/// A named network namespace (`ip netns add`); `named_netns::del` also
+/// undoes the /run/netns mount `ip` makes, or this test would leak it.
 struct NamedNetns {
     name: String,
-    dir_existed: bool,
-    was_mount: bool,
-}
-
-fn netns_dir_is_mount() -> bool {
-    mount_points()
-        .iter()
-        .any(|(p, _)| p == "/run/netns" || p == "/var/run/netns")
 }
 
 impl NamedNetns {
     fn new(name: &str) -> Self {
-        let dir_existed = Path::new("/var/run/netns").exists();
-        let was_mount = netns_dir_is_mount();
-        let me = Self {
+        named_netns::add(name);
+        Self {
             name: name.to_string(),
-            dir_existed,
-            was_mount,
-        };
-        run("ip", &["netns", "add", name]);
-        me
+        }
     }
 }
 
 impl Drop for NamedNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-        let dir = Path::new("/var/run/netns");
-        let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
-        if !self.was_mount && empty && netns_dir_is_mount() {
-            let _ = umount2(dir, MntFlags::MNT_DETACH);
-        }
-        if !self.dir_existed && empty {
-            let _ = std::fs::remove_dir(dir);
-        }
+        named_netns::del(&self.name);
     }
 }
 
