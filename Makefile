@@ -29,8 +29,19 @@ demo: release
 # Unit tests, real-kernel tests and real-client tests (podman, containerd,
 # docker) against the freshly built binary. Needs root. vm-mode tests run
 # the static release build (the guest agent must be static).
+# host-check snapshots the host (mounts, cgroups, netns, links, loop
+# devices, processes) before the suite and compares after it, whatever the
+# suite's result: the target fails if the tests fail or the host changed.
+HOST_CHECK := target/debug/host-check
+HOST_SNAPSHOT := target/host-check/before.json
+
 test: build release
-	cargo test --workspace --no-fail-fast -- --test-threads=2
+	cargo build -p vessel-tests --bin host-check
+	$(HOST_CHECK) save $(HOST_SNAPSHOT)
+	@status=0; \
+	cargo test --workspace --no-fail-fast -- --test-threads=2 || status=$$?; \
+	$(HOST_CHECK) compare $(HOST_SNAPSHOT) || status=1; \
+	exit $$status
 
 bench: release
 	cargo build --release -p vessel-bench
@@ -40,4 +51,4 @@ fmt:
 	cargo fmt --all
 
 clippy:
-	cargo clippy --workspace --all-targets
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -118,10 +118,20 @@ pub(crate) fn ensure_hugetlb(cleanup: &mut Cleanup) -> Result<()> {
     if created {
         fs::create_dir_all(HUGETLB_V1)?;
     }
-    sys::output(
+    let mounted = sys::output(
         Command::new("mount").args(["-t", "cgroup", "-o", "hugetlb", "cgroup", HUGETLB_V1]),
-    )
-    .context("mounting hugetlb as cgroup v1 (crun needs it on a hybrid host)")?;
+    );
+    if let Err(e) = mounted {
+        // Put back what was changed above: a failed mount must not leave
+        // the directory or the unified hierarchy's controllers changed.
+        if created {
+            let _ = fs::remove_dir(HUGETLB_V1);
+        }
+        if removed_from_unified {
+            let _ = fs::write(UNIFIED_SUBTREE, "+hugetlb");
+        }
+        return Err(e.context("mounting hugetlb as cgroup v1 (crun needs it on a hybrid host)"));
+    }
     println!("mounted hugetlb v1 at {HUGETLB_V1} for crun (unmounted at the end)");
     cleanup.push("unmount hugetlb v1", move || {
         sys::output(Command::new("umount").arg(HUGETLB_V1))?;

@@ -1,7 +1,7 @@
 //! The network the iperf3 workload uses: a named network namespace with a
 //! veth pair to the host, and iperf3 servers on the host side.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,18 @@ impl Netns {
         let net = tag % 250;
         let host_ip = format!("10.231.{net}.1");
         let ns_ip = format!("10.231.{net}.2");
+        // `ip netns add` makes the netns directory a shared mount point on
+        // first use and nothing ever undoes it: undo it here when this call
+        // made it (runs after the namespace's own deletion, cleanup being
+        // newest first), so the host keeps the mount table it had.
+        let dir_existed = Path::new(NETNS_DIR).exists();
+        let was_mount = netns_dir_is_mount();
         ip(&["netns", "add", &name]).with_context(|| format!("creating netns {name}"))?;
+        if !was_mount && netns_dir_is_mount() {
+            cleanup.push(format!("unmount {NETNS_DIR}"), move || {
+                restore_netns_dir(dir_existed)
+            });
+        }
         let n = name.clone();
         cleanup.push(format!("delete netns {name}"), move || {
             ip(&["netns", "del", &n])
@@ -70,6 +81,37 @@ impl Netns {
             ns_ip,
         })
     }
+}
+
+/// Where `ip netns` keeps its bind-mounted namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+/// Whether the netns directory is a mount point of this mount namespace.
+fn netns_dir_is_mount() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                let p = l.split(' ').nth(4);
+                p == Some(NETNS_DIR) || p == Some("/var/run/netns")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Unmounts the netns directory `ip` mounted, and removes it when it did
+/// not exist before; left alone while another namespace is still in it.
+fn restore_netns_dir(dir_existed: bool) -> Result<()> {
+    let dir = Path::new(NETNS_DIR);
+    let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !empty {
+        return Ok(());
+    }
+    sys::output(Command::new("umount").arg(dir))
+        .with_context(|| format!("unmounting {NETNS_DIR}"))?;
+    if !dir_existed {
+        std::fs::remove_dir(dir).with_context(|| format!("removing {NETNS_DIR}"))?;
+    }
+    Ok(())
 }
 
 /// Starts `iperf3 -s` bound to `addr:port` on the host, waits until it
@@ -120,14 +162,23 @@ fn listening(addr: &str, port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn sees_a_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         assert!(listening("127.0.0.1", port));
-        drop(l);
+        // Not drop(l): closing our descriptor does not close the socket
+        // while a child that another test thread is spawning still holds
+        // a copy (its exec closes it, CLOEXEC, but later); the socket then
+        // listens on, and this failed 2 runs in 6 of the whole lib's tests.
+        // shutdown stops the listen on every copy at once.
+        // SAFETY: `l` owns the descriptor and outlives the call.
+        let r = unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+        assert_eq!(r, 0, "shutdown: {}", std::io::Error::last_os_error());
         assert!(!listening("127.0.0.1", port));
+        drop(l);
     }
 
     #[test]
@@ -138,6 +189,7 @@ mod tests {
             return;
         }
         let tag = 200 + std::process::id() % 40;
+        let mounts_before = netns_dir_is_mount();
         {
             let mut c = Cleanup::new();
             let n = Netns::create(tag, &mut c).unwrap();
@@ -150,6 +202,11 @@ mod tests {
             assert!(out.contains(&n.ns_ip), "{out}");
         }
         assert!(!PathBuf::from(format!("/var/run/netns/vb{tag}")).exists());
+        // `ip netns add` mounts the netns directory; the cleanup unmounts
+        // it again unless it was there before (or another netns is in it).
+        if !mounts_before {
+            assert!(!netns_dir_is_mount(), "{NETNS_DIR} left mounted");
+        }
         assert!(
             sys::output(Command::new("ip").args(["link", "show", &format!("vbh{tag}")])).is_err()
         );

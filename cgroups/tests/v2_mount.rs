@@ -1,7 +1,8 @@
 //! cgroup v2 through a cgroup2 hierarchy this test mounts itself. On a
 //! hybrid host the controllers bound to v1 are absent there, so the test
 //! checks what cgroup2 offers (core files, freezer, kill, hugetlb when it
-//! is not bound to v1) and that the rest is refused by name.
+//! is not bound to v1) and that the rest is refused by name. The
+//! hierarchy is mounted only in a private mount namespace of the test.
 
 mod common;
 
@@ -23,6 +24,22 @@ fn mount_cgroup2(test: &str) -> Option<Mount> {
     if !can_run(test) {
         return None;
     }
+    // The hierarchy is mounted in a mount namespace of this test's thread
+    // alone (libtest runs every test on a thread of its own), whose `/` is
+    // made private first: the mount can never propagate to the host, and
+    // it ends with the thread even if the unmount below never runs.
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+        println!("SKIP {test}: cannot make a mount namespace: {e}");
+        return None;
+    }
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private in the test's mount namespace");
     let dir = tempfile::tempdir().ok()?;
     let path = dir.path().to_path_buf();
     if let Err(e) = nix::mount::mount(
@@ -35,6 +52,12 @@ fn mount_cgroup2(test: &str) -> Option<Mount> {
         println!("SKIP {test}: cannot mount a cgroup2 hierarchy here: {e}");
         return None;
     }
+    let host_mounts = std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default();
+    assert!(
+        !host_mounts.contains(&*path.to_string_lossy()),
+        "the test's cgroup2 mount at {} reached the host",
+        path.display()
+    );
     Some(Mount(path, dir))
 }
 

@@ -5,7 +5,9 @@
 pub mod bundle;
 pub mod clients;
 pub mod harness;
+pub mod host_state;
 pub mod leaks;
+pub mod named_netns;
 pub mod shim_client;
 pub mod vm;
 

@@ -292,7 +292,7 @@ impl TestNet {
                 .unwrap();
             assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
         };
-        sh(&["netns", "add", &name]);
+        vessel_tests::named_netns::add(&name);
         let net = TestNet { name, host_if };
         sh(&[
             "link",
@@ -334,9 +334,7 @@ impl TestNet {
 impl Drop for TestNet {
     fn drop(&mut self) {
         // Deleting the namespace removes its veth end and with it ours.
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        vessel_tests::named_netns::del(&self.name);
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_if])
             .stderr(std::process::Stdio::null())

@@ -65,6 +65,8 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
+        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        NETNS_DIR_BEFORE.get_or_init(|| (Path::new("/run/netns").exists(), netns_dir_is_mount()));
         run("ip", &["netns", "add", &name]);
         Netns { name }
     }
@@ -112,10 +114,49 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        // `ip netns add` made /run/netns a shared mount point on first
+        // use and never undoes it: undo it once the last namespace of
+        // this process is gone, if it was no mount point before.
+        let dir = Path::new("/run/netns");
+        let Some(&(existed, was_mount)) = NETNS_DIR_BEFORE.get() else {
+            return;
+        };
+        let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+        if was_mount || !empty {
+            return;
+        }
+        if netns_dir_is_mount() {
+            if let Err(e) = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("cleanup: umount /run/netns: {e}");
+            }
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+}
+
+/// Serializes `ip netns add` with the check-and-unmount of the drop, so
+/// one test's unmount never detaches another test's namespace file.
+static NETNS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether /run/netns existed and was a mount point before this process
+/// first added a namespace.
+static NETNS_DIR_BEFORE: std::sync::OnceLock<(bool, bool)> = std::sync::OnceLock::new();
+
+fn netns_dir_is_mount() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                let p = l.split(' ').nth(4);
+                p == Some("/run/netns") || p == Some("/var/run/netns")
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn run(program: &str, args: &[&str]) -> String {
