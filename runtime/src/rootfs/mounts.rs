@@ -166,7 +166,7 @@ pub(crate) fn mount_fs(
         .map_err(|e| t.err("create mount point", e))?;
     check_target(root, t, dir.as_fd())?;
     let data = (!t.opts.data.is_empty()).then_some(t.opts.data.as_str());
-    let flags = t.opts.flags & !MsFlags::MS_REMOUNT;
+    let flags = t.opts.flags.difference(MsFlags::MS_REMOUNT);
     let copyup = t.opts.tmpcopyup && typ == "tmpfs";
     // Read handle on what the tmpfs will cover, taken before it is covered.
     let covered = match copyup {
@@ -178,7 +178,7 @@ pub(crate) fn mount_fs(
     };
     // Copy while the tmpfs is still writable.
     let first = if covered.is_some() {
-        flags & !MsFlags::MS_RDONLY
+        flags.difference(MsFlags::MS_RDONLY)
     } else {
         flags
     };
@@ -266,7 +266,10 @@ pub(crate) fn bind(root: &RootDir, t: &Target<'_>, src: &Path) -> Result<(), Roo
         None::<&str>,
     )
     .map_err(|e| t.err(format!("bind {}", src.display()), e))?;
-    let per_mount = t.opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    let per_mount = t
+        .opts
+        .flags
+        .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let fd = if per_mount.is_empty() {
         None
     } else {
@@ -314,7 +317,7 @@ fn remount<P: ?Sized + nix::NixPath>(
     current: MsFlags,
     cleared: MsFlags,
 ) -> Result<(), Errno> {
-    let mut flags = flags | current & !cleared;
+    let mut flags = flags | current.difference(cleared);
     if flags.intersects(MsFlags::MS_NOATIME | MsFlags::MS_STRICTATIME) {
         flags.remove(MsFlags::MS_RELATIME);
     }
@@ -338,6 +341,8 @@ fn to_ms_flags(f: FsFlags) -> MsFlags {
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
         (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // ST_NOSYMFOLLOW (Linux 5.10), absent from nix's `FsFlags`.
+        (FsFlags::from_bits_retain(0x2000), options::MS_NOSYMFOLLOW),
     ] {
         if f.contains(s) {
             out |= m;
