@@ -85,6 +85,9 @@ pub(crate) fn mount_entry(
             .ok_or_else(|| RootfsError::invalid(&field, "bind mount without a source"))?;
         return bind(root, &t, &src);
     }
+    if matches!(typ, "proc" | "sysfs") {
+        ordinary_dir(root, &t, typ)?;
+    }
     match typ {
         "cgroup" | "cgroup2" => cgroup_mount::mount_cgroup(root, &t, cfg.cgroup_ns),
         "sysfs" => match mount_fs(root, &t, "sysfs", source(m, typ)) {
@@ -118,6 +121,34 @@ pub(crate) fn mount_entry(
         "" => Err(RootfsError::invalid(&field, "mount type missing")),
         _ => mount_fs(root, &t, typ, source(m, typ)),
     }
+}
+
+/// runc's rule for proc and sysfs: an existing destination must be an
+/// ordinary directory. A symlink there (say `proc -> /sys`) is refused
+/// rather than followed, so a kernel filesystem never lands somewhere the
+/// image chose.
+fn ordinary_dir(root: &RootDir, t: &Target<'_>, typ: &str) -> Result<(), RootfsError> {
+    let (dir, name) = root
+        .parent(t.rel)
+        .map_err(|e| t.err("open parent of mount point", e))?;
+    let st = match nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(t.err("stat mount point", e)),
+    };
+    let what = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => return Ok(()),
+        libc::S_IFLNK => "a symlink",
+        _ => "not a directory",
+    };
+    Err(RootfsError::invalid(
+        t.field,
+        format!("{typ} must be mounted on an ordinary directory, but the destination is {what}"),
+    ))
 }
 
 /// A non-bind mount's source: the spec's, or the type name as runc uses.
