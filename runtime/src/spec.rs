@@ -129,9 +129,8 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         }
     }
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
-    if !has(LinuxNamespaceType::Mount) {
-        return Err(invalid("linux.namespaces", "a mount namespace is required"));
-    }
+    // No mount namespace is allowed: rootfs::validate refuses what would
+    // need one.
     let new_user = namespaces
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());

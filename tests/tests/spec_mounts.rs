@@ -154,3 +154,100 @@ fn recursive_options_reach_every_submount() {
         );
     }
 }
+
+fn drop_ns(v: &mut Value, typ: &str) {
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != typ);
+}
+
+fn mountinfo() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Without a mount namespace the container shares the host's, is only
+/// chrooted into its rootfs, and nothing is mounted: not the rootfs bind,
+/// not /proc, not /dev.
+#[test]
+fn without_a_mount_namespace_nothing_is_mounted() {
+    require_root!();
+    let mut c = Ctr::new("nomntns", &["sh", "-c", "cat /marker > /out; ls / >> /out"]);
+    std::fs::write(c.bundle.rootfs().join("marker"), "in-the-rootfs\n").unwrap();
+    {
+        let v = c.config();
+        drop_ns(v, "mount");
+        v["mounts"] = json!([]);
+        v["linux"]["maskedPaths"] = json!([]);
+        v["linux"]["readonlyPaths"] = json!([]);
+        v["root"]["readonly"] = json!(false);
+    }
+    c.write();
+    let bundle = c.bundle.path().to_str().unwrap().to_string();
+    let before = mountinfo();
+    c.create();
+    let pid = c.pid();
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_eq!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "not in the host's mount namespace"
+    );
+    // The init's root is the rootfs (chroot), not the host's /.
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, c.bundle.rootfs().canonicalize().unwrap());
+    c.start();
+    let out = c.bundle.rootfs().join("out");
+    assert!(vessel_tests::harness::wait_for(10, || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("bin"))
+    }));
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(got.starts_with("in-the-rootfs\n"), "{got}");
+    let after = mountinfo();
+    let new: Vec<_> = after.iter().filter(|l| !before.contains(l)).collect();
+    assert!(
+        new.iter().all(|l| !l.contains(&bundle)),
+        "host mount table gained: {new:?}"
+    );
+    assert!(vessel_tests::leaks::mounts_mentioning(&bundle).is_empty());
+}
+
+/// Every field that needs a mount is refused without a mount namespace,
+/// naming the field, and the host's mount table is left as it was.
+#[test]
+fn without_a_mount_namespace_mounts_are_refused() {
+    require_root!();
+    for (tag, field, f) in [
+        (
+            "nomnt-m",
+            "mounts[0]",
+            (|_v: &mut Value| {}) as fn(&mut Value),
+        ),
+        ("nomnt-p", "linux.maskedPaths", |v: &mut Value| {
+            v["mounts"] = json!([]);
+        }),
+        ("nomnt-r", "root.readonly", |v: &mut Value| {
+            v["mounts"] = json!([]);
+            v["linux"]["maskedPaths"] = json!([]);
+            v["linux"]["readonlyPaths"] = json!([]);
+            v["root"]["readonly"] = json!(true);
+        }),
+    ] {
+        let mut c = Ctr::new(tag, &["true"]);
+        drop_ns(c.config(), "mount");
+        f(c.config());
+        c.write();
+        let bundle = c.bundle.path().to_str().unwrap().to_string();
+        let err = vessel_tests::harness::fails(&c.create_with(&[]));
+        assert!(
+            err.contains(field) && err.contains("mount namespace"),
+            "{tag}: {err}"
+        );
+        assert!(vessel_tests::leaks::mounts_mentioning(&bundle).is_empty());
+        assert_eq!(c.leftovers(), Vec::<String>::new());
+    }
+}

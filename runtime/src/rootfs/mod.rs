@@ -26,6 +26,23 @@ mod validate;
 
 pub use error::RootfsError;
 
+/// Set by [`prepare`] when the spec has no mount namespace, for [`pivot`]
+/// (which is not given the spec): the init then only chroots.
+static HOST_MOUNT_NS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The spec gives the container a mount namespace (new, or joined by path).
+/// Without one, the container runs in the host's and vessel mounts nothing
+/// (see [`validate`], which refuses every field that needs a mount).
+pub fn has_mount_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        })
+}
+
 /// What [`prepare`] needs to build the container's root.
 #[derive(Debug, Clone, Copy)]
 pub struct RootfsConfig<'a> {
@@ -60,7 +77,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
 ///
 /// The process must already be in its cgroups (cgroup mounts bind the
 /// directories listed in /proc/self/cgroup).
+///
+/// Without a mount namespace in the spec, nothing is done here: the spec
+/// was checked to ask for no mount, and [`pivot`] only chroots.
 pub fn prepare(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
+    if !has_mount_ns(cfg.spec) {
+        HOST_MOUNT_NS.store(true, std::sync::atomic::Ordering::Relaxed);
+        return Ok(());
+    }
     // Device and mount point modes are applied exactly as given.
     let old = umask(Mode::empty());
     let r = prepare_root(cfg);
@@ -125,8 +149,12 @@ fn prepare_root(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
 /// Make `rootfs` the process's root: `pivot_root` and detach the old root,
 /// or with `no_pivot` (runc's `--no-pivot`) move the rootfs onto `/` and
 /// chroot. The working directory is `/` afterwards.
+///
+/// In the host's mount namespace (see [`prepare`]) it only chroots.
 pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
-    if no_pivot {
+    if HOST_MOUNT_NS.load(std::sync::atomic::Ordering::Relaxed) {
+        pivot::chroot_into(rootfs)
+    } else if no_pivot {
         pivot::move_root(rootfs)
     } else {
         pivot::pivot_root_into(rootfs)
@@ -137,12 +165,21 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
 /// /dev read-only): bind the pty slave (e.g. `/dev/pts/0` of the
 /// container's devpts) onto /dev/console, as runc does.
 pub fn mount_console(pty_slave: &Path) -> Result<(), RootfsError> {
+    if HOST_MOUNT_NS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(RootfsError::invalid(
+            "process.terminal",
+            "a console needs a mount namespace (it is bind-mounted on /dev/console)",
+        ));
+    }
     devices::mount_console(pty_slave)
 }
 
 /// After [`pivot`]: /dev read-only if its tmpfs asked for it, read-only
 /// paths, masked paths, the read-only root, the final rootfsPropagation.
 pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
+    if !has_mount_ns(spec) {
+        return Ok(());
+    }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if m.typ().as_deref() == Some("tmpfs")
             && resolve::clean(m.destination()) == Path::new("dev")

@@ -43,6 +43,9 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
             ))
         }
     }
+    if !super::has_mount_ns(spec) {
+        return without_mount_ns(spec);
+    }
     let mut filesystems: Option<String> = None;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         check_mount(i, m, bundle, &mut filesystems)?;
@@ -167,6 +170,52 @@ fn check_mount(
                 field(),
                 "only a proc filesystem may be mounted on /proc, and nothing inside it except the files lxcfs emulates",
             ));
+        }
+    }
+    Ok(())
+}
+
+const WHY: &str = "needs a mount namespace, and linux.namespaces has none \
+                   (vessel never mounts in the host's)";
+
+/// A spec without a mount namespace runs in the host's, where vessel makes
+/// no mount at all (runc would mount there; vessel refuses instead): every
+/// field that needs one is refused, naming it.
+fn without_mount_ns(spec: &Spec) -> Result<(), RootfsError> {
+    if let Some((i, m)) = spec.mounts().iter().flatten().enumerate().next() {
+        return Err(RootfsError::invalid(mounts::field(i, m), WHY));
+    }
+    if let Some(linux) = spec.linux() {
+        linux_without_mount_ns(linux)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(RootfsError::invalid("root.readonly", WHY));
+    }
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return Err(RootfsError::invalid("process.terminal", WHY));
+    }
+    Ok(())
+}
+
+fn linux_without_mount_ns(linux: &oci_spec::runtime::Linux) -> Result<(), RootfsError> {
+    let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    for (name, set) in [
+        ("linux.maskedPaths", nonempty(linux.masked_paths())),
+        ("linux.readonlyPaths", nonempty(linux.readonly_paths())),
+        (
+            "linux.devices",
+            linux.devices().as_ref().is_some_and(|d| !d.is_empty()),
+        ),
+        (
+            "linux.rootfsPropagation",
+            linux
+                .rootfs_propagation()
+                .as_ref()
+                .is_some_and(|p| !p.is_empty()),
+        ),
+    ] {
+        if set {
+            return Err(RootfsError::invalid(name, WHY));
         }
     }
     Ok(())
