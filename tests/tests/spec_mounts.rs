@@ -251,3 +251,35 @@ fn without_a_mount_namespace_mounts_are_refused() {
         assert_eq!(c.leftovers(), Vec::<String>::new());
     }
 }
+
+/// Relative `readonlyPaths` / `maskedPaths` entries count from the
+/// container's root, as runc applies them (with `/` as working directory).
+#[test]
+fn relative_readonly_and_masked_paths_count_from_the_root() {
+    require_root!();
+    let mut c = Ctr::new(
+        "relpaths",
+        &[
+            "sh",
+            "-c",
+            "touch /rodir/x 2>/dev/null && echo writable; echo \"secret=$(cat /hidden)\"; \
+             touch /rwdir/y && echo rw-ok",
+        ],
+    );
+    let r = c.bundle.rootfs();
+    std::fs::create_dir(r.join("rodir")).unwrap();
+    std::fs::create_dir(r.join("rwdir")).unwrap();
+    std::fs::write(r.join("hidden"), "s3cret").unwrap();
+    {
+        let v = c.config();
+        v["root"]["readonly"] = json!(false);
+        v["linux"]["readonlyPaths"] = json!(["rodir", "./no/such/dir"]);
+        v["linux"]["maskedPaths"] = json!(["../hidden"]);
+    }
+    c.write();
+    let out = ok(&c.run());
+    assert!(!out.contains("writable"), "rodir not read-only: {out}");
+    assert!(out.contains("secret=\n"), "hidden not masked: {out}");
+    assert!(out.contains("rw-ok"), "{out}");
+    assert!(!r.join("rodir/x").exists());
+}

@@ -191,11 +191,13 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         }
     }
     if let Some(linux) = spec.linux() {
+        // Relative entries count from the container's root, as in runc.
+        let abs = |p: &str| Path::new("/").join(resolve::clean(Path::new(p)));
         for (i, p) in linux.readonly_paths().iter().flatten().enumerate() {
-            paths::readonly(&format!("linux.readonlyPaths[{i}] ({p})"), Path::new(p))?;
+            paths::readonly(&format!("linux.readonlyPaths[{i}] ({p})"), &abs(p))?;
         }
         for (i, p) in linux.masked_paths().iter().flatten().enumerate() {
-            paths::mask(&format!("linux.maskedPaths[{i}] ({p})"), Path::new(p))?;
+            paths::mask(&format!("linux.maskedPaths[{i}] ({p})"), &abs(p))?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {

@@ -85,10 +85,12 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
         ("linux.readonlyPaths", linux.readonly_paths()),
     ] {
         for (i, p) in list.iter().flatten().enumerate() {
-            if !p.starts_with('/') {
+            // A relative entry is taken from the container's root, as runc
+            // does (it applies them with `/` as working directory).
+            if clean(Path::new(p)).as_os_str().is_empty() {
                 return Err(RootfsError::invalid(
-                    format!("{name}[{i}] ({p})"),
-                    "not an absolute path",
+                    format!("{name}[{i}] ({p:?})"),
+                    "names the container's root itself (or is empty)",
                 ));
             }
         }
