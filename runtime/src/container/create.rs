@@ -131,7 +131,12 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
         vessel_cgroups::validate(res).map_err(|x| e(x.to_string()))?;
     }
     let seccomp = match linux.seccomp() {
-        Some(s) => Some(seccomp::compile(s).map_err(|x| e(x.to_string()))?),
+        Some(s) => {
+            let mut compiled = seccomp::compile(s).map_err(|x| e(x.to_string()))?;
+            // Before the fork: the container process inherits the connection.
+            compiled.connect_listener().map_err(|x| e(x.to_string()))?;
+            Some(compiled)
+        }
         None => None,
     };
     let blockio = vessel_cgroups::blockio_priority::parse_annotations(
@@ -349,6 +354,11 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         let _ = waitpid(Pid::from_raw(stage_pid), None);
     }
     state.pid = pid;
+    if let Some(s) = &c.seccomp {
+        // The seccomp listener's message needs the pid, unknown to init.
+        let st = serde_json::to_value(state.oci(Status::Creating)).map_err(|x| err(id, x))?;
+        s.send_state(&st).map_err(|x| err(id, x.to_string()))?;
+    }
     state.pid_start_time = utils::proc_start_time(pid)
         .map(|(t, _)| t)
         .ok_or_else(|| err(id, "init exited during setup"))?;
