@@ -217,12 +217,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             "Intel RDT is not supported by vessel",
         ));
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(invalid(
-            "linux.netDevices",
-            "moving net devices is not supported by vessel",
-        ));
-    }
+    // linux.netDevices: checked by netdev::validate at create.
     if linux.memory_policy().is_some() {
         return Err(invalid(
             "linux.memoryPolicy",

@@ -283,3 +283,112 @@ fn relative_readonly_and_masked_paths_count_from_the_root() {
     assert!(out.contains("rw-ok"), "{out}");
     assert!(!r.join("rodir/x").exists());
 }
+
+/// The host's link names, from `ip -o link`.
+fn host_links() -> Vec<String> {
+    let o = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A veth pair the test owns (this kernel may lack the dummy driver, and
+/// loads no modules), deleted on drop; `.0` is the end that is moved.
+struct Dummy(String);
+
+impl Dummy {
+    fn new(tag: &str) -> Dummy {
+        let n = std::process::id() % 100_000;
+        let name = format!("vt-{tag}{n}");
+        let peer = format!("vt-{tag}p{n}");
+        let ok = std::process::Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip link add {name} type veth");
+        Dummy(name)
+    }
+}
+
+impl Drop for Dummy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// `linux.netDevices`: a host link moves into the container (renamed, its
+/// address and up state kept) at create, and back to the host at delete.
+#[test]
+fn net_devices_move_in_and_back() {
+    require_root!();
+    let before = host_links();
+    {
+        let d = Dummy::new("nd");
+        let ip = |args: &[&str]| {
+            assert!(std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .unwrap()
+                .success())
+        };
+        ip(&["addr", "add", "10.251.7.1/24", "dev", &d.0]);
+        ip(&["link", "set", &d.0, "up"]);
+        let mut c = Ctr::new("netdev", &["sleep", "1000"]);
+        c.config()["linux"]["netDevices"] = json!({ d.0.clone(): {"name": "ctr0"} });
+        c.write();
+        c.create();
+        assert!(!host_links().contains(&d.0), "still on the host");
+        let o = c.exec(&[
+            "sh",
+            "-c",
+            "ip -o addr show dev ctr0; ip -o link show dev ctr0",
+        ]);
+        let out = ok(&o);
+        assert!(out.contains("10.251.7.1/24"), "address lost: {out}");
+        assert!(out.contains("UP"), "not up: {out}");
+        ok(&c.v(&["delete", "--force", &c.id]));
+        assert!(host_links().contains(&d.0), "not returned to the host");
+        let addr = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &d.0])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&addr.stdout).contains("10.251.7.1/24"));
+    }
+    assert_eq!(host_links(), before, "host links changed");
+}
+
+#[test]
+fn net_devices_refused_without_netns_or_link() {
+    require_root!();
+    let d = Dummy::new("nr");
+    let mut c = Ctr::new("netdev-nons", &["true"]);
+    c.config()["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    c.config()["linux"]["netDevices"] = json!({ d.0.clone(): {} });
+    c.write();
+    let err = vessel_tests::harness::fails(&c.create_with(&[]));
+    assert!(
+        err.contains("linux.netDevices") && err.contains("network namespace"),
+        "{err}"
+    );
+    assert!(host_links().contains(&d.0));
+
+    let mut c = Ctr::new("netdev-nolink", &["true"]);
+    c.config()["linux"]["netDevices"] = json!({"vt-nosuchlink0": {}});
+    c.write();
+    let err = vessel_tests::harness::fails(&c.create_with(&[]));
+    assert!(err.contains("linux.netDevices.vt-nosuchlink0"), "{err}");
+    assert_eq!(c.leftovers(), Vec::<String>::new());
+}

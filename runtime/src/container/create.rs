@@ -122,6 +122,7 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
     spec::validate(&spec, true).map_err(|x| e(x.to_string()))?;
     let rootfs = spec::rootfs_path(&spec, &bundle).map_err(|x| e(x.to_string()))?;
     rootfs::validate(&spec, &bundle).map_err(|x| e(x.to_string()))?;
+    crate::netdev::validate(&spec).map_err(e)?;
     let process = spec.process().as_ref().expect("validated");
     if let Some(r) = process.rlimits() {
         rlimits::validate(r).map_err(|x| e(x.to_string()))?;
@@ -359,6 +360,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         let st = serde_json::to_value(state.oci(Status::Creating)).map_err(|x| err(id, x))?;
         s.send_state(&st).map_err(|x| err(id, x.to_string()))?;
     }
+    crate::netdev::move_in(&c.spec, pid, |host, name| {
+        let entry = Entry::NetDevice {
+            host: host.into(),
+            name: name.into(),
+        };
+        record(&mut ledger, id, &entry).map_err(|x| x.to_string())
+    })
+    .map_err(|m| err(id, m))?;
     state.pid_start_time = utils::proc_start_time(pid)
         .map(|(t, _)| t)
         .ok_or_else(|| err(id, "init exited during setup"))?;
