@@ -58,6 +58,8 @@ const MOUNT_OPTIONS: &[&str] = &[
     "rnostrictatime",
     "rnosymfollow",
     "rsymfollow",
+    "idmap",
+    "ridmap",
 ];
 
 const CAPABILITIES: &[&str] = &[
@@ -128,7 +130,7 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
             "apparmor": { "enabled": std::path::Path::new("/sys/kernel/security/apparmor").exists() },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": vessel::rootfs::idmap_supported() } }
         },
         "annotations": {
             "io.vessel.version": env!("CARGO_PKG_VERSION"),

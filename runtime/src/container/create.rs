@@ -259,6 +259,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         problem: None,
     };
 
+    rootfs::prepare_idmaps(&c.spec, &c.bundle).map_err(|x| err(id, x.to_string()))?;
     let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
     become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
     // A single clone straight into the new namespaces where the plan allows

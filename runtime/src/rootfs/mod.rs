@@ -15,6 +15,7 @@ use oci_spec::runtime::Spec;
 mod cgroup_mount;
 mod devices;
 mod error;
+mod idmap;
 mod mounts;
 mod options;
 mod paths;
@@ -60,6 +61,19 @@ pub struct RootfsConfig<'a> {
     /// mounted directly; otherwise the container's own cgroup directories
     /// (from /proc/self/cgroup) are bind-mounted.
     pub cgroup_ns: bool,
+}
+
+/// In `create`, before the container is forked: detached idmapped copies
+/// of the sources of `idmap`/`ridmap` mounts, which the init inherits and
+/// attaches (it lacks the host's CAP_SYS_ADMIN to make them itself).
+pub fn prepare_idmaps(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
+    idmap::prepare(spec, bundle)
+}
+
+/// Whether the kernel has what idmapped mounts need (mount_setattr,
+/// Linux 5.12+); a filesystem may still refuse them, which `create` reports.
+pub fn idmap_supported() -> bool {
+    mounts::mount_setattr_works()
 }
 
 /// Static checks done before anything is created: the rootfs is a

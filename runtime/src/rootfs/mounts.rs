@@ -83,7 +83,7 @@ pub(crate) fn mount_entry(
     if is_bind {
         let src = bind_source(cfg.bundle, m)
             .ok_or_else(|| RootfsError::invalid(&field, "bind mount without a source"))?;
-        return bind(root, &t, &src);
+        return bind_or_attach(root, &t, &src, opts.idmap.map(|_| i));
     }
     if matches!(typ, "proc" | "sysfs") {
         ordinary_dir(root, &t, typ)?;
@@ -257,7 +257,7 @@ fn rebind(root: &RootDir, t: &Target<'_>, host: &str) -> Result<(), RootfsError>
 }
 
 /// mount_setattr(2) exists (Linux 5.12+): probed once with an invalid fd.
-fn mount_setattr_works() -> bool {
+pub(crate) fn mount_setattr_works() -> bool {
     static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WORKS.get_or_init(|| {
         // SAFETY: fd -1 with an empty path and no attributes only makes the
@@ -279,6 +279,17 @@ fn mount_setattr_works() -> bool {
 /// Bind-mount host path `src` onto the destination; a second remount
 /// applies ro/nosuid/nodev/noexec/atime, which a bind ignores.
 pub(crate) fn bind(root: &RootDir, t: &Target<'_>, src: &Path) -> Result<(), RootfsError> {
+    bind_or_attach(root, t, src, None)
+}
+
+/// [`bind`], or with `idmapped` (the mount's index) attach the idmapped
+/// copy of `src` that `create` prepared (see `idmap.rs`) instead.
+fn bind_or_attach(
+    root: &RootDir,
+    t: &Target<'_>,
+    src: &Path,
+    idmapped: Option<usize>,
+) -> Result<(), RootfsError> {
     let st = nix::sys::stat::stat(src)
         .map_err(|e| t.err(format!("stat bind source {}", src.display()), e))?;
     let target = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
@@ -289,14 +300,18 @@ pub(crate) fn bind(root: &RootDir, t: &Target<'_>, src: &Path) -> Result<(), Roo
     .map_err(|e| t.err("create mount point", e))?;
     check_target(root, t, target.as_fd())?;
     let flags = MsFlags::MS_BIND | (t.opts.flags & MsFlags::MS_REC);
-    mount(
-        Some(src),
-        fd_path(target.as_fd()).as_str(),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
-    .map_err(|e| t.err(format!("bind {}", src.display()), e))?;
+    match idmapped {
+        Some(i) => super::idmap::attach(i, &target)
+            .map_err(|e| t.err(format!("attach idmapped {}", src.display()), e))?,
+        None => mount(
+            Some(src),
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| t.err(format!("bind {}", src.display()), e))?,
+    }
     let per_mount = t
         .opts
         .flags

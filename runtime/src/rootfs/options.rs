@@ -39,6 +39,8 @@ pub(crate) struct MountOptions {
     pub data: String,
     /// `tmpcopyup`: copy the directory's content into a new tmpfs.
     pub tmpcopyup: bool,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)): an idmapped bind.
+    pub idmap: Option<bool>,
 }
 
 impl Default for MountOptions {
@@ -51,6 +53,7 @@ impl Default for MountOptions {
             attr_clr: 0,
             data: String::new(),
             tmpcopyup: false,
+            idmap: None,
         }
     }
 }
@@ -139,9 +142,6 @@ const RECURSIVE_ATIME: &[(&str, u64)] = &[
     ("rnostrictatime", attr::RELATIME),
 ];
 
-/// Options vessel refuses rather than silently ignores.
-pub(crate) const UNSUPPORTED: &[&str] = &["idmap", "ridmap"];
-
 /// Propagation flags named by `rootfsPropagation` (or a mount option).
 pub(crate) fn propagation_flag(name: &str) -> Option<MsFlags> {
     PROPAGATION
@@ -176,6 +176,8 @@ pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
         } else if let Some(&(_, a)) = RECURSIVE_ATIME.iter().find(|(n, _)| *n == opt) {
             o.attr_clr |= attr::ATIME_MASK;
             o.attr_set = (o.attr_set & !attr::ATIME_MASK) | a;
+        } else if opt == "idmap" || opt == "ridmap" {
+            o.idmap = Some(opt == "ridmap");
         } else if opt == "tmpcopyup" {
             o.tmpcopyup = true;
         } else if opt == "notmpcopyup" {

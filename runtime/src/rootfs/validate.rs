@@ -7,7 +7,7 @@ use oci_spec::runtime::{Mount, Spec};
 
 use super::devices;
 use super::mounts::{self, PROC_ALLOWED};
-use super::options::{self, UNSUPPORTED};
+use super::options;
 use super::resolve::clean;
 use super::RootfsError;
 
@@ -48,7 +48,7 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
     }
     let mut filesystems: Option<String> = None;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        check_mount(i, m, bundle, &mut filesystems)?;
+        check_mount(spec, i, m, bundle, &mut filesystems)?;
     }
     let Some(linux) = spec.linux() else {
         return Ok(());
@@ -99,6 +99,7 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
 }
 
 fn check_mount(
+    spec: &Spec,
     i: usize,
     m: &Mount,
     bundle: &Path,
@@ -108,21 +109,31 @@ fn check_mount(
     if m.destination().as_os_str().is_empty() {
         return Err(RootfsError::invalid(field(), "destination is empty"));
     }
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(RootfsError::invalid(
-            field(),
-            "idmapped mounts are not supported",
-        ));
-    }
     let opts = m.options().as_deref().unwrap_or(&[]);
-    if let Some(o) = opts.iter().find(|o| UNSUPPORTED.contains(&o.as_str())) {
-        return Err(RootfsError::invalid(
-            field(),
-            format!("option {o:?} is not supported"),
-        ));
-    }
     let parsed = options::parse(opts);
     let typ = m.typ().as_deref().unwrap_or("");
+    let own_maps = m.uid_mappings().is_some() || m.gid_mappings().is_some();
+    match parsed.idmap {
+        None if own_maps => {
+            return Err(RootfsError::invalid(
+                field(),
+                "uidMappings/gidMappings need the idmap or ridmap option",
+            ))
+        }
+        Some(_) if !(parsed.is_bind() || typ == "bind") => {
+            return Err(RootfsError::invalid(
+                field(),
+                "idmap/ridmap only apply to bind mounts",
+            ))
+        }
+        Some(_) if super::idmap::mappings(spec, m).is_none() => {
+            return Err(RootfsError::invalid(
+                field(),
+                "idmap needs uidMappings and gidMappings (the mount's or the container's)",
+            ))
+        }
+        _ => {}
+    }
     let rel = clean(m.destination());
     if rel.as_os_str().is_empty() {
         return Err(RootfsError::invalid(
