@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use serde_json::{json, Value};
-use vessel_tests::harness::{fails, Ctr};
+use vessel_tests::harness::{fails, ok, Ctr};
 use vessel_tests::require_root;
 
 #[repr(C)]
@@ -51,10 +51,17 @@ struct Seen {
     notified_nrs: Vec<i32>,
 }
 
-/// Accepts one connection, takes the state and the fd, answers every
-/// notification with -ANSWER until the filter has no more users.
-fn listen(l: UnixListener, tx: mpsc::Sender<Seen>) {
-    let (conn, _) = l.accept().unwrap();
+/// Accepts connections, each served by its own thread.
+fn listen_all(l: UnixListener, tx: mpsc::Sender<Seen>) {
+    while let Ok((conn, _)) = l.accept() {
+        let tx = tx.clone();
+        std::thread::spawn(move || serve(conn, tx));
+    }
+}
+
+/// Takes the state and the fd, answers every notification with -ANSWER
+/// until the filter has no more users.
+fn serve(conn: std::os::unix::net::UnixStream, tx: mpsc::Sender<Seen>) {
     let mut buf = vec![0u8; 65536];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let (n, fd) = {
@@ -110,7 +117,7 @@ fn listener_gets_the_state_and_answers_the_workloads_mkdir() {
     let sock = dir.path().join("listener.sock");
     let l = UnixListener::bind(&sock).unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || listen(l, tx));
+    std::thread::spawn(move || listen_all(l, tx));
 
     // mkdir is the container's init itself, so the notification comes
     // from the pid the listener's message names.
@@ -182,4 +189,43 @@ fn notify_refused_without_listener_on_sendmsg_or_as_default() {
         assert!(err.contains(needle) && err.contains(&c.id), "{tag}: {err}");
         assert_eq!(c.leftovers(), Vec::<String>::new(), "{tag}");
     }
+}
+
+/// A process started by `vessel exec` gets its own filter and listener
+/// message: its own pid, and the container's state (running).
+#[test]
+fn exec_process_sends_its_own_notify_fd() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("listener.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || listen_all(l, tx));
+    let mut c = Ctr::new("secnotify-exec", &["sleep", "1000"]);
+    c.config()["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": sock,
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    c.write();
+    c.create();
+    c.start();
+    let init = c.pid();
+    let o = c.exec(&["mkdir", "/made"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("File descriptor in bad state"), "{err}");
+    assert!(!c.bundle.rootfs().join("made").exists());
+    ok(&c.v(&["delete", "--force", &c.id]));
+    // Two messages: the init's (no notification) and the exec'd process's.
+    let mut seen: Vec<Seen> = (0..2)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("listener"))
+        .collect();
+    seen.sort_by_key(|s| s.notified_pids.len());
+    assert_eq!(seen[0].message["pid"], init, "{}", seen[0].message);
+    let m = &seen[1].message;
+    let pid = m["pid"].as_u64().unwrap() as u32;
+    assert_ne!(pid as i32, init);
+    assert_eq!(seen[1].notified_pids, vec![pid]);
+    assert_eq!(m["state"]["pid"], init, "{m}");
+    assert_eq!(m["state"]["status"], "running", "{m}");
 }

@@ -359,7 +359,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     if let Some(s) = &c.seccomp {
         // The seccomp listener's message needs the pid, unknown to init.
         let st = serde_json::to_value(state.oci(Status::Creating)).map_err(|x| err(id, x))?;
-        s.send_state(&st).map_err(|x| err(id, x.to_string()))?;
+        s.send_state(pid, &st).map_err(|x| err(id, x.to_string()))?;
     }
     crate::netdev::move_in(&c.spec, pid, |host, name| {
         let entry = Entry::NetDevice {

@@ -185,9 +185,17 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
     {
-        Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
+        Some(s) => {
+            let mut compiled = seccomp::compile(s).map_err(|e| err(id, e))?;
+            // Before the fork: the process inherits the connection.
+            compiled.connect_listener().map_err(|e| err(id, e))?;
+            Some(compiled)
+        }
         None => None,
     };
+    // For the seccomp listener's message (the container is dropped below).
+    let listener_state = serde_json::to_value(c.state.oci(crate::state::Status::Running))
+        .map_err(|e| err(id, e.to_string()))?;
     let container_ioprio =
         vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
             .map_err(|e| err(id, e))?
@@ -260,6 +268,11 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     }
     parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
     let pid = parent.expect_pid().map_err(fail)?;
+    if let Some(s) = &seccomp {
+        // The seccomp listener's message: this process, the container's state.
+        s.send_state(pid, &listener_state)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     let _ = waitpid(stage, None);
     // The process's end of the channel closes on a successful execve.
     match parent.recv() {

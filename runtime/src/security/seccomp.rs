@@ -990,9 +990,7 @@ impl CompiledSeccomp {
             (true, None) => {
                 return Err(SeccompError::Invalid {
                     field: "linux.seccomp.listenerPath".into(),
-                    reason: "no connection to the listener was prepared for this process \
-                             (vessel exec does not support SCMP_ACT_NOTIFY)"
-                        .into(),
+                    reason: "no connection to the listener was prepared for this process".into(),
                 })
             }
         };
@@ -1080,11 +1078,12 @@ impl CompiledSeccomp {
         Ok(())
     }
 
-    /// Once the container process's pid is known: hands it the listener's
-    /// message, `state` being its OCI state. Nothing without NOTIFY rules.
-    pub fn send_state(&self, state: &serde_json::Value) -> Result<(), SeccompError> {
+    /// Once the process's host pid is known: hands it the listener's
+    /// message, `state` being the container's OCI state. Nothing without
+    /// NOTIFY rules.
+    pub fn send_state(&self, pid: i32, state: &serde_json::Value) -> Result<(), SeccompError> {
         match &self.listener {
-            Some(l) => l.send_state(state),
+            Some(l) => l.send_state(pid, state),
             None => Ok(()),
         }
     }

@@ -26,6 +26,11 @@ use std::path::{Path, PathBuf};
 
 use super::seccomp::SeccompError;
 
+/// Largest message body (the pipe holds at least 64 KiB).
+const MAX_BODY: usize = 60 * 1024;
+/// How long a process waits for its message body.
+const BODY_WAIT_MS: u64 = 10_000;
+
 /// SECCOMP_FILTER_FLAG_NEW_LISTENER.
 pub(crate) const FLAG_NEW_LISTENER: u64 = 1 << 3;
 /// SECCOMP_FILTER_FLAG_TSYNC_ESRCH: TSYNC together with NEW_LISTENER.
@@ -73,43 +78,70 @@ impl Listener {
         })
     }
 
-    /// The message body for a process whose OCI state is `state` (its
-    /// `pid` is the process's pid on the host), written for the container
-    /// process to pick up.
-    pub(crate) fn send_state(&self, state: &serde_json::Value) -> Result<(), SeccompError> {
+    /// The message body for process `pid` (host pid) of the container
+    /// whose OCI state is `state`, written (length first) for the process
+    /// to pick up.
+    pub(crate) fn send_state(
+        &self,
+        pid: i32,
+        state: &serde_json::Value,
+    ) -> Result<(), SeccompError> {
         let body = serde_json::json!({
             "ociVersion": state.get("ociVersion").cloned().unwrap_or_else(|| "1.0.2".into()),
             "fds": ["seccompFd"],
-            "pid": state.get("pid").cloned().unwrap_or(serde_json::Value::Null),
+            "pid": pid,
             "metadata": self.metadata,
             "state": state,
         });
         let bytes = serde_json::to_vec(&body).map_err(|e| field_err("state", e))?;
+        if bytes.len() > MAX_BODY {
+            return Err(field_err(
+                "state",
+                format!("{} bytes, more than {MAX_BODY}", bytes.len()),
+            ));
+        }
+        let mut msg = (bytes.len() as u32).to_ne_bytes().to_vec();
+        msg.extend_from_slice(&bytes);
         (&self.body_tx)
-            .write_all(&bytes)
+            .write_all(&msg)
             .map_err(|e| field_err("hand the state to the container process", e))
     }
 
-    /// Reads the body `create` wrote (before the filters are loaded).
+    /// Reads the body the parent wrote (before the filters are loaded),
+    /// waiting up to [`BODY_WAIT_MS`] for it: an exec'd process may get
+    /// here before its parent learnt its pid.
     pub(crate) fn take_body(&self) -> Result<Vec<u8>, SeccompError> {
-        let mut body = Vec::with_capacity(4096);
+        let mut got = Vec::with_capacity(4096);
         let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BODY_WAIT_MS);
         loop {
+            if got.len() >= 4 {
+                let len = u32::from_ne_bytes([got[0], got[1], got[2], got[3]]) as usize;
+                if got.len() >= 4 + len {
+                    got.drain(..4);
+                    got.truncate(len);
+                    return Ok(got);
+                }
+            }
             match (&self.body_rx).read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => body.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(0) => return Err(field_err("read the state", "end of file")),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(field_err("read the state", "none arrived in time"));
+                    }
+                    let mut pfd = libc::pollfd {
+                        fd: self.body_rx.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd for the duration of the call.
+                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(field_err("read the state", e)),
             }
         }
-        if body.is_empty() {
-            return Err(field_err(
-                "no state for the listener",
-                "this process was not prepared for one (vessel exec does not support listenerPath)",
-            ));
-        }
-        Ok(body)
     }
 
     /// Sends `body` and the notify fd in one sendmsg(2): the only system
