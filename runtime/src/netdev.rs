@@ -15,7 +15,7 @@ use std::fs::File;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use vessel_vm::net::move_link::{link_exists, move_link, rename_link};
 
-use crate::ledger::ProcRef;
+use crate::ledger::{Ledger, Owned, ProcRef, Role};
 
 /// IFNAMSIZ minus the terminating NUL.
 const MAX_IFNAME: usize = 15;
@@ -170,4 +170,25 @@ pub fn move_back(devs: &[(String, String)], init: Option<ProcRef>) {
             Err(e) => tracing::warn!("{}: returning it to the host: {e}", field(hname)),
         }
     }
+}
+
+/// Returns the links the ledger in `dir` records, from the namespace of
+/// the recorded init (or `init` when given and alive): for `delete`, and
+/// for a `create` that fails after moving them.
+pub fn return_recorded(dir: &std::path::Path, init: Option<ProcRef>) {
+    let owned = match Ledger::read(dir) {
+        Ok(entries) => Owned::from_entries(entries),
+        Err(e) => {
+            tracing::warn!(
+                "linux.netDevices: reading the ledger in {}: {e}",
+                dir.display()
+            );
+            return;
+        }
+    };
+    let init = init
+        .filter(|p| p.alive())
+        .or_else(|| owned.last(Role::Init).filter(|p| p.alive()))
+        .or_else(|| owned.last(Role::Stage));
+    move_back(&owned.net_devices, init);
 }

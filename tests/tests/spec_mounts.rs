@@ -526,3 +526,33 @@ fn idmap_uses_the_containers_user_namespace_mappings() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!((md.uid(), md.gid()), (0, 0));
 }
+
+/// A create that fails after the links moved in (here a failing prestart
+/// hook) returns them; so does `delete --force` of a container known only
+/// from its ledger (its state.json lost, as after a killed create).
+#[test]
+fn net_devices_return_after_failed_create_and_from_the_ledger() {
+    require_root!();
+    let d = Dummy::new("nf");
+    let mut c = Ctr::new("netdev-fail", &["sleep", "1000"]);
+    c.config()["linux"]["netDevices"] = json!({ d.0.clone(): {"name": "ctr1"} });
+    c.config()["hooks"] = json!({"prestart": [{"path": "/bin/false"}]});
+    c.write();
+    vessel_tests::harness::fails(&c.create_with(&[]));
+    assert!(
+        host_links().contains(&d.0),
+        "not returned after a failed create"
+    );
+
+    let mut c = Ctr::new("netdev-ledger", &["sleep", "1000"]);
+    c.config()["linux"]["netDevices"] = json!({ d.0.clone(): {} });
+    c.write();
+    c.create();
+    assert!(!host_links().contains(&d.0));
+    std::fs::remove_file(c.root().join(&c.id).join("state.json")).unwrap();
+    ok(&c.v(&["delete", "--force", &c.id]));
+    assert!(
+        host_links().contains(&d.0),
+        "not returned by delete from the ledger"
+    );
+}

@@ -90,6 +90,9 @@ impl Drop for Cleanup<'_> {
         if !self.armed {
             return;
         }
+        // linux.netDevices moved in go back before the init (and with it
+        // the namespace that holds them) is killed.
+        crate::netdev::return_recorded(self.dir, None);
         for &pid in self.pids.iter().rev() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);

@@ -234,14 +234,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
 /// Moves the container's `linux.netDevices` back to the host (see
 /// [`crate::netdev::move_back`]).
 fn return_net_devices(c: &Container) {
-    let Ok(owned) = crate::ledger::Ledger::read(&c.dir).map(crate::ledger::Owned::from_entries)
-    else {
-        return;
-    };
     let init = crate::ledger::ProcRef::of(c.state.pid)
-        .filter(|p| p.start == c.state.pid_start_time && c.state.pid > 0)
-        .or_else(|| owned.last(crate::ledger::Role::Init));
-    crate::netdev::move_back(&owned.net_devices, init);
+        .filter(|p| p.start == c.state.pid_start_time && c.state.pid > 0);
+    crate::netdev::return_recorded(&c.dir, init);
 }
 
 /// Removes what the ledger names beyond the state: a setup stage, cgroups
