@@ -200,6 +200,9 @@ fn without_a_mount_namespace_nothing_is_mounted() {
     // The init's root is the rootfs (chroot), not the host's /.
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     assert_eq!(root, c.bundle.rootfs().canonicalize().unwrap());
+    // An exec'd process shares the init's root (not the host's).
+    let got = ok(&c.exec(&["cat", "/marker"]));
+    assert_eq!(got, "in-the-rootfs\n");
     c.start();
     let out = c.bundle.rootfs().join("out");
     assert!(vessel_tests::harness::wait_for(10, || {

@@ -244,6 +244,7 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
                 console,
                 seccomp.as_ref(),
                 container_ioprio,
+                init_pid,
             )
         }
         ForkResult::Parent { child } => child,
@@ -302,11 +303,20 @@ fn exec_stage(
     console: Option<OwnedFd>,
     seccomp: Option<&CompiledSeccomp>,
     container_ioprio: Option<u16>,
+    init_pid: i32,
 ) -> ! {
     let r = (|| -> Result<bool, String> {
         chan.expect(Msg::Go)?;
         nix::sched::setns(pidfd.as_fd(), join)
             .map_err(|e| format!("join the container's namespaces: {e}"))?;
+        if !join.contains(CloneFlags::CLONE_NEWNS) {
+            // No mount namespace of its own: the container's root is only
+            // its init's chroot, which the process must share too.
+            let root = format!("/proc/{init_pid}/root");
+            nix::unistd::chroot(root.as_str())
+                .and_then(|()| nix::unistd::chdir("/"))
+                .map_err(|e| format!("enter the container's root ({root}): {e}"))?;
+        }
         // SAFETY: single-threaded; the child goes on running Rust code.
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => Ok(true),
