@@ -238,13 +238,12 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
             drop(parent);
             exec_stage(
                 &child,
-                &pidfd,
+                (&pidfd, init_pid),
                 join,
                 &opts,
                 console,
                 seccomp.as_ref(),
                 container_ioprio,
-                init_pid,
             )
         }
         ForkResult::Parent { child } => child,
@@ -295,16 +294,17 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}")))
 }
 
+/// `init`: the container init's pidfd and pid.
 fn exec_stage(
     chan: &Channel,
-    pidfd: &OwnedFd,
+    init: (&OwnedFd, i32),
     join: CloneFlags,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
     seccomp: Option<&CompiledSeccomp>,
     container_ioprio: Option<u16>,
-    init_pid: i32,
 ) -> ! {
+    let (pidfd, init_pid) = init;
     let r = (|| -> Result<bool, String> {
         chan.expect(Msg::Go)?;
         nix::sched::setns(pidfd.as_fd(), join)
