@@ -101,6 +101,14 @@ pub enum Entry {
         /// Absolute path.
         path: PathBuf,
     },
+    /// A host link of `linux.netDevices`, recorded before it is moved into
+    /// the container's network namespace; `delete` moves it back.
+    NetDevice {
+        /// Its name on the host.
+        host: String,
+        /// Its name in the container.
+        name: String,
+    },
     /// vm mode: taps and filters joined to the container's network namespace.
     Net {
         /// What `detach` undoes.
@@ -171,6 +179,8 @@ pub struct Owned {
     pub files: Vec<PathBuf>,
     /// Network attachments.
     pub nets: Vec<vessel_vm::net::NetAttachment>,
+    /// Moved `linux.netDevices`: (host name, container name).
+    pub net_devices: Vec<(String, String)>,
 }
 
 impl Owned {
@@ -189,6 +199,7 @@ impl Owned {
                 Entry::Process { role, process } => o.processes.push((role, process)),
                 Entry::File { path } => o.files.push(path),
                 Entry::Net { attachment } => o.nets.push(attachment),
+                Entry::NetDevice { host, name } => o.net_devices.push((host, name)),
             }
         }
         o

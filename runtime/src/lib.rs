@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod ledger;
 pub mod logging;
 pub mod namespaces;
+pub mod netdev;
 pub mod process;
 pub mod reexec;
 pub mod rootfs;

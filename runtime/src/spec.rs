@@ -162,9 +162,8 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         }
     }
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
-    if !has(LinuxNamespaceType::Mount) {
-        return Err(invalid("linux.namespaces", "a mount namespace is required"));
-    }
+    // No mount namespace is allowed: rootfs::validate refuses what would
+    // need one.
     let new_user = namespaces
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
@@ -251,12 +250,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             "Intel RDT is not supported by vessel",
         ));
     }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return Err(invalid(
-            "linux.netDevices",
-            "moving net devices is not supported by vessel",
-        ));
-    }
+    // linux.netDevices: checked by netdev::validate at create.
     if let Some(p) = linux.memory_policy() {
         mempolicy::check(p)?;
     }

@@ -599,3 +599,38 @@ fn exec_user_ids_and_process_file_checked() {
     );
     assert_eq!(c.status(), "running");
 }
+
+/// runc's rule: proc and sysfs only on an ordinary directory, so an image
+/// symlink `proc -> /sys` (or `sys -> /proc`) cannot redirect them.
+#[test]
+fn proc_or_sys_destination_that_is_a_symlink() {
+    require_root!();
+    for (tag, dir, target, typ) in [
+        ("procsym", "proc", "/sys", "proc"),
+        ("syssym", "sys", "/proc", "sysfs"),
+    ] {
+        let err = refused(tag, &["ordinary directory", "symlink"], |c| {
+            let p = c.bundle.rootfs().join(dir);
+            let _ = fs::remove_dir_all(&p);
+            std::os::unix::fs::symlink(target, &p).unwrap();
+        });
+        let i = c_index(typ);
+        assert!(
+            err.contains(&format!("mounts[{i}]")) && err.contains(&format!("/{dir}")),
+            "{tag}: the error does not name the mount: {err}"
+        );
+    }
+}
+
+/// Index of the first mount of type `typ` in `vessel spec`'s default config.
+fn c_index(typ: &str) -> usize {
+    let c = Ctr::new("idx", &["true"]);
+    let v: Value =
+        serde_json::from_slice(&fs::read(c.bundle.path().join("config.json")).unwrap()).unwrap();
+    v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|m| m["type"] == typ)
+        .unwrap()
+}

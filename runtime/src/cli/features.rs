@@ -37,6 +37,29 @@ const MOUNT_OPTIONS: &[&str] = &[
     "suid",
     "sync",
     "unbindable",
+    // spec-mount: symlink control and the recursive (mount_setattr) options.
+    "nosymfollow",
+    "symfollow",
+    "rro",
+    "rrw",
+    "rnosuid",
+    "rsuid",
+    "rnodev",
+    "rdev",
+    "rnoexec",
+    "rexec",
+    "rnodiratime",
+    "rdiratime",
+    "rrelatime",
+    "rnorelatime",
+    "rnoatime",
+    "ratime",
+    "rstrictatime",
+    "rnostrictatime",
+    "rnosymfollow",
+    "rsymfollow",
+    "idmap",
+    "ridmap",
 ];
 
 const CAPABILITIES: &[&str] = &[
@@ -97,7 +120,7 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
             "seccomp": {
                 "enabled": true,
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": ["SCMP_ARCH_X86_64"],
@@ -107,7 +130,7 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
             "apparmor": { "enabled": std::path::Path::new("/sys/kernel/security/apparmor").exists() },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": vessel::rootfs::idmap_supported() } }
         },
         "annotations": {
             "io.vessel.version": env!("CARGO_PKG_VERSION"),

@@ -90,6 +90,9 @@ impl Drop for Cleanup<'_> {
         if !self.armed {
             return;
         }
+        // linux.netDevices moved in go back before the init (and with it
+        // the namespace that holds them) is killed.
+        crate::netdev::return_recorded(self.dir, None);
         for &pid in self.pids.iter().rev() {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
@@ -122,6 +125,7 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
     spec::validate(&spec, true).map_err(|x| e(x.to_string()))?;
     let rootfs = spec::rootfs_path(&spec, &bundle).map_err(|x| e(x.to_string()))?;
     rootfs::validate(&spec, &bundle).map_err(|x| e(x.to_string()))?;
+    crate::netdev::validate(&spec).map_err(e)?;
     let process = spec.process().as_ref().expect("validated");
     if let Some(r) = process.rlimits() {
         rlimits::validate(r).map_err(|x| e(x.to_string()))?;
@@ -131,7 +135,12 @@ fn check(opts: &CreateOptions) -> Result<Checked, Error> {
         vessel_cgroups::validate(res).map_err(|x| e(x.to_string()))?;
     }
     let seccomp = match linux.seccomp() {
-        Some(s) => Some(seccomp::compile(s).map_err(|x| e(x.to_string()))?),
+        Some(s) => {
+            let mut compiled = seccomp::compile(s).map_err(|x| e(x.to_string()))?;
+            // Before the fork: the container process inherits the connection.
+            compiled.connect_listener().map_err(|x| e(x.to_string()))?;
+            Some(compiled)
+        }
         None => None,
     };
     let blockio = vessel_cgroups::blockio_priority::parse_annotations(
@@ -253,6 +262,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         problem: None,
     };
 
+    rootfs::prepare_idmaps(&c.spec, &c.bundle).map_err(|x| err(id, x.to_string()))?;
     let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
     become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
     // A single clone straight into the new namespaces where the plan allows
@@ -349,6 +359,19 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         let _ = waitpid(Pid::from_raw(stage_pid), None);
     }
     state.pid = pid;
+    if let Some(s) = &c.seccomp {
+        // The seccomp listener's message needs the pid, unknown to init.
+        let st = serde_json::to_value(state.oci(Status::Creating)).map_err(|x| err(id, x))?;
+        s.send_state(pid, &st).map_err(|x| err(id, x.to_string()))?;
+    }
+    crate::netdev::move_in(&c.spec, pid, |host, name| {
+        let entry = Entry::NetDevice {
+            host: host.into(),
+            name: name.into(),
+        };
+        record(&mut ledger, id, &entry).map_err(|x| x.to_string())
+    })
+    .map_err(|m| err(id, m))?;
     state.pid_start_time = utils::proc_start_time(pid)
         .map(|(t, _)| t)
         .ok_or_else(|| err(id, "init exited during setup"))?;

@@ -186,11 +186,19 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
     {
-        Some(s) => Some(seccomp::compile(s).map_err(|e| err(id, e))?),
+        Some(s) => {
+            let mut compiled = seccomp::compile(s).map_err(|e| err(id, e))?;
+            // Before the fork: the process inherits the connection.
+            compiled.connect_listener().map_err(|e| err(id, e))?;
+            Some(compiled)
+        }
         None => None,
     };
     // Personality and memory policy are the container's, set on every process.
     let container_linux = container_spec.linux().clone().unwrap_or_default();
+    // For the seccomp listener's message (the container is dropped below).
+    let listener_state = serde_json::to_value(c.state.oci(crate::state::Status::Running))
+        .map_err(|e| err(id, e.to_string()))?;
     let container_ioprio =
         vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
             .map_err(|e| err(id, e))?
@@ -233,7 +241,7 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
             drop(parent);
             exec_stage(
                 &child,
-                &pidfd,
+                (&pidfd, init_pid),
                 join,
                 &opts,
                 console,
@@ -276,6 +284,11 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     }
     parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
     let pid = parent.expect_pid().map_err(fail)?;
+    if let Some(s) = &seccomp {
+        // The seccomp listener's message: this process, the container's state.
+        s.send_state(pid, &listener_state)
+            .map_err(|e| fail(e.to_string()))?;
+    }
     let _ = waitpid(stage, None);
     // The process's end of the channel closes on a successful execve.
     match parent.recv() {
@@ -309,16 +322,25 @@ struct Setup<'a> {
 
 fn exec_stage(
     chan: &Channel,
-    pidfd: &OwnedFd,
+    init: (&OwnedFd, i32),
     join: CloneFlags,
     opts: &ExecOptions,
     console: Option<OwnedFd>,
     setup: Setup<'_>,
 ) -> ! {
+    let (pidfd, init_pid) = init;
     let r = (|| -> Result<bool, String> {
         chan.expect(Msg::Go)?;
         nix::sched::setns(pidfd.as_fd(), join)
             .map_err(|e| format!("join the container's namespaces: {e}"))?;
+        if !join.contains(CloneFlags::CLONE_NEWNS) {
+            // No mount namespace of its own: the container's root is only
+            // its init's chroot, which the process must share too.
+            let root = format!("/proc/{init_pid}/root");
+            nix::unistd::chroot(root.as_str())
+                .and_then(|()| nix::unistd::chdir("/"))
+                .map_err(|e| format!("enter the container's root ({root}): {e}"))?;
+        }
         // SAFETY: single-threaded; the child goes on running Rust code.
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
             ForkResult::Child => Ok(true),

@@ -190,6 +190,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         }
     })?;
     let status = c.status();
+    if force || matches!(status, Status::Stopped | Status::Created | Status::Creating) {
+        // linux.netDevices go back while the init's namespace still exists
+        // (a refused delete below touches nothing).
+        return_net_devices(&c);
+    }
     match status {
         Status::Stopped => {}
         Status::Created | Status::Creating => stop_all(&c)?,
@@ -224,6 +229,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         tracing::warn!("{e}");
     }
     Ok(())
+}
+
+/// Moves the container's `linux.netDevices` back to the host (see
+/// [`crate::netdev::move_back`]).
+fn return_net_devices(c: &Container) {
+    let init = crate::ledger::ProcRef::of(c.state.pid)
+        .filter(|p| p.start == c.state.pid_start_time && c.state.pid > 0);
+    crate::netdev::return_recorded(&c.dir, init);
 }
 
 /// Removes what the ledger names beyond the state: a setup stage, cgroups

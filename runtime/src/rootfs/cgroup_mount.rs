@@ -198,7 +198,7 @@ fn mount_v1(
         let mut mounted = false;
         if cgroup_ns {
             let o = MountOptions {
-                flags: t.opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC),
+                flags: t.opts.flags.difference(MsFlags::MS_BIND | MsFlags::MS_REC),
                 data: m.controllers.clone(),
                 ..Default::default()
             };

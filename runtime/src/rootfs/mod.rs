@@ -15,6 +15,7 @@ use oci_spec::runtime::Spec;
 mod cgroup_mount;
 mod devices;
 mod error;
+mod idmap;
 mod mounts;
 mod options;
 mod paths;
@@ -25,6 +26,23 @@ mod tmpcopy;
 mod validate;
 
 pub use error::RootfsError;
+
+/// Set by [`prepare`] when the spec has no mount namespace, for [`pivot`]
+/// (which is not given the spec): the init then only chroots.
+static HOST_MOUNT_NS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The spec gives the container a mount namespace (new, or joined by path).
+/// Without one, the container runs in the host's and vessel mounts nothing
+/// (see [`validate`], which refuses every field that needs a mount).
+pub fn has_mount_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        })
+}
 
 /// What [`prepare`] needs to build the container's root.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +63,19 @@ pub struct RootfsConfig<'a> {
     pub cgroup_ns: bool,
 }
 
+/// In `create`, before the container is forked: detached idmapped copies
+/// of the sources of `idmap`/`ridmap` mounts, which the init inherits and
+/// attaches (it lacks the host's CAP_SYS_ADMIN to make them itself).
+pub fn prepare_idmaps(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
+    idmap::prepare(spec, bundle)
+}
+
+/// Whether the kernel has what idmapped mounts need (mount_setattr,
+/// Linux 5.12+); a filesystem may still refuse them, which `create` reports.
+pub fn idmap_supported() -> bool {
+    mounts::mount_setattr_works()
+}
+
 /// Static checks done before anything is created: the rootfs is a
 /// directory, mount destinations, types and options are usable, bind
 /// sources exist, device entries are sane. Errors name the field.
@@ -60,7 +91,14 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
 ///
 /// The process must already be in its cgroups (cgroup mounts bind the
 /// directories listed in /proc/self/cgroup).
+///
+/// Without a mount namespace in the spec, nothing is done here: the spec
+/// was checked to ask for no mount, and [`pivot`] only chroots.
 pub fn prepare(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
+    if !has_mount_ns(cfg.spec) {
+        HOST_MOUNT_NS.store(true, std::sync::atomic::Ordering::Relaxed);
+        return Ok(());
+    }
     // Device and mount point modes are applied exactly as given.
     let old = umask(Mode::empty());
     let r = prepare_root(cfg);
@@ -125,8 +163,12 @@ fn prepare_root(cfg: &RootfsConfig<'_>) -> Result<(), RootfsError> {
 /// Make `rootfs` the process's root: `pivot_root` and detach the old root,
 /// or with `no_pivot` (runc's `--no-pivot`) move the rootfs onto `/` and
 /// chroot. The working directory is `/` afterwards.
+///
+/// In the host's mount namespace (see [`prepare`]) it only chroots.
 pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
-    if no_pivot {
+    if HOST_MOUNT_NS.load(std::sync::atomic::Ordering::Relaxed) {
+        pivot::chroot_into(rootfs)
+    } else if no_pivot {
         pivot::move_root(rootfs)
     } else {
         pivot::pivot_root_into(rootfs)
@@ -137,12 +179,21 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
 /// /dev read-only): bind the pty slave (e.g. `/dev/pts/0` of the
 /// container's devpts) onto /dev/console, as runc does.
 pub fn mount_console(pty_slave: &Path) -> Result<(), RootfsError> {
+    if HOST_MOUNT_NS.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(RootfsError::invalid(
+            "process.terminal",
+            "a console needs a mount namespace (it is bind-mounted on /dev/console)",
+        ));
+    }
     devices::mount_console(pty_slave)
 }
 
 /// After [`pivot`]: /dev read-only if its tmpfs asked for it, read-only
 /// paths, masked paths, the read-only root, the final rootfsPropagation.
 pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
+    if !has_mount_ns(spec) {
+        return Ok(());
+    }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if m.typ().as_deref() == Some("tmpfs")
             && resolve::clean(m.destination()) == Path::new("dev")
@@ -154,11 +205,13 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         }
     }
     if let Some(linux) = spec.linux() {
+        // Relative entries count from the container's root, as in runc.
+        let abs = |p: &str| Path::new("/").join(resolve::clean(Path::new(p)));
         for (i, p) in linux.readonly_paths().iter().flatten().enumerate() {
-            paths::readonly(&format!("linux.readonlyPaths[{i}] ({p})"), Path::new(p))?;
+            paths::readonly(&format!("linux.readonlyPaths[{i}] ({p})"), &abs(p))?;
         }
         for (i, p) in linux.masked_paths().iter().flatten().enumerate() {
-            paths::mask(&format!("linux.maskedPaths[{i}] ({p})"), Path::new(p))?;
+            paths::mask(&format!("linux.maskedPaths[{i}] ({p})"), &abs(p))?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {

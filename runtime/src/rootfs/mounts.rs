@@ -83,7 +83,10 @@ pub(crate) fn mount_entry(
     if is_bind {
         let src = bind_source(cfg.bundle, m)
             .ok_or_else(|| RootfsError::invalid(&field, "bind mount without a source"))?;
-        return bind(root, &t, &src);
+        return bind_or_attach(root, &t, &src, opts.idmap.map(|_| i));
+    }
+    if matches!(typ, "proc" | "sysfs") {
+        ordinary_dir(root, &t, typ)?;
     }
     match typ {
         "cgroup" | "cgroup2" => cgroup_mount::mount_cgroup(root, &t, cfg.cgroup_ns),
@@ -118,6 +121,34 @@ pub(crate) fn mount_entry(
         "" => Err(RootfsError::invalid(&field, "mount type missing")),
         _ => mount_fs(root, &t, typ, source(m, typ)),
     }
+}
+
+/// runc's rule for proc and sysfs: an existing destination must be an
+/// ordinary directory. A symlink there (say `proc -> /sys`) is refused
+/// rather than followed, so a kernel filesystem never lands somewhere the
+/// image chose.
+fn ordinary_dir(root: &RootDir, t: &Target<'_>, typ: &str) -> Result<(), RootfsError> {
+    let (dir, name) = root
+        .parent(t.rel)
+        .map_err(|e| t.err("open parent of mount point", e))?;
+    let st = match nix::sys::stat::fstatat(
+        Some(dir.as_raw_fd()),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(t.err("stat mount point", e)),
+    };
+    let what = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => return Ok(()),
+        libc::S_IFLNK => "a symlink",
+        _ => "not a directory",
+    };
+    Err(RootfsError::invalid(
+        t.field,
+        format!("{typ} must be mounted on an ordinary directory, but the destination is {what}"),
+    ))
 }
 
 /// A non-bind mount's source: the spec's, or the type name as runc uses.
@@ -166,7 +197,7 @@ pub(crate) fn mount_fs(
         .map_err(|e| t.err("create mount point", e))?;
     check_target(root, t, dir.as_fd())?;
     let data = (!t.opts.data.is_empty()).then_some(t.opts.data.as_str());
-    let flags = t.opts.flags & !MsFlags::MS_REMOUNT;
+    let flags = t.opts.flags.difference(MsFlags::MS_REMOUNT);
     let copyup = t.opts.tmpcopyup && typ == "tmpfs";
     // Read handle on what the tmpfs will cover, taken before it is covered.
     let covered = match copyup {
@@ -178,7 +209,7 @@ pub(crate) fn mount_fs(
     };
     // Copy while the tmpfs is still writable.
     let first = if covered.is_some() {
-        flags & !MsFlags::MS_RDONLY
+        flags.difference(MsFlags::MS_RDONLY)
     } else {
         flags
     };
@@ -226,7 +257,7 @@ fn rebind(root: &RootDir, t: &Target<'_>, host: &str) -> Result<(), RootfsError>
 }
 
 /// mount_setattr(2) exists (Linux 5.12+): probed once with an invalid fd.
-fn mount_setattr_works() -> bool {
+pub(crate) fn mount_setattr_works() -> bool {
     static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WORKS.get_or_init(|| {
         // SAFETY: fd -1 with an empty path and no attributes only makes the
@@ -248,6 +279,17 @@ fn mount_setattr_works() -> bool {
 /// Bind-mount host path `src` onto the destination; a second remount
 /// applies ro/nosuid/nodev/noexec/atime, which a bind ignores.
 pub(crate) fn bind(root: &RootDir, t: &Target<'_>, src: &Path) -> Result<(), RootfsError> {
+    bind_or_attach(root, t, src, None)
+}
+
+/// [`bind`], or with `idmapped` (the mount's index) attach the idmapped
+/// copy of `src` that `create` prepared (see `idmap.rs`) instead.
+fn bind_or_attach(
+    root: &RootDir,
+    t: &Target<'_>,
+    src: &Path,
+    idmapped: Option<usize>,
+) -> Result<(), RootfsError> {
     let st = nix::sys::stat::stat(src)
         .map_err(|e| t.err(format!("stat bind source {}", src.display()), e))?;
     let target = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
@@ -258,15 +300,22 @@ pub(crate) fn bind(root: &RootDir, t: &Target<'_>, src: &Path) -> Result<(), Roo
     .map_err(|e| t.err("create mount point", e))?;
     check_target(root, t, target.as_fd())?;
     let flags = MsFlags::MS_BIND | (t.opts.flags & MsFlags::MS_REC);
-    mount(
-        Some(src),
-        fd_path(target.as_fd()).as_str(),
-        None::<&str>,
-        flags,
-        None::<&str>,
-    )
-    .map_err(|e| t.err(format!("bind {}", src.display()), e))?;
-    let per_mount = t.opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+    match idmapped {
+        Some(i) => super::idmap::attach(i, &target)
+            .map_err(|e| t.err(format!("attach idmapped {}", src.display()), e))?,
+        None => mount(
+            Some(src),
+            fd_path(target.as_fd()).as_str(),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(|e| t.err(format!("bind {}", src.display()), e))?,
+    }
+    let per_mount = t
+        .opts
+        .flags
+        .difference(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     let fd = if per_mount.is_empty() {
         None
     } else {
@@ -314,7 +363,7 @@ fn remount<P: ?Sized + nix::NixPath>(
     current: MsFlags,
     cleared: MsFlags,
 ) -> Result<(), Errno> {
-    let mut flags = flags | current & !cleared;
+    let mut flags = flags | current.difference(cleared);
     if flags.intersects(MsFlags::MS_NOATIME | MsFlags::MS_STRICTATIME) {
         flags.remove(MsFlags::MS_RELATIME);
     }
@@ -338,6 +387,8 @@ fn to_ms_flags(f: FsFlags) -> MsFlags {
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
         (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        // ST_NOSYMFOLLOW (Linux 5.10), absent from nix's `FsFlags`.
+        (FsFlags::from_bits_retain(0x2000), options::MS_NOSYMFOLLOW),
     ] {
         if f.contains(s) {
             out |= m;

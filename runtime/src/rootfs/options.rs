@@ -14,7 +14,11 @@ pub(crate) mod attr {
     pub const STRICTATIME: u64 = 0x20;
     pub const ATIME_MASK: u64 = 0x70;
     pub const NODIRATIME: u64 = 0x80;
+    pub const NOSYMFOLLOW: u64 = 0x0020_0000;
 }
+
+/// MS_NOSYMFOLLOW (Linux 5.10), absent from nix's `MsFlags`.
+pub(crate) const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// What a mount's `options` ask for.
 #[derive(Debug)]
@@ -35,6 +39,8 @@ pub(crate) struct MountOptions {
     pub data: String,
     /// `tmpcopyup`: copy the directory's content into a new tmpfs.
     pub tmpcopyup: bool,
+    /// `idmap` (Some(false)) or `ridmap` (Some(true)): an idmapped bind.
+    pub idmap: Option<bool>,
 }
 
 impl Default for MountOptions {
@@ -47,6 +53,7 @@ impl Default for MountOptions {
             attr_clr: 0,
             data: String::new(),
             tmpcopyup: false,
+            idmap: None,
         }
     }
 }
@@ -82,6 +89,7 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("norelatime", true, MsFlags::MS_RELATIME),
     ("nostrictatime", true, MsFlags::MS_STRICTATIME),
     ("nosuid", false, MsFlags::MS_NOSUID),
+    ("nosymfollow", false, MS_NOSYMFOLLOW),
     ("rbind", false, MsFlags::MS_BIND.union(MsFlags::MS_REC)),
     ("relatime", false, MsFlags::MS_RELATIME),
     ("remount", false, MsFlags::MS_REMOUNT),
@@ -90,6 +98,7 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("silent", false, MsFlags::MS_SILENT),
     ("strictatime", false, MsFlags::MS_STRICTATIME),
     ("suid", true, MsFlags::MS_NOSUID),
+    ("symfollow", true, MS_NOSYMFOLLOW),
     ("sync", false, MsFlags::MS_SYNCHRONOUS),
 ];
 
@@ -116,17 +125,22 @@ const RECURSIVE: &[(&str, bool, u64)] = &[
     ("rexec", true, attr::NOEXEC),
     ("rnodiratime", false, attr::NODIRATIME),
     ("rdiratime", true, attr::NODIRATIME),
+    ("rnosymfollow", false, attr::NOSYMFOLLOW),
+    ("rsymfollow", true, attr::NOSYMFOLLOW),
 ];
 
-/// Recursive atime options replace the whole atime field.
+/// Recursive atime options replace the whole atime field (the kernel
+/// keeps one atime mode, not bits). The negative forms mean what mount(8)
+/// gives them: `ratime` and `rnostrictatime` are the kernel default
+/// (relatime), `rnorelatime` updates atime on every access (strictatime).
 const RECURSIVE_ATIME: &[(&str, u64)] = &[
     ("rrelatime", attr::RELATIME),
+    ("rnorelatime", attr::STRICTATIME),
     ("rnoatime", attr::NOATIME),
+    ("ratime", attr::RELATIME),
     ("rstrictatime", attr::STRICTATIME),
+    ("rnostrictatime", attr::RELATIME),
 ];
-
-/// Options vessel refuses rather than silently ignores.
-pub(crate) const UNSUPPORTED: &[&str] = &["idmap", "ridmap"];
 
 /// Propagation flags named by `rootfsPropagation` (or a mount option).
 pub(crate) fn propagation_flag(name: &str) -> Option<MsFlags> {
@@ -162,6 +176,8 @@ pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
         } else if let Some(&(_, a)) = RECURSIVE_ATIME.iter().find(|(n, _)| *n == opt) {
             o.attr_clr |= attr::ATIME_MASK;
             o.attr_set = (o.attr_set & !attr::ATIME_MASK) | a;
+        } else if opt == "idmap" || opt == "ridmap" {
+            o.idmap = Some(opt == "ridmap");
         } else if opt == "tmpcopyup" {
             o.tmpcopyup = true;
         } else if opt == "notmpcopyup" {
@@ -201,5 +217,17 @@ mod tests {
         let r = parse(&["rro", "rnoatime"]);
         assert_eq!(r.attr_set, attr::RDONLY | attr::NOATIME);
         assert_eq!(r.attr_clr, attr::ATIME_MASK);
+        let s = parse(&["nosymfollow", "rnosymfollow", "rnorelatime"]);
+        assert!(s.flags.contains(MS_NOSYMFOLLOW));
+        assert_eq!(s.attr_set, attr::NOSYMFOLLOW | attr::STRICTATIME);
+        let c = parse(&["rnosymfollow", "rsymfollow", "ratime", "symfollow"]);
+        assert_eq!(c.attr_set, attr::RELATIME);
+        assert_eq!(c.attr_clr, attr::NOSYMFOLLOW | attr::ATIME_MASK);
+        assert!(c.cleared.contains(MS_NOSYMFOLLOW));
+        // Unknown-to-nix bits survive the set operations used on them.
+        assert!(s
+            .flags
+            .difference(MsFlags::MS_REMOUNT)
+            .contains(MS_NOSYMFOLLOW));
     }
 }

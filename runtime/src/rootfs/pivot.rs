@@ -56,3 +56,12 @@ pub(crate) fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
     chroot(".").map_err(|e| err("chroot", e))?;
     chdir("/").map_err(|e| err("chdir /", e))
 }
+
+/// Without a mount namespace: only `chroot` into the rootfs (runc's
+/// choice); nothing is mounted or moved, since every mount would be the
+/// host's.
+pub(crate) fn chroot_into(rootfs: &Path) -> Result<(), RootfsError> {
+    chdir(rootfs).map_err(|e| err("chdir to rootfs", e))?;
+    chroot(".").map_err(|e| err("chroot", e))?;
+    chdir("/").map_err(|e| err("chdir /", e))
+}

@@ -7,7 +7,7 @@ use oci_spec::runtime::{Mount, Spec};
 
 use super::devices;
 use super::mounts::{self, PROC_ALLOWED};
-use super::options::{self, UNSUPPORTED};
+use super::options;
 use super::resolve::clean;
 use super::RootfsError;
 
@@ -43,9 +43,12 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
             ))
         }
     }
+    if !super::has_mount_ns(spec) {
+        return without_mount_ns(spec);
+    }
     let mut filesystems: Option<String> = None;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        check_mount(i, m, bundle, &mut filesystems)?;
+        check_mount(spec, i, m, bundle, &mut filesystems)?;
     }
     let Some(linux) = spec.linux() else {
         return Ok(());
@@ -82,10 +85,12 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
         ("linux.readonlyPaths", linux.readonly_paths()),
     ] {
         for (i, p) in list.iter().flatten().enumerate() {
-            if !p.starts_with('/') {
+            // A relative entry is taken from the container's root, as runc
+            // does (it applies them with `/` as working directory).
+            if clean(Path::new(p)).as_os_str().is_empty() {
                 return Err(RootfsError::invalid(
-                    format!("{name}[{i}] ({p})"),
-                    "not an absolute path",
+                    format!("{name}[{i}] ({p:?})"),
+                    "names the container's root itself (or is empty)",
                 ));
             }
         }
@@ -94,6 +99,7 @@ pub(crate) fn validate(spec: &Spec, bundle: &Path) -> Result<(), RootfsError> {
 }
 
 fn check_mount(
+    spec: &Spec,
     i: usize,
     m: &Mount,
     bundle: &Path,
@@ -103,21 +109,31 @@ fn check_mount(
     if m.destination().as_os_str().is_empty() {
         return Err(RootfsError::invalid(field(), "destination is empty"));
     }
-    if m.uid_mappings().is_some() || m.gid_mappings().is_some() {
-        return Err(RootfsError::invalid(
-            field(),
-            "idmapped mounts are not supported",
-        ));
-    }
     let opts = m.options().as_deref().unwrap_or(&[]);
-    if let Some(o) = opts.iter().find(|o| UNSUPPORTED.contains(&o.as_str())) {
-        return Err(RootfsError::invalid(
-            field(),
-            format!("option {o:?} is not supported"),
-        ));
-    }
     let parsed = options::parse(opts);
     let typ = m.typ().as_deref().unwrap_or("");
+    let own_maps = m.uid_mappings().is_some() || m.gid_mappings().is_some();
+    match parsed.idmap {
+        None if own_maps => {
+            return Err(RootfsError::invalid(
+                field(),
+                "uidMappings/gidMappings need the idmap or ridmap option",
+            ))
+        }
+        Some(_) if !(parsed.is_bind() || typ == "bind") => {
+            return Err(RootfsError::invalid(
+                field(),
+                "idmap/ridmap only apply to bind mounts",
+            ))
+        }
+        Some(_) if super::idmap::mappings(spec, m).is_none() => {
+            return Err(RootfsError::invalid(
+                field(),
+                "idmap needs uidMappings and gidMappings (the mount's or the container's)",
+            ))
+        }
+        _ => {}
+    }
     let rel = clean(m.destination());
     if rel.as_os_str().is_empty() {
         return Err(RootfsError::invalid(
@@ -167,6 +183,52 @@ fn check_mount(
                 field(),
                 "only a proc filesystem may be mounted on /proc, and nothing inside it except the files lxcfs emulates",
             ));
+        }
+    }
+    Ok(())
+}
+
+const WHY: &str = "needs a mount namespace, and linux.namespaces has none \
+                   (vessel never mounts in the host's)";
+
+/// A spec without a mount namespace runs in the host's, where vessel makes
+/// no mount at all (runc would mount there; vessel refuses instead): every
+/// field that needs one is refused, naming it.
+fn without_mount_ns(spec: &Spec) -> Result<(), RootfsError> {
+    if let Some((i, m)) = spec.mounts().iter().flatten().enumerate().next() {
+        return Err(RootfsError::invalid(mounts::field(i, m), WHY));
+    }
+    if let Some(linux) = spec.linux() {
+        linux_without_mount_ns(linux)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        return Err(RootfsError::invalid("root.readonly", WHY));
+    }
+    if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+        return Err(RootfsError::invalid("process.terminal", WHY));
+    }
+    Ok(())
+}
+
+fn linux_without_mount_ns(linux: &oci_spec::runtime::Linux) -> Result<(), RootfsError> {
+    let nonempty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    for (name, set) in [
+        ("linux.maskedPaths", nonempty(linux.masked_paths())),
+        ("linux.readonlyPaths", nonempty(linux.readonly_paths())),
+        (
+            "linux.devices",
+            linux.devices().as_ref().is_some_and(|d| !d.is_empty()),
+        ),
+        (
+            "linux.rootfsPropagation",
+            linux
+                .rootfs_propagation()
+                .as_ref()
+                .is_some_and(|p| !p.is_empty()),
+        ),
+    ] {
+        if set {
+            return Err(RootfsError::invalid(name, WHY));
         }
     }
     Ok(())

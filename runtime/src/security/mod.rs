@@ -3,6 +3,7 @@
 pub mod capabilities;
 pub mod rlimits;
 pub mod seccomp;
+mod seccomp_notify;
 
 /// Sets no_new_privs on the calling thread (inherited by children, kept
 /// across execve, never cleared): execve can no longer grant privileges

@@ -52,7 +52,8 @@
 //!
 //! # What is refused
 //!
-//! `SCMP_ACT_NOTIFY`, `listenerPath`, `listenerMetadata`, `SCMP_ACT_TRACE`,
+//! `SCMP_ACT_TRACE`, `SCMP_ACT_NOTIFY` as the default action, on
+//! `sendmsg`, or without `listenerPath` (see [`super::seccomp_notify`]),
 //! the `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` flag, `errnoRet` on an action
 //! other than ERRNO, errnos above 4095, argument indexes above 5, a non-zero
 //! `valueTwo` on an operator other than MASKED_EQ, and a profile so large
@@ -74,6 +75,7 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, OnceLock};
 
+use super::seccomp_notify::{Listener, FLAG_NEW_LISTENER, FLAG_TSYNC_ESRCH};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
     LinuxSeccompOperator, LinuxSyscall,
@@ -152,6 +154,7 @@ enum Verdict {
     KillThread,
     Trap,
     Errno(u16),
+    Notify,
     Log,
     Allow,
 }
@@ -163,6 +166,9 @@ impl Verdict {
             Verdict::KillThread => SeccompAction::KillThread,
             Verdict::Trap => SeccompAction::Trap,
             Verdict::Errno(e) => SeccompAction::Errno(u32::from(e)),
+            // seccompiler has no USER_NOTIF: a marked TRACE, rewritten in
+            // `build` (TRACE itself is refused, so the mark is unambiguous).
+            Verdict::Notify => SeccompAction::Trace(NOTIFY_MARK),
             Verdict::Log => SeccompAction::Log,
             Verdict::Allow => SeccompAction::Allow,
         }
@@ -181,8 +187,24 @@ impl fmt::Display for Verdict {
             Verdict::KillThread => f.write_str("SCMP_ACT_KILL_THREAD"),
             Verdict::Trap => f.write_str("SCMP_ACT_TRAP"),
             Verdict::Errno(e) => write!(f, "SCMP_ACT_ERRNO({e})"),
+            Verdict::Notify => f.write_str("SCMP_ACT_NOTIFY"),
             Verdict::Log => f.write_str("SCMP_ACT_LOG"),
             Verdict::Allow => f.write_str("SCMP_ACT_ALLOW"),
+        }
+    }
+}
+
+/// The TRACE data standing for USER_NOTIF in seccompiler's output.
+const NOTIFY_MARK: u32 = 0xfeed;
+const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// Rewrites the marked TRACE returns of `bpf` into USER_NOTIF.
+fn patch_notify(bpf: &mut BpfProgram) {
+    const BPF_RET_K: u16 = 0x06;
+    for insn in bpf.iter_mut() {
+        if insn.code == BPF_RET_K && insn.k == SECCOMP_RET_TRACE | NOTIFY_MARK {
+            insn.k = SECCOMP_RET_USER_NOTIF;
         }
     }
 }
@@ -220,12 +242,7 @@ fn verdict(
             }
             return Ok(Verdict::Errno(errno as u16));
         }
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(unsupported(
-                "SCMP_ACT_NOTIFY",
-                "vessel has no seccomp user-notification agent",
-            ))
-        }
+        LinuxSeccompAction::ScmpActNotify => Verdict::Notify,
         LinuxSeccompAction::ScmpActTrace => {
             return Err(unsupported(
                 "SCMP_ACT_TRACE",
@@ -632,8 +649,7 @@ fn filter_flags(flags: Option<&Vec<LinuxSeccompFilterFlag>>) -> Result<u64, Secc
                 return Err(SeccompError::Unsupported {
                     field: format!("linux.seccomp.flags[{i}]"),
                     what: "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV".to_string(),
-                    why: "it only applies to user notification, which vessel does not offer"
-                        .to_string(),
+                    why: "vessel does not set it on its notify filter".to_string(),
                 })
             }
         };
@@ -710,6 +726,8 @@ struct Program {
     /// failed install reports it without allocating under a partial filter).
     label: Arc<str>,
     bpf: BpfProgram,
+    /// Returns USER_NOTIF: installed with SECCOMP_FILTER_FLAG_NEW_LISTENER.
+    notify: bool,
 }
 
 /// A profile compiled to BPF, ready to install with [`CompiledSeccomp::apply`].
@@ -719,6 +737,12 @@ pub struct CompiledSeccomp {
     programs: Vec<Program>,
     flags: u64,
     skipped: Vec<&'static str>,
+    /// One of the programs returns USER_NOTIF.
+    notify: bool,
+    listener_path: Option<std::path::PathBuf>,
+    listener_metadata: String,
+    /// Connected by [`CompiledSeccomp::connect_listener`].
+    listener: Option<Arc<Listener>>,
 }
 
 impl fmt::Debug for CompiledSeccomp {
@@ -740,18 +764,10 @@ impl fmt::Debug for CompiledSeccomp {
 /// semantics and what is refused). Cheap enough to run on every `create`,
 /// so a bad profile fails before anything is set up.
 pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
-    if s.listener_path().is_some() {
-        return Err(SeccompError::Unsupported {
-            field: "linux.seccomp.listenerPath".into(),
-            what: "a seccomp notify listener".into(),
-            why: "vessel does not support SCMP_ACT_NOTIFY".into(),
-        });
-    }
-    if s.listener_metadata().is_some() {
-        return Err(SeccompError::Unsupported {
+    if s.listener_metadata().is_some() && s.listener_path().is_none() {
+        return Err(SeccompError::Invalid {
             field: "linux.seccomp.listenerMetadata".into(),
-            what: "a seccomp notify listener".into(),
-            why: "vessel does not support SCMP_ACT_NOTIFY".into(),
+            reason: "given without linux.seccomp.listenerPath".into(),
         });
     }
     check_architectures(s.architectures().as_ref())?;
@@ -762,6 +778,14 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
         &|| "linux.seccomp.defaultAction".into(),
         &|| "linux.seccomp.defaultErrnoRet".into(),
     )?;
+    if default == Verdict::Notify {
+        // Every call after loading, the fd's sendmsg included, would wait
+        // for a listener that never gets the fd (runc refuses it too).
+        return Err(SeccompError::Invalid {
+            field: "linux.seccomp.defaultAction".into(),
+            reason: "SCMP_ACT_NOTIFY cannot be the default action".into(),
+        });
+    }
 
     let mut by_verdict: BTreeMap<Verdict, BTreeMap<i64, Match>> = BTreeMap::new();
     let mut skipped = Vec::new();
@@ -769,6 +793,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
         add_rule(i, sc, default, &mut by_verdict, &mut skipped)?;
     }
 
+    check_notify(s, &by_verdict)?;
     let mut filters: Vec<(Program, bool)> = Vec::new();
     let install_call = [
         (0u8, u64::from(libc::SECCOMP_SET_MODE_FILTER)),
@@ -833,10 +858,49 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
         }
     }
     Ok(CompiledSeccomp {
+        notify: programs.iter().any(|p| p.notify),
         programs,
         flags,
         skipped,
+        listener_path: s.listener_path().clone(),
+        listener_metadata: s.listener_metadata().clone().unwrap_or_default(),
+        listener: None,
     })
+}
+
+/// NOTIFY needs a listener, and must leave sendmsg(2) alone: the notify
+/// fd is sent with it after the filters are loaded.
+fn check_notify(
+    s: &LinuxSeccomp,
+    by_verdict: &BTreeMap<Verdict, BTreeMap<i64, Match>>,
+) -> Result<(), SeccompError> {
+    let Some(rules) = by_verdict.get(&Verdict::Notify) else {
+        return Ok(());
+    };
+    let field = || {
+        let i = s
+            .syscalls()
+            .iter()
+            .flatten()
+            .position(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+            .unwrap_or(0);
+        format!("linux.seccomp.syscalls[{i}].action")
+    };
+    if s.listener_path().is_none() {
+        return Err(SeccompError::Invalid {
+            field: field(),
+            reason: "SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath".into(),
+        });
+    }
+    if rules.contains_key(&libc::SYS_sendmsg) {
+        return Err(SeccompError::Invalid {
+            field: field(),
+            reason: "SCMP_ACT_NOTIFY on sendmsg: the notify fd itself is sent with sendmsg \
+                     after the filter is loaded"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn add_rule(
@@ -896,12 +960,17 @@ fn build(
         .collect::<Result<BTreeMap<_, _>, SeccompError>>()?;
     let filter = SeccompFilter::new(rules, mismatch.action(), on_match.action(), TARGET_ARCH)
         .map_err(|e| SeccompError::Build(e.to_string()))?;
-    let bpf: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| {
+    let mut bpf: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| {
         SeccompError::Build(format!("{on_match} filter: {e}"))
     })?;
+    let notify = on_match == Verdict::Notify;
+    if notify {
+        patch_notify(&mut bpf);
+    }
     Ok(Program {
         label: on_match.to_string().into(),
         bpf,
+        notify,
     })
 }
 
@@ -910,8 +979,30 @@ impl CompiledSeccomp {
     /// `SECCOMP_FILTER_FLAG_TSYNC`). The caller must have set no_new_privs
     /// or hold CAP_SYS_ADMIN. Nothing but seccomp(2) runs between the
     /// installs, so it is safe in a forked child just before execve.
+    ///
+    /// With NOTIFY rules, the notify fd then goes to the listener (see
+    /// [`CompiledSeccomp::connect_listener`]): the only system call made
+    /// after loading is that sendmsg(2).
     pub fn apply(&self) -> Result<(), SeccompError> {
+        let listener = match (self.notify, &self.listener) {
+            (false, _) => None,
+            (true, Some(l)) => Some((l, l.take_body()?)),
+            (true, None) => {
+                return Err(SeccompError::Invalid {
+                    field: "linux.seccomp.listenerPath".into(),
+                    reason: "no connection to the listener was prepared for this process".into(),
+                })
+            }
+        };
+        let mut notify_fd = None;
         for (i, p) in self.programs.iter().enumerate() {
+            let flags = match p.notify {
+                true if self.flags & FLAG_TSYNC != 0 => {
+                    self.flags | FLAG_NEW_LISTENER | FLAG_TSYNC_ESRCH
+                }
+                true => self.flags | FLAG_NEW_LISTENER,
+                false => self.flags,
+            };
             let prog = libc::sock_fprog {
                 // Fits: compile() refuses programs longer than BPF_MAXINSNS.
                 len: p.bpf.len() as libc::c_ushort,
@@ -926,10 +1017,14 @@ impl CompiledSeccomp {
                 libc::syscall(
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
-                    self.flags,
+                    flags,
                     &prog as *const libc::sock_fprog,
                 )
             };
+            if p.notify && rc >= 0 {
+                notify_fd = Some(rc as i32);
+                continue;
+            }
             if rc == 0 {
                 continue;
             }
@@ -952,12 +1047,45 @@ impl CompiledSeccomp {
                 index: i + 1,
                 count: self.programs.len(),
                 verdict: p.label.clone(),
-                flags: self.flags,
+                flags,
                 source,
                 hint,
             });
         }
+        if let (Some((l, body)), Some(fd)) = (listener, notify_fd) {
+            if let Err(errno) = l.send_fd(&body, fd) {
+                return Err(SeccompError::Invalid {
+                    field: "linux.seccomp.listenerPath".into(),
+                    reason: format!(
+                        "send the notify fd to {}: {} (the profile must allow sendmsg)",
+                        l.path().display(),
+                        io::Error::from_raw_os_error(errno)
+                    ),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// With NOTIFY rules: connects to `listenerPath`. Called by `create`
+    /// before the container process is forked, which inherits the
+    /// connection (the path is unreachable once it is in its rootfs).
+    pub fn connect_listener(&mut self) -> Result<(), SeccompError> {
+        if let (true, Some(path)) = (self.notify, &self.listener_path) {
+            let l = Listener::connect(path, self.listener_metadata.clone())?;
+            self.listener = Some(Arc::new(l));
+        }
+        Ok(())
+    }
+
+    /// Once the process's host pid is known: hands it the listener's
+    /// message, `state` being the container's OCI state. Nothing without
+    /// NOTIFY rules.
+    pub fn send_state(&self, pid: i32, state: &serde_json::Value) -> Result<(), SeccompError> {
+        match &self.listener {
+            Some(l) => l.send_state(pid, state),
+            None => Ok(()),
+        }
     }
 
     /// Names in the profile that do not exist on this architecture and were
@@ -1006,6 +1134,7 @@ pub fn features() -> oci_spec::runtime::Seccomp {
             A::ScmpActKillProcess,
             A::ScmpActKillThread,
             A::ScmpActLog,
+            A::ScmpActNotify,
             A::ScmpActTrap,
         ])
         .operators(
@@ -1117,15 +1246,24 @@ mod tests {
         assert_eq!(
             err(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[
                 {"names":["getcwd"],"action":"SCMP_ACT_NOTIFY"}]}"#),
-            "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY is not supported: \
-             vessel has no seccomp user-notification agent"
+            "linux.seccomp.syscalls[0].action: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath"
+        );
+        assert!(err(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/l","syscalls":[
+                {"names":["sendmsg"],"action":"SCMP_ACT_NOTIFY"}]}"#
+        )
+        .contains("SCMP_ACT_NOTIFY on sendmsg"));
+        assert!(
+            err(r#"{"defaultAction":"SCMP_ACT_NOTIFY","listenerPath":"/l"}"#)
+                .starts_with("linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be")
         );
         assert!(err(r#"{"defaultAction":"SCMP_ACT_TRACE"}"#)
             .starts_with("linux.seccomp.defaultAction: SCMP_ACT_TRACE is not supported"));
-        assert!(
-            err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/l.sock"}"#)
-                .starts_with("linux.seccomp.listenerPath:")
-        );
+        // A listener without NOTIFY rules gets nothing, as in runc.
+        compile(&profile(
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/l.sock"}"#,
+        ))
+        .unwrap();
         assert!(
             err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerMetadata":"x"}"#)
                 .starts_with("linux.seccomp.listenerMetadata:")
@@ -1350,7 +1488,7 @@ mod tests {
                 0
             };
             let p = profile(&format!(
-                r#"{{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{{"names":["getcwd"],"action":"{action}"{}}}]}}"#,
+                r#"{{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/l","syscalls":[{{"names":["getcwd"],"action":"{action}"{}}}]}}"#,
                 if errno == 1 { r#","errnoRet":1"# } else { "" }
             ));
             compile(&p).unwrap();

@@ -48,6 +48,7 @@
 
 mod guest;
 mod host;
+pub mod move_link;
 mod netns;
 mod rtnl;
 mod tap;

@@ -190,6 +190,24 @@ impl Rtnl {
         self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
+    /// Moves link `index` into the network namespace open at `netns`,
+    /// renamed to `name` there if given (the kernel applies the move,
+    /// then the name, in one request).
+    pub fn set_link_netns(
+        &mut self,
+        index: u32,
+        netns: std::os::fd::RawFd,
+        name: Option<&str>,
+    ) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(netns));
+        if let Some(name) = name {
+            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        }
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// Stops the kernel from giving link `index` IPv6 addresses of its own
     /// (address generation mode `none`), so that it sends no router
     /// solicitations or duplicate address probes of its own.
