@@ -337,17 +337,6 @@ fn format_list(set: &BTreeSet<u32>) -> String {
     parts.join(",")
 }
 
-/// Kernel release as (major, minor).
-pub(crate) fn kernel_version() -> (u32, u32) {
-    let rel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut it = rel.split(['.', '-']);
-    let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (major, minor)
-}
-
 fn validate_memory(host: &Host, mem: &LinuxMemory) -> Result<(), CgroupError> {
     let v2 = host.mode == CgroupMode::Unified;
     require(host, "memory", "linux.resources.memory")?;
@@ -406,27 +395,9 @@ fn validate_memory(host: &Host, mem: &LinuxMemory) -> Result<(), CgroupError> {
             ));
         }
     }
-    if let Some(k) = mem.kernel().filter(|k| *k != 0 && *k != -1) {
-        if v2 {
-            return Err(unsupported(
-                "linux.resources.memory.kernel",
-                "cgroup v2 has no separate kernel memory limit (it is part of memory.max)",
-            ));
-        }
-        let (maj, min) = kernel_version();
-        if (maj, min) >= (6, 1) {
-            return Err(unsupported(
-                "linux.resources.memory.kernel",
-                format!("Linux {maj}.{min} accepts memory.kmem.limit_in_bytes but ignores it; {k} cannot be enforced (limit memory instead)"),
-            ));
-        }
-    }
-    if mem.kernel_tcp().is_some_and(|k| k != 0) && v2 {
-        return Err(unsupported(
-            "linux.resources.memory.kernelTCP",
-            "cgroup v2 has no separate TCP buffer limit",
-        ));
-    }
+    // memory.kernel and memory.kernelTCP where the host cannot enforce
+    // them are not errors: they are dropped with a warning when applied
+    // (see `enforceable`), as runc 1.1 does.
     if mem.disable_oom_killer() == Some(true) && v2 {
         return Err(unsupported(
             "linux.resources.memory.disableOOMKiller",

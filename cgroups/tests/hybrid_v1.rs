@@ -248,6 +248,34 @@ fn idle_and_burst_alone_are_not_skipped() {
     assert!(read(&mem, "memory.oom_control").contains("oom_kill_disable 1"));
 }
 
+/// A kernel memory limit is accepted and dropped (no kernel enforces it
+/// any more), as runc 1.1 does; the rest of the memory settings apply.
+#[test]
+fn kernel_memory_is_accepted_and_ignored() {
+    let Some(host) = v1_host("kernel_memory_is_accepted_and_ignored") else {
+        return;
+    };
+    let path = unique_path("kmem");
+    let g = Guard::new(Cgroup::open(&opts(&path)).expect("open"));
+    g.cg.apply(
+        &resources(json!({"memory": {"limit": 67108864_i64, "kernel": 1073741824_i64}})),
+        false,
+    )
+    .expect("memory.kernel must not fail the container");
+    let mem = g.cg.v1_dir("memory").unwrap();
+    assert_eq!(read(&mem, "memory.limit_in_bytes"), "67108864");
+    assert_ne!(read(&mem, "memory.kmem.limit_in_bytes"), "1073741824");
+    // kernelTCP is applied where the host has the file.
+    if host.root_has_file("memory", "memory.kmem.tcp.limit_in_bytes") {
+        g.cg.apply(
+            &resources(json!({"memory": {"kernelTCP": 33554432_i64}})),
+            false,
+        )
+        .expect("kernelTCP");
+        assert_eq!(read(&mem, "memory.kmem.tcp.limit_in_bytes"), "33554432");
+    }
+}
+
 #[test]
 fn invalid_values_are_refused_and_leave_nothing() {
     let Some(host) = v1_host("invalid_values_are_refused_and_leave_nothing") else {
@@ -362,12 +390,6 @@ fn invalid_values_are_refused_and_leave_nothing() {
             "linux.resources.rdma",
         ));
     }
-    if vessel_cgroups_kernel_at_least(6, 1) {
-        cases.push((
-            json!({"memory": {"kernel": 1073741824_i64}}),
-            "linux.resources.memory.kernel",
-        ));
-    }
     if !has_blkio_weight(&host) {
         cases.push((
             json!({"blockIO": {"weight": 500}}),
@@ -421,16 +443,6 @@ fn has_blkio_weight(host: &Host) -> bool {
     ]
     .iter()
     .any(|f| host.root_has_file("blkio", f))
-}
-
-fn vessel_cgroups_kernel_at_least(maj: u32, min: u32) -> bool {
-    let rel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut it = rel.split(['.', '-']);
-    let a: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let b: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (a, b) >= (maj, min)
 }
 
 #[test]

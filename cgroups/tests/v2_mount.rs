@@ -179,10 +179,6 @@ fn v2_refuses_what_the_hierarchy_cannot_do() {
             "linux.resources.memory.swappiness",
         ));
         cases.push((
-            json!({"memory": {"kernel": 1048576}}),
-            "linux.resources.memory.kernel",
-        ));
-        cases.push((
             json!({"memory": {"disableOOMKiller": true}}),
             "linux.resources.memory.disableOOMKiller",
         ));

@@ -569,6 +569,11 @@ pub fn remove_cgroup(rel: &str) {
             rmdir_tree(&p);
         }
     }
+    // A relative cgroup parent nests under the caller's own cgroup, which
+    // can differ between hierarchies (e.g. a session's memory cgroup).
+    for d in crate::leaks::cgroup_dirs(rel) {
+        rmdir_tree(Path::new(&d));
+    }
 }
 
 fn rmdir_tree(p: &Path) {

@@ -131,7 +131,20 @@ fn exec_cgroup_runs_in_a_sub_cgroup() {
     let c = sleeper("xcg");
     let init = cgroup_lines(c.pid());
     let base = container_cgroup(c.pid());
-    let dirs = vessel_tests::leaks::cgroup_dirs(&base);
+    // The container's directory in each hierarchy, from init's own lines:
+    // the path may differ between hierarchies (nested under the caller's).
+    let mut dirs: Vec<String> = Vec::new();
+    for (ctrls, path) in &init {
+        let mount = match ctrls.split(',').next().unwrap_or("") {
+            "" if std::path::Path::new("/sys/fs/cgroup/unified").is_dir() => "unified".to_string(),
+            "" => String::new(),
+            c => c.trim_start_matches("name=").to_string(),
+        };
+        let d = format!("/sys/fs/cgroup/{mount}{path}").replace("//", "/");
+        if std::path::Path::new(&d).is_dir() && path != "/" && !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
     assert!(!dirs.is_empty(), "no cgroup directories for {base}");
     let mut made = SubCgroups(Vec::new());
     for d in &dirs {
@@ -148,13 +161,14 @@ fn exec_cgroup_runs_in_a_sub_cgroup() {
         }
     }
     // Each line of the process's cgroup file against init's: in the
-    // container's cgroup and moved (base/sub), or as init's.
+    // container's cgroup and moved (<its path>/sub), or as init's.
     let check = |pid: i32, sub: &str, moved: &dyn Fn(&str) -> bool| {
         let lines = cgroup_lines(pid);
         assert_eq!(lines.len(), init.len(), "{lines:?}");
         for ((ctrls, path), (_, init_path)) in lines.iter().zip(&init) {
-            if init_path == &base && moved(ctrls) {
-                assert_eq!(path, &format!("{base}/{sub}"), "{ctrls}: {lines:?}");
+            let in_container = init_path.rsplit('/').next() == Some(c.id.as_str());
+            if in_container && moved(ctrls) {
+                assert_eq!(path, &format!("{init_path}/{sub}"), "{ctrls}: {lines:?}");
             } else {
                 assert_eq!(path, init_path, "{ctrls}: {lines:?}");
             }
