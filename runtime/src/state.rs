@@ -248,6 +248,14 @@ pub fn exe_of(pid: i32) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Device and inode of this process's executable.
+pub fn exe_of_self() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/exe")
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// How reading a container's state went.
 #[derive(Debug)]
 pub enum Loaded {

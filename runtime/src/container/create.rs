@@ -220,6 +220,16 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         lock,
         mut ledger,
     } = claim_dir(opts, &c.bundle, &created_at, "container", &cgroup)?;
+    // Made before `cleanup`, so dropped after it: on failure init still
+    // waits on its end (and its network namespace, holding moved
+    // netDevices, still exists) while `cleanup` undoes the rest.
+    let (parent, child) = match Channel::pair() {
+        Ok(p) => p,
+        Err(x) => {
+            let _ = crate::ledger::remove_state_dir(&dir);
+            return Err(err(id, format!("socketpair: {x}")));
+        }
+    };
     let mut cleanup = Cleanup {
         dir: &dir,
         cgroup: Some(&cgroup),
@@ -263,7 +273,6 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
 
     rootfs::prepare_idmaps(&c.spec, &c.bundle).map_err(|x| err(id, x.to_string()))?;
-    let (parent, child) = Channel::pair().map_err(|x| err(id, format!("socketpair: {x}")))?;
     become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
     // A single clone straight into the new namespaces where the plan allows
     // it; otherwise a setup stage that joins and unshares, then forks init.

@@ -36,7 +36,7 @@ pub(crate) fn check(linux: &Linux) -> Result<(), SpecError> {
     let Some(sysctl) = linux.sysctl() else {
         return Ok(());
     };
-    if crate::vm::guest_runner::is_guest_init() {
+    if crate::vm::guest_runner::in_guest() {
         // In a vessel microVM the kernel is the container's own (the host
         // checked the keys against the spec's namespaces before the boot;
         // the guest's config drops the network namespace for the VM's).

@@ -38,6 +38,14 @@ pub fn is_guest_init() -> bool {
     std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init")
 }
 
+/// Whether this process runs in a vessel microVM: the guest init, or a
+/// vessel command it started (pid 1 runs this very executable, which on a
+/// host it never does).
+pub fn in_guest() -> bool {
+    is_guest_init()
+        || crate::state::exe_of(1).is_some_and(|e| Some(e) == crate::state::exe_of_self())
+}
+
 /// Runs the guest agent with the container runner; never returns.
 pub fn run_agent() -> ! {
     vessel_vm::agent::guest::run_with(GuestOptions {
