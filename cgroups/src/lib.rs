@@ -1079,6 +1079,35 @@ fn remove_tree(dir: &Path) -> Result<(), String> {
     fs::remove_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// `resources` without the deprecated kernel memory limits the host cannot
+/// enforce, each dropped with a warning as runc 1.1 drops them: a separate
+/// kernel memory limit (`memory.kernel`) exists on no current kernel (v1
+/// accepts and ignores it since Linux 6.1; v2 counts kernel memory in
+/// memory.max), and a TCP buffer limit (`memory.kernelTCP`) only where
+/// v1's `memory.kmem.tcp.limit_in_bytes` exists.
+fn enforceable(host: &Host, resources: &LinuxResources) -> LinuxResources {
+    let mut r = resources.clone();
+    let Some(mut mem) = *r.memory() else {
+        return r;
+    };
+    if mem.kernel().is_some_and(|k| k != 0) {
+        tracing::warn!(
+            "linux.resources.memory.kernel is ignored: Linux no longer enforces a separate kernel memory limit (limit memory instead)"
+        );
+        mem.set_kernel(None);
+    }
+    let tcp_file = host.mode != CgroupMode::Unified
+        && host.root_has_file("memory", "memory.kmem.tcp.limit_in_bytes");
+    if mem.kernel_tcp().is_some_and(|k| k != 0) && !tcp_file {
+        tracing::warn!(
+            "linux.resources.memory.kernelTCP is ignored: this host has no TCP buffer limit (memory.kmem.tcp.limit_in_bytes)"
+        );
+        mem.set_kernel_tcp(None);
+    }
+    r.set_memory(Some(mem));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1105,34 +1134,4 @@ mod tests {
         };
         assert_eq!(o.resolved_path(), PathBuf::from("c1"));
     }
-}
-
-/// `resources` without the deprecated kernel memory limits the host cannot
-/// enforce, each dropped with a warning as runc 1.1 drops them: a separate
-/// kernel memory limit (`memory.kernel`) exists on no current kernel (v1
-/// accepts and ignores it since Linux 6.1; v2 counts kernel memory in
-/// memory.max), and a TCP buffer limit (`memory.kernelTCP`) only where
-/// v1's `memory.kmem.tcp.limit_in_bytes` exists.
-fn enforceable(host: &Host, resources: &LinuxResources) -> LinuxResources {
-    let mut r = resources.clone();
-    let Some(mem) = r.memory().clone() else {
-        return r;
-    };
-    let mut mem = mem;
-    if mem.kernel().is_some_and(|k| k != 0) {
-        tracing::warn!(
-            "linux.resources.memory.kernel is ignored: Linux no longer enforces a separate kernel memory limit (limit memory instead)"
-        );
-        mem.set_kernel(None);
-    }
-    let tcp_file = host.mode != CgroupMode::Unified
-        && host.root_has_file("memory", "memory.kmem.tcp.limit_in_bytes");
-    if mem.kernel_tcp().is_some_and(|k| k != 0) && !tcp_file {
-        tracing::warn!(
-            "linux.resources.memory.kernelTCP is ignored: this host has no TCP buffer limit (memory.kmem.tcp.limit_in_bytes)"
-        );
-        mem.set_kernel_tcp(None);
-    }
-    r.set_memory(Some(mem));
-    r
 }
