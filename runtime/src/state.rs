@@ -393,7 +393,6 @@ pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError>
         .mode(0o700)
         .create(root)
         .map_err(|e| ClaimError::Io(format!("--root {}: {e}", root.display())))?;
-    sweep_unclaimed(root);
     let dir = root.join(id);
     if dir.exists() {
         return Err(ClaimError::Exists);
@@ -440,7 +439,8 @@ pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError>
 }
 
 /// Removes directories that a [`claim`] killed before its rename left
-/// (nothing was created for them yet). One whose creator (the pid in its
+/// (nothing was created for them yet; `list` never shows them). Run by
+/// `delete` of an id that does not exist, not on every create. One whose creator (the pid in its
 /// name) still runs is in progress, even before it took its lock.
 pub fn sweep_unclaimed(root: &Path) {
     let Ok(rd) = fs::read_dir(root) else { return };

@@ -319,7 +319,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     cleanup.pids.push(stage_pid);
     // Cloned straight into its namespaces, the stage is init itself.
     let role = if direct { Role::Init } else { Role::Stage };
-    record_process(&mut ledger, id, role, stage_pid)?;
+    let mut init_ref = record_process(&mut ledger, id, role, stage_pid)?;
 
     let fail = |m: String| err(id, m);
     if c.plan.new.contains(CloneFlags::CLONE_NEWUSER) {
@@ -364,7 +364,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     };
     if pid != stage_pid {
         cleanup.pids.push(pid);
-        record_process(&mut ledger, id, Role::Init, pid)?;
+        init_ref = record_process(&mut ledger, id, Role::Init, pid)?;
         let _ = waitpid(Pid::from_raw(stage_pid), None);
     }
     state.pid = pid;
@@ -381,9 +381,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         record(&mut ledger, id, &entry).map_err(|x| x.to_string())
     })
     .map_err(|m| err(id, m))?;
-    state.pid_start_time = utils::proc_start_time(pid)
-        .map(|(t, _)| t)
-        .ok_or_else(|| err(id, "init exited during setup"))?;
+    // Read once, when the ledger recorded it (init is our child: its pid
+    // stays its own until we reap it).
+    state.pid_start_time = init_ref.start;
     // Still vessel's image: `state` compares it later to tell whether init
     // has exec'd the workload.
     state.init_exe = crate::state::exe_of(pid);
@@ -463,15 +463,17 @@ pub(crate) fn record(ledger: &mut Ledger, id: &str, entry: &Entry) -> Result<(),
         .map_err(|x| err(id, format!("recording in the {LEDGER_FILE}: {x}")))
 }
 
-/// Records process `pid` (our child: its /proc entry lasts until reaped).
+/// Records process `pid` (our child: its /proc entry lasts until reaped)
+/// and returns it with its start time.
 pub(crate) fn record_process(
     ledger: &mut Ledger,
     id: &str,
     role: Role,
     pid: i32,
-) -> Result<(), Error> {
+) -> Result<ProcRef, Error> {
     let process = ProcRef::of(pid).ok_or_else(|| err(id, format!("process {pid} vanished")))?;
-    record(ledger, id, &Entry::Process { role, process })
+    record(ledger, id, &Entry::Process { role, process })?;
+    Ok(process)
 }
 
 /// Makes a fifo in the state directory and opens it read-write (so init's

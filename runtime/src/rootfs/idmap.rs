@@ -113,35 +113,13 @@ fn open_tree(src: &Path, recursive: bool) -> Result<OwnedFd, Errno> {
 }
 
 fn set_idmap(tree: &OwnedFd, userns: &File, recursive: bool) -> Result<(), Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let a = MountAttr {
+    let attr = libc::mount_attr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
     };
-    let mut flags = libc::AT_EMPTY_PATH;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: a valid mount_attr of the size passed; empty path with AT_EMPTY_PATH.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &a as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    Errno::result(r).map(drop)
+    super::mounts::mount_setattr(std::os::fd::AsFd::as_fd(tree), recursive, &attr)
 }
 
 /// In `create`, before the fork: a detached, idmapped copy of the source of

@@ -418,37 +418,38 @@ fn after_mount(root: &RootDir, t: &Target<'_>, fd: Option<OwnedFd>) -> Result<()
         .map_err(|e| t.err("set propagation", e))?;
     }
     if o.attr_set != 0 || o.attr_clr != 0 {
-        setattr_recursive(fd.as_fd(), o.attr_set, o.attr_clr)
-            .map_err(|e| t.err("mount_setattr", e))?;
+        let attr = libc::mount_attr {
+            attr_set: o.attr_set,
+            attr_clr: o.attr_clr,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        mount_setattr(fd.as_fd(), true, &attr).map_err(|e| t.err("mount_setattr", e))?;
     }
     Ok(())
 }
 
-/// mount_setattr(2) with AT_RECURSIVE on the mount at `fd` (Linux 5.12+).
-fn setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
+/// mount_setattr(2) on the mount at `fd` (Linux 5.12+), with AT_RECURSIVE
+/// when `recursive`: the one wrapper for mount options and idmapped mounts.
+pub(crate) fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    attr: &libc::mount_attr,
+) -> Result<(), Errno> {
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
     }
-    let a = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `a` is a valid mount_attr (version 0) of the size passed, the
-    // path is a NUL-terminated empty string used with AT_EMPTY_PATH.
+    // SAFETY: `attr` is a valid mount_attr (version 0) of the size passed,
+    // the path is a NUL-terminated empty string used with AT_EMPTY_PATH.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &a as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            flags,
+            attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     };
     Errno::result(r).map(drop)

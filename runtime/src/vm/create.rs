@@ -26,7 +26,7 @@ use super::supervisor::{Launch, LAUNCH_FILE};
 use crate::container::create::{claim_dir, record, record_process};
 use crate::container::{err, CreateOptions, Created, Error};
 use crate::hooks::{self, Phase};
-use crate::ledger::{Entry, Ledger, Role};
+use crate::ledger::{Entry, Ledger, ProcRef, Role};
 use crate::state::{NewDir, State, Status, VmState};
 use crate::utils;
 
@@ -242,8 +242,9 @@ pub fn create(
     fs::write(dir.join(LAUNCH_FILE), json)
         .map_err(|x| e(format!("{}: {x}", dir.join(LAUNCH_FILE).display())))?;
 
-    let (pid, vmm_pid) = spawn_supervisor(&opts.root, &dir, &mut cleanup, &mut ledger)?;
-    record_process(&mut ledger, id, Role::Vmm, vmm_pid)
+    let (supervisor, vmm_pid) = spawn_supervisor(&opts.root, &dir, &mut cleanup, &mut ledger)?;
+    let pid = supervisor.pid;
+    let vmm = record_process(&mut ledger, id, Role::Vmm, vmm_pid)
         .map_err(|_| e("the VMM exited during setup".into()))?;
     let mut state = State {
         oci_version: spec.version().clone(),
@@ -255,16 +256,14 @@ pub fn create(
         created: utils::now_rfc3339(),
         owner: utils::owner_name(),
         annotations: spec.annotations().clone().unwrap_or_default(),
-        pid_start_time: utils::proc_start_time(pid)
-            .map(|(t, _)| t)
-            .ok_or_else(|| e("the VM supervisor exited during setup".into()))?,
+        pid_start_time: supervisor.start,
         cgroup_path: cgroup.path().to_path_buf(),
         systemd_cgroup: opts.systemd_cgroup,
         isolation: "vm".into(),
         own_pid_ns: true,
         vm: Some(VmState {
             vmm_pid,
-            vmm_start_time: utils::proc_start_time(vmm_pid).map(|(t, _)| t).unwrap_or(0),
+            vmm_start_time: vmm.start,
             engine: host.engine.name().into(),
             accel: host.engine.accel().into(),
             vcpus: plan.vcpus,
@@ -312,22 +311,23 @@ pub fn create(
 }
 
 /// Starts `vessel vm-supervise <dir>` with our stdio and waits until it
-/// reports the container created in the guest (or why not). Returns its
-/// pid and the VMM's.
+/// reports the container created in the guest (or why not). Returns it
+/// (as recorded in the ledger) and the VMM's pid.
 fn spawn_supervisor(
     root: &Path,
     dir: &Path,
     cleanup: &mut Cleanup<'_>,
     ledger: &mut Ledger,
-) -> Result<(i32, i32), Error> {
+) -> Result<(ProcRef, i32), Error> {
     let id = dir.file_name().unwrap_or_default().to_string_lossy();
-    let mut recorded = Ok(());
+    let mut recorded = Err(err(&id, "the VM supervisor did not start"));
     let report = spawn_and_wait(root, dir, |pid| {
         cleanup.supervisor = Some(pid);
         recorded = record_process(ledger, &id, Role::Supervisor, pid);
     });
-    recorded?;
-    report.map_err(|m| err(&id, m))
+    let supervisor = recorded?;
+    let (_, vmm_pid) = report.map_err(|m| err(&id, m))?;
+    Ok((supervisor, vmm_pid))
 }
 
 fn spawn_and_wait(
