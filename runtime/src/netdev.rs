@@ -186,6 +186,15 @@ pub fn return_recorded(dir: &std::path::Path, init: Option<ProcRef>) {
             return;
         }
     };
+    return_owned(&owned, init);
+}
+
+/// Returns the links `owned` records, from the namespace of `init` when
+/// given and alive, else of the recorded init or setup stage.
+pub fn return_owned(owned: &Owned, init: Option<ProcRef>) {
+    if owned.net_devices.is_empty() {
+        return;
+    }
     let init = init
         .filter(|p| p.alive())
         .or_else(|| owned.last(Role::Init).filter(|p| p.alive()))

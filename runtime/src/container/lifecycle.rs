@@ -190,10 +190,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         }
     })?;
     let status = c.status();
+    // Read once: what the ledger names is released below.
+    let owned = crate::ledger::Ledger::read(&c.dir)
+        .map(crate::ledger::Owned::from_entries)
+        .map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
     if force || matches!(status, Status::Stopped | Status::Created | Status::Creating) {
         // linux.netDevices go back while the init's namespace still exists
         // (a refused delete below touches nothing).
-        return_net_devices(&c);
+        return_net_devices(&c, &owned);
     }
     match status {
         Status::Stopped => {}
@@ -207,7 +211,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
             ))
         }
     }
-    crate::vm::lifecycle::release(&c);
+    if owned.begin.is_none() {
+        // A state directory without a ledger (made before vessel kept
+        // one): its VM's scratch image and taps are known from the state.
+        crate::vm::lifecycle::release(&c);
+    }
     if let Some(cg) = c.recorded_cgroup()? {
         // Processes outside a private pid namespace survive their init.
         if !c.state.own_pid_ns && !cg.pids().unwrap_or_default().is_empty() {
@@ -216,7 +224,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         cg.destroy().map_err(|e| err(id, e))?;
         tracing::debug!("delete {id}: cgroup removed");
     }
-    reclaim(&c)?;
+    reclaim(&c, &owned)?;
     let hooks_result = if c.state.problem.is_none() {
         run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped)
     } else {
@@ -233,18 +241,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
 
 /// Moves the container's `linux.netDevices` back to the host (see
 /// [`crate::netdev::move_back`]).
-fn return_net_devices(c: &Container) {
+fn return_net_devices(c: &Container, owned: &crate::ledger::Owned) {
     let init = crate::ledger::ProcRef::of(c.state.pid)
         .filter(|p| p.start == c.state.pid_start_time && c.state.pid > 0);
-    crate::netdev::return_recorded(&c.dir, init);
+    crate::netdev::return_owned(owned, init);
 }
 
-/// Removes what the ledger names beyond the state: a setup stage, cgroups
-/// and files of a create killed half-way, taps it attached.
-fn reclaim(c: &Container) -> Result<(), Error> {
-    let owned = crate::ledger::Ledger::read(&c.dir)
-        .map(crate::ledger::Owned::from_entries)
-        .map_err(|e| err(c.id(), format!("{}: {e}", c.dir.display())))?;
+/// Removes what the ledger names beyond the state's cgroup: a setup stage,
+/// cgroups and files of a create killed half-way, a VM's scratch image and
+/// taps.
+fn reclaim(c: &Container, owned: &crate::ledger::Owned) -> Result<(), Error> {
     for (_, p) in &owned.processes {
         if p.alive() {
             let _ = send_signal(Pid::from_raw(p.pid), Signal::SIGKILL);
