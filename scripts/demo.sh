@@ -58,7 +58,16 @@ echo "== vessel list =="
 echo "== vessel exec: a second process in the same container =="
 "$VESSEL" --root "$root" exec "$id" sh -c 'echo "exec sees hostname $(hostname), pids: $(ps -o pid= | tr "\n" " ")"'
 echo "== the host's view of the container's cgroup =="
-cat "/sys/fs/cgroup/memory/$id/memory.limit_in_bytes" 2>/dev/null || cat "/sys/fs/cgroup/$id/memory.max"
+# vessel nests a container's cgroup under the caller's own (as runc's
+# systemd-less default does), so take the path from the container's init.
+pid=$("$VESSEL" --root "$root" state "$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+v1=$(sed -n 's/^[0-9]*:memory://p' "/proc/$pid/cgroup")
+v2=$(sed -n 's/^0:://p' "/proc/$pid/cgroup")
+if [ -n "$v1" ] && [ -e "/sys/fs/cgroup/memory$v1/memory.limit_in_bytes" ]; then
+    echo "/sys/fs/cgroup/memory$v1/memory.limit_in_bytes: $(cat "/sys/fs/cgroup/memory$v1/memory.limit_in_bytes")"
+else
+    echo "/sys/fs/cgroup$v2/memory.max: $(cat "/sys/fs/cgroup$v2/memory.max")"
+fi
 echo "== vessel delete --force =="
 "$VESSEL" --root "$root" delete --force "$id"
 "$VESSEL" --root "$root" list
