@@ -273,6 +273,46 @@ fn only_stdio_and_preserved_fds_reach_the_process() {
         let out = ok(&o);
         assert_eq!(fds_of(&out), want, "run --preserve-fds {preserve}: {out}");
     }
+    // The init through `create` + `start`, and through `run --detach`:
+    // each writes to a file the test reads once the container stopped.
+    for (how, preserve, want) in [
+        ("create", 0, set(&[0, 1, 2])),
+        ("create", 1, set(&[0, 1, 2, 3])),
+        ("run-detach", 0, set(&[0, 1, 2])),
+        ("run-detach", 2, set(&[0, 1, 2, 3, 4])),
+    ] {
+        let c = Ctr::new("xfdbg", &["sh", "-c", LIST_FDS]);
+        let b = c.bundle.path().to_str().unwrap().to_string();
+        let out_file = tempfile::NamedTempFile::new().unwrap();
+        let mut cmd = c.cmd();
+        let p = preserve.to_string();
+        match how {
+            "create" => cmd.args(["create", "--preserve-fds", &p, "--bundle", &b, &c.id]),
+            _ => cmd.args([
+                "run",
+                "--detach",
+                "--preserve-fds",
+                &p,
+                "--bundle",
+                &b,
+                &c.id,
+            ]),
+        };
+        let _f = with_extra_fds(&mut cmd, preserve + 2);
+        let st = cmd
+            .stdout(out_file.reopen().unwrap())
+            .stderr(out_file.reopen().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{how}: {st}");
+        if how == "create" {
+            c.start();
+        }
+        assert!(c.wait_status("stopped"), "{how}");
+        let out = std::fs::read_to_string(out_file.path()).unwrap();
+        assert!(out.contains("end-of-list"), "{how}: {out}");
+        assert_eq!(fds_of(&out), want, "{how} --preserve-fds {preserve}: {out}");
+    }
     // An exec'd process.
     let c = sleeper("xfdexec");
     for (preserve, want) in [(0, set(&[0, 1, 2])), (2, set(&[0, 1, 2, 3, 4]))] {
@@ -309,4 +349,23 @@ fn only_stdio_and_preserved_fds_reach_the_process() {
         "init --tty: {out} {}",
         stderr(&o)
     );
+    // `run --detach` with a terminal.
+    let mut r = Ctr::new("xfdrtty", &["sh", "-c", LIST_FDS]);
+    r.config()["process"]["terminal"] = json!(true);
+    r.write();
+    let con = Console::new();
+    let b = r.bundle.path().to_str().unwrap().to_string();
+    let o = r.v(&[
+        "run",
+        "--detach",
+        "--console-socket",
+        con.path(),
+        "--bundle",
+        &b,
+        &r.id,
+    ]);
+    ok(&o);
+    let mut master = con.recv_master();
+    let out = read_until(&mut master, "end-of-list");
+    assert_eq!(fds_of(&out), set(&[0, 1, 2]), "run --detach --tty: {out}");
 }
