@@ -4,7 +4,7 @@
 //! parent over the sync channel; they never return.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -121,9 +121,40 @@ pub(super) unsafe fn clone_into(flags: CloneFlags) -> nix::Result<ForkResult> {
     }
 }
 
+/// `/proc/self/timens_offsets` opened for writing and the lines to write to
+/// it once the time namespace exists, when the spec sets offsets.
+fn time_offsets_file(spec: &Spec) -> Result<Option<(fs::File, String)>, String> {
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+        .filter(|o| !o.is_empty())
+    else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/timens_offsets")
+        .map_err(|e| format!("linux.timeOffsets: open /proc/self/timens_offsets: {e}"))?;
+    Ok(Some((file, text)))
+}
+
 /// Returns Ok(true) in the process that goes on as init.
 fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
     let plan = ctx.plan;
+    // Opened with vessel's own credentials, before any user namespace: the
+    // kernel checks CAP_SYS_TIME against the opener's credentials, and once
+    // in a new user namespace this process may no longer open its own proc
+    // files (they stay owned by the host's root).
+    let offsets = time_offsets_file(ctx.spec)?;
     plan.join_all()
         .map_err(|e| format!("linux.namespaces: setns: {e}"))?;
     if plan.new.contains(CloneFlags::CLONE_NEWUSER) {
@@ -141,22 +172,11 @@ fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
     }
     plan.unshare_rest()
         .map_err(|e| format!("linux.namespaces: unshare: {e}"))?;
-    if let Some(offsets) = ctx
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.time_offsets().as_ref())
-    {
-        let mut text = String::new();
-        for (clock, off) in offsets {
-            text.push_str(&format!(
-                "{clock} {} {}\n",
-                off.secs().unwrap_or(0),
-                off.nanosecs().unwrap_or(0)
-            ));
-        }
-        fs::write("/proc/self/timens_offsets", text)
-            .map_err(|e| format!("linux.timeOffsets: {e}"))?;
+    if let Some((mut file, text)) = offsets {
+        // The offsets apply to the new time namespace, which no process has
+        // entered yet: init is forked below.
+        file.write_all(text.as_bytes())
+            .map_err(|e| format!("linux.timeOffsets: writing {text:?}: {e}"))?;
     }
     if !plan.needs_fork() {
         ctx.chan
