@@ -109,6 +109,14 @@ pub enum Entry {
         /// Its name in the container.
         name: String,
     },
+    /// A `linux.intelRdt` resctrl group (control or monitoring), recorded
+    /// before it is created.
+    IntelRdt {
+        /// Its directory.
+        path: PathBuf,
+        /// Named by `closID`: other containers may join it.
+        shared: bool,
+    },
     /// vm mode: taps and filters joined to the container's network namespace.
     Net {
         /// What `detach` undoes.
@@ -181,6 +189,8 @@ pub struct Owned {
     pub nets: Vec<vessel_vm::net::NetAttachment>,
     /// Moved `linux.netDevices`: (host name, container name).
     pub net_devices: Vec<(String, String)>,
+    /// resctrl groups made for `linux.intelRdt`, in creation order.
+    pub intel_rdt: Vec<crate::intel_rdt::Made>,
 }
 
 impl Owned {
@@ -200,6 +210,9 @@ impl Owned {
                 Entry::File { path } => o.files.push(path),
                 Entry::Net { attachment } => o.nets.push(attachment),
                 Entry::NetDevice { host, name } => o.net_devices.push((host, name)),
+                Entry::IntelRdt { path, shared } => {
+                    o.intel_rdt.push(crate::intel_rdt::Made { path, shared })
+                }
             }
         }
         o

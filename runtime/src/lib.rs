@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod hooks;
+pub mod intel_rdt;
 pub mod ledger;
 pub mod logging;
 pub mod namespaces;

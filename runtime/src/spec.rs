@@ -64,7 +64,11 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 /// Parses a configuration, reporting the JSON path of a bad field.
 pub fn parse(path: &Path, data: &[u8]) -> Result<Spec, SpecError> {
     parse_with(path, data, |v| {
-        v.get_mut("process").is_some_and(sched::normalize_flags)
+        let sched = v.get_mut("process").is_some_and(sched::normalize_flags);
+        let rdt = v
+            .get_mut("linux")
+            .is_some_and(crate::intel_rdt::normalize_keys);
+        sched || rdt
     })
 }
 
@@ -87,7 +91,7 @@ fn parse_with<T: serde::de::DeserializeOwned>(
         field,
         msg,
     };
-    if sched::may_need_normalizing(data) {
+    if sched::may_need_normalizing(data) || crate::intel_rdt::may_need_normalizing(data) {
         let mut v: serde_json::Value =
             serde_json::from_slice(data).map_err(|e| err(".".into(), e.to_string()))?;
         if fix(&mut v) {
@@ -244,11 +248,12 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             "configuration for another operating system: vessel runs Linux containers",
         ));
     }
-    if linux.intel_rdt().is_some() {
-        return Err(invalid(
-            "linux.intelRdt",
-            "Intel RDT is not supported by vessel",
-        ));
+    if let Some(rdt) = linux.intel_rdt() {
+        // The fields first (the container id stands in for a missing
+        // closID's check at create), then the host: the spec wants an
+        // error, not a silent skip, where resctrl is not mounted.
+        crate::intel_rdt::request(rdt, "container").map_err(|e| invalid(e.field, e.msg))?;
+        crate::intel_rdt::Resctrl::mounted().map_err(|e| invalid(e.field, e.msg))?;
     }
     // linux.netDevices: checked by netdev::validate at create.
     if let Some(p) = linux.memory_policy() {

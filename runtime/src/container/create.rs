@@ -97,6 +97,7 @@ impl Drop for Cleanup<'_> {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
         }
+        crate::intel_rdt::remove_recorded(self.dir);
         if let Some(cg) = self.cgroup {
             let _ = cg.destroy();
         }
@@ -327,6 +328,21 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         write_id_maps(stage_pid, linux).map_err(fail)?;
     }
     cgroup.add_task(stage_pid).map_err(|x| err(id, x))?;
+    if let Some(rdt) = linux.intel_rdt() {
+        // The stage forks init: both belong to the group from here on.
+        let req = crate::intel_rdt::request(rdt, id).map_err(|x| err(id, x))?;
+        crate::intel_rdt::Resctrl::mounted()
+            .and_then(|r| {
+                r.apply(&req, id, stage_pid, |m| {
+                    let entry = Entry::IntelRdt {
+                        path: m.path.clone(),
+                        shared: m.shared,
+                    };
+                    record(&mut ledger, id, &entry).map_err(|x| x.to_string())
+                })
+            })
+            .map_err(|x| err(id, x))?;
+    }
     if let Some(res) = linux.resources() {
         let oom = linux
             .resources()

@@ -282,6 +282,12 @@ pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     if !sub_cgroups.is_empty() {
         join_sub_cgroups(&cgroup, &sub_cgroups, stage.as_raw()).map_err(fail)?;
     }
+    if let Some(rdt) = container_linux.intel_rdt() {
+        // Where the init is (runc does the same for exec'd processes).
+        crate::intel_rdt::request(rdt, id)
+            .and_then(|req| crate::intel_rdt::Resctrl::mounted()?.join(&req, id, stage.as_raw()))
+            .map_err(|e| fail(e.to_string()))?;
+    }
     parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
     let pid = parent.expect_pid().map_err(fail)?;
     if let Some(s) = &seccomp {

@@ -282,6 +282,7 @@ fn reclaim(c: &Container, owned: &crate::ledger::Owned) -> Result<(), Error> {
     for n in &owned.nets {
         vessel_vm::net::detach(n).map_err(|e| err(c.id(), e))?;
     }
+    crate::intel_rdt::remove(&owned.intel_rdt).map_err(|e| err(c.id(), e))?;
     Ok(())
 }
 
