@@ -171,7 +171,8 @@ impl Host {
     }
 }
 
-pub(crate) fn unescape_mountinfo(s: &str) -> String {
+/// Undoes mountinfo's octal escapes (space, tab, newline, backslash).
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -1134,4 +1134,34 @@ mod tests {
         };
         assert_eq!(o.resolved_path(), PathBuf::from("c1"));
     }
+
+    /// memory.kernel is dropped everywhere (no kernel enforces it);
+    /// memory.kernelTCP is kept where the v1 TCP buffer limit exists.
+    #[test]
+    fn kernel_memory_is_dropped_where_unenforceable() {
+        let d = tempfile::tempdir().unwrap();
+        let mem = d.path().join("memory");
+        fs::create_dir_all(&mem).unwrap();
+        let info = format!(
+            "30 1 0:30 / {} rw - cgroup cgroup rw,memory\n",
+            mem.display()
+        );
+        let host = Host::from_mountinfo(&info, d.path()).unwrap();
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "memory": {"limit": 1 << 30, "kernel": 1 << 20, "kernelTCP": 1 << 20}
+        }))
+        .unwrap();
+        let m = *enforceable(&host, &r).memory();
+        let m = m.unwrap();
+        assert_eq!(
+            (m.limit(), m.kernel(), m.kernel_tcp()),
+            (Some(1 << 30), None, None)
+        );
+        fs::write(mem.join("memory.kmem.tcp.limit_in_bytes"), "").unwrap();
+        let m = enforceable(&host, &r).memory().unwrap();
+        assert_eq!((m.kernel(), m.kernel_tcp()), (None, Some(1 << 20)));
+        let v2 = Host::unified_at(d.path());
+        let m = enforceable(&v2, &r).memory().unwrap();
+        assert_eq!((m.kernel(), m.kernel_tcp()), (None, None));
+    }
 }

@@ -111,6 +111,16 @@ pub fn validate_on(host: &Host, resources: &LinuxResources) -> Result<(), Cgroup
             }
         }
     }
+    if resources.devices().as_ref().is_some_and(|d| !d.is_empty())
+        && host.mode != CgroupMode::Unified
+        && !host.has_v1("devices")
+    {
+        // cgroup v2 enforces the allowlist with eBPF; v1 needs the controller.
+        return Err(unsupported(
+            "linux.resources.devices",
+            "the devices cgroup v1 controller is not mounted: the device allowlist cannot be enforced",
+        ));
+    }
     if let Some(bio) = resources.block_io() {
         validate_blkio(host, bio)?;
     }
@@ -662,6 +672,180 @@ mod tests {
         assert!(parse_list("3-1").is_err());
         assert!(parse_list("a").is_err());
         assert_eq!(format_list(&BTreeSet::from([0, 1, 2, 5])), "0-2,5");
+    }
+
+    /// A host laid out under a temporary root: v1 hierarchies holding the
+    /// given files at their root, and a cgroup2 mount offering
+    /// `v2_controllers` (`None`: no cgroup2 mount).
+    fn fake_host(
+        v1: &[(&str, &[&str])],
+        v2_controllers: Option<&str>,
+    ) -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let mut info = String::new();
+        for (i, (c, files)) in v1.iter().enumerate() {
+            let dir = root.join(c);
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in *files {
+                std::fs::write(dir.join(f), "").unwrap();
+            }
+            info.push_str(&format!(
+                "{} 1 0:{i} / {} rw - cgroup cgroup rw,{c}\n",
+                30 + i,
+                dir.display()
+            ));
+        }
+        if let Some(ctl) = v2_controllers {
+            let dir = root.join("unified");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.controllers"), ctl).unwrap();
+            info.push_str(&format!(
+                "99 1 0:99 / {} rw - cgroup2 cgroup2 rw\n",
+                dir.display()
+            ));
+        }
+        let host = Host::from_mountinfo(&info, root).unwrap();
+        (d, host)
+    }
+
+    fn res(v: serde_json::Value) -> LinuxResources {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// The error's setting, or "ok".
+    fn verdict(host: &Host, v: serde_json::Value) -> String {
+        match validate_on(host, &res(v)) {
+            Ok(()) => "ok".into(),
+            Err(
+                CgroupError::Unsupported { setting, .. } | CgroupError::Invalid { setting, .. },
+            ) => setting,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The README's "Cgroup settings a host lacks" table, field by field: a
+    /// setting whose controller or file is missing is an error naming it.
+    #[test]
+    fn a_setting_the_host_lacks_is_an_error_naming_it() {
+        use serde_json::json;
+        // A hybrid host with memory but no swap accounting, cpu without
+        // real-time group scheduling or burst, no pids, net_cls, net_prio,
+        // rdma, devices or cpuset; cgroup2 offers hugetlb only.
+        let (_d, bare) = fake_host(
+            &[
+                ("memory", &["memory.limit_in_bytes"]),
+                ("cpu", &["cpu.shares"]),
+            ],
+            Some("hugetlb"),
+        );
+        for (v, setting) in [
+            (
+                json!({"memory": {"swap": 1 << 30}}),
+                "linux.resources.memory.swap",
+            ),
+            (
+                json!({"memory": {"useHierarchy": false}}),
+                "linux.resources.memory.useHierarchy",
+            ),
+            (
+                json!({"cpu": {"realtimeRuntime": 1000}}),
+                "linux.resources.cpu.realtimeRuntime",
+            ),
+            (
+                json!({"cpu": {"realtimePeriod": 100000}}),
+                "linux.resources.cpu.realtimePeriod",
+            ),
+            (json!({"cpu": {"cpus": "0"}}), "linux.resources.cpu.cpus"),
+            (json!({"cpu": {"mems": "0"}}), "linux.resources.cpu.mems"),
+            (json!({"pids": {"limit": 10}}), "linux.resources.pids.limit"),
+            (
+                json!({"network": {"classID": 1}}),
+                "linux.resources.network.classID",
+            ),
+            (
+                json!({"network": {"priorities": [{"name": "lo", "priority": 1}]}}),
+                "linux.resources.network.priorities",
+            ),
+            (
+                json!({"rdma": {"mlx5_0": {"hcaHandles": 1}}}),
+                "linux.resources.rdma",
+            ),
+            (
+                json!({"devices": [{"allow": false, "access": "rwm"}]}),
+                "linux.resources.devices",
+            ),
+            (
+                json!({"unified": {"memory.high": "1000000"}}),
+                "linux.resources.unified[\"memory.high\"]",
+            ),
+        ] {
+            assert_eq!(verdict(&bare, v.clone()), setting, "{v}");
+        }
+        // What this host does offer passes: kernel memory settings (dropped
+        // with a warning where unenforceable, see `enforceable`), a
+        // unified key of a controller on the cgroup2 side.
+        for v in [
+            json!({"memory": {"limit": 1 << 30, "kernel": 1 << 20, "kernelTCP": 1 << 20}}),
+            json!({"memory": {"useHierarchy": true}}),
+            json!({"cpu": {"shares": 512, "quota": 50000, "period": 100000, "idle": 1}}),
+            json!({"unified": {"hugetlb.2MB.max": "0"}}),
+            json!({"devices": []}),
+        ] {
+            assert_eq!(verdict(&bare, v.clone()), "ok", "{v}");
+        }
+        // With the controllers and files, the same settings pass.
+        let (_d2, full) = fake_host(
+            &[
+                ("memory", &["memory.memsw.usage_in_bytes"]),
+                ("cpu", &["cpu.rt_runtime_us"]),
+                ("pids", &[]),
+                ("net_cls", &[]),
+                ("net_prio", &[]),
+                ("rdma", &[]),
+                ("devices", &[]),
+            ],
+            Some("hugetlb memory"),
+        );
+        for v in [
+            json!({"memory": {"limit": 1i64 << 30, "swap": 2i64 << 30}}),
+            json!({"cpu": {"realtimeRuntime": 1000, "realtimePeriod": 100000}}),
+            json!({"pids": {"limit": 10}}),
+            json!({"network": {"classID": 1, "priorities": [{"name": "lo", "priority": 1}]}}),
+            json!({"rdma": {"mlx5_0": {"hcaHandles": 1}}}),
+            json!({"devices": [{"allow": false, "access": "rwm"}]}),
+            json!({"unified": {"memory.high": "1000000"}}),
+        ] {
+            assert_eq!(verdict(&full, v.clone()), "ok", "{v}");
+        }
+        // cgroup v2 has no v1-only knobs.
+        let d3 = tempfile::tempdir().unwrap();
+        std::fs::write(d3.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let v2 = Host::unified_at(d3.path());
+        for (v, setting) in [
+            (
+                json!({"memory": {"swappiness": 10}}),
+                "linux.resources.memory.swappiness",
+            ),
+            (
+                json!({"memory": {"disableOOMKiller": true}}),
+                "linux.resources.memory.disableOOMKiller",
+            ),
+            (
+                json!({"network": {"classID": 1}}),
+                "linux.resources.network.classID",
+            ),
+            (
+                json!({"cpu": {"realtimeRuntime": 1000}}),
+                "linux.resources.cpu.realtimeRuntime",
+            ),
+        ] {
+            assert_eq!(verdict(&v2, v.clone()), setting, "{v}");
+        }
+        assert_eq!(
+            verdict(&v2, json!({"devices": [{"allow": false, "access": "rwm"}]})),
+            "ok"
+        );
     }
 
     #[test]

@@ -415,27 +415,10 @@ fn mount_point(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;
         (post.split_whitespace().next()? == "resctrl")
-            .then(|| pre.split_whitespace().nth(4).map(unescape))
+            .then(|| pre.split_whitespace().nth(4))
             .flatten()
+            .map(|p| PathBuf::from(vessel_cgroups::host::unescape_mountinfo(p)))
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> PathBuf {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 /// Removes what vessel made under resctrl, monitoring groups first: a

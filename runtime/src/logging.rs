@@ -136,7 +136,9 @@ pub fn init(log: Option<&Path>, format: Format, debug: bool) -> io::Result<()> {
             (Box::new(f), if debug { Level::DEBUG } else { Level::INFO })
         }
         None if debug => (Box::new(io::stderr()), Level::DEBUG),
-        None => return Ok(()),
+        // Warnings reach stderr as runc's do: a setting vessel ignores (a
+        // kernel memory limit, say) must not be ignored silently.
+        None => (Box::new(io::stderr()), Level::WARN),
     };
     let layer = RuncLayer {
         out: Mutex::new(out),
