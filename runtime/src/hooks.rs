@@ -52,7 +52,18 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    /// Every phase, in the order of the container's life.
+    pub const ALL: [Phase; 6] = [
+        Phase::Prestart,
+        Phase::CreateRuntime,
+        Phase::CreateContainer,
+        Phase::StartContainer,
+        Phase::Poststart,
+        Phase::Poststop,
+    ];
+
+    /// The phase's name in config.json's `hooks`.
+    pub fn name(self) -> &'static str {
         match self {
             Phase::Prestart => "prestart",
             Phase::CreateRuntime => "createRuntime",

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod container;
+pub mod features;
 pub mod hooks;
 pub mod intel_rdt;
 pub mod ledger;

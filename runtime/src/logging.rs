@@ -39,6 +39,10 @@ struct RuncLayer {
     out: Mutex<Box<dyn Write + Send>>,
     format: Format,
     max: Level,
+    /// Only vessel's own events (stderr without --debug): a library's
+    /// notes, such as libcgroups' on every controller this host lacks,
+    /// are not warnings about the user's container.
+    own_only: bool,
 }
 
 #[derive(Default)]
@@ -78,6 +82,9 @@ impl<S: Subscriber> Layer<S> for RuncLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let level = event.metadata().level();
         if *level > self.max {
+            return;
+        }
+        if self.own_only && !event.metadata().target().starts_with("vessel") {
             return;
         }
         let mut m = Message::default();
@@ -126,6 +133,7 @@ pub fn report_error(log: Option<&Path>, format: Format, debug: bool, msg: &str) 
 /// Installs the global logger. Without `--log`, only warnings and errors go
 /// to stderr (the CLI prints the final error itself).
 pub fn init(log: Option<&Path>, format: Format, debug: bool) -> io::Result<()> {
+    let own_only = log.is_none() && !debug;
     let (out, max): (Box<dyn Write + Send>, Level) = match log {
         Some(path) => {
             let f = OpenOptions::new()
@@ -144,6 +152,7 @@ pub fn init(log: Option<&Path>, format: Format, debug: bool) -> io::Result<()> {
         out: Mutex::new(out),
         format,
         max,
+        own_only,
     };
     let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(())

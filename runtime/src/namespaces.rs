@@ -25,6 +25,41 @@ pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
+/// Every namespace type vessel creates and joins.
+pub const TYPES: [LinuxNamespaceType; 8] = [
+    LinuxNamespaceType::Cgroup,
+    LinuxNamespaceType::Ipc,
+    LinuxNamespaceType::Mount,
+    LinuxNamespaceType::Network,
+    LinuxNamespaceType::Pid,
+    LinuxNamespaceType::Time,
+    LinuxNamespaceType::User,
+    LinuxNamespaceType::Uts,
+];
+
+/// The name of a namespace type under /proc/<pid>/ns.
+pub fn proc_name(t: LinuxNamespaceType) -> &'static str {
+    let bits = flag(t).bits();
+    PROC_NS
+        .iter()
+        .find(|(_, f)| *f == bits)
+        .map(|(n, _)| *n)
+        .expect("PROC_NS lists every type")
+}
+
+/// The types of [`TYPES`] this kernel has (its /proc/self/ns entry exists).
+pub fn supported() -> Vec<LinuxNamespaceType> {
+    TYPES
+        .iter()
+        .copied()
+        .filter(|t| {
+            std::path::Path::new("/proc/self/ns")
+                .join(proc_name(*t))
+                .exists()
+        })
+        .collect()
+}
+
 /// Names under /proc/<pid>/ns, with their flags, in the order `exec` joins them.
 pub const PROC_NS: [(&str, i32); 8] = [
     ("user", libc::CLONE_NEWUSER),

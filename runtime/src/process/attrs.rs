@@ -88,6 +88,9 @@ pub fn all_cpus() -> IdMask {
     IdMask::all(MAX_CPUS)
 }
 
+/// The `linux.personality.domain` values [`set_personality`] applies.
+pub const PERSONALITY_DOMAINS: &[&str] = &["LINUX", "LINUX32"];
+
 /// personality(2) for `p.domain` (flags are refused by the spec check).
 pub fn set_personality(p: &LinuxPersonality) -> io::Result<()> {
     // linux/personality.h: PER_LINUX and PER_LINUX32.

@@ -76,6 +76,12 @@ pub fn idmap_supported() -> bool {
     mounts::mount_setattr_works()
 }
 
+/// The mount options vessel recognizes (`features` lists them); any other
+/// option is passed to the filesystem as data.
+pub fn mount_option_names() -> Vec<&'static str> {
+    options::names()
+}
+
 /// Static checks done before anything is created: the rootfs is a
 /// directory, mount destinations, types and options are usable, bind
 /// sources exist, device entries are sane. Errors name the field.

@@ -67,6 +67,7 @@ impl MountOptions {
 
 /// Options that change a flag: (name, clear?, flag).
 const FLAGS: &[(&str, bool, MsFlags)] = &[
+    ("acl", false, MsFlags::MS_POSIXACL),
     ("async", true, MsFlags::MS_SYNCHRONOUS),
     ("atime", true, MsFlags::MS_NOATIME),
     ("bind", false, MsFlags::MS_BIND),
@@ -79,6 +80,7 @@ const FLAGS: &[(&str, bool, MsFlags)] = &[
     ("lazytime", false, MsFlags::MS_LAZYTIME),
     ("loud", true, MsFlags::MS_SILENT),
     ("mand", false, MsFlags::MS_MANDLOCK),
+    ("noacl", true, MsFlags::MS_POSIXACL),
     ("noatime", false, MsFlags::MS_NOATIME),
     ("nodev", false, MsFlags::MS_NODEV),
     ("nodiratime", false, MsFlags::MS_NODIRATIME),
@@ -142,6 +144,36 @@ const RECURSIVE_ATIME: &[(&str, u64)] = &[
     ("rnostrictatime", attr::RELATIME),
 ];
 
+/// Options that are neither flags nor attributes.
+#[derive(Clone, Copy)]
+enum Other {
+    /// An idmapped bind, recursive or not.
+    Idmap { recursive: bool },
+    /// Copy the directory's content into the new tmpfs, or not.
+    TmpCopyUp(bool),
+}
+
+const OTHER: &[(&str, Other)] = &[
+    ("idmap", Other::Idmap { recursive: false }),
+    ("ridmap", Other::Idmap { recursive: true }),
+    ("tmpcopyup", Other::TmpCopyUp(true)),
+    ("notmpcopyup", Other::TmpCopyUp(false)),
+];
+
+/// Every option [`parse`] recognizes (the rest are filesystem data), sorted.
+pub(crate) fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = FLAGS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .chain(PROPAGATION.iter().map(|(n, _)| *n))
+        .chain(RECURSIVE.iter().map(|(n, _, _)| *n))
+        .chain(RECURSIVE_ATIME.iter().map(|(n, _)| *n))
+        .chain(OTHER.iter().map(|(n, _)| *n))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// Propagation flags named by `rootfsPropagation` (or a mount option).
 pub(crate) fn propagation_flag(name: &str) -> Option<MsFlags> {
     PROPAGATION
@@ -176,12 +208,11 @@ pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
         } else if let Some(&(_, a)) = RECURSIVE_ATIME.iter().find(|(n, _)| *n == opt) {
             o.attr_clr |= attr::ATIME_MASK;
             o.attr_set = (o.attr_set & !attr::ATIME_MASK) | a;
-        } else if opt == "idmap" || opt == "ridmap" {
-            o.idmap = Some(opt == "ridmap");
-        } else if opt == "tmpcopyup" {
-            o.tmpcopyup = true;
-        } else if opt == "notmpcopyup" {
-            o.tmpcopyup = false;
+        } else if let Some(&(_, other)) = OTHER.iter().find(|(n, _)| *n == opt) {
+            match other {
+                Other::Idmap { recursive } => o.idmap = Some(recursive),
+                Other::TmpCopyUp(on) => o.tmpcopyup = on,
+            }
         } else {
             if !o.data.is_empty() {
                 o.data.push(',');
@@ -195,6 +226,20 @@ pub(crate) fn parse<S: AsRef<str>>(options: &[S]) -> MountOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_option_is_recognized() {
+        let names = names();
+        assert!(
+            names.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicate"
+        );
+        for n in names {
+            let o = parse(&[n]);
+            assert!(o.data.is_empty(), "{n} is passed on as filesystem data");
+        }
+        assert_eq!(parse(&["mode=755"]).data, "mode=755");
+    }
 
     #[test]
     fn parses_flags_propagation_and_data() {

@@ -53,6 +53,17 @@ pub fn parse_capability(name: &str) -> Result<Capability, CapError> {
         .map_err(|_| CapError::Unknown(name.to_string()))
 }
 
+/// The names of every capability vessel can grant or drop (`CAP_...`), in
+/// the kernel's order.
+pub fn known_names() -> Vec<String> {
+    let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    all.into_iter()
+        .map(|c| c.to_string())
+        .filter(|n| parse_capability(n).is_ok())
+        .collect()
+}
+
 /// The caps crate's value for an OCI capability.
 pub fn to_caps(c: Capability) -> caps::Capability {
     use caps::Capability as C;
