@@ -55,10 +55,10 @@ pub struct Args {
     /// Kernel memory limit (refused: deprecated by the kernel).
     #[arg(long = "kernel-memory", hide = true)]
     kernel_memory: Option<String>,
-    /// Intel RDT L3 schema (refused: not supported).
+    /// Intel RDT L3 schema (refused: set at create only).
     #[arg(long = "l3-cache-schema", hide = true)]
     l3_cache_schema: Option<String>,
-    /// Intel RDT memory bandwidth schema (refused: not supported).
+    /// Intel RDT memory bandwidth schema (refused: set at create only).
     #[arg(long = "mem-bw-schema", hide = true)]
     mem_bw_schema: Option<String>,
     /// Container id.
@@ -85,7 +85,9 @@ fn resources(a: &Args) -> anyhow::Result<LinuxResources> {
         );
     }
     if a.l3_cache_schema.is_some() || a.mem_bw_schema.is_some() {
-        anyhow::bail!("--l3-cache-schema/--mem-bw-schema: Intel RDT is not supported by vessel");
+        anyhow::bail!(
+            "--l3-cache-schema/--mem-bw-schema: vessel sets Intel RDT at create only (linux.intelRdt)"
+        );
     }
     let mut v: Value = match &a.resources {
         Some(p) => {
