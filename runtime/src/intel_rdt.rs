@@ -616,11 +616,7 @@ mod tests {
         let rc = Resctrl::at(d.path());
         let group = d.path().join("gold");
         fs::create_dir(&group).unwrap();
-        fs::write(
-            &group.join("schemata"),
-            "    L3:0=0ff;1=fff\n    MB:0=100\n",
-        )
-        .unwrap();
+        fs::write(group.join("schemata"), "    L3:0=0ff;1=fff\n    MB:0=100\n").unwrap();
         let req = |v| request(&rdt(v), "c2").unwrap();
         let no_record = |_: &Made| -> Result<(), String> { panic!("the group is not vessel's") };
         for (v, why) in [

@@ -5,6 +5,7 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
     let config =
         vessel::vm::RuntimeConfig::load(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
     let doc = vessel::features::document(&config, cli.isolation);
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    let json = vessel::features::to_json(&doc);
+    println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(0)
 }
