@@ -167,6 +167,11 @@ pub fn run(cli: &super::Cli) -> anyhow::Result<u8> {
         }
         Err(e) => a["io.vessel.vm.unavailable"] = json!(e),
     }
+    if let Ok(host) = vessel_cgroups::Host::detect() {
+        for (k, v) in vessel_cgroups::blockio_mechanisms::host_report(&host) {
+            a[k] = json!(v);
+        }
+    }
     a["io.vessel.isolation.default"] = json!(cli
         .isolation
         .or(config.isolation)
