@@ -10,19 +10,24 @@
 //!   bytes per second (suffix K, M or G, powers of 1024). A share without a
 //!   device applies to every device.
 //!
-//! What each maps to on the host:
+//! What enforces them is decided at `create`, per host and per device
+//! ([`plan`]), from what the kernel offers:
 //!
-//! | policy | every process | cgroup v1 | cgroup v2 |
-//! |---|---|---|---|
-//! | priority | ioprio_set(class, level) | `blkio.bfq.weight` (or `blkio.weight`): rt 1000, be:N 100*(8-N), idle 1 | `io.prio.class` when present (`promote-to-rt`, `restrict-to-be`, `idle`); `io.bfq.weight` or `io.weight` as on v1 |
-//! | PERCENT | - | `blkio.bfq.weight` = 10*PERCENT | `io.bfq.weight` = 10*PERCENT, or `io.weight` converted |
-//! | DEVICE=PERCENT | - | `blkio.bfq.weight_device` (needs bfq on the device) | `io.bfq.weight` / `io.weight` `MAJ:MIN W` |
-//! | @CAPACITY | - | `blkio.throttle.{read,write}_bps_device` = CAPACITY*PERCENT/100 | `io.max` `rbps=`/`wbps=` |
+//! | policy | mechanism | where it acts |
+//! |---|---|---|
+//! | priority | `ioprio_set(class, level)` on the container's init, inherited by its children; `exec` sets it too | devices scheduled by mq-deadline or BFQ (always set) |
+//! | priority | BFQ weight: rt 1000, be:N 100*(8-N), idle 1 (`blkio.bfq.weight`, `io.bfq.weight`) | devices scheduled by BFQ |
+//! | priority | iocost `io.weight` (the same weight, converted) | cgroup v2, devices with iocost enabled |
+//! | priority | `io.prio.class` (`promote-to-rt`, `restrict-to-be`, `idle`) | cgroup v2 kernels with the ioprio cgroup policy |
+//! | PERCENT | BFQ weight 10*PERCENT, or iocost `io.weight` | as above; an error when the host has neither |
+//! | DEVICE=PERCENT | `blkio.bfq.weight_device` / `io.bfq.weight` / `io.weight` `MAJ:MIN W` | that device if BFQ schedules it or iocost is enabled on it; else an error |
+//! | @CAPACITY | `blkio.throttle.{read,write}_bps_device` / `io.max` = CAPACITY*PERCENT/100 | every device |
 //!
-//! The weights are proportional shares between sibling cgroups and only
-//! act on devices scheduled by BFQ (or io.cost on v2); the process IO
-//! priority orders requests inside BFQ and mq-deadline; throttles act on
-//! every device.
+//! A part of the policy nothing here enforces is an error naming the
+//! annotation; what is enforced only in part (a share with a capacity on
+//! a device without BFQ or iocost is throttled, not weighted) is applied
+//! and said. The mechanisms in force go into the container's state as
+//! [`ENFORCED_ANNOTATION`] and into the log.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -657,5 +662,195 @@ mod tests {
         let p = parse_annotations(&a).unwrap().unwrap();
         assert_eq!(p.ioprio(), Some(3 << 13));
         assert_eq!(p.bandwidth[0].percent, 25);
+    }
+
+    fn dev(name: &str, major: u64, minor: u64, scheduler: &str) -> Device {
+        Device {
+            name: name.into(),
+            major,
+            minor,
+            scheduler: scheduler.into(),
+        }
+    }
+
+    fn policy(prio: Option<&str>, bw: Option<&str>) -> BlockIoPolicy {
+        BlockIoPolicy {
+            priority: prio.map(|p| IoPriority::parse(p).unwrap()),
+            bandwidth: bw.map(|b| parse_bandwidth(b).unwrap()).unwrap_or_default(),
+        }
+    }
+
+    /// A policy with one device share (the device need not exist here).
+    fn with_share(
+        prio: Option<&str>,
+        device: (u64, u64),
+        percent: u8,
+        capacity: Option<u64>,
+    ) -> BlockIoPolicy {
+        BlockIoPolicy {
+            priority: prio.map(|p| IoPriority::parse(p).unwrap()),
+            bandwidth: vec![BandwidthShare {
+                device: Some(device),
+                percent,
+                capacity,
+            }],
+        }
+    }
+
+    fn files(list: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |f| list.contains(&f)
+    }
+
+    const V1_NO_BFQ: &[&str] = &[
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ];
+    const V1_BFQ: &[&str] = &[
+        "blkio.bfq.weight",
+        "blkio.bfq.weight_device",
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ];
+    const V2_IOCOST: &[&str] = &["io.weight", "io.max", "io.prio.class"];
+
+    #[test]
+    fn mq_deadline_host_enforces_priority_by_ioprio_alone() {
+        let has = files(V1_NO_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![
+                dev("vda", 254, 0, "mq-deadline"),
+                dev("loop0", 7, 0, "none"),
+            ],
+            iocost: vec![],
+        };
+        let p = plan(&view, &policy(Some("rt:0"), None)).unwrap();
+        assert!(p.writes.is_empty(), "{:?}", p.writes);
+        assert_eq!(p.enforcement.ioprio, Some(1 << 13));
+        assert_eq!(p.enforcement.summary(), "ioprio=rt:0 on vda");
+
+        // A share with a capacity: throttled, and said not weighted.
+        let p = plan(
+            &view,
+            &with_share(Some("idle"), (7, 0), 20, Some(100 << 20)),
+        )
+        .unwrap();
+        let bps = (100u64 << 20) / 100 * 20;
+        assert_eq!(
+            p.writes,
+            vec![
+                (
+                    "blkio.throttle.read_bps_device".into(),
+                    format!("7:0 {bps}")
+                ),
+                (
+                    "blkio.throttle.write_bps_device".into(),
+                    format!("7:0 {bps}")
+                ),
+            ]
+        );
+        let s = p.enforcement.summary();
+        assert!(s.starts_with("ioprio=idle on vda; throttle=7:0"), "{s}");
+        assert!(
+            s.contains("not enforced: share 20% of 7:0 as a weight"),
+            "{s}"
+        );
+
+        // Neither a share of every device nor one without a capacity can be
+        // enforced here: errors naming the annotation.
+        for bw in ["50%", "254:0=50%"] {
+            let e = plan(&view, &policy(None, Some(bw)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(BANDWIDTH_ANNOTATION), "{e}");
+        }
+    }
+
+    #[test]
+    fn priority_is_an_error_where_no_scheduler_honours_it() {
+        let has = files(V1_NO_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![dev("vda", 254, 0, "none"), dev("sda", 8, 0, "kyber")],
+            iocost: vec![],
+        };
+        let e = plan(&view, &policy(Some("be:0"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(PRIORITY_ANNOTATION) && e.contains("vda none"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bfq_host_adds_weights() {
+        let has = files(V1_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![dev("sda", 8, 0, "bfq"), dev("vda", 254, 0, "mq-deadline")],
+            iocost: vec![],
+        };
+        let p = plan(
+            &view,
+            &with_share(Some("be:7"), (8, 0), 20, Some(100 << 20)),
+        )
+        .unwrap();
+        assert_eq!(p.writes[0], ("blkio.bfq.weight".into(), "100".into()));
+        assert_eq!(
+            p.writes[1],
+            ("blkio.bfq.weight_device".into(), "8:0 200".into())
+        );
+        let s = p.enforcement.summary();
+        assert!(
+            s.starts_with("ioprio=be:7 on sda,vda; bfq-weight=100 on sda; bfq-weight=200 on 8:0; throttle=8:0"),
+            "{s}"
+        );
+        assert!(!s.contains("not enforced"), "{s}");
+        // A device share on the mq-deadline device is not weighted.
+        let e = plan(&view, &with_share(None, (254, 0), 20, None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("254:0 uses the mq-deadline scheduler"), "{e}");
+    }
+
+    #[test]
+    fn v2_iocost_and_prio_class() {
+        let has = files(V2_IOCOST);
+        let view = IoView {
+            v2: true,
+            has: &has,
+            devices: vec![
+                dev("nvme0n1", 259, 0, "none"),
+                dev("sda", 8, 0, "mq-deadline"),
+            ],
+            iocost: vec![(259, 0)],
+        };
+        let p = plan(&view, &with_share(Some("idle"), (259, 0), 50, None)).unwrap();
+        assert_eq!(
+            p.writes,
+            vec![
+                ("io.weight".into(), format!("default {}", v2_io_weight(10))),
+                ("io.prio.class".into(), "idle".into()),
+                ("io.weight".into(), format!("259:0 {}", v2_io_weight(500))),
+            ]
+        );
+        let s = p.enforcement.summary();
+        assert!(s.starts_with("ioprio=idle on sda; iocost-weight="), "{s}");
+        assert!(s.contains("io.prio.class=idle"), "{s}");
+        // iocost present but enabled nowhere: written, and said inactive.
+        let view = IoView {
+            iocost: vec![],
+            ..view
+        };
+        let p = plan(&view, &policy(Some("rt"), None)).unwrap();
+        assert!(p
+            .enforcement
+            .not_enforced
+            .iter()
+            .any(|n| n.contains("iocost is enabled on no device")));
     }
 }
