@@ -421,7 +421,6 @@ pub fn plan(view: &IoView, policy: &BlockIoPolicy) -> Result<Plan, CgroupError> 
                 .map(|p| (p.bfq_weight(), format!("priority {}", class_name(&p))))
         });
     if let Some((wt, why)) = &weight {
-        let mut any = false;
         if bfq {
             w.push((bfq_file.into(), wt.to_string()));
             if bfq_on == "-" {
@@ -430,7 +429,6 @@ pub fn plan(view: &IoView, policy: &BlockIoPolicy) -> Result<Plan, CgroupError> 
             } else {
                 e.enforced
                     .push((Mechanism::BfqWeight, format!("{wt} on {bfq_on}")));
-                any = true;
             }
         }
         if iocost {
@@ -443,7 +441,6 @@ pub fn plan(view: &IoView, policy: &BlockIoPolicy) -> Result<Plan, CgroupError> 
             } else {
                 e.enforced
                     .push((Mechanism::IocostWeight, format!("{v} on {}", iocost_on())));
-                any = true;
             }
         }
         if default_share.is_some() && !bfq && !iocost {
@@ -451,7 +448,6 @@ pub fn plan(view: &IoView, policy: &BlockIoPolicy) -> Result<Plan, CgroupError> 
                 "{why} of every device needs BFQ or iocost weights and this host has neither (the cgroup has no {bfq_file} or io.weight); give DEVICE=PERCENT@CAPACITY to throttle instead"
             )));
         }
-        let _ = any;
     }
 
     if let Some(p) = policy.priority {
