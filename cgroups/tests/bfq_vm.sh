@@ -34,7 +34,7 @@ trap 'rm -rf "$work"' EXIT
 ir=$work/initramfs
 mkdir -p "$ir"/{bin,sbin,usr/bin,usr/sbin,lib/x86_64-linux-gnu,lib64,mods,proc,sys,dev,tmp}
 cp /bin/busybox "$ir/bin/"
-for a in $(/bin/busybox --list); do ln -sf busybox "$ir/bin/$a"; done
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ir/bin/$a"; done
 cp /usr/sbin/losetup "$ir/sbin/losetup"
 rm -f "$ir/bin/losetup"
 cp "$bin" "$ir/hybrid_v1"
@@ -43,7 +43,7 @@ for f in "$bin" /usr/sbin/losetup; do
     [ -f "$lib" ] && cp -L "$lib" "$ir$lib"
   done
 done
-for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk loop bfq; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk loop bfq; do
   f=$(find "$mods" -name "$m.ko" | head -1)
   [ -n "$f" ] && cp "$f" "$ir/mods/"
 done
@@ -54,7 +54,7 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
-for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk loop bfq; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk loop bfq; do
   [ -f /mods/$m.ko ] && insmod /mods/$m.ko
 done
 mount -t tmpfs cgroup /sys/fs/cgroup
