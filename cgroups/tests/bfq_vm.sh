@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs vessel-cgroups' block-IO tests (hybrid_v1.rs, filter "blockio") on a
+# Runs vessel-cgroups' block-IO tests (hybrid_v1.rs and, with the io
+# controller on cgroup v2, v2_mount.rs; filter "blockio") on a
 # kernel that has BFQ, when the host's kernel does not: Debian's cloud
 # kernel (BFQ and loop as modules) boots under QEMU TCG with an initramfs
 # holding busybox, util-linux's losetup, the test binary and its libraries.
@@ -21,13 +22,16 @@ for f in "$kernel" "$mods/block/bfq.ko" /usr/bin/qemu-system-x86_64 /bin/busybox
   [ -e "$f" ] || { echo "SKIP bfq_vm: $f missing"; exit 0; }
 done
 
-bin=$(cd "$root" && cargo test -p vessel-cgroups --test hybrid_v1 --no-run --message-format=json 2>/dev/null |
+bins=$(cd "$root" && cargo test -p vessel-cgroups --test hybrid_v1 --test v2_mount --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     try: m = json.loads(l)
     except ValueError: continue
-    if m.get("executable") and m.get("target", {}).get("name") == "hybrid_v1": print(m["executable"])' | tail -1)
-[ -x "$bin" ] || { echo "bfq_vm: could not build the hybrid_v1 test binary"; exit 1; }
+    if m.get("executable") and m.get("target", {}).get("name") in ("hybrid_v1", "v2_mount"):
+        print(m["target"]["name"], m["executable"])')
+v1bin=$(echo "$bins" | awk '$1 == "hybrid_v1" {print $2}' | tail -1)
+v2bin=$(echo "$bins" | awk '$1 == "v2_mount" {print $2}' | tail -1)
+[ -x "$v1bin" ] && [ -x "$v2bin" ] || { echo "bfq_vm: could not build the test binaries"; exit 1; }
 
 work=$(mktemp -d /var/tmp/vessel-bfqvm-XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -37,8 +41,9 @@ cp /bin/busybox "$ir/bin/"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$ir/bin/$a"; done
 cp /usr/sbin/losetup "$ir/sbin/losetup"
 rm -f "$ir/bin/losetup"
-cp "$bin" "$ir/hybrid_v1"
-for f in "$bin" /usr/sbin/losetup; do
+cp "$v1bin" "$ir/hybrid_v1"
+cp "$v2bin" "$ir/v2_mount"
+for f in "$v1bin" "$v2bin" /usr/sbin/losetup; do
   ldd "$f" | awk '/=>/ {print $3} /ld-linux/ {print $1}' | while read -r lib; do
     [ -f "$lib" ] && cp -L "$lib" "$ir$lib"
   done
@@ -58,14 +63,19 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   [ -f /mods/$m.ko ] && insmod /mods/$m.ko
 done
 mount -t tmpfs cgroup /sys/fs/cgroup
-for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
+for c in cpu cpuacct cpuset memory devices freezer pids; do
   mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c
 done
 mkdir -p /sys/fs/cgroup/unified && mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
 sleep 1
 echo "guest kernel $(uname -r); vda: $(cat /sys/block/vda/queue/scheduler 2>&1)"
-cd /tmp && TMPDIR=/tmp /hybrid_v1 --test-threads=1 --nocapture blockio
-echo "VESSEL-BFQ-VM-RESULT=$?"
+cd /tmp
+# First with the io controller on cgroup2 (v2_mount.rs mounts its own
+# cgroup2 hierarchy), then bound to a v1 blkio hierarchy.
+TMPDIR=/tmp /v2_mount --test-threads=1 --nocapture blockio; r2=$?
+mkdir -p /sys/fs/cgroup/blkio && mount -t cgroup -o blkio cgroup /sys/fs/cgroup/blkio
+TMPDIR=/tmp /hybrid_v1 --test-threads=1 --nocapture blockio; r1=$?
+echo "VESSEL-BFQ-VM-RESULT=$((r1 | r2))"
 poweroff -f
 EOF
 chmod +x "$ir/init"
