@@ -111,7 +111,8 @@ fn every_field_is_written_and_read_back() {
     } else {
         println!("hugetlb not available on this host: hugepageLimits not tested");
     }
-    let loopdev = LoopDev::new();
+    // Per-device weights need bfq on the device.
+    let loopdev = LoopDev::new().filter(|l| l.scheduler == "bfq");
     if let Some(l) = &loopdev {
         res["blockIO"]["weightDevice"] =
             json!([{"major": l.major, "minor": l.minor, "weight": 300}]);
