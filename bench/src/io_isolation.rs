@@ -1472,4 +1472,40 @@ mod tests {
             "mean / no-load: with priority 0.60-0.60x (1 of 1 cases within 1.5x), without priority 4.50-4.50x"
         );
     }
+
+    #[test]
+    fn scheduler_choice_uses_what_the_device_lists() {
+        let (all, active) = schedulers("none [mq-deadline] kyber\n");
+        assert_eq!(all, ["none", "mq-deadline", "kyber"]);
+        assert_eq!(active.as_deref(), Some("mq-deadline"));
+        assert_eq!(pick_scheduler(&all, None).unwrap(), "mq-deadline");
+        let with_bfq: Vec<String> = ["none", "mq-deadline", "bfq"].map(String::from).to_vec();
+        assert_eq!(pick_scheduler(&with_bfq, None).unwrap(), "bfq");
+        assert_eq!(
+            pick_scheduler(&with_bfq, Some("mq-deadline")).unwrap(),
+            "mq-deadline"
+        );
+        let e = pick_scheduler(&all, Some("bfq")).unwrap_err().to_string();
+        assert!(e.contains("no \"bfq\" scheduler"), "{e}");
+        let none: Vec<String> = vec!["none".into()];
+        assert!(pick_scheduler(&none, None).is_err());
+    }
+
+    #[test]
+    fn effects_pair_each_load_with_its_priority_case() {
+        let o = vec![
+            outcome("no-load", Load::None, false, 0, 1.0),
+            outcome("buf", Load::Buffered, false, 4, 50.0),
+            outcome("buf-prio", Load::Buffered, true, 4, 1.25),
+            outcome("direct-64k", Load::Direct, false, 4, 2.0),
+        ];
+        let e = effects(&o);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].load.as_str(), e[0].antagonists), ("buf", 4));
+        assert!((e[0].speedup - 40.0).abs() < 1e-9);
+        let b = plot(&o, "mq-deadline").unwrap();
+        assert_eq!(b.categories, ["buf x4"]);
+        let v = b.series[1].values[0].unwrap().0;
+        assert!((v - 1.25f64.log2()).abs() < 1e-9);
+    }
 }
