@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential pkg-config ca-certificates curl libelf-dev zlib1g-dev \
-  python3 busybox-static util-linux iproute2 procps psmisc time strace kmod \
+  python3 busybox-static util-linux mount iproute2 procps psmisc time strace kmod \
   runc crun podman conmon containernetworking-plugins fuse-overlayfs uidmap \
   containerd docker.io bsdutils \
   hyperfine fio e2fsprogs erofs-utils \

@@ -1,15 +1,22 @@
 //! `vessel-bench io-isolation`: the "IO Containment" Table 3 experiment
 //! with real containers.
 //!
-//! A loop device (a file on disk, `losetup --direct-io=on`, scheduler bfq)
-//! is bound into every container. One foreground container runs a 64 KiB
+//! A loop device (a file on disk, `losetup --direct-io=on`) is bound into
+//! every container. Its scheduler is the kernel's own: BFQ where the
+//! kernel offers it, else mq-deadline (both dispatch by IO priority
+//! class); nothing is written that the device does not list. Its queue
+//! depth is cut to `--queue-depth` (4, the kernel's minimum) before the
+//! scheduler is attached, so requests wait in the scheduler, where
+//! priorities act, instead of in the loop driver's 128 slots (see
+//! `bench/README.md`, "why the device is fair"). One foreground container runs a 64 KiB
 //! random-read fio job with direct IO; 0..N antagonist containers run
 //! 64 KiB sequential reads (or writes) of their own region of the device:
 //! direct, buffered, or buffered with fio's `fadvise_hint`. The priority
 //! cases give the foreground and the antagonists different priorities
-//! through the `io.vessel.blockio.priority` annotation (vessel maps it to
-//! the IO priority of the container's processes and to `blkio.bfq.weight`)
-//! or, with `--mechanism spec`, through `process.ioPriority`.
+//! through the `io.vessel.blockio.priority` annotation (vessel enforces it
+//! with what the host has: the IO priority of the container's processes,
+//! plus BFQ or iocost weights where present; the container's state says
+//! which) or, with `--mechanism spec`, through `process.ioPriority`.
 //!
 //! Antagonists run with a memory limit so their buffered reads cannot be
 //! served from a page cache filled by an earlier pass, and the device's
@@ -33,8 +40,11 @@ use crate::fio;
 use crate::sys::{self, Cleanup};
 use crate::table::{num, Table};
 
-/// The annotation vessel maps to process IO priority and BFQ weight.
+/// The annotation vessel maps to process IO priority (and BFQ or iocost
+/// weights where the host has them).
 pub const PRIORITY_ANNOTATION: &str = "io.vessel.blockio.priority";
+/// The state annotation naming the mechanisms that enforce it.
+pub const ENFORCED_ANNOTATION: &str = "io.vessel.blockio.enforced";
 
 /// How priorities are given to the containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -81,8 +91,16 @@ pub struct Options {
     pub antagonist_memory_mib: u64,
     /// Where the backing file goes (must be a disk, not tmpfs).
     pub tmpdir: PathBuf,
-    /// Where to write the JSON results.
+    /// Where to write the JSON results (the plot goes next to it).
     pub json: PathBuf,
+    /// The device's scheduler: `None` picks bfq if offered, else
+    /// mq-deadline.
+    pub scheduler: Option<String>,
+    /// Requests the device takes at once (`nr_requests` before the
+    /// scheduler is attached; 4 is the kernel's minimum).
+    pub queue_depth: u32,
+    /// Largest request the device takes, KiB (`max_sectors_kb`).
+    pub max_request_kib: u32,
 }
 
 /// What the antagonists of a case do.
@@ -238,6 +256,10 @@ struct LoopDev {
     stat: PathBuf,
     /// The stat file of the disk under the backing file, if found.
     host_stat: Option<PathBuf>,
+    /// `/sys/block/loopN/inflight` (reads and writes in the driver).
+    inflight: PathBuf,
+    /// The active scheduler.
+    scheduler: String,
 }
 
 const BLKFLSBUF: libc::c_ulong = 0x1261;
@@ -293,7 +315,44 @@ fn is_tmpfs(p: &Path) -> bool {
     rc == 0 && st.f_type == libc::TMPFS_MAGIC
 }
 
-fn setup_loop(tmp: &Path, size_mib: u64, cleanup: &mut Cleanup) -> Result<LoopDev> {
+/// The schedulers a `queue/scheduler` file lists and the active one.
+pub fn schedulers(text: &str) -> (Vec<String>, Option<String>) {
+    let mut all = Vec::new();
+    let mut active = None;
+    for w in text.split_whitespace() {
+        let name = w.trim_matches(['[', ']']).to_string();
+        if w.starts_with('[') {
+            active = Some(name.clone());
+        }
+        all.push(name);
+    }
+    (all, active)
+}
+
+/// The scheduler to use: `wanted` if the device offers it, else the first
+/// of bfq and mq-deadline it offers (both order requests by IO priority).
+pub fn pick_scheduler(offered: &[String], wanted: Option<&str>) -> Result<String> {
+    let has = |s: &str| offered.iter().any(|o| o == s);
+    match wanted {
+        Some(w) if has(w) => Ok(w.to_string()),
+        Some(w) => bail!("the device offers no {w:?} scheduler (it offers {offered:?})"),
+        None => ["bfq", "mq-deadline"]
+            .into_iter()
+            .find(|s| has(s))
+            .map(str::to_string)
+            .ok_or_else(|| {
+                anyhow!("the device offers neither bfq nor mq-deadline ({offered:?}): no scheduler here orders by IO priority")
+            }),
+    }
+}
+
+fn write_queue(q: &Path, file: &str, value: &str) -> Result<()> {
+    fs::write(q.join(file), value)
+        .with_context(|| format!("writing {value:?} to {}", q.join(file).display()))
+}
+
+fn setup_loop(tmp: &Path, opts: &Options, cleanup: &mut Cleanup) -> Result<LoopDev> {
+    let size_mib = opts.size_mib;
     let file = tmp.join("disk.img");
     println!(
         "writing a {size_mib} MiB backing file {} ...",
@@ -318,11 +377,25 @@ fn setup_loop(tmp: &Path, size_mib: u64, cleanup: &mut Cleanup) -> Result<LoopDe
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("losetup printed {out:?}"))?
         .to_string();
-    let sched = PathBuf::from(format!("/sys/block/{name}/queue/scheduler"));
-    fs::write(&sched, "bfq").with_context(|| format!("writing bfq to {}", sched.display()))?;
-    let now = fs::read_to_string(&sched)?;
-    if !now.contains("[bfq]") {
-        bail!("{} is {now:?}, not bfq", sched.display());
+    let q = PathBuf::from(format!("/sys/block/{name}/queue"));
+    let (offered, _) = schedulers(&fs::read_to_string(q.join("scheduler"))?);
+    let sched = pick_scheduler(&offered, opts.scheduler.as_deref())
+        .with_context(|| format!("{}", path.display()))?;
+    // Without a scheduler, nr_requests sizes the driver's own tags (the
+    // requests in flight at once); attaching the scheduler afterwards
+    // keeps them and gives the scheduler its own, deeper pool.
+    if offered.iter().any(|o| o == "none") {
+        write_queue(&q, "scheduler", "none")?;
+        write_queue(&q, "nr_requests", &opts.queue_depth.to_string())?;
+    }
+    write_queue(&q, "scheduler", &sched)?;
+    write_queue(&q, "max_sectors_kb", &opts.max_request_kib.to_string())?;
+    let (_, now) = schedulers(&fs::read_to_string(q.join("scheduler"))?);
+    if now.as_deref() != Some(sched.as_str()) {
+        bail!(
+            "{} runs {now:?}, not {sched}",
+            q.join("scheduler").display()
+        );
     }
     let dio = fs::read_to_string(format!("/sys/block/{name}/loop/dio")).unwrap_or_default();
     if dio.trim() != "1" {
@@ -334,10 +407,12 @@ fn setup_loop(tmp: &Path, size_mib: u64, cleanup: &mut Cleanup) -> Result<LoopDe
     let (major, minor) = dev_major_minor(fs::metadata(&path)?.rdev());
     Ok(LoopDev {
         stat: PathBuf::from(format!("/sys/block/{name}/stat")),
+        inflight: PathBuf::from(format!("/sys/block/{name}/inflight")),
         host_stat: backing_stat_file(&file),
         path,
         major,
         minor,
+        scheduler: sched,
     })
 }
 
@@ -349,15 +424,29 @@ fn device_info(dev: &LoopDev) -> Value {
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
+    // The scheduler's tunables as they are (mq-deadline: prio_aging_expire,
+    // read_expire, ...; bfq: slice_idle, low_latency, ...).
+    let mut iosched = serde_json::Map::new();
+    if let Ok(rd) = fs::read_dir(format!("/sys/block/{name}/queue/iosched")) {
+        for e in rd.flatten() {
+            if let Ok(v) = fs::read_to_string(e.path()) {
+                iosched.insert(
+                    e.file_name().to_string_lossy().into_owned(),
+                    json!(v.trim()),
+                );
+            }
+        }
+    }
     json!({
         "device": dev.path,
         "major_minor": format!("{}:{}", dev.major, dev.minor),
         "scheduler": q("queue/scheduler"),
+        "active_scheduler": dev.scheduler,
         "rotational": q("queue/rotational"),
         "nr_requests": q("queue/nr_requests"),
         "read_ahead_kb": q("queue/read_ahead_kb"),
-        "bfq_slice_idle": q("queue/iosched/slice_idle"),
-        "bfq_low_latency": q("queue/iosched/low_latency"),
+        "max_sectors_kb": q("queue/max_sectors_kb"),
+        "iosched": iosched,
         "loop_dio": q("loop/dio"),
         "backing_file": q("loop/backing_file"),
         "host_disk_stat": dev.host_stat,
@@ -525,15 +614,15 @@ impl Env<'_> {
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
 
-    /// The container's init pid once it runs.
-    fn pid_of(&self, id: &str) -> Option<i32> {
+    /// The container's init pid once it runs, and its state.
+    fn pid_of(&self, id: &str) -> Option<(i32, Value)> {
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end && !sys::interrupted() {
             if let Ok(s) = sys::output(self.vessel().args(["state", id])) {
                 if let Ok(v) = serde_json::from_str::<Value>(&s) {
                     if v["status"] == "running" {
                         if let Some(p) = v["pid"].as_i64().filter(|p| *p > 0) {
-                            return Some(p as i32);
+                            return Some((p as i32, v));
                         }
                     }
                 }
@@ -543,11 +632,15 @@ impl Env<'_> {
         None
     }
 
+    /// The IO priority and BFQ weight read back from the running
+    /// container, and the mechanisms its state says enforce its policy.
     fn observe(&self, id: &str) -> Value {
         match self.pid_of(id) {
-            Some(pid) => {
-                json!({"ioprio": ioprio_of(pid), "blkio_bfq_weight": blkio_weight_of(pid)})
-            }
+            Some((pid, state)) => json!({
+                "ioprio": ioprio_of(pid),
+                "blkio_bfq_weight": blkio_weight_of(pid),
+                "enforced": state["annotations"][ENFORCED_ANNOTATION],
+            }),
             None => json!(null),
         }
     }
@@ -586,11 +679,47 @@ pub struct Outcome {
     /// What the disk under the backing file served meanwhile (the loop
     /// device's IO plus everything else on the host, e.g. builds).
     pub host_disk: Option<DeviceLoad>,
+    /// Most requests seen in the loop driver at once (sampled every 10 ms
+    /// from `inflight`): the queue depth the scheduler dispatches into.
+    pub max_inflight: Option<u32>,
     /// Share of the foreground's run during which some task waited for a
     /// CPU (/proc/pressure/cpu `some`), in percent: the machine's noise.
     pub cpu_pressure_pct: Option<f64>,
     /// Wall seconds the case took.
     pub wall_s: f64,
+}
+
+/// Samples a device's `inflight` file on a thread until stopped.
+struct InflightSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Option<u32>>,
+}
+
+impl InflightSampler {
+    fn start(file: PathBuf) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut max: Option<u32> = None;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(t) = fs::read_to_string(&file) {
+                    let n: u32 = t
+                        .split_whitespace()
+                        .filter_map(|x| x.parse::<u32>().ok())
+                        .sum();
+                    max = Some(max.unwrap_or(0).max(n));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            max
+        });
+        Self { stop, handle }
+    }
+
+    fn stop(self) -> Option<u32> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().ok().flatten()
+    }
 }
 
 fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
@@ -667,6 +796,7 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
         let host0 = env.dev.host_stat.as_deref().and_then(dev_stat);
         let psi0 = sys::psi_some_total_us("cpu");
         let t_fg = Instant::now();
+        let sampler = InflightSampler::start(env.dev.inflight.clone());
         let mut fg = env.start(&fg_id, &b)?;
         let fg_observed = env.observe(&fg_id);
         let antagonist_observed = ags
@@ -679,6 +809,7 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
             &format!("foreground container {fg_id}"),
         )?;
         let secs = t_fg.elapsed().as_secs_f64();
+        let max_inflight = sampler.stop();
         let device = stat0
             .zip(dev_stat(&env.dev.stat))
             .map(|(a, b)| DeviceLoad::between(a, b, secs));
@@ -730,6 +861,7 @@ fn run_case(env: &Env, idx: usize, case: &Case) -> Result<Outcome> {
             antagonist_observed,
             device,
             host_disk,
+            max_inflight,
             cpu_pressure_pct,
             wall_s: 0.0,
         })
@@ -907,6 +1039,86 @@ pub fn render(outcomes: &[Outcome]) -> String {
     t.render()
 }
 
+/// Foreground mean latency with and without priority for one load and
+/// antagonist count: whether priorities help.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Effect {
+    /// Antagonists.
+    pub antagonists: usize,
+    /// The antagonists' IO (`direct-64k`, `buf`, `buf-fadv`).
+    pub load: String,
+    /// Mean ms without priority.
+    pub no_prio_ms: f64,
+    /// Mean ms with priority.
+    pub prio_ms: f64,
+    /// `no_prio_ms / prio_ms`: how many times faster priority makes it.
+    pub speedup: f64,
+}
+
+/// The priority effect of every load measured both ways.
+pub fn effects(outcomes: &[Outcome]) -> Vec<Effect> {
+    let mean = |n: usize, name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.case.antagonists == n && o.case.name == name)
+            .and_then(|o| o.fg.lat.map(|l| l.mean_ms))
+    };
+    let mut counts: Vec<usize> = outcomes.iter().map(|o| o.case.antagonists).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut v = Vec::new();
+    for n in counts.into_iter().filter(|n| *n > 0) {
+        for (load, without, with) in [
+            ("direct-64k", "direct-64k", "direct-64k-prio"),
+            ("buf", "buf", "buf-prio"),
+            ("buf-fadv", "buf-fadv", "buf-prio-fadv"),
+        ] {
+            if let (Some(a), Some(b)) = (mean(n, without), mean(n, with)) {
+                v.push(Effect {
+                    antagonists: n,
+                    load: load.into(),
+                    no_prio_ms: a,
+                    prio_ms: b,
+                    speedup: if b > 0.0 { a / b } else { 0.0 },
+                });
+            }
+        }
+    }
+    v
+}
+
+/// The plot: per load and antagonist count, the foreground's mean latency
+/// over no-load without and with priority, on a log2 scale (0 = no-load).
+pub fn plot(outcomes: &[Outcome], scheduler: &str) -> Option<crate::plot::Bars> {
+    let base = baseline(outcomes)?;
+    let eff = effects(outcomes);
+    if eff.is_empty() {
+        return None;
+    }
+    let l2 = |ms: f64| Some(((ms / base).max(1.0)).log2()).map(|v| (v, v, v));
+    Some(crate::plot::Bars {
+        title: format!(
+            "foreground 64 KiB random reads beside antagonists ({scheduler}); line: 1.5x no-load"
+        ),
+        y_desc: "log2(mean latency / no-load)".into(),
+        categories: eff
+            .iter()
+            .map(|e| format!("{} x{}", e.load, e.antagonists))
+            .collect(),
+        series: vec![
+            crate::plot::BarSeries {
+                name: "no priority".into(),
+                values: eff.iter().map(|e| l2(e.no_prio_ms)).collect(),
+            },
+            crate::plot::BarSeries {
+                name: "priority (rt vs idle)".into(),
+                values: eff.iter().map(|e| l2(e.prio_ms)).collect(),
+            },
+        ],
+        reference: Some(1.5f64.log2()),
+    })
+}
+
 /// Runs the suite, prints the table and writes the JSON.
 pub fn run(opts: &Options) -> Result<()> {
     if opts.runtime_s == 0 {
@@ -944,13 +1156,17 @@ pub fn run(opts: &Options) -> Result<()> {
         .tempdir_in(&opts.tmpdir)?;
     let mut cleanup = Cleanup::new();
     let vessel = fs::canonicalize(&opts.vessel)?;
-    let dev = setup_loop(tmp.path(), opts.size_mib, &mut cleanup)?;
+    let dev = setup_loop(tmp.path(), opts, &mut cleanup)?;
     let device = device_info(&dev);
+    let dev_scheduler = dev.scheduler.clone();
     println!(
-        "device {} ({}:{}), scheduler bfq, direct-io loop",
+        "device {} ({}:{}), scheduler {}, queue depth {}, requests <= {} KiB, direct-io loop",
         dev.path.display(),
         dev.major,
-        dev.minor
+        dev.minor,
+        dev.scheduler,
+        opts.queue_depth,
+        opts.max_request_kib
     );
 
     let rootfs = tmp.path().join("rootfs");
@@ -1053,6 +1269,13 @@ pub fn run(opts: &Options) -> Result<()> {
     print!("{}", render(&outcomes));
     let goal = Goal::of(&outcomes, 1.5);
     println!("{}", goal.sentence());
+    let effect = effects(&outcomes);
+    for e in &effect {
+        println!(
+            "priority effect, {} x{}: {:.2} ms -> {:.2} ms ({:.1}x faster)",
+            e.load, e.antagonists, e.no_prio_ms, e.prio_ms, e.speedup
+        );
+    }
     println!("load before: {load_before}");
     println!("load after:  {load_after}");
     let cpu_pressure_pct = psi0
@@ -1081,6 +1304,9 @@ pub fn run(opts: &Options) -> Result<()> {
             "bg_priority": opts.bg_priority,
             "mechanism": opts.mechanism,
             "antagonist_memory_mib": opts.antagonist_memory_mib,
+            "scheduler": opts.scheduler,
+            "queue_depth": opts.queue_depth,
+            "max_request_kib": opts.max_request_kib,
             "foreground": "fio randread bs=64k direct=1 ioengine=psync iodepth=1 over the whole device",
             "antagonists": "fio sequential bs=64k ioengine=psync, each on its own 1/N region of the device; buf: fadvise_hint=0, buf-fadv: fadvise_hint=sequential",
         },
@@ -1088,12 +1314,20 @@ pub fn run(opts: &Options) -> Result<()> {
         "no_load_baseline_ms": baseline(&outcomes),
         "no_load_baseline": "median of the no-load runs' mean latencies",
         "goal": goal,
+        "priority_effect": effect,
         "cpu_pressure_pct": cpu_pressure_pct,
         "cases": outcomes,
         "failures": failures,
     });
     crate::write_json(&opts.json, &json)?;
     println!("wrote {}", opts.json.display());
+    if let Some(b) = plot(&outcomes, &dev_scheduler) {
+        let base = opts.json.with_extension("");
+        match crate::plot::bars_svg(&b).and_then(|svg| crate::plot::write_svg_png(&svg, &base)) {
+            Ok(()) => println!("wrote {}.svg and .png", base.display()),
+            Err(e) => println!("plot not written: {e:#}"),
+        }
+    }
     if outcomes.is_empty() {
         bail!("every case failed");
     }
@@ -1201,6 +1435,7 @@ mod tests {
             antagonist_observed: Value::Null,
             device: None,
             host_disk: None,
+            max_inflight: Some(4),
             cpu_pressure_pct: Some(12.5),
             wall_s: 1.0,
         }
@@ -1236,5 +1471,41 @@ mod tests {
             g.sentence(),
             "mean / no-load: with priority 0.60-0.60x (1 of 1 cases within 1.5x), without priority 4.50-4.50x"
         );
+    }
+
+    #[test]
+    fn scheduler_choice_uses_what_the_device_lists() {
+        let (all, active) = schedulers("none [mq-deadline] kyber\n");
+        assert_eq!(all, ["none", "mq-deadline", "kyber"]);
+        assert_eq!(active.as_deref(), Some("mq-deadline"));
+        assert_eq!(pick_scheduler(&all, None).unwrap(), "mq-deadline");
+        let with_bfq: Vec<String> = ["none", "mq-deadline", "bfq"].map(String::from).to_vec();
+        assert_eq!(pick_scheduler(&with_bfq, None).unwrap(), "bfq");
+        assert_eq!(
+            pick_scheduler(&with_bfq, Some("mq-deadline")).unwrap(),
+            "mq-deadline"
+        );
+        let e = pick_scheduler(&all, Some("bfq")).unwrap_err().to_string();
+        assert!(e.contains("no \"bfq\" scheduler"), "{e}");
+        let none: Vec<String> = vec!["none".into()];
+        assert!(pick_scheduler(&none, None).is_err());
+    }
+
+    #[test]
+    fn effects_pair_each_load_with_its_priority_case() {
+        let o = vec![
+            outcome("no-load", Load::None, false, 0, 1.0),
+            outcome("buf", Load::Buffered, false, 4, 50.0),
+            outcome("buf-prio", Load::Buffered, true, 4, 1.25),
+            outcome("direct-64k", Load::Direct, false, 4, 2.0),
+        ];
+        let e = effects(&o);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].load.as_str(), e[0].antagonists), ("buf", 4));
+        assert!((e[0].speedup - 40.0).abs() < 1e-9);
+        let b = plot(&o, "mq-deadline").unwrap();
+        assert_eq!(b.categories, ["buf x4"]);
+        let v = b.series[1].values[0].unwrap().0;
+        assert!((v - 1.25f64.log2()).abs() < 1e-9);
     }
 }

@@ -312,17 +312,27 @@ struct VmStartupArgs {
 #[derive(clap::Args, Debug)]
 struct IoArgs {
     /// Measured seconds per case (after the ramp).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 6)]
     runtime: u64,
     /// Seconds of ramp before fio starts counting.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     ramp: u64,
     /// Antagonist counts to sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     antagonists: Vec<usize>,
-    /// A 1-2 minute smoke run: --runtime 5 --ramp 1 --antagonists 2.
+    /// A ~1 minute run for CI: --runtime 4 --ramp 1 --antagonists 4
+    /// --size-mib 512.
     #[arg(long)]
     quick: bool,
+    /// The device's scheduler (default: bfq if offered, else mq-deadline).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Requests the device takes at once (4 is the kernel's minimum).
+    #[arg(long = "queue-depth", default_value_t = 4)]
+    queue_depth: u32,
+    /// Largest request the device takes, KiB.
+    #[arg(long = "max-request-kib", default_value_t = 64)]
+    max_request_kib: u32,
     /// Size of the loop device, MiB.
     #[arg(long = "size-mib", default_value_t = 2048)]
     size_mib: u64,
@@ -422,17 +432,17 @@ fn main() -> ExitCode {
             })
         }),
         Suite::IoIsolation(a) => lifecycle::require_root().and_then(|()| {
-            let (runtime_s, ramp_s, antagonists) = if a.quick {
-                (5, 1, vec![2])
+            let (runtime_s, ramp_s, antagonists, size_mib) = if a.quick {
+                (4, 1, vec![4], a.size_mib.min(512))
             } else {
-                (a.runtime, a.ramp, a.antagonists)
+                (a.runtime, a.ramp, a.antagonists, a.size_mib)
             };
             io_isolation::run(&io_isolation::Options {
                 vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
                 runtime_s,
                 ramp_s,
                 antagonists,
-                size_mib: a.size_mib,
+                size_mib,
                 rw: match a.rw {
                     RwArg::Read => Rw::Read,
                     RwArg::Write => Rw::Write,
@@ -446,6 +456,9 @@ fn main() -> ExitCode {
                 antagonist_memory_mib: a.antagonist_memory_mib,
                 tmpdir: a.tmpdir,
                 json: a.json,
+                scheduler: a.scheduler,
+                queue_depth: a.queue_depth,
+                max_request_kib: a.max_request_kib,
             })
         }),
         Suite::Overhead(a) => lifecycle::require_root()

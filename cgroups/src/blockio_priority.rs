@@ -10,23 +10,31 @@
 //!   bytes per second (suffix K, M or G, powers of 1024). A share without a
 //!   device applies to every device.
 //!
-//! What each maps to on the host:
+//! What enforces them is decided at `create`, per host and per device
+//! ([`plan`]), from what the kernel offers:
 //!
-//! | policy | every process | cgroup v1 | cgroup v2 |
-//! |---|---|---|---|
-//! | priority | ioprio_set(class, level) | `blkio.bfq.weight` (or `blkio.weight`): rt 1000, be:N 100*(8-N), idle 1 | `io.prio.class` when present (`promote-to-rt`, `restrict-to-be`, `idle`); `io.bfq.weight` or `io.weight` as on v1 |
-//! | PERCENT | - | `blkio.bfq.weight` = 10*PERCENT | `io.bfq.weight` = 10*PERCENT, or `io.weight` converted |
-//! | DEVICE=PERCENT | - | `blkio.bfq.weight_device` (needs bfq on the device) | `io.bfq.weight` / `io.weight` `MAJ:MIN W` |
-//! | @CAPACITY | - | `blkio.throttle.{read,write}_bps_device` = CAPACITY*PERCENT/100 | `io.max` `rbps=`/`wbps=` |
+//! | policy | mechanism | where it acts |
+//! |---|---|---|
+//! | priority | `ioprio_set(class, level)` on the container's init, inherited by its children; `exec` sets it too | devices scheduled by mq-deadline or BFQ (always set) |
+//! | priority | BFQ weight: rt 1000, be:N 100*(8-N), idle 1 (`blkio.bfq.weight`, `io.bfq.weight`) | devices scheduled by BFQ |
+//! | priority | iocost `io.weight` (the same weight, converted) | cgroup v2, devices with iocost enabled |
+//! | priority | `io.prio.class` (`promote-to-rt`, `restrict-to-be`, `idle`) | cgroup v2 kernels with the ioprio cgroup policy |
+//! | PERCENT | BFQ weight 10*PERCENT, or iocost `io.weight` | as above; an error when the host has neither |
+//! | DEVICE=PERCENT | `blkio.bfq.weight_device` / `io.bfq.weight` / `io.weight` `MAJ:MIN W` | that device if BFQ schedules it or iocost is enabled on it; else an error |
+//! | @CAPACITY | `blkio.throttle.{read,write}_bps_device` / `io.max` = CAPACITY*PERCENT/100 | every device |
 //!
-//! The weights are proportional shares between sibling cgroups and only
-//! act on devices scheduled by BFQ (or io.cost on v2); the process IO
-//! priority orders requests inside BFQ and mq-deadline; throttles act on
-//! every device.
+//! A part of the policy nothing here enforces is an error naming the
+//! annotation; what is enforced only in part (a share with a capacity on
+//! a device without BFQ or iocost is throttled, not weighted) is applied
+//! and said. The mechanisms in force go into the container's state as
+//! [`ENFORCED_ANNOTATION`] and into the log.
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::blockio_mechanisms::{
+    devices, honours_ioprio, iocost_enabled, names, Device, Mechanism,
+};
 use crate::host::CgroupMode;
 use crate::mapping::v2_io_weight;
 use crate::validate::{block_device_dir, block_device_scheduler};
@@ -36,6 +44,9 @@ use crate::{write_file, Cgroup, CgroupError};
 pub const PRIORITY_ANNOTATION: &str = "io.vessel.blockio.priority";
 /// The bandwidth-share annotation.
 pub const BANDWIDTH_ANNOTATION: &str = "io.vessel.blockio.bandwidth";
+/// The annotation `create` adds to the container's state: which
+/// mechanisms enforce its policy ([`Enforcement::summary`]).
+pub const ENFORCED_ANNOTATION: &str = "io.vessel.blockio.enforced";
 
 /// The kernel's IO scheduling classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,8 +302,274 @@ fn unsupported(msg: impl Into<String>) -> CgroupError {
     }
 }
 
-/// Applies `policy` to `cg` and returns the ioprio for its processes.
-pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Option<u16>, CgroupError> {
+/// What the planner sees of the host and of the container's cgroup.
+pub struct IoView<'a> {
+    /// The io controller is on cgroup v2 (`io.*` files) rather than v1
+    /// (`blkio.*`).
+    pub v2: bool,
+    /// Whether the container's cgroup directory has an interface file.
+    pub has: &'a dyn Fn(&str) -> bool,
+    /// The host's block devices and their schedulers.
+    pub devices: Vec<Device>,
+    /// Devices where iocost is enabled (v2 root `io.cost.qos`).
+    pub iocost: Vec<(u64, u64)>,
+}
+
+impl IoView<'_> {
+    fn scheduler(&self, major: u64, minor: u64) -> String {
+        self.devices
+            .iter()
+            .find(|d| d.major == major && d.minor == minor)
+            .map(|d| d.scheduler.clone())
+            .or_else(|| block_device_scheduler(major as i64, minor as i64))
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn bfq_devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().filter(|d| d.scheduler == "bfq")
+    }
+}
+
+/// Which mechanisms enforce a container's policy, and what they do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enforcement {
+    /// The ioprio value (`class << 13 | level`) for every process of the
+    /// container, if the policy sets a priority.
+    pub ioprio: Option<u16>,
+    /// Each mechanism in force with what it does (devices, values).
+    pub enforced: Vec<(Mechanism, String)>,
+    /// Parts of the policy this host does not enforce, and why.
+    pub not_enforced: Vec<String>,
+}
+
+impl Enforcement {
+    /// One line for the container's state and the log:
+    /// `ioprio=rt:0 on vda,loop3; throttle=...; not enforced: ...`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .enforced
+            .iter()
+            .map(|(m, d)| format!("{m}={d}"))
+            .collect();
+        if !self.not_enforced.is_empty() {
+            parts.push(format!("not enforced: {}", self.not_enforced.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The interface-file writes and the enforcement report of a policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// (file in the cgroup directory, value), in order.
+    pub writes: Vec<(String, String)>,
+    /// What enforces the policy.
+    pub enforcement: Enforcement,
+}
+
+fn class_name(p: &IoPriority) -> String {
+    match p.class {
+        IoClass::RealTime => format!("rt:{}", p.level),
+        IoClass::BestEffort => format!("be:{}", p.level),
+        IoClass::Idle => "idle".into(),
+    }
+}
+
+/// Decides, for this host and each device, how `policy` is enforced.
+///
+/// A part of the policy no mechanism here can enforce is an error naming
+/// the annotation; a part enforced only in part (a per-device share with
+/// a capacity on a device without BFQ or iocost: throttled, not
+/// weighted) is applied and listed in [`Enforcement::not_enforced`].
+pub fn plan(view: &IoView, policy: &BlockIoPolicy) -> Result<Plan, CgroupError> {
+    let has = view.has;
+    let mut plan = Plan::default();
+    let e = &mut plan.enforcement;
+    let w = &mut plan.writes;
+    // The weight files: BFQ's (v1 `blkio.bfq.weight`, CFQ-era kernels'
+    // `blkio.weight`; v2 `io.bfq.weight`), else iocost's `io.weight`.
+    let (bfq_file, bfq_dev_file) = if view.v2 {
+        ("io.bfq.weight", "io.bfq.weight")
+    } else if has("blkio.weight") {
+        ("blkio.weight", "blkio.weight_device")
+    } else {
+        ("blkio.bfq.weight", "blkio.bfq.weight_device")
+    };
+    let bfq = has(bfq_file);
+    let iocost = view.v2 && has("io.weight");
+    let bfq_on = names(view.bfq_devices());
+    let iocost_on = || -> String {
+        let v: Vec<String> = view
+            .iocost
+            .iter()
+            .map(|(a, b)| format!("{a}:{b}"))
+            .collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(",")
+        }
+    };
+
+    // A weight for every device: the default share, else the priority's.
+    let default_share = policy.bandwidth.iter().find(|b| b.device.is_none());
+    let weight = default_share
+        .map(|b| (b.weight(), format!("share {}%", b.percent)))
+        .or_else(|| {
+            policy
+                .priority
+                .map(|p| (p.bfq_weight(), format!("priority {}", class_name(&p))))
+        });
+    if let Some((wt, why)) = &weight {
+        if bfq {
+            w.push((bfq_file.into(), wt.to_string()));
+            if bfq_on == "-" {
+                e.not_enforced
+                    .push(format!("bfq weight {wt} ({why}): no device uses bfq now"));
+            } else {
+                e.enforced
+                    .push((Mechanism::BfqWeight, format!("{wt} on {bfq_on}")));
+            }
+        }
+        if iocost {
+            let v = v2_io_weight((*wt).max(10));
+            w.push(("io.weight".into(), format!("default {v}")));
+            if view.iocost.is_empty() {
+                e.not_enforced.push(format!(
+                    "io.weight {v} ({why}): iocost is enabled on no device"
+                ));
+            } else {
+                e.enforced
+                    .push((Mechanism::IocostWeight, format!("{v} on {}", iocost_on())));
+            }
+        }
+        if default_share.is_some() && !bfq && !iocost {
+            return Err(unsupported(format!(
+                "{why} of every device needs BFQ or iocost weights and this host has neither (the cgroup has no {bfq_file} or io.weight); give DEVICE=PERCENT@CAPACITY to throttle instead"
+            )));
+        }
+    }
+
+    if let Some(p) = policy.priority {
+        let on = names(view.devices.iter().filter(|d| honours_ioprio(&d.scheduler)));
+        let off = names(
+            view.devices
+                .iter()
+                .filter(|d| !honours_ioprio(&d.scheduler)),
+        );
+        e.ioprio = Some(p.ioprio());
+        if on == "-" {
+            e.not_enforced.push(format!(
+                "ioprio {}: no device's scheduler orders by IO priority (none/kyber on {off})",
+                class_name(&p)
+            ));
+        } else {
+            e.enforced.insert(
+                0,
+                (Mechanism::Ioprio, format!("{} on {on}", class_name(&p))),
+            );
+        }
+        if view.v2 && has("io.prio.class") {
+            let class = match p.class {
+                IoClass::RealTime => "promote-to-rt",
+                IoClass::BestEffort => "restrict-to-be",
+                IoClass::Idle => "idle",
+            };
+            w.push(("io.prio.class".into(), class.into()));
+            e.enforced.push((Mechanism::CgroupPrioClass, class.into()));
+        }
+        if !e.enforced.iter().any(|(m, _)| *m != Mechanism::Throttle) {
+            return Err(CgroupError::Unsupported {
+                setting: format!("annotation {PRIORITY_ANNOTATION}"),
+                msg: format!(
+                    "no mechanism on this host enforces it: no device's scheduler orders by IO priority (schedulers: {}), no BFQ or iocost weight",
+                    view.devices
+                        .iter()
+                        .map(|d| format!("{} {}", d.name, d.scheduler))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+
+    for share in &policy.bandwidth {
+        let Some((maj, min)) = share.device else {
+            continue;
+        };
+        let sched = view.scheduler(maj, min);
+        let dev = format!("{maj}:{min}");
+        let weighted = if bfq && sched == "bfq" && has(bfq_dev_file) {
+            w.push((bfq_dev_file.into(), format!("{dev} {}", share.weight())));
+            e.enforced
+                .push((Mechanism::BfqWeight, format!("{} on {dev}", share.weight())));
+            true
+        } else if iocost && view.iocost.contains(&(maj, min)) {
+            let v = v2_io_weight(share.weight());
+            w.push(("io.weight".into(), format!("{dev} {v}")));
+            e.enforced
+                .push((Mechanism::IocostWeight, format!("{v} on {dev}")));
+            true
+        } else {
+            false
+        };
+        let why_not = || {
+            format!(
+                "{dev} uses the {sched} scheduler{}",
+                if view.v2 && iocost {
+                    " and iocost is not enabled on it"
+                } else {
+                    " and the io controller has no iocost here"
+                }
+            )
+        };
+        match share.throttle_bps() {
+            Some(bps) => {
+                if view.v2 {
+                    if !has("io.max") {
+                        return Err(unsupported("the cgroup has no io.max for a throttle"));
+                    }
+                    w.push(("io.max".into(), format!("{dev} rbps={bps} wbps={bps}")));
+                } else {
+                    if !has("blkio.throttle.read_bps_device") {
+                        return Err(unsupported(
+                            "the kernel has no blkio throttling (CONFIG_BLK_DEV_THROTTLING)",
+                        ));
+                    }
+                    w.push((
+                        "blkio.throttle.read_bps_device".into(),
+                        format!("{dev} {bps}"),
+                    ));
+                    w.push((
+                        "blkio.throttle.write_bps_device".into(),
+                        format!("{dev} {bps}"),
+                    ));
+                }
+                e.enforced
+                    .push((Mechanism::Throttle, format!("{dev} read/write {bps} B/s")));
+                if !weighted {
+                    e.not_enforced.push(format!(
+                        "share {}% of {dev} as a weight ({}): throttled only",
+                        share.percent,
+                        why_not()
+                    ));
+                }
+            }
+            None if !weighted => {
+                return Err(unsupported(format!(
+                    "a share of {dev} without a capacity needs BFQ or iocost on it: {}; give {dev}={}%@CAPACITY to throttle",
+                    why_not(),
+                    share.percent
+                )));
+            }
+            None => {}
+        }
+    }
+    Ok(plan)
+}
+
+/// Applies `policy` to `cg` and reports how it is enforced.
+pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Enforcement, CgroupError> {
     let v2 = cg.host.mode == CgroupMode::Unified;
     let dir = if v2 { cg.v2_dir() } else { cg.v1_dir("blkio") };
     let Some(dir) = dir else {
@@ -301,98 +578,31 @@ pub(crate) fn apply(cg: &Cgroup, policy: &BlockIoPolicy) -> Result<Option<u16>, 
             if v2 { "io" } else { "blkio" }
         )));
     };
-    let has = |f: &str| dir.join(f).exists();
-    let default_share = policy.bandwidth.iter().find(|b| b.device.is_none());
-    let weight = default_share
-        .map(|b| b.weight())
-        .or_else(|| policy.priority.map(|p| p.bfq_weight()));
-
-    let mut writes: Vec<(&str, String)> = Vec::new();
-    let (weight_file, weight_dev_file, convert) = if v2 {
-        if has("io.bfq.weight") {
-            (Some("io.bfq.weight"), Some("io.bfq.weight"), false)
-        } else if has("io.weight") {
-            (Some("io.weight"), Some("io.weight"), true)
-        } else {
-            (None, None, false)
-        }
-    } else if has("blkio.weight") {
-        (Some("blkio.weight"), Some("blkio.weight_device"), false)
-    } else if has("blkio.bfq.weight") {
-        (
-            Some("blkio.bfq.weight"),
-            Some("blkio.bfq.weight_device"),
-            false,
-        )
+    let iocost = if v2 {
+        std::fs::read_to_string(cg.host.root.join("io.cost.qos"))
+            .map(|q| iocost_enabled(&q))
+            .unwrap_or_default()
     } else {
-        (None, None, false)
+        Vec::new()
     };
-    let conv = |w: u16| -> String {
-        if convert {
-            v2_io_weight(w.max(10)).to_string()
-        } else {
-            w.to_string()
-        }
+    let has = |f: &str| dir.join(f).exists();
+    let view = IoView {
+        v2,
+        has: &has,
+        devices: devices(),
+        iocost,
     };
-    if let Some(w) = weight {
-        let file = weight_file.ok_or_else(|| {
-            unsupported("the cgroup has no BFQ (blkio.bfq.weight / io.bfq.weight) or io.weight file for a weight")
-        })?;
-        let value = if convert {
-            format!("default {}", conv(w))
-        } else {
-            conv(w)
-        };
-        writes.push((file, value));
-    }
-    for share in policy.bandwidth.iter() {
-        let Some((maj, min)) = share.device else {
-            continue;
-        };
-        let file = weight_dev_file
-            .ok_or_else(|| unsupported("the cgroup has no per-device weight file"))?;
-        if !v2 && file == "blkio.bfq.weight_device" {
-            let sched = block_device_scheduler(maj as i64, min as i64).unwrap_or_default();
-            if sched != "bfq" {
-                return Err(unsupported(format!(
-                    "device {maj}:{min} uses the {sched:?} scheduler; a per-device share needs bfq"
-                )));
-            }
-        }
-        writes.push((file, format!("{maj}:{min} {}", conv(share.weight()))));
-        if let Some(bps) = share.throttle_bps() {
-            if v2 {
-                writes.push(("io.max", format!("{maj}:{min} rbps={bps} wbps={bps}")));
-            } else {
-                writes.push((
-                    "blkio.throttle.read_bps_device",
-                    format!("{maj}:{min} {bps}"),
-                ));
-                writes.push((
-                    "blkio.throttle.write_bps_device",
-                    format!("{maj}:{min} {bps}"),
-                ));
-            }
-        }
-    }
-    if let (true, Some(p)) = (v2 && has("io.prio.class"), policy.priority) {
-        let class = match p.class {
-            IoClass::RealTime => "promote-to-rt",
-            IoClass::BestEffort => "restrict-to-be",
-            IoClass::Idle => "idle",
-        };
-        writes.push(("io.prio.class", class.to_string()));
-    }
-    for (file, value) in writes {
+    let plan = plan(&view, policy)?;
+    for (file, value) in &plan.writes {
         let path = dir.join(file);
-        write_file(&path, &value).map_err(|e| CgroupError::Write {
+        write_file(&path, value).map_err(|e| CgroupError::Write {
             setting: format!("annotations {PRIORITY_ANNOTATION}/{BANDWIDTH_ANNOTATION}"),
             file: path.clone(),
             value: value.clone(),
             msg: e.to_string(),
         })?;
     }
-    Ok(policy.ioprio())
+    Ok(plan.enforcement)
 }
 
 #[cfg(test)]
@@ -448,5 +658,195 @@ mod tests {
         let p = parse_annotations(&a).unwrap().unwrap();
         assert_eq!(p.ioprio(), Some(3 << 13));
         assert_eq!(p.bandwidth[0].percent, 25);
+    }
+
+    fn dev(name: &str, major: u64, minor: u64, scheduler: &str) -> Device {
+        Device {
+            name: name.into(),
+            major,
+            minor,
+            scheduler: scheduler.into(),
+        }
+    }
+
+    fn policy(prio: Option<&str>, bw: Option<&str>) -> BlockIoPolicy {
+        BlockIoPolicy {
+            priority: prio.map(|p| IoPriority::parse(p).unwrap()),
+            bandwidth: bw.map(|b| parse_bandwidth(b).unwrap()).unwrap_or_default(),
+        }
+    }
+
+    /// A policy with one device share (the device need not exist here).
+    fn with_share(
+        prio: Option<&str>,
+        device: (u64, u64),
+        percent: u8,
+        capacity: Option<u64>,
+    ) -> BlockIoPolicy {
+        BlockIoPolicy {
+            priority: prio.map(|p| IoPriority::parse(p).unwrap()),
+            bandwidth: vec![BandwidthShare {
+                device: Some(device),
+                percent,
+                capacity,
+            }],
+        }
+    }
+
+    fn files(list: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |f| list.contains(&f)
+    }
+
+    const V1_NO_BFQ: &[&str] = &[
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ];
+    const V1_BFQ: &[&str] = &[
+        "blkio.bfq.weight",
+        "blkio.bfq.weight_device",
+        "blkio.throttle.read_bps_device",
+        "blkio.throttle.write_bps_device",
+    ];
+    const V2_IOCOST: &[&str] = &["io.weight", "io.max", "io.prio.class"];
+
+    #[test]
+    fn mq_deadline_host_enforces_priority_by_ioprio_alone() {
+        let has = files(V1_NO_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![
+                dev("vda", 254, 0, "mq-deadline"),
+                dev("loop0", 7, 0, "none"),
+            ],
+            iocost: vec![],
+        };
+        let p = plan(&view, &policy(Some("rt:0"), None)).unwrap();
+        assert!(p.writes.is_empty(), "{:?}", p.writes);
+        assert_eq!(p.enforcement.ioprio, Some(1 << 13));
+        assert_eq!(p.enforcement.summary(), "ioprio=rt:0 on vda");
+
+        // A share with a capacity: throttled, and said not weighted.
+        let p = plan(
+            &view,
+            &with_share(Some("idle"), (7, 0), 20, Some(100 << 20)),
+        )
+        .unwrap();
+        let bps = (100u64 << 20) / 100 * 20;
+        assert_eq!(
+            p.writes,
+            vec![
+                (
+                    "blkio.throttle.read_bps_device".into(),
+                    format!("7:0 {bps}")
+                ),
+                (
+                    "blkio.throttle.write_bps_device".into(),
+                    format!("7:0 {bps}")
+                ),
+            ]
+        );
+        let s = p.enforcement.summary();
+        assert!(s.starts_with("ioprio=idle on vda; throttle=7:0"), "{s}");
+        assert!(
+            s.contains("not enforced: share 20% of 7:0 as a weight"),
+            "{s}"
+        );
+
+        // Neither a share of every device nor one without a capacity can be
+        // enforced here: errors naming the annotation.
+        for bw in ["50%", "254:0=50%"] {
+            let e = plan(&view, &policy(None, Some(bw)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(BANDWIDTH_ANNOTATION), "{e}");
+        }
+    }
+
+    #[test]
+    fn priority_is_an_error_where_no_scheduler_honours_it() {
+        let has = files(V1_NO_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![dev("vda", 254, 0, "none"), dev("sda", 8, 0, "kyber")],
+            iocost: vec![],
+        };
+        let e = plan(&view, &policy(Some("be:0"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(PRIORITY_ANNOTATION) && e.contains("vda none"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bfq_host_adds_weights() {
+        let has = files(V1_BFQ);
+        let view = IoView {
+            v2: false,
+            has: &has,
+            devices: vec![dev("sda", 8, 0, "bfq"), dev("vda", 254, 0, "mq-deadline")],
+            iocost: vec![],
+        };
+        let p = plan(
+            &view,
+            &with_share(Some("be:7"), (8, 0), 20, Some(100 << 20)),
+        )
+        .unwrap();
+        assert_eq!(p.writes[0], ("blkio.bfq.weight".into(), "100".into()));
+        assert_eq!(
+            p.writes[1],
+            ("blkio.bfq.weight_device".into(), "8:0 200".into())
+        );
+        let s = p.enforcement.summary();
+        assert!(
+            s.starts_with("ioprio=be:7 on sda,vda; bfq-weight=100 on sda; bfq-weight=200 on 8:0; throttle=8:0"),
+            "{s}"
+        );
+        assert!(!s.contains("not enforced"), "{s}");
+        // A device share on the mq-deadline device is not weighted.
+        let e = plan(&view, &with_share(None, (254, 0), 20, None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("254:0 uses the mq-deadline scheduler"), "{e}");
+    }
+
+    #[test]
+    fn v2_iocost_and_prio_class() {
+        let has = files(V2_IOCOST);
+        let view = IoView {
+            v2: true,
+            has: &has,
+            devices: vec![
+                dev("nvme0n1", 259, 0, "none"),
+                dev("sda", 8, 0, "mq-deadline"),
+            ],
+            iocost: vec![(259, 0)],
+        };
+        let p = plan(&view, &with_share(Some("idle"), (259, 0), 50, None)).unwrap();
+        assert_eq!(
+            p.writes,
+            vec![
+                ("io.weight".into(), format!("default {}", v2_io_weight(10))),
+                ("io.prio.class".into(), "idle".into()),
+                ("io.weight".into(), format!("259:0 {}", v2_io_weight(500))),
+            ]
+        );
+        let s = p.enforcement.summary();
+        assert!(s.starts_with("ioprio=idle on sda; iocost-weight="), "{s}");
+        assert!(s.contains("io.prio.class=idle"), "{s}");
+        // iocost present but enabled nowhere: written, and said inactive.
+        let view = IoView {
+            iocost: vec![],
+            ..view
+        };
+        let p = plan(&view, &policy(Some("rt"), None)).unwrap();
+        assert!(p
+            .enforcement
+            .not_enforced
+            .iter()
+            .any(|n| n.contains("iocost is enabled on no device")));
     }
 }

@@ -9,6 +9,7 @@
 //! error naming the setting, before anything is created.
 #![warn(missing_docs)]
 
+pub mod blockio_mechanisms;
 pub mod blockio_priority;
 pub mod host;
 pub mod mapping;
@@ -30,7 +31,8 @@ use libcgroups::common::{
 use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
-pub use blockio_priority::{BlockIoPolicy, IoClass, IoPriority};
+pub use blockio_mechanisms::Mechanism as BlockIoMechanism;
+pub use blockio_priority::{BlockIoPolicy, Enforcement, IoClass, IoPriority};
 pub use host::{CgroupMode, Host};
 pub use placement::{OwnCgroups, Placement};
 pub use validate::{validate, validate_on};
@@ -830,10 +832,11 @@ impl Cgroup {
     }
 
     /// Applies a container-level block IO policy (the
-    /// `io.vessel.blockio.*` annotations) to this cgroup and returns the
-    /// ioprio value (`class << 13 | level`) the runtime gives every process
-    /// of the container, if the policy sets a priority.
-    pub fn apply_blockio_policy(&self, policy: &BlockIoPolicy) -> Result<Option<u16>, CgroupError> {
+    /// `io.vessel.blockio.*` annotations) to this cgroup with what this
+    /// host and its devices offer, and reports the mechanisms in force;
+    /// its `ioprio` is what the runtime gives every process of the
+    /// container.
+    pub fn apply_blockio_policy(&self, policy: &BlockIoPolicy) -> Result<Enforcement, CgroupError> {
         if self.systemd {
             return Err(unsupported(
                 "annotations io.vessel.blockio.priority/bandwidth",
@@ -844,9 +847,16 @@ impl Cgroup {
             .ensure_created()
             .map_err(|e| self.op_err("create", e))?;
         let r = blockio_priority::apply(self, policy);
-        if r.is_err() {
-            for dir in created.iter().rev() {
-                let _ = fs::remove_dir(dir);
+        match &r {
+            Ok(e) => tracing::info!(
+                "cgroup {}: block IO policy enforced by: {}",
+                self.path.display(),
+                e.summary()
+            ),
+            Err(_) => {
+                for dir in created.iter().rev() {
+                    let _ = fs::remove_dir(dir);
+                }
             }
         }
         r

@@ -111,7 +111,8 @@ fn every_field_is_written_and_read_back() {
     } else {
         println!("hugetlb not available on this host: hugepageLimits not tested");
     }
-    let loopdev = LoopDev::new();
+    // Per-device weights need bfq on the device.
+    let loopdev = LoopDev::new().filter(|l| l.scheduler == "bfq");
     if let Some(l) = &loopdev {
         res["blockIO"]["weightDevice"] =
             json!([{"major": l.major, "minor": l.minor, "weight": 300}]);
@@ -494,13 +495,13 @@ fn pids_include_descendants_and_destroy_removes_children() {
 }
 
 #[test]
-fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
-    let Some(_host) = v1_host("blockio_priority_annotations_map_onto_bfq_and_throttles") else {
+fn blockio_priority_annotations_use_what_the_device_offers() {
+    let Some(_host) = v1_host("blockio_priority_annotations_use_what_the_device_offers") else {
         return;
     };
     let Some(l) = LoopDev::new() else {
         println!(
-            "SKIP blockio_priority_annotations_map_onto_bfq_and_throttles: no loop device with bfq"
+            "SKIP blockio_priority_annotations_use_what_the_device_offers: no loop device with bfq or mq-deadline"
         );
         return;
     };
@@ -513,13 +514,44 @@ fn blockio_priority_annotations_map_onto_bfq_and_throttles() {
     let policy = parse_annotations(&ann).unwrap().unwrap();
     let path = unique_path("prio");
     let g = Guard::new(Cgroup::open(&opts(&path)).expect("open"));
-    let ioprio = g.cg.apply_blockio_policy(&policy).expect("apply policy");
-    assert_eq!(ioprio, Some((2 << 13) | 7));
+    let enforced = g.cg.apply_blockio_policy(&policy).expect("apply policy");
+    assert_eq!(enforced.ioprio, Some((2 << 13) | 7));
+    let summary = enforced.summary();
+    println!("{} ({}): {summary}", l.dev, l.scheduler);
+    let name = l.dev.trim_start_matches("/dev/");
+    assert!(summary.starts_with("ioprio=be:7 on "), "{summary}");
+    assert!(
+        summary
+            .split(';')
+            .next()
+            .unwrap()
+            .split([' ', ','])
+            .any(|d| d == name),
+        "{summary}"
+    );
     let blkio = g.cg.v1_dir("blkio").unwrap();
-    assert!(read(&blkio, "blkio.bfq.weight").contains("100"));
     let dev = format!("{}:{}", l.major, l.minor);
-    assert!(read(&blkio, "blkio.bfq.weight_device").contains(&format!("{dev} 200")));
+    if l.scheduler == "bfq" {
+        assert!(read(&blkio, "blkio.bfq.weight").contains("100"));
+        assert!(read(&blkio, "blkio.bfq.weight_device").contains(&format!("{dev} 200")));
+        assert!(
+            summary.contains(&format!("bfq-weight=200 on {dev}")),
+            "{summary}"
+        );
+    } else {
+        // No BFQ: the share is throttled, and the report says it is not
+        // weighted.
+        assert!(!blkio.join("blkio.bfq.weight").exists());
+        assert!(
+            summary.contains(&format!("not enforced: share 20% of {dev} as a weight")),
+            "{summary}"
+        );
+    }
     let bps = (100u64 << 20) / 100 * 20;
+    assert!(
+        summary.contains(&format!("throttle={dev} read/write {bps} B/s")),
+        "{summary}"
+    );
     assert_eq!(
         read(&blkio, "blkio.throttle.read_bps_device"),
         format!("{dev} {bps}")

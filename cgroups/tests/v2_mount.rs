@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::json;
+use vessel_cgroups::blockio_priority::{
+    parse_annotations, BANDWIDTH_ANNOTATION, PRIORITY_ANNOTATION,
+};
 use vessel_cgroups::{validate_on, Cgroup, CgroupMode, Host};
 
 struct Mount(PathBuf, #[allow(dead_code)] tempfile::TempDir);
@@ -278,5 +281,77 @@ fn v2_device_rules_are_enforced_with_ebpf() {
         "exit 2: /dev/zero was not denied; 1: /dev/null was denied; 3: other error"
     );
     g.cg.destroy().expect("destroy");
+    assert!(!exists_under(&m.0, &path));
+}
+
+#[test]
+fn v2_blockio_policy_uses_the_io_controller() {
+    let test = "v2_blockio_policy_uses_the_io_controller";
+    let Some(m) = mount_cgroup2(test) else {
+        return;
+    };
+    let host = Host::unified_at(&m.0);
+    if !host.has_v2("io") {
+        println!("SKIP {test}: the io controller is not on cgroup2 here (bound to v1 blkio)");
+        return;
+    }
+    let _subtree = SubtreeGuard::new(&host, "io");
+    let Some(l) = LoopDev::new() else {
+        println!("SKIP {test}: no loop device with bfq or mq-deadline");
+        return;
+    };
+    let ann = std::collections::HashMap::from([
+        (PRIORITY_ANNOTATION.to_string(), "idle".to_string()),
+        (
+            BANDWIDTH_ANNOTATION.to_string(),
+            format!("{}=20%@100M", l.dev),
+        ),
+    ]);
+    let policy = parse_annotations(&ann).unwrap().unwrap();
+    let path = unique_path("v2io");
+    let g = Guard::new(Cgroup::open_on(&opts(&path), host.clone()).expect("open"));
+    let e = g.cg.apply_blockio_policy(&policy).expect("apply policy");
+    let dir = g.cg.v2_dir().unwrap();
+    let summary = e.summary();
+    println!("{} ({}): {summary}", l.dev, l.scheduler);
+    assert_eq!(e.ioprio, Some(3 << 13));
+    assert!(summary.starts_with("ioprio=idle on "), "{summary}");
+    let dev = format!("{}:{}", l.major, l.minor);
+    let bps = (100u64 << 20) / 100 * 20;
+    assert!(
+        read(&dir, "io.max").contains(&format!("{dev} rbps={bps} wbps={bps}")),
+        "{}",
+        read(&dir, "io.max")
+    );
+    if dir.join("io.prio.class").exists() {
+        assert_eq!(read(&dir, "io.prio.class"), "idle");
+    }
+    if l.scheduler == "bfq" {
+        let w = read(&dir, "io.bfq.weight");
+        assert!(
+            w.contains("default 1") && w.contains(&format!("{dev} 200")),
+            "{w}"
+        );
+        assert!(
+            summary.contains(&format!("bfq-weight=200 on {dev}")),
+            "{summary}"
+        );
+    } else {
+        assert!(
+            summary.contains(&format!("not enforced: share 20% of {dev} as a weight")),
+            "{summary}"
+        );
+    }
+    if dir.join("io.weight").exists() {
+        // iocost's weight is written; whether it acts depends on the root's
+        // io.cost.qos, and the report says which.
+        assert!(read(&dir, "io.weight").starts_with("default "));
+        assert!(
+            summary.contains("iocost-weight=")
+                || summary.contains("iocost is enabled on no device"),
+            "{summary}"
+        );
+    }
+    drop(g);
     assert!(!exists_under(&m.0, &path));
 }

@@ -127,6 +127,12 @@ fn annotations() -> HashMap<String, String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    // How this host enforces the io.vessel.blockio.* policies.
+    .chain(
+        vessel_cgroups::Host::detect()
+            .map(|h| vessel_cgroups::blockio_mechanisms::host_report(&h))
+            .unwrap_or_default(),
+    )
     .collect()
 }
 

@@ -142,6 +142,9 @@ impl Drop for SubtreeGuard {
 /// dropped.
 pub struct LoopDev {
     pub dev: String,
+    /// The scheduler selected: bfq where the kernel offers it, else
+    /// mq-deadline (both order requests by IO priority class).
+    pub scheduler: String,
     pub major: u64,
     pub minor: u64,
     _file: tempfile::NamedTempFile,
@@ -165,7 +168,8 @@ impl LoopDev {
         }
         let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let st = nix::sys::stat::stat(Path::new(&dev)).ok()?;
-        let me = Self {
+        let mut me = Self {
+            scheduler: String::new(),
             major: nix::sys::stat::major(st.st_rdev),
             minor: nix::sys::stat::minor(st.st_rdev),
             dev,
@@ -173,10 +177,21 @@ impl LoopDev {
         };
         let name = me.dev.trim_start_matches("/dev/");
         let sched = format!("/sys/block/{name}/queue/scheduler");
-        if std::fs::write(&sched, "bfq").is_err() {
-            println!("cannot select bfq on {}", me.dev);
+        let offered = std::fs::read_to_string(&sched).unwrap_or_default();
+        let want = ["bfq", "mq-deadline"].into_iter().find(|s| {
+            offered
+                .split_whitespace()
+                .any(|o| o.trim_matches(['[', ']']) == *s)
+        });
+        let Some(want) = want else {
+            println!("{} offers neither bfq nor mq-deadline: {offered}", me.dev);
+            return None;
+        };
+        if std::fs::write(&sched, want).is_err() {
+            println!("cannot select {want} on {}", me.dev);
             return None;
         }
+        me.scheduler = want.to_string();
         Some(me)
     }
 }

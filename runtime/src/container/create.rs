@@ -355,10 +355,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     if let Some(policy) = &c.blockio {
         // The container-level IO priority: set on the setup stage before it
         // forks init, so every process of the container inherits it.
-        if let Some(prio) = cgroup
+        let enforced = cgroup
             .apply_blockio_policy(policy)
-            .map_err(|x| err(id, x))?
-        {
+            .map_err(|x| err(id, x))?;
+        state.annotations.insert(
+            vessel_cgroups::blockio_priority::ENFORCED_ANNOTATION.into(),
+            enforced.summary(),
+        );
+        if let Some(prio) = enforced.ioprio {
             crate::process::exec::set_ioprio_of(stage_pid, prio as i32).map_err(|x| {
                 err(
                     id,
