@@ -50,6 +50,10 @@ const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// How long vessel gets to send a terminal after create or exec returned.
 const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 
+/// The exit status recorded for an exec whose `vessel exec` failed (no
+/// process ran; containerd reports the start's error, not this status).
+const EXEC_NEVER_RAN: u32 = 255;
+
 fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
 }
@@ -416,7 +420,13 @@ impl Service {
         let result = run();
         let _ = std::fs::remove_file(&spec_file);
         let _ = std::fs::remove_file(&pid_file);
-        let (pid, io, console) = result?;
+        let (pid, io, console) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.exec_never_ran(id, exec_id);
+                return Err(e);
+            }
+        };
         {
             let mut t = self.shared.lock();
             let c = Shared::container(&mut t, id)?;
@@ -439,6 +449,25 @@ impl Service {
             self.shared.on_exit(pid, code);
         }
         Ok(pid)
+    }
+
+    /// Marks an exec whose `vessel exec` failed as exited and wakes its
+    /// waiters. containerd waits on an exec before starting it and, when
+    /// the start fails, kills and waits again before deleting it: without
+    /// an exit that second wait lasts until its one-minute deadline (an
+    /// `ExecSync` of a missing binary took 60 s whatever its timeout).
+    /// No TaskExit is published: the process never existed.
+    fn exec_never_ran(&self, id: &str, exec_id: &str) {
+        {
+            let mut t = self.shared.lock();
+            let Ok(c) = Shared::container(&mut t, id) else {
+                return;
+            };
+            if let Some(p) = c.execs.get_mut(exec_id) {
+                p.set_exit(EXEC_NEVER_RAN, now());
+            }
+        }
+        self.shared.exited.notify_all();
     }
 
     fn do_delete(&self, id: &str, exec_id: &str) -> Result<DeleteResponse, ShimError> {
