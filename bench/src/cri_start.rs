@@ -102,8 +102,8 @@ pub fn run(opts: &Options) -> Result<()> {
             bail!("--handlers: {h:?} is none of vessel, vessel-vm, runc");
         }
     }
-    let containerd = crate::which("containerd")
-        .ok_or_else(|| anyhow::anyhow!("containerd is not installed"))?;
+    let containerd =
+        crate::which("containerd").ok_or_else(|| anyhow::anyhow!("containerd is not installed"))?;
     let ctr = crate::which("ctr").ok_or_else(|| anyhow::anyhow!("ctr is not installed"))?;
     for (what, p) in [("--vessel", &opts.vessel), ("--shim", &opts.shim)] {
         if !p.is_file() {

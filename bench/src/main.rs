@@ -479,7 +479,9 @@ fn main() -> ExitCode {
             .and_then(|o| reliability::run(&o)),
         Suite::CriStart(a) => lifecycle::require_root().and_then(|()| {
             let vessel = vessel_bench::find_vessel(a.vessel.as_deref());
-            let shim = a.shim.unwrap_or_else(|| vessel.with_file_name("containerd-shim-vessel-v2"));
+            let shim = a
+                .shim
+                .unwrap_or_else(|| vessel.with_file_name("containerd-shim-vessel-v2"));
             cri_start::run(&cri_start::Options {
                 runs: a.runs.max(1),
                 handlers: a.handlers.into_iter().filter(|h| !h.is_empty()).collect(),

@@ -183,7 +183,10 @@ fn tar(dir: &Path, out: &Path) {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum");
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
     assert!(out.status.success(), "sha256sum {}", path.display());
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
@@ -390,9 +393,11 @@ state = "{state}"
         // after it: wait for RuntimeReady and NetworkReady.
         let mut last = String::new();
         let ready = clients::wait_until(Duration::from_secs(30), || {
-            let r = env.cri.call("Status", Duration::from_secs(5), |mut c| async move {
-                c.status(StatusRequest { verbose: false }).await
-            });
+            let r = env
+                .cri
+                .call("Status", Duration::from_secs(5), |mut c| async move {
+                    c.status(StatusRequest { verbose: false }).await
+                });
             match r {
                 Ok(s) => {
                     let conds = s.status.map(|s| s.conditions).unwrap_or_default();
@@ -405,11 +410,7 @@ state = "{state}"
                 }
             }
         });
-        assert!(
-            ready,
-            "the CRI is not ready: {last}\n{}",
-            env.log_tail()
-        );
+        assert!(ready, "the CRI is not ready: {last}\n{}", env.log_tail());
         let v = env
             .cri
             .call("Version", Duration::from_secs(5), |mut c| async move {
@@ -649,9 +650,11 @@ impl CriContainerd {
             runtime_handler: handler.into(),
         };
         self.cri
-            .call("RunPodSandbox", Duration::from_secs(120), |mut c| async move {
-                c.run_pod_sandbox(req).await
-            })
+            .call(
+                "RunPodSandbox",
+                Duration::from_secs(120),
+                |mut c| async move { c.run_pod_sandbox(req).await },
+            )
             .map(|r| r.pod_sandbox_id)
     }
 
@@ -661,10 +664,11 @@ impl CriContainerd {
             pod_sandbox_id: id.into(),
             verbose: true,
         };
-        self.cri
-            .call("PodSandboxStatus", Duration::from_secs(30), |mut c| async move {
-                c.pod_sandbox_status(req).await
-            })
+        self.cri.call(
+            "PodSandboxStatus",
+            Duration::from_secs(30),
+            |mut c| async move { c.pod_sandbox_status(req).await },
+        )
     }
 
     /// CreateContainer in pod `pod`; the container id.
@@ -680,9 +684,11 @@ impl CriContainerd {
             sandbox_config: Some(sandbox.clone()),
         };
         self.cri
-            .call("CreateContainer", Duration::from_secs(60), |mut c| async move {
-                c.create_container(req).await
-            })
+            .call(
+                "CreateContainer",
+                Duration::from_secs(60),
+                |mut c| async move { c.create_container(req).await },
+            )
             .map(|r| r.container_id)
     }
 
@@ -692,9 +698,11 @@ impl CriContainerd {
             container_id: id.into(),
         };
         self.cri
-            .call("StartContainer", Duration::from_secs(120), |mut c| async move {
-                c.start_container(req).await
-            })
+            .call(
+                "StartContainer",
+                Duration::from_secs(120),
+                |mut c| async move { c.start_container(req).await },
+            )
             .map(|_| ())
     }
 
@@ -704,10 +712,11 @@ impl CriContainerd {
             container_id: id.into(),
             verbose: true,
         };
-        self.cri
-            .call("ContainerStatus", Duration::from_secs(30), |mut c| async move {
-                c.container_status(req).await
-            })
+        self.cri.call(
+            "ContainerStatus",
+            Duration::from_secs(30),
+            |mut c| async move { c.container_status(req).await },
+        )
     }
 
     /// ExecSync with a timeout in seconds (0: none); the call itself is
@@ -724,9 +733,11 @@ impl CriContainerd {
             timeout,
         };
         let limit = Duration::from_secs(timeout.max(0) as u64 + 30);
-        self.cri.call("ExecSync", limit, |mut c| async move {
-            c.exec_sync(req).await
-        })
+        self.cri.call(
+            "ExecSync",
+            limit,
+            |mut c| async move { c.exec_sync(req).await },
+        )
     }
 
     /// ContainerStats.
@@ -735,9 +746,11 @@ impl CriContainerd {
             container_id: id.into(),
         };
         self.cri
-            .call("ContainerStats", Duration::from_secs(30), |mut c| async move {
-                c.container_stats(req).await
-            })
+            .call(
+                "ContainerStats",
+                Duration::from_secs(30),
+                |mut c| async move { c.container_stats(req).await },
+            )
             .map(|r| r.stats.unwrap_or_default())
     }
 
@@ -781,9 +794,11 @@ impl CriContainerd {
             container_id: id.into(),
         };
         self.cri
-            .call("RemoveContainer", Duration::from_secs(60), |mut c| async move {
-                c.remove_container(req).await
-            })
+            .call(
+                "RemoveContainer",
+                Duration::from_secs(60),
+                |mut c| async move { c.remove_container(req).await },
+            )
             .map(|_| ())
     }
 

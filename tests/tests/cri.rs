@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use vessel_tests::clients::{self, wait_until};
 use vessel_tests::cri::{
-    self, api, container_config, pod_config, CriContainerd, CriError, CriSetup,
-    HANDLER_CONTAINER, HANDLER_VM,
+    self, api, container_config, pod_config, CriContainerd, CriError, CriSetup, HANDLER_CONTAINER,
+    HANDLER_VM,
 };
 use vessel_tests::{leaks, shim_client, vm};
 
@@ -65,7 +65,11 @@ fn text(b: &[u8]) -> String {
 /// ExecSync that must succeed with status 0; its stdout, trimmed.
 #[track_caller]
 fn exec_ok(env: &CriContainerd, id: &str, cmd: &[&str]) -> String {
-    let r = must(&format!("ExecSync {cmd:?}"), env, env.exec_sync(id, cmd, 30));
+    let r = must(
+        &format!("ExecSync {cmd:?}"),
+        env,
+        env.exec_sync(id, cmd, 30),
+    );
     assert_eq!(
         r.exit_code,
         0,
@@ -312,7 +316,11 @@ fn run_containers(
      -> Result<String, String> {
         let name = cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap();
         eprintln!("CreateContainer/StartContainer {name}");
-        let id = must("CreateContainer", env, env.create_container(pod, cfg, pod_cfg));
+        let id = must(
+            "CreateContainer",
+            env,
+            env.create_container(pod, cfg, pod_cfg),
+        );
         env.note_vessel_id(&id);
         t.ids.push(id.clone());
         t.cgroups.push(format!("{}/{id}", env.cgroup_parent));
@@ -377,7 +385,17 @@ fn run_containers(
     }
 
     eprintln!("ExecSync: hostname, uname -r");
-    assert_eq!(exec_ok(env, &client, &["hostname"]), format!("pod-{}", if vm_mode { HANDLER_VM } else { HANDLER_CONTAINER }));
+    assert_eq!(
+        exec_ok(env, &client, &["hostname"]),
+        format!(
+            "pod-{}",
+            if vm_mode {
+                HANDLER_VM
+            } else {
+                HANDLER_CONTAINER
+            }
+        )
+    );
     let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap()
         .trim()
@@ -386,7 +404,10 @@ fn run_containers(
     if vm_mode {
         assert_ne!(release, host_release, "a VM pod runs the guest kernel");
     } else {
-        assert_eq!(release, host_release, "a container runs on the host's kernel");
+        assert_eq!(
+            release, host_release,
+            "a container runs on the host's kernel"
+        );
     }
 
     eprintln!("container logs at the CRI's path");
@@ -416,12 +437,17 @@ fn run_containers(
     });
     assert!(reached, "http://{}:8080/ from the host: {body}", t.ip);
     assert_eq!(
-        exec_ok(env, &client, &["wget", "-q", "-O-", "http://127.0.0.1:8080/"]),
+        exec_ok(
+            env,
+            &client,
+            &["wget", "-q", "-O-", "http://127.0.0.1:8080/"]
+        ),
         "pod-says-hi"
     );
 
     eprintln!("shared network and IPC namespaces, /dev/shm; own pid namespaces");
-    let ns = |id: &str, kind: &str| exec_ok(env, id, &["readlink", &format!("/proc/self/ns/{kind}")]);
+    let ns =
+        |id: &str, kind: &str| exec_ok(env, id, &["readlink", &format!("/proc/self/ns/{kind}")]);
     assert_eq!(ns(&web, "net"), ns(&client, "net"));
     assert_eq!(ns(&web, "ipc"), ns(&client, "ipc"));
     assert_eq!(ns(&web, "uts"), ns(&client, "uts"));
@@ -429,19 +455,33 @@ fn run_containers(
     let token = exec_ok(
         env,
         &web,
-        &["sh", "-c", "echo shm-$$-$RANDOM > /dev/shm/token; cat /dev/shm/token"],
+        &[
+            "sh",
+            "-c",
+            "echo shm-$$-$RANDOM > /dev/shm/token; cat /dev/shm/token",
+        ],
     );
     assert!(token.starts_with("shm-"), "{token}");
     assert_eq!(exec_ok(env, &client, &["cat", "/dev/shm/token"]), token);
 
     eprintln!("ExecSync: exit status, timeout, a missing binary");
-    let r = must("ExecSync", env, env.exec_sync(&client, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10));
-    assert_eq!((r.exit_code, text(&r.stdout), text(&r.stderr)), (7, "out".into(), "err".into()));
+    let r = must(
+        "ExecSync",
+        env,
+        env.exec_sync(&client, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10),
+    );
+    assert_eq!(
+        (r.exit_code, text(&r.stdout), text(&r.stderr)),
+        (7, "out".into(), "err".into())
+    );
     let started = Instant::now();
     let r = env.exec_sync(&client, &["sleep", "30"], 1);
     let took = started.elapsed();
     assert!(r.is_err(), "ExecSync of sleep 30 with a 1 s timeout: {r:?}");
-    assert!(took < Duration::from_secs(15), "the 1 s timeout took {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the 1 s timeout took {took:?}"
+    );
     let started = Instant::now();
     let r = env.exec_sync(&client, &["/no/such/binary"], 1);
     let took = started.elapsed();
@@ -462,7 +502,10 @@ fn run_containers(
 
     eprintln!("ContainerStats");
     let s = must("ContainerStats", env, env.container_stats(&web));
-    assert_eq!(s.attributes.as_ref().map(|a| a.id.as_str()), Some(web.as_str()));
+    assert_eq!(
+        s.attributes.as_ref().map(|a| a.id.as_str()),
+        Some(web.as_str())
+    );
     let mem = s
         .memory
         .as_ref()
@@ -497,7 +540,9 @@ fn run_containers(
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
         let (file, want) = if v2 {
             (
-                PathBuf::from("/sys/fs/cgroup").join(&rel).join("memory.max"),
+                PathBuf::from("/sys/fs/cgroup")
+                    .join(&rel)
+                    .join("memory.max"),
                 limit.to_string(),
             )
         } else {
@@ -519,7 +564,11 @@ fn run_containers(
         container_config(
             "once",
             attempt,
-            &["sh", "-c", "echo run >> /dev/shm/runs; echo once-ran; exit 3"],
+            &[
+                "sh",
+                "-c",
+                "echo run >> /dev/shm/runs; echo once-ran; exit 3",
+            ],
         )
     };
     let first = create_start(env, t, once(0))?;
@@ -535,10 +584,20 @@ fn run_containers(
 
     eprintln!("StopContainer, RemoveContainer");
     must("StopContainer", env, env.stop_container(&client, 10));
-    assert_eq!(container_state(env, &client).0, api::ContainerState::ContainerExited as i32);
-    assert_eq!(container_state(env, &client).1, 0, "the client's TERM trap exits 0");
+    assert_eq!(
+        container_state(env, &client).0,
+        api::ContainerState::ContainerExited as i32
+    );
+    assert_eq!(
+        container_state(env, &client).1,
+        0,
+        "the client's TERM trap exits 0"
+    );
     must("StopContainer", env, env.stop_container(&web, 2));
-    assert_eq!(container_state(env, &web).0, api::ContainerState::ContainerExited as i32);
+    assert_eq!(
+        container_state(env, &web).0,
+        api::ContainerState::ContainerExited as i32
+    );
     for id in [&web, &client] {
         must("RemoveContainer", env, env.remove_container(id));
         assert!(
