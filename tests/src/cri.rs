@@ -222,6 +222,9 @@ pub struct CriContainerd {
     pub cri: CriClient,
     ctr: PathBuf,
     daemon: Option<Daemon>,
+    /// Pods' network namespaces (bind mounts under /run/netns) to remove
+    /// if containerd did not (a pod whose stop hung).
+    netns: Vec<PathBuf>,
 }
 
 /// What a [`CriContainerd`] is made of.
@@ -388,6 +391,7 @@ state = "{state}"
             cri,
             ctr: ctr.to_path_buf(),
             daemon: Some(daemon),
+            netns: Vec::new(),
         };
         // The socket is up before the CRI is, and the CNI config loads
         // after it: wait for RuntimeReady and NetworkReady.
@@ -464,6 +468,12 @@ state = "{state}"
         self.scratch.vessel_container(&vessel_k8s_root(), id);
     }
 
+    /// Registers a pod's network namespace file to remove on drop if
+    /// containerd left it.
+    pub fn note_netns(&mut self, path: &Path) {
+        self.netns.push(path.to_path_buf());
+    }
+
     /// Stops and removes every pod sandbox through the CRI (as a kubelet
     /// would); errors are printed, not raised (this is cleanup).
     pub fn remove_all_pods(&self) {
@@ -521,6 +531,13 @@ impl Drop for CriContainerd {
             );
         }
         clients::kill_processes_mentioning(&format!("-address {}", self.sock.display()));
+        for ns in &self.netns {
+            if ns.exists() {
+                eprintln!("cleanup: network namespace {}", ns.display());
+                let _ = nix::mount::umount2(ns, nix::mount::MntFlags::MNT_DETACH);
+                let _ = fs::remove_file(ns);
+            }
+        }
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
             let _ = Command::new("ip")
                 .args(["link", "del", &self.bridge])

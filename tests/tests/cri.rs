@@ -254,6 +254,9 @@ fn drive_pod(env: &mut CriContainerd, handler: &str, vm_mode: bool) -> Trace {
     t.ip = ip.clone();
     let pinfo = info(&st.info);
     t.netns = ns_path(&pinfo["runtimeSpec"], "network");
+    if let Some(ns) = &t.netns {
+        env.note_netns(Path::new(ns));
+    }
     assert!(
         t.netns.as_deref().is_some_and(|p| Path::new(p).exists()),
         "the pod's network namespace: {:?}",
@@ -636,7 +639,7 @@ fn cri_vessel_pod_as_a_kubelet_drives_it() {
 /// must return promptly and leave nothing.
 #[test]
 fn cri_vessel_vm_pod_as_a_kubelet_drives_it() {
-    if !clients::require_clients(&["containerd"]).is_some() || !vm::vm_available() {
+    if clients::require_clients(&["containerd"]).is_none() || !vm::vm_available() {
         return;
     }
     let vessel = vm::static_vessel();
