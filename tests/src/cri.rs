@@ -543,6 +543,9 @@ impl Drop for CriContainerd {
                 .args(["link", "del", &self.bridge])
                 .status();
         }
+        // The shim made vessel's root for the CRI's namespace: removed
+        // when empty (another containerd's containers may still be in it).
+        let _ = fs::remove_dir(vessel_k8s_root());
         // The scratch directory (dropped after this) force-deletes vessel
         // containers it was told of, unmounts and removes itself.
     }
