@@ -50,6 +50,9 @@ const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// How long vessel gets to send a terminal after create or exec returned.
 const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long Shutdown waits for a Start or Kill in flight to be answered.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
 /// The exit status recorded for an exec whose `vessel exec` failed (no
 /// process ran; containerd reports the start's error, not this status).
 const EXEC_NEVER_RAN: u32 = 255;
@@ -119,9 +122,40 @@ struct Shared {
     publisher: Publisher,
     namespace: String,
     exit: Arc<ExitSignal>,
+    /// Start and Kill requests being served, and its change signal.
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Counts a Start or Kill in flight until dropped. A VM's `vessel kill`
+/// returns after the VM is gone, so containerd may already have seen the
+/// exit, deleted the task and sent Shutdown: the shim must not exit
+/// before answering the Kill (containerd's StopPodSandbox failed with
+/// "ttrpc: closed").
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(s: &'a Shared) -> InFlight<'a> {
+        *s.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.0.idle.notify_all();
+    }
 }
 
 impl Shared {
+    /// Waits (at most `limit`) until no Start or Kill is being served.
+    fn wait_idle(&self, limit: Duration) {
+        let n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.idle.wait_timeout_while(n, limit, |n| *n > 0);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -182,6 +216,8 @@ impl Service {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             exited: Condvar::new(),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
             publisher,
             namespace,
             exit,
@@ -763,6 +799,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let _busy = InFlight::new(&self.shared);
         let pid = ok(self.do_start(&req.id, &req.exec_id))?;
         Ok(StartResponse {
             pid,
@@ -827,6 +864,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let _busy = InFlight::new(&self.shared);
         ok(self.do_kill(&req))?;
         Ok(Empty::new())
     }
@@ -904,6 +942,11 @@ impl containerd_shim::Task for Service {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if !self.shared.lock().containers.is_empty() {
+            return Ok(Empty::new());
+        }
+        // Answer a Kill or Start still running first (see InFlight).
+        self.shared.wait_idle(SHUTDOWN_WAIT);
         if self.shared.lock().containers.is_empty() {
             self.shared.exit.signal();
         }

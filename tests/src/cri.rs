@@ -225,6 +225,9 @@ pub struct CriContainerd {
     /// Pods' network namespaces (bind mounts under /run/netns) to remove
     /// if containerd did not (a pod whose stop hung).
     netns: Vec<PathBuf>,
+    /// Deletes the bridge after the pods are gone (fields drop after
+    /// `drop` ran).
+    _bridge_link: LinkGuard,
 }
 
 /// What a [`CriContainerd`] is made of.
@@ -280,7 +283,10 @@ impl CriContainerd {
             "plugins": [{
                 "type": "bridge",
                 "bridge": bridge,
-                "isGateway": true,
+                // The bridge is made below with the host's address on it:
+                // as a gateway the plugin would also turn on the host's
+                // ip_forward, a host-wide change no test may make.
+                "isGateway": false,
                 "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
@@ -295,6 +301,7 @@ impl CriContainerd {
             serde_json::to_vec_pretty(&conflist).unwrap(),
         )
         .unwrap();
+        let bridge_link = make_bridge(&bridge, &subnet);
         let vm_toml = dir.join("vessel-vm.toml");
         fs::write(
             &vm_toml,
@@ -392,6 +399,7 @@ state = "{state}"
             ctr: ctr.to_path_buf(),
             daemon: Some(daemon),
             netns: Vec::new(),
+            _bridge_link: bridge_link,
         };
         // The socket is up before the CRI is, and the CNI config loads
         // after it: wait for RuntimeReady and NetworkReady.
@@ -538,16 +546,40 @@ impl Drop for CriContainerd {
                 let _ = fs::remove_file(ns);
             }
         }
-        if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.bridge])
-                .status();
-        }
         // The shim made vessel's root for the CRI's namespace: removed
         // when empty (another containerd's containers may still be in it).
         let _ = fs::remove_dir(vessel_k8s_root());
         // The scratch directory (dropped after this) force-deletes vessel
         // containers it was told of, unmounts and removes itself.
+    }
+}
+
+/// Makes the pods' bridge with the subnet's first address on it, so the
+/// host reaches the pods (a later drop deletes it).
+fn make_bridge(bridge: &str, subnet: &str) -> LinkGuard {
+    let host_ip = subnet.replace(".0/24", ".1/24");
+    for args in [
+        vec!["link", "add", bridge, "type", "bridge"],
+        vec!["addr", "add", host_ip.as_str(), "dev", bridge],
+        vec!["link", "set", bridge, "up"],
+    ] {
+        let r = clients::run(Command::new("ip").args(&args), Duration::from_secs(10));
+        if !r.ok() {
+            let _ = Command::new("ip").args(["link", "del", bridge]).status();
+            panic!("ip {}: {r}", args.join(" "));
+        }
+    }
+    LinkGuard(bridge.to_string())
+}
+
+/// A host link a test made: deleted when dropped.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        if Path::new("/sys/class/net").join(&self.0).exists() {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
     }
 }
 
