@@ -11,7 +11,8 @@ apt-get install -y -q --no-install-recommends \
   containerd docker.io bsdutils \
   hyperfine fio e2fsprogs erofs-utils \
   sysbench dbench iperf3 bzip2 mariadb-server fonts-dejavu-core \
-  qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev
+  qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev \
+  protobuf-compiler
 if ! command -v cargo >/dev/null 2>&1; then
   apt-get install -y -q cargo rustc
 fi

@@ -18,12 +18,15 @@
 //!   per-instance throughput.
 //! - [`reliability`]: concurrent lifecycles and SIGKILLed commands for
 //!   vessel, runc and crun; failures and what was left on the host, by kind.
+//! - [`cri_start`]: RunPodSandbox and the first container's start through
+//!   containerd's CRI for the vessel, vessel-vm and runc handlers.
 //! - [`vm_startup`]: `vessel run` of a vm-mode container, create to first
 //!   output and to exit, beside a bare QEMU boot of the same guest.
 #![warn(missing_docs)]
 
 pub mod bundle;
 pub mod consolidation;
+pub mod cri_start;
 pub mod fio;
 pub mod hyperfine;
 pub mod instance;

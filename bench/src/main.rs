@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use vessel_bench::instance::Mode;
 use vessel_bench::io_isolation::{self, Mechanism, Rw};
 use vessel_bench::workloads::{self, Size};
-use vessel_bench::{consolidation, lifecycle, overhead, reliability, sys};
+use vessel_bench::{consolidation, cri_start, lifecycle, overhead, reliability, sys};
 
 /// vessel's benchmarks: print a table, write JSON.
 #[derive(Parser, Debug)]
@@ -39,6 +39,29 @@ enum Suite {
     /// N concurrent lifecycles and M SIGKILLed create/run/delete per
     /// runtime: failures and leaks (cgroups, mounts, processes, state) by kind.
     Reliability(ReliabilityArgs),
+    /// Pod start through containerd's CRI: RunPodSandbox and the first
+    /// container's create + start, for the vessel, vessel-vm and runc
+    /// handlers, interleaved.
+    CriStart(CriStartArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CriStartArgs {
+    /// Measured rounds (each handler once per round; one warm-up round more).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Handlers, in interleaving order.
+    #[arg(long, value_delimiter = ',', default_value = "vessel,vessel-vm,runc")]
+    handlers: Vec<String>,
+    /// The static vessel (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// vessel's shim (default: containerd-shim-vessel-v2 beside the vessel).
+    #[arg(long)]
+    shim: Option<PathBuf>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/cri-start.json")]
+    json: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -467,6 +490,20 @@ fn main() -> ExitCode {
         Suite::Reliability(a) => lifecycle::require_root()
             .and_then(|()| reliability_options(a, &matches))
             .and_then(|o| reliability::run(&o)),
+        Suite::CriStart(a) => lifecycle::require_root().and_then(|()| {
+            let vessel = vessel_bench::find_vessel(a.vessel.as_deref());
+            let shim = a
+                .shim
+                .unwrap_or_else(|| vessel.with_file_name("containerd-shim-vessel-v2"));
+            cri_start::run(&cri_start::Options {
+                runs: a.runs.max(1),
+                handlers: a.handlers.into_iter().filter(|h| !h.is_empty()).collect(),
+                vessel,
+                shim,
+                json: a.json,
+                command: command_line(),
+            })
+        }),
         Suite::Consolidation(a) => lifecycle::require_root()
             .and_then(|()| consolidation_options(a))
             .and_then(|o| consolidation::run(&o)),

@@ -50,6 +50,13 @@ const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// How long vessel gets to send a terminal after create or exec returned.
 const CONSOLE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long Shutdown waits for a Start or Kill in flight to be answered.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+
+/// The exit status recorded for an exec whose `vessel exec` failed (no
+/// process ran; containerd reports the start's error, not this status).
+const EXEC_NEVER_RAN: u32 = 255;
+
 fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
 }
@@ -115,9 +122,40 @@ struct Shared {
     publisher: Publisher,
     namespace: String,
     exit: Arc<ExitSignal>,
+    /// Start and Kill requests being served, and its change signal.
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Counts a Start or Kill in flight until dropped. A VM's `vessel kill`
+/// returns after the VM is gone, so containerd may already have seen the
+/// exit, deleted the task and sent Shutdown: the shim must not exit
+/// before answering the Kill (containerd's StopPodSandbox failed with
+/// "ttrpc: closed").
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn new(s: &'a Shared) -> InFlight<'a> {
+        *s.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.0.idle.notify_all();
+    }
 }
 
 impl Shared {
+    /// Waits (at most `limit`) until no Start or Kill is being served.
+    fn wait_idle(&self, limit: Duration) {
+        let n = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.idle.wait_timeout_while(n, limit, |n| *n > 0);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -178,6 +216,8 @@ impl Service {
         let shared = Arc::new(Shared {
             table: Mutex::new(Table::default()),
             exited: Condvar::new(),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
             publisher,
             namespace,
             exit,
@@ -416,7 +456,13 @@ impl Service {
         let result = run();
         let _ = std::fs::remove_file(&spec_file);
         let _ = std::fs::remove_file(&pid_file);
-        let (pid, io, console) = result?;
+        let (pid, io, console) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.exec_never_ran(id, exec_id);
+                return Err(e);
+            }
+        };
         {
             let mut t = self.shared.lock();
             let c = Shared::container(&mut t, id)?;
@@ -439,6 +485,25 @@ impl Service {
             self.shared.on_exit(pid, code);
         }
         Ok(pid)
+    }
+
+    /// Marks an exec whose `vessel exec` failed as exited and wakes its
+    /// waiters. containerd waits on an exec before starting it and, when
+    /// the start fails, kills and waits again before deleting it: without
+    /// an exit that second wait lasts until its one-minute deadline (an
+    /// `ExecSync` of a missing binary took 60 s whatever its timeout).
+    /// No TaskExit is published: the process never existed.
+    fn exec_never_ran(&self, id: &str, exec_id: &str) {
+        {
+            let mut t = self.shared.lock();
+            let Ok(c) = Shared::container(&mut t, id) else {
+                return;
+            };
+            if let Some(p) = c.execs.get_mut(exec_id) {
+                p.set_exit(EXEC_NEVER_RAN, now());
+            }
+        }
+        self.shared.exited.notify_all();
     }
 
     fn do_delete(&self, id: &str, exec_id: &str) -> Result<DeleteResponse, ShimError> {
@@ -734,6 +799,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let _busy = InFlight::new(&self.shared);
         let pid = ok(self.do_start(&req.id, &req.exec_id))?;
         Ok(StartResponse {
             pid,
@@ -798,6 +864,7 @@ impl containerd_shim::Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let _busy = InFlight::new(&self.shared);
         ok(self.do_kill(&req))?;
         Ok(Empty::new())
     }
@@ -875,6 +942,11 @@ impl containerd_shim::Task for Service {
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if !self.shared.lock().containers.is_empty() {
+            return Ok(Empty::new());
+        }
+        // Answer a Kill or Start still running first (see InFlight).
+        self.shared.wait_idle(SHUTDOWN_WAIT);
         if self.shared.lock().containers.is_empty() {
             self.shared.exit.signal();
         }

@@ -285,3 +285,115 @@ fn resize_pty() {
         .check();
     assert_eq!(r.stdout.trim(), "45 123", "{r}");
 }
+
+/// An exec whose `vessel exec` fails (a missing binary) is released at
+/// once: Start fails naming the binary, Wait answers without waiting (it
+/// never did, and containerd's ExecSync then sat out its 60 s deadline),
+/// Kill says it is finished (which containerd tolerates) and Delete
+/// removes it. Through ttrpc, as containerd sends it.
+#[test]
+fn failed_exec_start_releases_its_waiters() {
+    use containerd_shim::api::{
+        DeleteRequest, ExecProcessRequest, KillRequest, StartRequest, WaitRequest,
+    };
+    let Some(env) = Env::new("vshim-execfail") else {
+        return;
+    };
+    let id = "execfail";
+    env.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        id,
+        "sleep",
+        "1000",
+    ])
+    .check();
+    env.wait_running(id);
+    let client = env.client(id);
+    let process = serde_json::json!({
+        "args": ["/no/such/binary"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0}
+    });
+    client
+        .exec(
+            ctx(),
+            &ExecProcessRequest {
+                id: id.into(),
+                exec_id: "missing".into(),
+                spec: MessageField::some(Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                    value: serde_json::to_vec(&process).unwrap(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // containerd waits before it starts: a Wait already in flight.
+    let waiter = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            client.wait(
+                ctx(),
+                &WaitRequest {
+                    id: "execfail".into(),
+                    exec_id: "missing".into(),
+                    ..Default::default()
+                },
+            )
+        })
+    };
+    let e = client
+        .start(
+            ctx(),
+            &StartRequest {
+                id: id.into(),
+                exec_id: "missing".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("/no/such/binary"), "{e}");
+    // ctx() allows 20 s: a Wait still blocked fails with a timeout.
+    let w = waiter.join().unwrap();
+    assert!(w.is_ok(), "Wait on the failed exec: {w:?}");
+    let e = client
+        .kill(
+            ctx(),
+            &KillRequest {
+                id: id.into(),
+                exec_id: "missing".into(),
+                signal: 9,
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::NOT_FOUND), "{e}");
+    client
+        .delete(
+            ctx(),
+            &DeleteRequest {
+                id: id.into(),
+                exec_id: "missing".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let e = client
+        .state(
+            ctx(),
+            &StateRequest {
+                id: id.into(),
+                exec_id: "missing".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::NOT_FOUND), "{e}");
+}

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod clients;
+pub mod cri;
 pub mod harness;
 pub mod host_state;
 pub mod leaks;

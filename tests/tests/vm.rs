@@ -171,6 +171,12 @@ fn vm_detached_exec_and_sigkill() {
     );
     ok(&c.v(&["kill", &c.id, "KILL"]));
     assert!(c.wait_status("stopped"));
+    // As runc: `kill --all` of a stopped container succeeds (containerd
+    // sends it on StopPodSandbox and retries any error for ever), a plain
+    // kill says the container is not running.
+    ok(&c.v(&["kill", "--all", &c.id, "KILL"]));
+    let e = fails(&c.v(&["kill", &c.id, "KILL"]));
+    assert!(e.contains("not running") && e.contains(&c.id), "{e}");
     let state_dir = c.root().join(&c.id);
     ok(&c.v(&["delete", &c.id]));
     assert_gone(&c, &state_dir, None);

@@ -154,6 +154,13 @@ pub fn kill(root: &Path, id: &str, sig: Option<Signal>, all: bool) -> Result<(),
         return Ok(());
     };
     if c.state.vm.is_some() {
+        if status == Status::Stopped {
+            // Only `--all` gets here: the guest's processes ended with the
+            // VM and its supervisor is gone. runc's `kill --all` of a
+            // stopped container succeeds, and containerd retries any other
+            // answer for ever (a VM pod's StopPodSandbox never returned).
+            return Ok(());
+        }
         return crate::vm::lifecycle::signal(&c, sig, all);
     }
     if all {
