@@ -9,7 +9,7 @@ mod tables;
 pub use compare::{run_compare, CompareRow};
 pub use figures::{figure_specs, run_figure, FigureResult, FigureSpec, Series};
 pub use paper::{run_paper, Check, PaperReport};
-pub use tables::{run_table, table_specs, TableResult, TableRow, TableSpec};
+pub use tables::{run_table, table_specs, CellErrors, TableResult, TableRow, TableSpec, TARGET};
 
 use crate::request::IoPrio;
 use crate::workload::{Global, JobFile, JobSpec, SchedSpec};

@@ -46,6 +46,8 @@ pub struct TableRow {
     pub paper_bw_kb_s: Option<f64>,
     /// Simulated mean / paper mean.
     pub mean_ratio: f64,
+    /// Relative errors of this row's cells against the paper's.
+    pub err: CellErrors,
     /// Foreground latencies (ns) for the CDF plot.
     #[serde(skip)]
     pub samples: Vec<u64>,
@@ -60,6 +62,60 @@ pub struct TableResult {
     pub rows: Vec<TableRow>,
     /// Requests simulated.
     pub requests: u64,
+    /// Mean relative error of each column over the table's rows.
+    pub summary: CellErrors,
+}
+
+/// Relative errors |sim - paper| / paper of the four columns of a paper
+/// table; for a whole table, the mean over its rows (bandwidth over the rows
+/// that give one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CellErrors {
+    /// Mean latency.
+    pub mean: f64,
+    /// Max latency.
+    pub max: f64,
+    /// "std dev" column, compared with the simulated root mean square.
+    pub std: f64,
+    /// Foreground bandwidth; `None` where the paper gives none.
+    pub bw: Option<f64>,
+}
+
+/// The error targets of issue 14: mean and std within 15 %, max within 30 %,
+/// bandwidth within 15 % (mean relative error per table).
+pub const TARGET: CellErrors = CellErrors {
+    mean: 0.15,
+    max: 0.30,
+    std: 0.15,
+    bw: Some(0.15),
+};
+
+impl CellErrors {
+    /// Whether every column is within `target`.
+    pub fn within(&self, target: &CellErrors) -> bool {
+        self.mean <= target.mean
+            && self.max <= target.max
+            && self.std <= target.std
+            && match (self.bw, target.bw) {
+                (Some(b), Some(t)) => b <= t,
+                _ => true,
+            }
+    }
+
+    fn average(rows: &[CellErrors]) -> CellErrors {
+        let n = rows.len().max(1) as f64;
+        let bws: Vec<f64> = rows.iter().filter_map(|r| r.bw).collect();
+        CellErrors {
+            mean: rows.iter().map(|r| r.mean).sum::<f64>() / n,
+            max: rows.iter().map(|r| r.max).sum::<f64>() / n,
+            std: rows.iter().map(|r| r.std).sum::<f64>() / n,
+            bw: (!bws.is_empty()).then(|| bws.iter().sum::<f64>() / bws.len() as f64),
+        }
+    }
+}
+
+fn rel(sim: f64, paper: f64) -> f64 {
+    (sim - paper).abs() / paper
 }
 
 /// The four tables.
@@ -137,6 +193,12 @@ pub fn run_table(spec: &TableSpec, s: &PaperSettings) -> Result<TableResult> {
         requests += r.submitted;
         let fg = pick(&r, "fg").expect("fg job exists");
         let bg_kb = pick(&r, "bg").map(|b| b.bw_kb_s).unwrap_or(0.0);
+        let err = CellErrors {
+            mean: rel(fg.lat.mean, p.mean),
+            max: rel(fg.lat.max, p.max),
+            std: rel(fg.lat.rms, p.std),
+            bw: p.bw_kb_s.map(|b| rel(fg.bw_kb_s, b)),
+        };
         rows.push(TableRow {
             case: p.case.to_string(),
             lat: fg.lat.clone(),
@@ -147,12 +209,15 @@ pub fn run_table(spec: &TableSpec, s: &PaperSettings) -> Result<TableResult> {
             paper_std: p.std,
             paper_bw_kb_s: p.bw_kb_s,
             mean_ratio: fg.lat.mean / p.mean,
+            err,
             samples: fg.samples.clone(),
         });
     }
+    let summary = CellErrors::average(&rows.iter().map(|r| r.err).collect::<Vec<_>>());
     Ok(TableResult {
         spec: spec.clone(),
         rows,
         requests,
+        summary,
     })
 }
