@@ -26,6 +26,8 @@ impl Engine<'_> {
             let o = rt.pos;
             rt.pos = (o + spec.bs) % file.size;
             o
+        } else if let Some(map) = rt.randmap.as_mut() {
+            map.next(&mut rt.rng) * spec.bs
         } else {
             rt.rng.below(file.size / spec.bs) * spec.bs
         };

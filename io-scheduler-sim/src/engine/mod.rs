@@ -6,12 +6,14 @@
 //! exactly one run.
 
 mod jobs;
+mod randmap;
 mod writeback;
 
 use crate::disk::Disk;
 use crate::pagecache::PageCache;
 use crate::request::{Dir, IoPrio, Origin, Part, ReqId, Request};
 use crate::rng::Rng;
+use randmap::RandomMap;
 use crate::schedulers::{Decision, Scheduler};
 use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
 use crate::units::{parse_duration, parse_size, Time, SEC, SECTOR};
@@ -82,6 +84,7 @@ enum State {
 #[derive(Debug)]
 struct JobRt {
     rng: Rng,
+    randmap: Option<RandomMap>,
     state: State,
     pos: u64,
     op_off: u64,
@@ -174,8 +177,10 @@ impl<'a> Engine<'a> {
             .jobs
             .iter()
             .enumerate()
-            .map(|(i, _)| JobRt {
+            .map(|(i, j)| JobRt {
                 rng: Rng::new(cfg.seed, i as u64 + 1),
+                randmap: (!j.sequential && j.randommap)
+                    .then(|| RandomMap::new(cfg.files[j.file].size / j.bs)),
                 state: State::Idle,
                 pos: 0,
                 op_off: 0,

@@ -49,6 +49,9 @@ pub struct Job {
     pub name: String,
     /// Sequential (else uniform random, block aligned).
     pub sequential: bool,
+    /// Random jobs: each block once per pass (fio's random map), else with
+    /// replacement (`norandommap`).
+    pub randommap: bool,
     /// Direction.
     pub dir: Dir,
     /// Block size in bytes.
@@ -243,6 +246,7 @@ impl JobFile {
                         js.name.clone()
                     },
                     sequential,
+                    randommap: !js.norandommap,
                     dir,
                     bs,
                     direct: js.direct,

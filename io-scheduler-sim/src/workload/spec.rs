@@ -224,6 +224,9 @@ pub struct JobSpec {
     pub sync_every: Option<String>,
     /// Bytes at the start of the file already in the page cache at time 0.
     pub precache: Option<String>,
+    /// Random jobs draw blocks with replacement instead of fio's default
+    /// random map (each block once per pass).
+    pub norandommap: bool,
     /// Whether the job appears in reports.
     pub report: bool,
 }
@@ -247,6 +250,7 @@ impl Default for JobSpec {
             fadvise_dontneed: None,
             sync_every: None,
             precache: None,
+            norandommap: false,
             report: true,
         }
     }
