@@ -38,8 +38,11 @@ enum Cmd {
         #[arg(long, default_value = "sata2008")]
         disk: String,
         /// Page cache size.
-        #[arg(long, default_value = "7500m")]
+        #[arg(long, default_value = "3900m")]
         page_cache: String,
+        /// CPU time per IO outside the measured latency.
+        #[arg(long, default_value = "250us")]
+        syscall: String,
         /// Scheduler for every case.
         #[arg(long, default_value = "priority")]
         scheduler: String,
@@ -124,6 +127,7 @@ fn main() -> Result<()> {
             figure_runtime,
             disk,
             page_cache,
+            syscall,
             scheduler,
             tables_only,
             out,
@@ -136,6 +140,7 @@ fn main() -> Result<()> {
                 disk,
                 scheduler,
                 page_cache,
+                syscall,
             };
             let r = run_paper(&s, !tables_only)?;
             for t in &r.tables {

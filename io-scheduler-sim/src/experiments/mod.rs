@@ -30,6 +30,8 @@ pub struct PaperSettings {
     pub scheduler: String,
     /// Page cache size (the paper's first machine had 8 GB of RAM).
     pub page_cache: String,
+    /// CPU time per IO outside the measured latency (fio's own work).
+    pub syscall: String,
 }
 
 impl Default for PaperSettings {
@@ -40,7 +42,8 @@ impl Default for PaperSettings {
             figure_runtime_s: 30,
             disk: "sata2008".into(),
             scheduler: "priority".into(),
-            page_cache: "7500m".into(),
+            page_cache: "3900m".into(),
+            syscall: "250us".into(),
         }
     }
 }
@@ -55,6 +58,7 @@ impl PaperSettings {
             ..Global::default()
         };
         g.cache.size = self.page_cache.clone();
+        g.syscall = self.syscall.clone();
         JobFile { global: g, jobs }
     }
 }
