@@ -28,8 +28,9 @@ enum Cmd {
         /// PRNG seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Simulated seconds per table case.
-        #[arg(long, default_value_t = 120)]
+        /// Longest simulated run per table case (seconds); a case ends
+        /// earlier when the foreground has read its file once.
+        #[arg(long, default_value_t = 1800)]
         runtime: u64,
         /// Simulated seconds per figure point.
         #[arg(long, default_value_t = 30)]
@@ -38,7 +39,7 @@ enum Cmd {
         #[arg(long, default_value = "sata2008")]
         disk: String,
         /// Page cache size.
-        #[arg(long, default_value = "3900m")]
+        #[arg(long, default_value = "7500m")]
         page_cache: String,
         /// CPU time per IO outside the measured latency.
         #[arg(long, default_value = "250us")]

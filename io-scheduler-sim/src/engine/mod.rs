@@ -143,6 +143,8 @@ pub struct Engine<'a> {
     events: u64,
     ios: u64,
     idle_with_pending: u64,
+    /// End of the run: the runtime, or earlier through `exitall`.
+    end: Time,
 }
 
 impl<'a> Engine<'a> {
@@ -241,6 +243,7 @@ impl<'a> Engine<'a> {
             events: 0,
             ios: 0,
             idle_with_pending: 0,
+            end: cfg.runtime,
             disk,
             cfg,
         }
@@ -260,9 +263,9 @@ impl<'a> Engine<'a> {
         }
         self.push(self.wb_interval, Ev::WbTick);
         while let Some(Reverse((t, _, ev))) = self.heap.pop() {
-            if t > self.cfg.runtime && self.running {
+            if t > self.end && self.running {
                 self.running = false;
-                self.now = self.cfg.runtime;
+                self.now = self.end;
                 for j in 0..self.jobs.len() {
                     self.finish(j);
                 }
@@ -300,7 +303,7 @@ impl<'a> Engine<'a> {
     }
 
     fn summarize(self) -> (RunResult, Vec<TraceEvent>) {
-        let window = self.cfg.runtime.saturating_sub(self.cfg.ramp).max(1) as f64 / SEC as f64;
+        let window = self.end.saturating_sub(self.cfg.ramp).max(1) as f64 / SEC as f64;
         let jobs = self
             .cfg
             .jobs
@@ -334,11 +337,11 @@ impl<'a> Engine<'a> {
         // Busy time summed over the device's servers (channels), as a share
         // of what they could have served.
         dev.utilization =
-            self.busy_ns as f64 / (self.cfg.runtime.max(1) as f64 * self.servers.len() as f64);
+            self.busy_ns as f64 / (self.end.max(1) as f64 * self.servers.len() as f64);
         (
             RunResult {
                 scheduler: self.sched.name().to_string(),
-                runtime_s: self.cfg.runtime as f64 / SEC as f64,
+                runtime_s: self.end as f64 / SEC as f64,
                 jobs,
                 device: dev,
                 submitted: self.submitted,

@@ -38,11 +38,11 @@ impl Default for PaperSettings {
     fn default() -> Self {
         PaperSettings {
             seed: 1,
-            table_runtime_s: 120,
+            table_runtime_s: 1800,
             figure_runtime_s: 30,
             disk: "sata2008".into(),
             scheduler: "priority".into(),
-            page_cache: "3900m".into(),
+            page_cache: "7500m".into(),
             syscall: "250us".into(),
         }
     }
