@@ -157,6 +157,8 @@ mod tests {
         assert_eq!(s.count, 4);
         assert!((s.mean - 2.5).abs() < 1e-9);
         assert!((s.std - 1.118_033_988).abs() < 1e-6);
+        // sqrt((1 + 4 + 9 + 16) / 4)
+        assert!((s.rms - 7.5f64.sqrt()).abs() < 1e-9);
         assert_eq!(s.max, 4.0);
         assert_eq!(s.min, 1.0);
         let c = cdf_points(&ns, 100);
