@@ -201,28 +201,28 @@ fn io_size_ends_the_job_and_exitall_the_run() {
         ..Global::default()
     };
     g.cache.size = "1g".into();
-    let r = run(
-        &JobFile {
-            global: g.clone(),
-            jobs: vec![fg.clone(), bg.clone()],
-        }
-        .resolve()
-        .expect("valid"),
-    );
+    let r = run(&JobFile {
+        global: g.clone(),
+        jobs: vec![fg.clone(), bg.clone()],
+    }
+    .resolve()
+    .expect("valid"));
     let f = r.job("fg").expect("fg");
     // One pass over 64 MiB of 64 KiB blocks, each once (fio's random map).
     assert_eq!(f.ios, 1024);
-    assert!(r.runtime_s < 60.0, "exitall ended the run at {}", r.runtime_s);
+    assert!(
+        r.runtime_s < 60.0,
+        "exitall ended the run at {}",
+        r.runtime_s
+    );
     // Without exitall the antagonist runs on to the runtime.
     g.exitall = false;
-    let r = run(
-        &JobFile {
-            global: g,
-            jobs: vec![fg, bg],
-        }
-        .resolve()
-        .expect("valid"),
-    );
+    let r = run(&JobFile {
+        global: g,
+        jobs: vec![fg, bg],
+    }
+    .resolve()
+    .expect("valid"));
     assert_eq!(r.job("fg").expect("fg").ios, 1024);
     assert!((r.runtime_s - 60.0).abs() < 1e-9);
 }

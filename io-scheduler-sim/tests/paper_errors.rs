@@ -32,7 +32,10 @@ fn check(n: u32) {
     assert!(s.mean <= TARGET.mean, "table {n}: mean error {:.3}", s.mean);
     assert!(s.std <= TARGET.std, "table {n}: std error {:.3}", s.std);
     let bw = s.bw.expect("every table has bandwidth cells");
-    assert!(bw <= TARGET.bw.unwrap(), "table {n}: bandwidth error {bw:.3}");
+    assert!(
+        bw <= TARGET.bw.unwrap(),
+        "table {n}: bandwidth error {bw:.3}"
+    );
 }
 
 #[test]

@@ -13,11 +13,11 @@ use crate::disk::Disk;
 use crate::pagecache::PageCache;
 use crate::request::{Dir, IoPrio, Origin, Part, ReqId, Request};
 use crate::rng::Rng;
-use randmap::RandomMap;
 use crate::schedulers::{Decision, Scheduler};
 use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
 use crate::units::{parse_duration, parse_size, Time, SEC, SECTOR};
 use crate::workload::{SimConfig, DOUBLE_SPAN, INDIRECT_SPAN, PAGE};
+use randmap::RandomMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 

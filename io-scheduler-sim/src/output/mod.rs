@@ -76,10 +76,9 @@ pub fn render_table(t: &TableResult) -> String {
     }
     let s = &t.summary;
     let verdict = |e: f64, target: f64| if e <= target { "ok" } else { "MISS" };
-    let bw = s
-        .bw
-        .map(|b| format!("{} {}", pct(b), verdict(b, TARGET.bw.unwrap_or(0.0))))
-        .unwrap_or_else(|| "-".into());
+    let bw =
+        s.bw.map(|b| format!("{} {}", pct(b), verdict(b, TARGET.bw.unwrap_or(0.0))))
+            .unwrap_or_else(|| "-".into());
     format!(
         "Table {}: {} (foreground 64k random reads; latency in ms; \"rms\" is sqrt(mean^2 + std^2), compared with the paper's std column)\n{}\
          error (mean relative): mean {} {} (target {}), max {} {} (target {}), std {} {} (target {}), KB/s {} (target {})\n",
