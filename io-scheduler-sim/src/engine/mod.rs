@@ -181,8 +181,14 @@ impl<'a> Engine<'a> {
             .enumerate()
             .map(|(i, j)| JobRt {
                 rng: Rng::new(cfg.seed, i as u64 + 1),
-                randmap: (!j.sequential && j.randommap)
-                    .then(|| RandomMap::new(cfg.files[j.file].size / j.bs)),
+                // Keyed from a stream of its own, so the job's stream stays
+                // what it was.
+                randmap: (!j.sequential && j.randommap).then(|| {
+                    RandomMap::new(
+                        cfg.files[j.file].size / j.bs,
+                        &mut Rng::new(cfg.seed, (i as u64 + 1) | 1 << 32),
+                    )
+                }),
                 state: State::Idle,
                 pos: 0,
                 op_off: 0,
