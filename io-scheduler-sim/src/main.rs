@@ -267,7 +267,7 @@ fn main() -> Result<()> {
             print!("{}", tt.render());
             if !no_paper {
                 println!(
-                    "paper (tables + figures): {} requests in {:.2} s wall, {:.2} s CPU ({:.2} M requests per CPU second), target < 30 s",
+                    "paper (tables + figures): {} requests in {:.2} s wall, {:.2} s CPU ({:.2} M requests per CPU second)",
                     r.paper_requests,
                     r.paper_wall_s,
                     r.paper_cpu_s,
