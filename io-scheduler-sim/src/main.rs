@@ -28,8 +28,9 @@ enum Cmd {
         /// PRNG seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Simulated seconds per table case.
-        #[arg(long, default_value_t = 120)]
+        /// Longest simulated run per table case (seconds); a case ends
+        /// earlier when the foreground has read its file once.
+        #[arg(long, default_value_t = 1800)]
         runtime: u64,
         /// Simulated seconds per figure point.
         #[arg(long, default_value_t = 30)]
@@ -40,6 +41,9 @@ enum Cmd {
         /// Page cache size.
         #[arg(long, default_value = "7500m")]
         page_cache: String,
+        /// CPU time per IO outside the measured latency.
+        #[arg(long, default_value = "250us")]
+        syscall: String,
         /// Scheduler for every case.
         #[arg(long, default_value = "priority")]
         scheduler: String,
@@ -124,6 +128,7 @@ fn main() -> Result<()> {
             figure_runtime,
             disk,
             page_cache,
+            syscall,
             scheduler,
             tables_only,
             out,
@@ -136,6 +141,7 @@ fn main() -> Result<()> {
                 disk,
                 scheduler,
                 page_cache,
+                syscall,
             };
             let r = run_paper(&s, !tables_only)?;
             for t in &r.tables {
@@ -261,7 +267,7 @@ fn main() -> Result<()> {
             print!("{}", tt.render());
             if !no_paper {
                 println!(
-                    "paper (tables + figures): {} requests in {:.2} s wall, {:.2} s CPU ({:.2} M requests per CPU second), target < 30 s",
+                    "paper (tables + figures): {} requests in {:.2} s wall, {:.2} s CPU ({:.2} M requests per CPU second)",
                     r.paper_requests,
                     r.paper_wall_s,
                     r.paper_cpu_s,

@@ -13,6 +13,9 @@ pub struct LatencyStats {
     pub mean: f64,
     /// Population standard deviation.
     pub std: f64,
+    /// Root mean square, sqrt(mean^2 + std^2): what the paper's "std dev"
+    /// column holds (see `experiments::tables`).
+    pub rms: f64,
     /// Minimum.
     pub min: f64,
     /// Maximum.
@@ -45,6 +48,7 @@ impl LatencyStats {
             count: samples.len() as u64,
             mean: mean / 1e6,
             std: var.sqrt() / 1e6,
+            rms: (mean * mean + var).sqrt() / 1e6,
             min: to_ms(sorted[0]),
             max: to_ms(*sorted.last().expect("non-empty")),
             p50: pct(0.5),
@@ -153,6 +157,8 @@ mod tests {
         assert_eq!(s.count, 4);
         assert!((s.mean - 2.5).abs() < 1e-9);
         assert!((s.std - 1.118_033_988).abs() < 1e-6);
+        // sqrt((1 + 4 + 9 + 16) / 4)
+        assert!((s.rms - 7.5f64.sqrt()).abs() < 1e-9);
         assert_eq!(s.max, 4.0);
         assert_eq!(s.min, 1.0);
         let c = cdf_points(&ns, 100);

@@ -186,3 +186,63 @@ fn iodepth_keeps_requests_in_flight() {
     let e = cfg.resolve().unwrap_err().to_string();
     assert!(e.contains("iodepth"), "{e}");
 }
+
+#[test]
+fn io_size_ends_the_job_and_exitall_the_run() {
+    let mut fg = job("fg", "randread", "64k", "64m");
+    fg.io_size = Some("64m".into());
+    fg.direct = true;
+    let bg = job("bg", "read", "64k", "1g");
+    let mut g = Global {
+        runtime: "60s".into(),
+        disk: DiskSpec::Name("sata2008".into()),
+        scheduler: SchedSpec::Name("noop".into()),
+        exitall: true,
+        ..Global::default()
+    };
+    g.cache.size = "1g".into();
+    let r = run(&JobFile {
+        global: g.clone(),
+        jobs: vec![fg.clone(), bg.clone()],
+    }
+    .resolve()
+    .expect("valid"));
+    let f = r.job("fg").expect("fg");
+    // One pass over 64 MiB of 64 KiB blocks, each once (fio's random map).
+    assert_eq!(f.ios, 1024);
+    assert!(
+        r.runtime_s < 60.0,
+        "exitall ended the run at {}",
+        r.runtime_s
+    );
+    // Without exitall the antagonist runs on to the runtime.
+    g.exitall = false;
+    let r = run(&JobFile {
+        global: g,
+        jobs: vec![fg, bg],
+    }
+    .resolve()
+    .expect("valid"));
+    assert_eq!(r.job("fg").expect("fg").ios, 1024);
+    assert!((r.runtime_s - 60.0).abs() < 1e-9);
+}
+
+#[test]
+fn a_random_reader_gets_no_hits_from_its_own_reads_within_a_pass() {
+    // 256 MiB file, 1 GiB cache: with fio's random map every read of the
+    // first pass misses; with norandommap about a third of 2048 reads over
+    // 4096 blocks hit blocks read before.
+    for (norandommap, lo, hi) in [(false, 0.0, 0.0), (true, 0.15, 0.45)] {
+        let mut j = job("r", "randread", "64k", "256m");
+        j.io_size = Some("128m".into());
+        j.norandommap = norandommap;
+        let r = sim("sata2008", "noop", "600s", "1g", vec![j]);
+        let s = &r.job("r").expect("r").samples;
+        // A hit costs microseconds, a miss milliseconds.
+        let hits = s.iter().filter(|&&ns| ns < 500_000).count() as f64 / s.len() as f64;
+        assert!(
+            (lo..=hi).contains(&hits),
+            "norandommap {norandommap}: hit share {hits}"
+        );
+    }
+}

@@ -43,17 +43,21 @@ pub struct RotatingParams {
 
 impl RotatingParams {
     /// A 400 GB, 7200 rpm SATA disk of 2008 with 8 MB of cache, as in the
-    /// paper's test machines. The numbers are spec-sheet values of that era
-    /// (TARGETS.md): 8.33 ms per revolution, 1 ms track-to-track, 8.5 ms
-    /// average and 20 ms full-stroke seek, 120 MB/s outer to 60 MB/s inner.
+    /// paper's test machines: 8.33 ms per revolution, 11 ms average and
+    /// 22 ms full-stroke seek (a 400 GB Barracuda 7200.10's read figures),
+    /// 120 MB/s outer to 60 MB/s inner. The shortest seek (2 ms, where spec
+    /// sheets give 0.8-1 ms for the adjacent track) is the one calibrated
+    /// number: it sets the short seeks inside a 10 GB file and was chosen
+    /// once so that the no-load random read of Table 3 costs what the
+    /// paper measured (8.9 ms); see the README.
     pub fn sata_2008() -> Self {
         RotatingParams {
             capacity_bytes: 400_000_000_000,
             rpm: 7200.0,
             cylinders: 120_000,
-            seek_track_to_track_ms: 1.0,
-            seek_average_ms: 8.5,
-            seek_full_stroke_ms: 20.0,
+            seek_track_to_track_ms: 2.0,
+            seek_average_ms: 11.0,
+            seek_full_stroke_ms: 22.0,
             outer_mb_s: 120.0,
             inner_mb_s: 60.0,
             controller_overhead_ms: 0.2,
@@ -344,9 +348,9 @@ mod tests {
             t += s + 3 * MS;
         }
         let mean = total as f64 / n as f64 / MS as f64;
-        // 8.5 ms average seek + 4.17 ms half turn + transfer + overhead, minus
+        // 11 ms average seek + 4.17 ms half turn + transfer + overhead, minus
         // the zoning effect (LBAs crowd the outer tracks).
-        assert!(mean > 9.5 && mean < 14.5, "mean {mean}");
+        assert!(mean > 12.5 && mean < 17.5, "mean {mean}");
     }
 
     #[test]

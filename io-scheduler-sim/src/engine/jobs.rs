@@ -20,12 +20,21 @@ impl Engine<'_> {
             self.finish(j);
             return;
         }
+        if spec.io_size.is_some_and(|n| self.jobs[j].bytes_done >= n) {
+            self.finish(j);
+            if self.cfg.exitall {
+                self.end = self.end.min(self.now);
+            }
+            return;
+        }
         let file = &self.cfg.files[spec.file];
         let rt = &mut self.jobs[j];
         let off = if spec.sequential {
             let o = rt.pos;
             rt.pos = (o + spec.bs) % file.size;
             o
+        } else if let Some(map) = rt.randmap.as_mut() {
+            map.next(&mut rt.rng) * spec.bs
         } else {
             rt.rng.below(file.size / spec.bs) * spec.bs
         };
@@ -286,7 +295,7 @@ impl Engine<'_> {
         let done = self.now + extra;
         self.ios += 1;
         let rt = &mut self.jobs[j];
-        if rt.op_start >= self.cfg.ramp && done <= self.cfg.runtime {
+        if rt.op_start >= self.cfg.ramp && done <= self.end {
             rt.samples.push(done - rt.op_start);
             rt.bytes_measured += spec.bs;
         }
@@ -413,7 +422,7 @@ impl Engine<'_> {
         let rt = &mut self.jobs[j];
         rt.outstanding = rt.outstanding.saturating_sub(1);
         rt.bytes_done += spec.bs;
-        if submitted >= self.cfg.ramp && self.now <= self.cfg.runtime {
+        if submitted >= self.cfg.ramp && self.now <= self.end {
             rt.samples.push(self.now - submitted);
             rt.bytes_measured += spec.bs;
         }

@@ -6,6 +6,7 @@
 //! exactly one run.
 
 mod jobs;
+mod randmap;
 mod writeback;
 
 use crate::disk::Disk;
@@ -16,6 +17,7 @@ use crate::schedulers::{Decision, Scheduler};
 use crate::stats::{DeviceStats, JobResult, LatencyStats, RunResult};
 use crate::units::{parse_duration, parse_size, Time, SEC, SECTOR};
 use crate::workload::{SimConfig, DOUBLE_SPAN, INDIRECT_SPAN, PAGE};
+use randmap::RandomMap;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -82,6 +84,7 @@ enum State {
 #[derive(Debug)]
 struct JobRt {
     rng: Rng,
+    randmap: Option<RandomMap>,
     state: State,
     pos: u64,
     op_off: u64,
@@ -140,6 +143,8 @@ pub struct Engine<'a> {
     events: u64,
     ios: u64,
     idle_with_pending: u64,
+    /// End of the run: the runtime, or earlier through `exitall`.
+    end: Time,
 }
 
 impl<'a> Engine<'a> {
@@ -174,8 +179,16 @@ impl<'a> Engine<'a> {
             .jobs
             .iter()
             .enumerate()
-            .map(|(i, _)| JobRt {
+            .map(|(i, j)| JobRt {
                 rng: Rng::new(cfg.seed, i as u64 + 1),
+                // Keyed from a stream of its own, so the job's stream stays
+                // what it was.
+                randmap: (!j.sequential && j.randommap).then(|| {
+                    RandomMap::new(
+                        cfg.files[j.file].size / j.bs,
+                        &mut Rng::new(cfg.seed, (i as u64 + 1) | 1 << 32),
+                    )
+                }),
                 state: State::Idle,
                 pos: 0,
                 op_off: 0,
@@ -236,6 +249,7 @@ impl<'a> Engine<'a> {
             events: 0,
             ios: 0,
             idle_with_pending: 0,
+            end: cfg.runtime,
             disk,
             cfg,
         }
@@ -255,9 +269,9 @@ impl<'a> Engine<'a> {
         }
         self.push(self.wb_interval, Ev::WbTick);
         while let Some(Reverse((t, _, ev))) = self.heap.pop() {
-            if t > self.cfg.runtime && self.running {
+            if t > self.end && self.running {
                 self.running = false;
-                self.now = self.cfg.runtime;
+                self.now = self.end;
                 for j in 0..self.jobs.len() {
                     self.finish(j);
                 }
@@ -295,7 +309,7 @@ impl<'a> Engine<'a> {
     }
 
     fn summarize(self) -> (RunResult, Vec<TraceEvent>) {
-        let window = self.cfg.runtime.saturating_sub(self.cfg.ramp).max(1) as f64 / SEC as f64;
+        let window = self.end.saturating_sub(self.cfg.ramp).max(1) as f64 / SEC as f64;
         let jobs = self
             .cfg
             .jobs
@@ -329,11 +343,11 @@ impl<'a> Engine<'a> {
         // Busy time summed over the device's servers (channels), as a share
         // of what they could have served.
         dev.utilization =
-            self.busy_ns as f64 / (self.cfg.runtime.max(1) as f64 * self.servers.len() as f64);
+            self.busy_ns as f64 / (self.end.max(1) as f64 * self.servers.len() as f64);
         (
             RunResult {
                 scheduler: self.sched.name().to_string(),
-                runtime_s: self.cfg.runtime as f64 / SEC as f64,
+                runtime_s: self.end as f64 / SEC as f64,
                 jobs,
                 device: dev,
                 submitted: self.submitted,

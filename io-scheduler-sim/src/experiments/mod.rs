@@ -9,7 +9,7 @@ mod tables;
 pub use compare::{run_compare, CompareRow};
 pub use figures::{figure_specs, run_figure, FigureResult, FigureSpec, Series};
 pub use paper::{run_paper, Check, PaperReport};
-pub use tables::{run_table, table_specs, TableResult, TableRow, TableSpec};
+pub use tables::{run_table, table_specs, CellErrors, TableResult, TableRow, TableSpec, TARGET};
 
 use crate::request::IoPrio;
 use crate::workload::{Global, JobFile, JobSpec, SchedSpec};
@@ -30,17 +30,20 @@ pub struct PaperSettings {
     pub scheduler: String,
     /// Page cache size (the paper's first machine had 8 GB of RAM).
     pub page_cache: String,
+    /// CPU time per IO outside the measured latency (fio's own work).
+    pub syscall: String,
 }
 
 impl Default for PaperSettings {
     fn default() -> Self {
         PaperSettings {
             seed: 1,
-            table_runtime_s: 120,
+            table_runtime_s: 1800,
             figure_runtime_s: 30,
             disk: "sata2008".into(),
             scheduler: "priority".into(),
             page_cache: "7500m".into(),
+            syscall: "250us".into(),
         }
     }
 }
@@ -55,6 +58,7 @@ impl PaperSettings {
             ..Global::default()
         };
         g.cache.size = self.page_cache.clone();
+        g.syscall = self.syscall.clone();
         JobFile { global: g, jobs }
     }
 }

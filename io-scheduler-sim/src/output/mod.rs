@@ -6,7 +6,7 @@ mod table;
 pub use svg::{LinePlot, PlotSeries};
 pub use table::TextTable;
 
-use crate::experiments::{CompareRow, FigureResult, TableResult};
+use crate::experiments::{CompareRow, FigureResult, TableResult, TARGET};
 use crate::stats::{cdf_points, RunResult};
 use crate::{Error, Result};
 use std::path::Path;
@@ -42,34 +42,60 @@ fn f2(v: f64) -> String {
     format!("{v:.2}")
 }
 
-/// A paper table with the simulated numbers beside the published ones.
+fn pct(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+/// A paper table with the simulated numbers beside the published ones: each
+/// cell as sim, paper and relative error, then the table's mean relative
+/// error per column against the targets.
 pub fn render_table(t: &TableResult) -> String {
     let mut tt = TextTable::new(&[
-        "case", "mean", "paper", "ratio", "max", "paper", "std", "paper", "KB/s", "paper",
-        "bg KB/s",
+        "case", "mean", "paper", "err", "max", "paper", "err", "rms", "paper", "err", "KB/s",
+        "paper", "err", "bg KB/s",
     ]);
     for r in &t.rows {
         tt.row(vec![
             r.case.clone(),
             f2(r.lat.mean),
             f2(r.paper_mean),
-            f2(r.mean_ratio),
+            pct(r.err.mean),
             format!("{:.0}", r.lat.max),
             format!("{:.0}", r.paper_max),
-            f2(r.lat.std),
+            pct(r.err.max),
+            f2(r.lat.rms),
             f2(r.paper_std),
+            pct(r.err.std),
             format!("{:.0}", r.bw_kb_s),
             r.paper_bw_kb_s
                 .map(|v| format!("{v:.0}"))
                 .unwrap_or_else(|| "-".into()),
+            r.err.bw.map(pct).unwrap_or_else(|| "-".into()),
             format!("{:.0}", r.antagonist_kb_s),
         ]);
     }
+    let s = &t.summary;
+    let verdict = |e: f64, target: f64| if e <= target { "ok" } else { "MISS" };
+    let bw =
+        s.bw.map(|b| format!("{} {}", pct(b), verdict(b, TARGET.bw.unwrap_or(0.0))))
+            .unwrap_or_else(|| "-".into());
     format!(
-        "Table {}: {} (foreground 64k random reads; latency in ms)\n{}",
+        "Table {}: {} (foreground 64k random reads; latency in ms; \"rms\" is sqrt(mean^2 + std^2), compared with the paper's std column)\n{}\
+         error (mean relative): mean {} {} (target {}), max {} {} (target {}), std {} {} (target {}), KB/s {} (target {})\n",
         t.spec.number,
         t.spec.title,
-        tt.render()
+        tt.render(),
+        pct(s.mean),
+        verdict(s.mean, TARGET.mean),
+        pct(TARGET.mean),
+        pct(s.max),
+        verdict(s.max, TARGET.max),
+        pct(TARGET.max),
+        pct(s.std),
+        verdict(s.std, TARGET.std),
+        pct(TARGET.std),
+        bw,
+        pct(TARGET.bw.unwrap_or(0.0)),
     )
 }
 

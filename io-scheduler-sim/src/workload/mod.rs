@@ -49,6 +49,9 @@ pub struct Job {
     pub name: String,
     /// Sequential (else uniform random, block aligned).
     pub sequential: bool,
+    /// Random jobs: each block once per pass (fio's random map), else with
+    /// replacement (`norandommap`).
+    pub randommap: bool,
     /// Direction.
     pub dir: Dir,
     /// Block size in bytes.
@@ -73,6 +76,8 @@ pub struct Job {
     pub fadvise_every: Option<u64>,
     /// Write back its dirty pages and wait every this many bytes.
     pub sync_every: Option<u64>,
+    /// Stop after this many bytes.
+    pub io_size: Option<u64>,
     /// Whether it appears in reports.
     pub report: bool,
 }
@@ -113,6 +118,8 @@ pub struct SimConfig {
     pub max_request: u64,
     /// Whether block-map (indirect block) reads are modelled.
     pub indirect_blocks: bool,
+    /// The run ends when a job with an `io_size` has done it.
+    pub exitall: bool,
 }
 
 fn opt_size(field: &str, v: &Option<String>) -> Result<Option<u64>> {
@@ -204,6 +211,10 @@ impl JobFile {
             };
             let fadvise_every = opt_size(&f("fadvise_dontneed"), &js.fadvise_dontneed)?;
             let sync_every = opt_size(&f("sync_every"), &js.sync_every)?;
+            let io_size = opt_size(&f("io_size"), &js.io_size)?;
+            if io_size == Some(0) {
+                return Err(Error::invalid(f("io_size"), "must be > 0"));
+            }
             let precache = opt_size(&f("precache"), &js.precache)?
                 .unwrap_or(0)
                 .min(size);
@@ -243,6 +254,7 @@ impl JobFile {
                         js.name.clone()
                     },
                     sequential,
+                    randommap: !js.norandommap,
                     dir,
                     bs,
                     direct: js.direct,
@@ -255,6 +267,7 @@ impl JobFile {
                     end,
                     fadvise_every: fadvise_every.filter(|&v| v > 0),
                     sync_every: sync_every.filter(|&v| v > 0),
+                    io_size,
                     report: js.report,
                 });
             }
@@ -273,6 +286,7 @@ impl JobFile {
             syscall: parse_duration("global.syscall", &g.syscall)?,
             max_request,
             indirect_blocks: g.indirect_blocks,
+            exitall: g.exitall,
         })
     }
 }

@@ -170,6 +170,8 @@ pub struct Global {
     /// Model the file system's block map (ext2: one 4 KiB indirect block per
     /// 4 MiB of file, read from disk the first time a region is used).
     pub indirect_blocks: bool,
+    /// End the run when a job with an `io_size` has done it (fio's `exitall`).
+    pub exitall: bool,
 }
 
 impl Default for Global {
@@ -184,6 +186,7 @@ impl Default for Global {
             syscall: "20us".into(),
             max_request: "512k".into(),
             indirect_blocks: true,
+            exitall: false,
         }
     }
 }
@@ -224,6 +227,12 @@ pub struct JobSpec {
     pub sync_every: Option<String>,
     /// Bytes at the start of the file already in the page cache at time 0.
     pub precache: Option<String>,
+    /// Random jobs draw blocks with replacement instead of fio's default
+    /// random map (each block once per pass).
+    pub norandommap: bool,
+    /// Bytes after which the job stops (fio's `io_size`; default: runs for
+    /// the whole runtime).
+    pub io_size: Option<String>,
     /// Whether the job appears in reports.
     pub report: bool,
 }
@@ -247,6 +256,8 @@ impl Default for JobSpec {
             fadvise_dontneed: None,
             sync_every: None,
             precache: None,
+            norandommap: false,
+            io_size: None,
             report: true,
         }
     }
