@@ -4,6 +4,8 @@
 
 pub mod container;
 pub mod hooks;
+pub mod host;
+pub mod isolation;
 pub mod ledger;
 pub mod logging;
 pub mod namespaces;

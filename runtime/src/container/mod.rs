@@ -1,15 +1,18 @@
-//! Container lifecycle: create, start, kill, delete, exec, pause, and the
-//! state store they share.
+//! A container's lifecycle, whatever isolates it: create, start, kill,
+//! delete, exec, ps, pause, resume, update and stats. Each command loads
+//! the [`Container`] and goes through its backend
+//! ([`crate::isolation::Backend`]) for what the mode does differently.
 
-pub(crate) mod create;
+pub mod create;
 mod exec;
-mod init;
 mod lifecycle;
 mod run;
 
 pub use create::{create, CreateOptions, Created};
-pub use exec::{exec, ExecOptions};
-pub use lifecycle::{delete, kill, kill_all, parse_signal, pause, resume, start};
+pub use exec::{exec, ExecOptions, ExecPlan};
+pub use lifecycle::{
+    delete, kill, kill_all, parse_signal, pause, ps, resume, start, stats, stop_processes, update,
+};
 pub use run::run_foreground;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +39,15 @@ pub enum Error {
         status: Status,
         /// What cannot be done.
         msg: String,
+    },
+    /// An update that vm mode cannot apply on the host.
+    #[error(
+        "container {id:?} runs in a VM: its pids limit and device rules apply in the guest \
+         and cannot be updated (memory, CPU and block IO limits of the VMM can)"
+    )]
+    GuestOnlyUpdate {
+        /// Container id.
+        id: String,
     },
     /// Anything else, already phrased for the user.
     #[error("container {id:?}: {msg}")]
@@ -121,6 +133,16 @@ impl Container {
     /// The container id.
     pub fn id(&self) -> &str {
         &self.state.id
+    }
+
+    /// The backend of the container's isolation mode.
+    pub fn backend(&self) -> Box<dyn crate::isolation::Backend> {
+        self.state.mode.backend()
+    }
+
+    /// An error of the container's cgroup, naming the container.
+    pub fn cgroup_error(&self, e: vessel_cgroups::CgroupError) -> Error {
+        err(self.id(), e)
     }
 
     /// The live status (paused when the cgroup is frozen).

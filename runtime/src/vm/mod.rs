@@ -1,24 +1,30 @@
 //! vm mode: the container's workload runs in a microVM with its own guest
 //! kernel (see `vessel-vm` for engines, images and the agent protocol).
 //!
-//! On the host, `create` plans the guest ([`guest_spec`]), finds what it
-//! needs ([`resolve`]) and starts the [`supervisor`], which owns the VMM
-//! and the agent connection and is the pid the state reports. The other
-//! commands reach it over its [`control`] socket; `exec` relays through it
+//! On the host, `create` ([`create`], the mode's
+//! [`Spawner`](crate::isolation::Spawner)) plans the guest ([`guest_spec`]),
+//! finds what it needs ([`resolve`]) and starts the [`supervisor`], which
+//! owns the VMM and the agent connection and is the pid the state reports.
+//! The other commands go through [`VmBackend`], which reaches the
+//! supervisor over its [`control`] socket; `exec` relays through it
 //! ([`exec`]). In the guest, the same binary is PID 1 and runs each
 //! process with vessel's container code ([`guest_runner`]).
 
+mod backend;
 pub mod config;
 pub mod control;
 pub mod create;
 pub mod exec;
 pub mod guest_runner;
 pub mod guest_spec;
-pub mod lifecycle;
 pub mod resolve;
 pub mod supervisor;
 
-pub use config::{Isolation, RuntimeConfig, VmDefaults};
+pub use backend::{recovered_state, VmBackend};
+pub use config::VmDefaults;
+pub use create::{prepare, VmSpawner};
+// Kept where `cli/features.rs` finds them.
+pub use crate::isolation::{Isolation, RuntimeConfig};
 
 use std::ffi::OsStr;
 use std::io::Read;
