@@ -222,7 +222,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
         .and_then(|a| a.get(crate::isolation::ISOLATION_ANNOTATION))
     {
         if let Err(e) = mode.parse::<crate::isolation::Isolation>() {
-            return Err(invalid("annotations.io.vessel.isolation", e));
+            return Err(invalid("annotations.io.vessel.isolation", e.to_string()));
         }
     }
     // Fields vessel does not implement are refused, never ignored.

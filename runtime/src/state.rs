@@ -97,7 +97,10 @@ pub struct State {
 
 /// How a container is isolated, with what that mode needs to remember.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "crate::isolation::ModeRecord", into = "crate::isolation::ModeRecord")]
+#[serde(
+    from = "crate::isolation::ModeRecord",
+    into = "crate::isolation::ModeRecord"
+)]
 pub enum Mode {
     /// Namespaces and cgroups on the host kernel.
     Container(HostState),
@@ -342,9 +345,15 @@ pub enum ClaimError {
     /// `<root>/<id>` exists.
     #[error("already exists")]
     Exists,
-    /// Anything else.
-    #[error("{0}")]
-    Io(String),
+    /// The root or the directory cannot be made or locked.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The directory (`--root`, or the one being prepared).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Prefix of directories being prepared by [`claim`].
@@ -355,12 +364,15 @@ pub const NEW_PREFIX: &str = ".new-";
 /// only if the id is free, so `<root>/<id>` never exists without its lock
 /// held or its ledger written: whoever finds it can tell what it is.
 pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError> {
-    let io = |what: &Path, e: io::Error| ClaimError::Io(format!("{}: {e}", what.display()));
+    let io = |what: &Path, source: io::Error| ClaimError::Io {
+        path: what.to_path_buf(),
+        source,
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(root)
-        .map_err(|e| ClaimError::Io(format!("--root {}: {e}", root.display())))?;
+        .map_err(|e| io(root, e))?;
     let dir = root.join(id);
     if dir.exists() {
         return Err(ClaimError::Exists);
@@ -554,7 +566,13 @@ mod tests {
         }
         // Written before `isolation` existed: container mode.
         let oldest: State = serde_json::from_str(&format!("{{{base}}}")).unwrap();
-        assert!(matches!(oldest.mode, Mode::Container(HostState { own_pid_ns: false, .. })));
+        assert!(matches!(
+            oldest.mode,
+            Mode::Container(HostState {
+                own_pid_ns: false,
+                ..
+            })
+        ));
         let vm: State = serde_json::from_str(&format!(
             r#"{{{base},"isolation":"vm","ownPidNs":true,"vm":{{"vmmPid":9,"engine":"qemu",
                 "accel":"tcg","vcpus":1,"memoryMiB":256,"scratch":"/s"}}}}"#

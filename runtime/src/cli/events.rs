@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-
 use super::Cli;
 
 /// `vessel events [--stats] [--interval 5s] <id>`

@@ -16,7 +16,7 @@ use oci_spec::runtime::{Hooks, Spec};
 use vessel_cgroups::blockio_priority::BlockIoPolicy;
 use vessel_cgroups::{Cgroup, CgroupOptions};
 
-use super::{err, Error};
+use super::Error;
 use crate::hooks::{self, Phase};
 use crate::isolation::{Isolation, VmDefaults};
 use crate::ledger::{Entry, Ledger, Owned, ProcRef, Role, LEDGER_FILE};
@@ -133,7 +133,11 @@ impl NewContainer<'_> {
     /// reaped) and returns it with its start time.
     pub fn record_process(&mut self, role: Role, pid: i32) -> Result<ProcRef, Error> {
         let id = &self.opts.id;
-        let process = ProcRef::of(pid).ok_or_else(|| err(id, format!("process {pid} vanished")))?;
+        let process = ProcRef::of(pid).ok_or_else(|| Error::Vanished {
+            id: id.clone(),
+            what: "process",
+            pid,
+        })?;
         if let Err(e) = record(self.ledger, id, &Entry::Process { role, process }) {
             // Unrecorded, the cleanup guard would not know it.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -213,23 +217,23 @@ pub(crate) fn release_owned(id: &str, owned: &Owned, keep: Option<&Path>) -> Res
                 systemd: *systemd,
                 container_id: id.into(),
             })
-            .map_err(|e| err(id, e))?;
+            .map_err(|e| Error::cgroup(id, e))?;
             for pid in cg.pids().unwrap_or_default() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            cg.destroy().map_err(|e| err(id, e))
+            cg.destroy().map_err(|e| Error::cgroup(id, e))
         })());
     }
     for f in &owned.files {
         match std::fs::remove_file(f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                note(Err(err(id, format!("{}: {e}", f.display()))))
+                note(Err(Error::io(id, "", Some(f), e)))
             }
             _ => {}
         }
     }
     for n in &owned.nets {
-        note(vessel_vm::net::detach(n).map_err(|e| err(id, e)));
+        note(vessel_vm::net::detach(n).map_err(|e| Error::vm(id, crate::vm::VmError::Net(e))));
     }
     first.map_or(Ok(()), Err)
 }
@@ -238,38 +242,41 @@ pub(crate) fn release_owned(id: &str, owned: &Owned, keep: Option<&Path>) -> Res
 /// is checked by its [`crate::isolation::prepare`].
 fn check(opts: &CreateOptions) -> Result<Bundle, Error> {
     let id = opts.id.as_str();
-    let e = |m: String| err(id, m);
+    let id = || id.to_string();
     let dir = opts
         .bundle
         .canonicalize()
-        .map_err(|x| e(format!("bundle {}: {x}", opts.bundle.display())))?;
-    let spec = spec::load(&dir).map_err(|x| e(x.to_string()))?;
-    spec::validate(&spec, true).map_err(|x| e(x.to_string()))?;
-    let rootfs = spec::rootfs_path(&spec, &dir).map_err(|x| e(x.to_string()))?;
-    rootfs::validate(&spec, &dir).map_err(|x| e(x.to_string()))?;
-    crate::netdev::validate(&spec).map_err(e)?;
+        .map_err(|x| Error::io(&id(), "bundle", Some(&opts.bundle), x))?;
+    let spec = spec::load(&dir).map_err(|source| Error::Spec { id: id(), source })?;
+    spec::validate(&spec, true).map_err(|source| Error::Spec { id: id(), source })?;
+    let rootfs =
+        spec::rootfs_path(&spec, &dir).map_err(|source| Error::Spec { id: id(), source })?;
+    rootfs::validate(&spec, &dir).map_err(|source| Error::Rootfs { id: id(), source })?;
+    crate::netdev::validate(&spec).map_err(|source| Error::NetDevice { id: id(), source })?;
     let process = spec.process().as_ref().expect("validated");
     if let Some(r) = process.rlimits() {
-        rlimits::validate(r).map_err(|x| e(x.to_string()))?;
+        rlimits::validate(r).map_err(|source| Error::Rlimit { id: id(), source })?;
     }
     let linux = spec.linux().as_ref().expect("validated");
     if let Some(res) = linux.resources() {
-        vessel_cgroups::validate(res).map_err(|x| e(x.to_string()))?;
+        vessel_cgroups::validate(res).map_err(|source| Error::Cgroup { id: id(), source })?;
     }
     let blockio = vessel_cgroups::blockio_priority::parse_annotations(
         spec.annotations().as_ref().unwrap_or(&Default::default()),
     )
-    .map_err(|x| e(x.to_string()))?;
+    .map_err(|source| Error::Cgroup { id: id(), source })?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && opts.console_socket.is_none() && !opts.foreground {
-        return Err(e(
-            "process.terminal is true but no --console-socket was given".into(),
-        ));
+        return Err(Error::Usage {
+            id: id(),
+            msg: "process.terminal is true but no --console-socket was given",
+        });
     }
     if !terminal && opts.console_socket.is_some() {
-        return Err(e(
-            "--console-socket was given but process.terminal is false".into(),
-        ));
+        return Err(Error::Usage {
+            id: id(),
+            msg: "--console-socket was given but process.terminal is false",
+        });
     }
     Ok(Bundle {
         spec,
@@ -283,11 +290,14 @@ fn check(opts: &CreateOptions) -> Result<Bundle, Error> {
 /// Creates container `opts.id`: on success its workload waits for `start`.
 pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let id = opts.id.as_str();
-    utils::validate_id(id).map_err(|m| err(id, m))?;
+    super::check_id(id)?;
     tracing::debug!("create {id}: checking the bundle");
     let bundle = check(opts)?;
     let mode = crate::isolation::decide(bundle.spec.annotations().as_ref(), opts.isolation)
-        .map_err(|m| err(id, m))?;
+        .map_err(|source| Error::Mode {
+            id: id.into(),
+            source: Box::new(source),
+        })?;
     let spawner = crate::isolation::prepare(mode, opts, &bundle)?;
     tracing::debug!("create {id}: bundle checked, {mode} mode");
 
@@ -297,7 +307,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
         systemd: opts.systemd_cgroup,
         container_id: id.into(),
     })
-    .map_err(|x| err(id, x))?;
+    .map_err(|x| Error::cgroup(id, x))?;
     let created_at = utils::now_rfc3339();
     let NewDir {
         dir,
@@ -340,10 +350,10 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     state.status = Status::Created;
     state
         .save(&dir)
-        .map_err(|x| err(id, format!("write state: {x}")))?;
+        .map_err(|x| Error::io(id, "write state", None, x))?;
     if let Some(p) = &opts.pid_file {
         utils::write_atomic(p, state.pid.to_string().as_bytes())
-            .map_err(|x| err(id, format!("--pid-file {}: {x}", p.display())))?;
+            .map_err(|x| Error::io(id, "--pid-file", Some(p), x))?;
     }
     cleanup.armed = false;
     drop(cleanup);
@@ -362,9 +372,14 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
 /// (status creating); returns that state as JSON.
 pub fn runtime_hooks(state: &State, hooks: Option<&Hooks>) -> Result<String, Error> {
     let id = state.id.as_str();
-    let json = serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| err(id, x))?;
-    hooks::run(hooks, Phase::Prestart, json.as_bytes()).map_err(|x| err(id, x))?;
-    hooks::run(hooks, Phase::CreateRuntime, json.as_bytes()).map_err(|x| err(id, x))?;
+    let json =
+        serde_json::to_string(&state.oci(Status::Creating)).map_err(|x| Error::json(id, x))?;
+    let hook = |source| Error::Hook {
+        id: id.into(),
+        source,
+    };
+    hooks::run(hooks, Phase::Prestart, json.as_bytes()).map_err(hook)?;
+    hooks::run(hooks, Phase::CreateRuntime, json.as_bytes()).map_err(hook)?;
     Ok(json)
 }
 
@@ -386,7 +401,10 @@ fn claim_dir(
     };
     let mut new = crate::state::claim(&opts.root, id, &begin).map_err(|e| match e {
         ClaimError::Exists => Error::Exists(id.into()),
-        ClaimError::Io(m) => err(id, m),
+        ClaimError::Io { path, source } if path == opts.root => {
+            Error::io(id, "--root", Some(&path), source)
+        }
+        ClaimError::Io { path, source } => Error::io(id, "", Some(&path), source),
     })?;
     let cg = Entry::Cgroup {
         path: cgroup.path().to_path_buf(),
@@ -402,5 +420,5 @@ fn claim_dir(
 fn record(ledger: &mut Ledger, id: &str, entry: &Entry) -> Result<(), Error> {
     ledger
         .record(entry)
-        .map_err(|x| err(id, format!("recording in the {LEDGER_FILE}: {x}")))
+        .map_err(|x| Error::io(id, "recording in the", Some(Path::new(LEDGER_FILE)), x))
 }

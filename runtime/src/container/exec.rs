@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
 
-use super::{err, Container, Error};
+use super::{Container, Error};
 use crate::spec;
 use crate::state::Status;
 
@@ -35,13 +35,62 @@ pub struct ExecOptions {
     pub ignore_paused: bool,
 }
 
+/// What is wrong with a `--cgroup` argument, or joining its sub-cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum SubCgroupError {
+    /// The argument is malformed.
+    #[error("--cgroup {arg:?}: {why}")]
+    Bad {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A controller is named twice.
+    #[error("--cgroup {arg:?}: controller {controller} is given more than once")]
+    Twice {
+        /// The argument.
+        arg: String,
+        /// The controller.
+        controller: String,
+    },
+    /// Per-controller paths on a cgroup v2 host.
+    #[error(
+        "--cgroup {controller}:...: per-controller paths need cgroup v1; this host has cgroup v2 only"
+    )]
+    NeedsV1 {
+        /// The controller.
+        controller: String,
+    },
+    /// The controller is not mounted.
+    #[error("--cgroup {controller}:...: controller {controller} is not mounted")]
+    NotMounted {
+        /// The controller.
+        controller: String,
+    },
+    /// The sub-cgroup cannot be joined (it must exist, as in runc).
+    #[error("--cgroup: joining {} ({controller}): {source}", .dir.display())]
+    Join {
+        /// The sub-cgroup's directory.
+        dir: PathBuf,
+        /// Its controller (`cgroup2` for the unified hierarchy).
+        controller: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Parses `--cgroup` arguments as runc does: one `path` for every
 /// hierarchy, or any number of `controller[,controller...]:path`. Paths
 /// are relative to the container's cgroup and must stay inside it.
-fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
+fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, SubCgroupError> {
     let mut out = BTreeMap::new();
     for a in args {
-        let bad = |why: &str| format!("--cgroup {a:?}: {why}");
+        let bad = |why| SubCgroupError::Bad {
+            arg: a.clone(),
+            why,
+        };
         let (ctrls, path) = match a.split_once(':') {
             Some((c, p)) => (Some(c), p),
             None if args.len() == 1 => (None, a.as_str()),
@@ -65,7 +114,10 @@ fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, Strin
                 return Err(bad("empty controller name"));
             }
             if out.insert(c.to_string(), path.clone()).is_some() {
-                return Err(bad(&format!("controller {c} is given more than once")));
+                return Err(SubCgroupError::Twice {
+                    arg: a.clone(),
+                    controller: c.into(),
+                });
             }
         }
     }
@@ -85,29 +137,41 @@ pub struct ExecPlan {
 /// detached.
 pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let id = opts.id.as_str();
-    spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
+    let spec_error = |source| Error::Spec {
+        id: id.into(),
+        source,
+    };
+    spec::validate_process(&opts.process).map_err(spec_error)?;
     let plan = ExecPlan {
-        affinity: spec::affinity::exec_affinity(&opts.process).map_err(|e| err(id, e))?,
-        sub_cgroups: parse_sub_cgroups(&opts.sub_cgroups).map_err(|e| err(id, e))?,
+        affinity: spec::affinity::exec_affinity(&opts.process).map_err(spec_error)?,
+        sub_cgroups: parse_sub_cgroups(&opts.sub_cgroups).map_err(|source| Error::SubCgroup {
+            id: id.into(),
+            source,
+        })?,
     };
     let c = Container::load(&opts.root, id)?;
     if let Some(why) = &c.state.problem {
         // Its namespaces and rootfs are unknown: only kill and delete act.
-        return Err(err(id, format!("cannot exec: {why}")));
+        return Err(Error::OnlyDelete {
+            id: id.into(),
+            why: why.clone(),
+            action: "cannot exec: ",
+            after: "",
+        });
     }
     let status = c.status();
     if status == Status::Paused && !opts.ignore_paused {
         return Err(Error::WrongState {
             id: id.into(),
             status,
-            msg: "cannot exec in a paused container, use --ignore-paused to override".into(),
+            msg: "cannot exec in a paused container, use --ignore-paused to override",
         });
     }
     if !matches!(status, Status::Created | Status::Running | Status::Paused) {
         return Err(Error::WrongState {
             id: id.into(),
             status,
-            msg: "cannot exec in a container that is not running".into(),
+            msg: "cannot exec in a container that is not running",
         });
     }
     let backend = c.backend();

@@ -8,18 +8,23 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 
-use super::{err, Container, Error};
+use super::{Container, Error};
 use crate::hooks::{self, Phase};
 use crate::state::Status;
 use crate::{spec, utils};
 
-pub(crate) fn wrong(c: &Container, status: Status, msg: &str) -> Error {
+pub(crate) fn wrong(c: &Container, status: Status, msg: &'static str) -> Error {
     Error::WrongState {
         id: c.id().into(),
         status,
-        msg: msg.into(),
+        msg,
     }
 }
+
+/// A signal given neither as a known name nor as a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown signal {0:?}")]
+pub struct UnknownSignal(pub String);
 
 /// Starts a created container (through its backend), then runs the
 /// poststart hooks.
@@ -39,7 +44,11 @@ pub fn start(root: &Path, id: &str) -> Result<(), Error> {
     run_hooks_from_bundle(&c, Phase::Poststart, Status::Running)
 }
 
-pub(crate) fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status) -> Result<(), Error> {
+pub(crate) fn run_hooks_from_bundle(
+    c: &Container,
+    phase: Phase,
+    status: Status,
+) -> Result<(), Error> {
     // Hooks are read from the bundle's config.json as it is now, like runc.
     let Ok(spec) = spec::load(&c.state.bundle) else {
         return Ok(());
@@ -55,19 +64,22 @@ pub(crate) fn run_hooks_from_bundle(c: &Container, phase: Phase, status: Status)
         }
         return Ok(());
     }
-    hooks::run(spec.hooks().as_ref(), phase, &state).map_err(|e| err(c.id(), e))
+    hooks::run(spec.hooks().as_ref(), phase, &state).map_err(|source| Error::Hook {
+        id: c.id().into(),
+        source,
+    })
 }
 
 /// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number. `0`
 /// is `None`: no signal, only the check that the process exists (kill(2)).
-pub fn parse_signal(s: &str) -> Result<Option<Signal>, String> {
+pub fn parse_signal(s: &str) -> Result<Option<Signal>, UnknownSignal> {
     if let Ok(n) = s.parse::<i32>() {
         if n == 0 {
             return Ok(None);
         }
         return Signal::try_from(n)
             .map(Some)
-            .map_err(|_| format!("unknown signal {s:?}"));
+            .map_err(|_| UnknownSignal(s.into()));
     }
     let up = s.to_ascii_uppercase();
     let name = if up.starts_with("SIG") {
@@ -77,7 +89,7 @@ pub fn parse_signal(s: &str) -> Result<Option<Signal>, String> {
     };
     name.parse::<Signal>()
         .map(Some)
-        .map_err(|_| format!("unknown signal {s:?}"))
+        .map_err(|_| UnknownSignal(s.into()))
 }
 
 /// Sends `sig` to the container's init, or to every process in its cgroup.
@@ -101,11 +113,11 @@ pub fn kill(root: &Path, id: &str, sig: Option<Signal>, all: bool) -> Result<(),
 pub fn kill_all(c: &Container, sig: Signal) -> Result<(), Error> {
     let cg = c.cgroup()?;
     let frozen = cg.is_frozen().unwrap_or(false);
-    for pid in cg.pids().map_err(|e| err(c.id(), e))? {
+    for pid in cg.pids().map_err(|e| c.cgroup_error(e))? {
         let _ = send_signal(Pid::from_raw(pid), sig);
     }
     if frozen {
-        cg.thaw().map_err(|e| err(c.id(), e))?;
+        cg.thaw().map_err(|e| c.cgroup_error(e))?;
     }
     Ok(())
 }
@@ -127,7 +139,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
     // Read once: what the ledger names is released below.
     let owned = crate::ledger::Ledger::read(&c.dir)
         .map(crate::ledger::Owned::from_entries)
-        .map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
+        .map_err(|e| Error::io(id, "", Some(&c.dir), e))?;
     if force || matches!(status, Status::Stopped | Status::Created | Status::Creating) {
         // linux.netDevices go back while the init's namespace still exists
         // (a refused delete below touches nothing).
@@ -155,7 +167,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         if !c.backend().own_pid_ns() && !cg.pids().unwrap_or_default().is_empty() {
             stop_all(&c)?;
         }
-        cg.destroy().map_err(|e| err(id, e))?;
+        cg.destroy().map_err(|e| c.cgroup_error(e))?;
         tracing::debug!("delete {id}: cgroup removed");
     }
     reclaim(&c, &owned)?;
@@ -164,8 +176,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
     } else {
         Ok(())
     };
-    crate::ledger::remove_state_dir(&c.dir)
-        .map_err(|e| err(id, format!("{}: {e}", c.dir.display())))?;
+    crate::ledger::remove_state_dir(&c.dir).map_err(|e| Error::io(id, "", Some(&c.dir), e))?;
     if let Err(e) = hooks_result {
         // runc reports a failing poststop hook as a warning only.
         tracing::warn!("{e}");
@@ -200,7 +211,11 @@ pub fn stop_processes(c: &Container, also: Option<(i32, u64)>) -> Result<(), Err
     let main = (c.state.pid, c.state.pid_start_time);
     // Checked first: never signal a recycled pid (or pid 0, our group).
     let alive = |(pid, start): (i32, u64)| start != 0 && utils::process_alive(pid, start);
-    for p in [Some(main), also].into_iter().flatten().filter(|p| alive(*p)) {
+    for p in [Some(main), also]
+        .into_iter()
+        .flatten()
+        .filter(|p| alive(*p))
+    {
         let _ = send_signal(Pid::from_raw(p.0), Signal::SIGKILL);
     }
     let cg = c.recorded_cgroup()?;
@@ -222,10 +237,10 @@ pub fn stop_processes(c: &Container, also: Option<(i32, u64)>) -> Result<(), Err
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(err(
-                c.id(),
-                format!("processes {left:?} did not die after SIGKILL"),
-            ));
+            return Err(Error::Undying {
+                id: c.id().into(),
+                pids: left,
+            });
         }
         for p in left.iter().copied().chain(
             [Some(main), also]
@@ -291,7 +306,7 @@ pub fn update(root: &Path, id: &str, res: &oci_spec::runtime::LinuxResources) ->
         return Err(wrong(&c, status, "cannot update its resources"));
     }
     c.backend().check_update(&c, res)?;
-    c.cgroup()?.apply(res, false).map_err(|e| err(id, e))
+    c.cgroup()?.apply(res, false).map_err(|e| c.cgroup_error(e))
 }
 
 /// Resource usage of a container that runs; `None` once it has stopped.

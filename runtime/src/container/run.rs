@@ -2,7 +2,7 @@
 //! channel, no exec fifo round trip), wait with signals forwarded, then
 //! delete.
 
-use super::{create, delete, err, Container, CreateOptions, Error};
+use super::{create, delete, Container, CreateOptions, Error};
 use crate::hooks::{self, Phase};
 use crate::process::tty_proxy::relay_and_wait;
 use crate::process::wait::forward_and_wait;
@@ -15,7 +15,7 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
     let id = opts.id.as_str();
     let created = create(opts)?;
     // From here on a SIGTERM or SIGINT is for the workload, not for us.
-    crate::process::wait::block_forwarded().map_err(|e| err(id, format!("block signals: {e}")))?;
+    crate::process::wait::block_forwarded().map_err(|e| Error::io(id, "block signals", None, e))?;
     // The pty master sent to our own console socket, when `run` relays the
     // terminal itself.
     let master = created
@@ -23,7 +23,7 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         .as_ref()
         .map(|sock| {
             crate::terminal::recv_fd(std::os::fd::AsFd::as_fd(sock))
-                .map_err(|e| err(id, format!("receive the pty master: {e}")))
+                .map_err(|e| Error::io(id, "receive the pty master", None, e))
         })
         .transpose();
     let pid = created.pid;
@@ -44,7 +44,10 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
                 Phase::Poststart,
                 &serde_json::to_vec(&c.state.oci(Status::Running)).unwrap_or_default(),
             )
-            .map_err(|e| err(id, e))?,
+            .map_err(|source| Error::Hook {
+                id: id.into(),
+                source,
+            })?,
             _ => {}
         }
         Ok(m)
@@ -60,8 +63,8 @@ pub fn run_foreground(opts: &CreateOptions, keep: bool) -> Result<i32, Error> {
         }
     };
     let code = match master {
-        Some(m) => relay_and_wait(pid, m).map_err(|e| err(id, format!("wait: {e}"))),
-        None => forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}"))),
+        Some(m) => relay_and_wait(pid, m).map_err(|e| Error::io(id, "wait", None, e)),
+        None => forward_and_wait(pid).map_err(|e| Error::io(id, "wait", None, e)),
     };
     tracing::debug!("run {id}: workload exited");
     if !keep {

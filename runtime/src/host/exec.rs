@@ -9,16 +9,16 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use nix::sched::CloneFlags;
-use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid};
-use crate::container::{err, Container, Error, ExecOptions, ExecPlan};
+use crate::container::{Container, Error, ExecOptions, ExecPlan, SubCgroupError};
 use crate::namespaces::PROC_NS;
 use crate::process::channel::{Channel, Msg};
 use crate::process::exec as pexec;
 use crate::process::wait::{become_subreaper, forward_and_wait};
 use crate::security::seccomp::{self, CompiledSeccomp};
 use crate::{spec, terminal, utils};
+use nix::sched::CloneFlags;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
 
 /// Moves `pid`, already in the container's cgroup, into the sub-cgroups
 /// `subs` (see [`parse_sub_cgroups`]). Each must exist, as in runc.
@@ -26,20 +26,22 @@ fn join_sub_cgroups(
     cgroup: &vessel_cgroups::Cgroup,
     subs: &BTreeMap<String, PathBuf>,
     pid: i32,
-) -> Result<(), String> {
+) -> Result<(), SubCgroupError> {
     let all = subs.get("");
     let mut targets: Vec<(String, PathBuf)> = Vec::new();
     let v1 = cgroup.v1_paths();
     if v1.is_empty() {
         if let Some(c) = subs.keys().find(|c| !c.is_empty()) {
-            return Err(format!(
-                "--cgroup {c}:...: per-controller paths need cgroup v1; this host has cgroup v2 only"
-            ));
+            return Err(SubCgroupError::NeedsV1 {
+                controller: c.clone(),
+            });
         }
     }
     for c in subs.keys().filter(|c| !c.is_empty()) {
         if !v1.contains_key(c) {
-            return Err(format!("--cgroup {c}:...: controller {c} is not mounted"));
+            return Err(SubCgroupError::NotMounted {
+                controller: c.clone(),
+            });
         }
     }
     for (ctrl, dir) in &v1 {
@@ -52,8 +54,11 @@ fn join_sub_cgroups(
     }
     for (ctrl, dir) in targets {
         let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, pid.to_string())
-            .map_err(|e| format!("--cgroup: joining {} ({ctrl}): {e}", dir.display()))?;
+        std::fs::write(&procs, pid.to_string()).map_err(|source| SubCgroupError::Join {
+            dir: dir.clone(),
+            controller: ctrl.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -91,16 +96,20 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
         affinity,
         sub_cgroups,
     } = plan;
-    let container_spec = spec::load(&c.state.bundle).map_err(|e| err(id, e))?;
+    let container_spec = spec::load(&c.state.bundle).map_err(|e| Error::spec(id, e))?;
+    let seccomp_error = |source| Error::Seccomp {
+        id: id.into(),
+        source,
+    };
     let seccomp: Option<CompiledSeccomp> = match container_spec
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
     {
         Some(s) => {
-            let mut compiled = seccomp::compile(s).map_err(|e| err(id, e))?;
+            let mut compiled = seccomp::compile(s).map_err(seccomp_error)?;
             // Before the fork: the process inherits the connection.
-            compiled.connect_listener().map_err(|e| err(id, e))?;
+            compiled.connect_listener().map_err(seccomp_error)?;
             Some(compiled)
         }
         None => None,
@@ -109,14 +118,13 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
     let container_linux = container_spec.linux().clone().unwrap_or_default();
     // For the seccomp listener's message (the container is dropped below).
     let listener_state = serde_json::to_value(c.state.oci(crate::state::Status::Running))
-        .map_err(|e| err(id, e.to_string()))?;
+        .map_err(|e| Error::json(id, e))?;
     let container_ioprio =
         vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
-            .map_err(|e| err(id, e))?
+            .map_err(|e| Error::cgroup(id, e))?
             .and_then(|p| p.ioprio());
     let init_pid = c.state.pid;
-    let pidfd =
-        pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
+    let pidfd = pidfd_open(init_pid).map_err(|e| Error::io(id, "pidfd_open of init", None, e))?;
     let join = namespaces_of(init_pid);
     let cgroup = c.cgroup()?;
     // Do not hold the container's lock while the process runs.
@@ -126,79 +134,90 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
     let console: Option<OwnedFd> = match (&opts.console_socket, terminal) {
         (Some(p), true) => Some(
             UnixStream::connect(p)
-                .map_err(|e| err(id, format!("--console-socket {}: {e}", p.display())))?
+                .map_err(|e| Error::io(id, "--console-socket", Some(p), e))?
                 .into(),
         ),
         (None, true) => {
-            return Err(err(
-                id,
-                "process.terminal is true but no --console-socket was given",
-            ))
+            return Err(Error::Usage {
+                id: id.into(),
+                msg: "process.terminal is true but no --console-socket was given",
+            })
         }
         (Some(_), false) => {
-            return Err(err(
-                id,
-                "--console-socket was given but the process has no terminal",
-            ))
+            return Err(Error::Usage {
+                id: id.into(),
+                msg: "--console-socket was given but the process has no terminal",
+            })
         }
         (None, false) => None,
     };
 
-    let (parent, child) = Channel::pair().map_err(|e| err(id, format!("socketpair: {e}")))?;
-    become_subreaper().map_err(|e| err(id, format!("subreaper: {e}")))?;
+    let (parent, child) = Channel::pair().map_err(|e| Error::io(id, "socketpair", None, e))?;
+    become_subreaper().map_err(|e| Error::io(id, "subreaper", None, e))?;
     // SAFETY: vessel is single-threaded here, so the child may run Rust code.
-    let stage = match unsafe { nix::unistd::fork() }.map_err(|e| err(id, format!("fork: {e}")))? {
-        ForkResult::Child => {
-            drop(parent);
-            exec_stage(
-                &child,
-                (&pidfd, init_pid),
-                join,
-                opts,
-                console,
-                Setup {
-                    seccomp: seccomp.as_ref(),
-                    container_ioprio,
-                    linux: &container_linux,
-                    affinity: &affinity,
-                },
-            )
-        }
-        ForkResult::Parent { child } => child,
-    };
+    let stage =
+        match unsafe { nix::unistd::fork() }.map_err(|e| Error::io(id, "fork", None, e.into()))? {
+            ForkResult::Child => {
+                drop(parent);
+                exec_stage(
+                    &child,
+                    (&pidfd, init_pid),
+                    join,
+                    opts,
+                    console,
+                    Setup {
+                        seccomp: seccomp.as_ref(),
+                        container_ioprio,
+                        linux: &container_linux,
+                        affinity: &affinity,
+                    },
+                )
+            }
+            ForkResult::Parent { child } => child,
+        };
     drop(child);
     drop(console);
     if !opts.detach {
         // Signals that arrive from now on are for the process, not for us.
         crate::process::wait::block_forwarded()
-            .map_err(|e| err(id, format!("block signals: {e}")))?;
+            .map_err(|e| Error::io(id, "block signals", None, e))?;
     }
-    let fail = |m: String| {
+    let fail = |e: Error| {
         let _ = nix::sys::signal::kill(stage, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(stage, None);
-        err(id, m)
+        e
     };
     if let Some(mask) = &affinity.initial {
         // Before the cgroup: the stage and the process it forks do their
         // work on these CPUs until the final affinity (or the reset) applies.
         crate::process::attrs::set_affinity(stage.as_raw(), mask).map_err(|e| {
-            fail(format!(
-                "process.execCPUAffinity.initial: sched_setaffinity: {e}"
+            fail(Error::io(
+                id,
+                "process.execCPUAffinity.initial: sched_setaffinity",
+                None,
+                e,
             ))
         })?;
     }
     if let Err(e) = cgroup.add_task(stage.as_raw()) {
-        return Err(fail(e.to_string()));
+        return Err(fail(Error::cgroup(id, e)));
     }
     if !sub_cgroups.is_empty() {
-        join_sub_cgroups(&cgroup, &sub_cgroups, stage.as_raw()).map_err(fail)?;
+        join_sub_cgroups(&cgroup, &sub_cgroups, stage.as_raw()).map_err(|source| {
+            fail(Error::SubCgroup {
+                id: id.into(),
+                source,
+            })
+        })?;
     }
-    parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
-    let pid = parent.expect_pid().map_err(fail)?;
+    parent
+        .send(&Msg::Go)
+        .map_err(|e| fail(Error::io(id, "exec", None, e)))?;
+    let pid = parent.expect_pid().map_err(|m| fail(Error::setup(id, m)))?;
     if let Some(s) = &seccomp {
         // The seccomp listener's message: this process, the container's state.
         s.send_state(pid, &listener_state)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(seccomp_error(e)))?;
     }
     let _ = waitpid(stage, None);
     // The process's end of the channel closes on a successful execve.
@@ -206,19 +225,19 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
         Ok(None) => {}
         Ok(Some(Msg::Error(e))) => {
             let _ = waitpid(Pid::from_raw(pid), None);
-            return Err(err(id, e));
+            return Err(Error::setup(id, e));
         }
-        Ok(Some(m)) => return Err(err(id, format!("protocol error: {m:?}"))),
-        Err(e) => return Err(err(id, e)),
+        Ok(Some(m)) => return Err(Error::setup(id, format!("protocol error: {m:?}"))),
+        Err(e) => return Err(Error::io(id, "exec", None, e)),
     }
     if let Some(p) = &opts.pid_file {
         utils::write_atomic(p, pid.to_string().as_bytes())
-            .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+            .map_err(|e| Error::io(id, "--pid-file", Some(p), e))?;
     }
     if opts.detach {
         return Ok(0);
     }
-    forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}")))
+    forward_and_wait(pid).map_err(|e| Error::io(id, "wait", None, e))
 }
 
 /// What the exec'd process gets besides its `process` object.
@@ -315,4 +334,3 @@ fn run_process(
     let report = pexec::Report::Channel(chan.as_fd());
     pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
 }
-

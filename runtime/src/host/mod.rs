@@ -10,6 +10,7 @@ mod init;
 mod ps;
 mod spawn;
 
+pub use ps::PsError;
 pub use spawn::{prepare, HostSpawner};
 
 use std::fs;
@@ -20,9 +21,7 @@ use std::path::Path;
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 
-use crate::container::{
-    err, kill_all, stop_processes, Container, Error, ExecOptions, ExecPlan,
-};
+use crate::container::{kill_all, stop_processes, Container, Error, ExecOptions, ExecPlan};
 use crate::isolation::Backend;
 use crate::process::channel::{Channel, Msg};
 use crate::state::{exe_of, HostState, Status, EXEC_FIFO, START_STATUS_FIFO};
@@ -65,7 +64,7 @@ impl Backend for HostBackend {
             return kill_all(c, sig);
         }
         send_signal(Pid::from_raw(c.state.pid), sig)
-            .map_err(|e| err(c.id(), format!("kill: {e}")))
+            .map_err(|e| Error::io(c.id(), "kill", None, e.into()))
     }
 
     fn stop(&self, c: &Container) -> Result<(), Error> {
@@ -76,7 +75,7 @@ impl Backend for HostBackend {
         let pids = c.cgroup()?.pids().map_err(|e| c.cgroup_error(e))?;
         let id = c.state.id.clone();
         drop(c);
-        ps::render(&pids, format, args).map_err(|e| err(&id, e))
+        ps::render(&pids, format, args).map_err(|source| Error::Ps { id, source })
     }
 
     fn exec(&self, c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i32, Error> {
@@ -88,16 +87,15 @@ impl Backend for HostBackend {
 /// it has exec'd the workload (its end of the channel closes on exec) or
 /// reports why it could not.
 fn start_over(c: &Container, chan: &Channel) -> Result<(), Error> {
-    let started = match chan.send(&Msg::Start) {
-        Err(e) => Err(format!("start: {e}")),
-        Ok(()) => match chan.recv() {
-            Ok(None) => Ok(()),
-            Ok(Some(Msg::Error(e))) => Err(e),
-            Ok(Some(m)) => Err(format!("protocol error: {m:?}")),
-            Err(e) => Err(format!("start: {e}")),
-        },
-    };
-    started.map_err(|e| err(c.id(), e))
+    let id = c.id();
+    chan.send(&Msg::Start)
+        .map_err(|e| Error::io(id, "start", None, e))?;
+    match chan.recv() {
+        Ok(None) => Ok(()),
+        Ok(Some(Msg::Error(e))) => Err(Error::setup(id, e)),
+        Ok(Some(m)) => Err(Error::setup(id, format!("protocol error: {m:?}"))),
+        Err(e) => Err(Error::io(id, "start", None, e)),
+    }
 }
 
 /// Releases init through the exec fifo and waits for its verdict on the
@@ -111,22 +109,22 @@ fn start_through_fifo(c: &Container) -> Result<(), Error> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&status_fifo)
-        .map_err(|e| err(id, format!("start: {}: {e}", status_fifo.display())))?;
+        .map_err(|e| Error::io(id, "start:", Some(&status_fifo), e))?;
     // Non-blocking: if init is gone there is no reader and open fails (ENXIO)
     // instead of hanging.
     let mut f = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&fifo)
-        .map_err(|e| err(id, format!("start: init is not waiting ({e})")))?;
+        .map_err(|e| Error::io(id, "start: init is not waiting", None, e))?;
     f.write_all(&[0])
-        .map_err(|e| err(id, format!("start: {e}")))?;
+        .map_err(|e| Error::io(id, "start", None, e))?;
     drop(f);
-    let verdict = wait_for_exec(status_file).map_err(|e| err(id, format!("start: {e}")));
+    let verdict = wait_for_exec(status_file).map_err(|e| Error::io(id, "start", None, e));
     let _ = fs::remove_file(&fifo);
     let _ = fs::remove_file(&status_fifo);
     match verdict? {
-        Some(msg) => Err(err(id, msg)),
+        Some(msg) => Err(Error::setup(id, msg)),
         None => Ok(()),
     }
 }
@@ -159,4 +157,3 @@ fn wait_for_exec(f: fs::File) -> std::io::Result<Option<String>> {
     }
     Ok((!msg.is_empty()).then(|| String::from_utf8_lossy(&msg).into_owned()))
 }
-

@@ -4,18 +4,50 @@
 use std::fmt::Write;
 use std::process::Command;
 
+/// Why `ps` could not list the container's processes.
+#[derive(Debug, thiserror::Error)]
+pub enum PsError {
+    /// Neither `table` nor `json`.
+    #[error("--format: unknown format {0:?} (use table or json)")]
+    Format(String),
+    /// ps(1) could not run.
+    #[error("ps {args}: {source}")]
+    Run {
+        /// Its arguments.
+        args: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ps(1) failed.
+    #[error("ps {args}: {stderr}")]
+    Failed {
+        /// Its arguments.
+        args: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// ps(1)'s output has no PID column to filter on.
+    #[error("ps {args}: no PID column in its output")]
+    NoPidColumn {
+        /// Its arguments.
+        args: String,
+    },
+}
+
 /// Renders `pids` as `format` (`json`, or `table`: `ps args`, default
 /// `-ef`, filtered to them).
-pub(super) fn render(pids: &[i32], format: &str, args: &[String]) -> Result<String, String> {
+pub(super) fn render(pids: &[i32], format: &str, args: &[String]) -> Result<String, PsError> {
     let mut out = String::new();
     match format {
         "json" => {
-            let json = serde_json::to_string(pids).map_err(|e| e.to_string())?;
+            // Integers always serialize.
+            let json = serde_json::to_string(pids).unwrap_or_default();
             let _ = writeln!(out, "{json}");
             return Ok(out);
         }
         "table" => {}
-        f => return Err(format!("--format: unknown format {f:?} (use table or json)")),
+        f => return Err(PsError::Format(f.into())),
     }
     let args: Vec<String> = if args.is_empty() {
         vec!["-ef".into()]
@@ -34,14 +66,18 @@ pub(super) fn render(pids: &[i32], format: &str, args: &[String]) -> Result<Stri
             }
             return Ok(out);
         }
-        Err(e) => return Err(format!("ps {}: {e}", args.join(" "))),
+        Err(source) => {
+            return Err(PsError::Run {
+                args: args.join(" "),
+                source,
+            })
+        }
     };
     if !ps.status.success() {
-        return Err(format!(
-            "ps {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&ps.stderr).trim()
-        ));
+        return Err(PsError::Failed {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&ps.stderr).trim().into(),
+        });
     }
     let text = String::from_utf8_lossy(&ps.stdout);
     let mut lines = text.lines();
@@ -49,7 +85,9 @@ pub(super) fn render(pids: &[i32], format: &str, args: &[String]) -> Result<Stri
     let col = header
         .split_whitespace()
         .position(|h| h == "PID")
-        .ok_or_else(|| format!("ps {}: no PID column in its output", args.join(" ")))?;
+        .ok_or_else(|| PsError::NoPidColumn {
+            args: args.join(" "),
+        })?;
     let _ = writeln!(out, "{header}");
     for line in lines {
         let pid = line

@@ -17,7 +17,7 @@ use vessel_cgroups::Cgroup;
 
 use super::init::{self, InitCtx};
 use crate::container::create::{runtime_hooks, Bundle, NewContainer, Spawned};
-use crate::container::{err, CreateOptions, Error};
+use crate::container::{CreateOptions, Error};
 use crate::hooks::Phase;
 use crate::isolation::Spawner;
 use crate::ledger::{Entry, Role};
@@ -41,29 +41,32 @@ pub struct HostSpawner {
 /// Checks what only container mode needs and connects the console socket.
 pub fn prepare(opts: &CreateOptions, b: &Bundle) -> Result<HostSpawner, Error> {
     let id = opts.id.as_str();
-    let e = |m: String| err(id, m);
+    let seccomp_error = |source| Error::Seccomp {
+        id: id.into(),
+        source,
+    };
     let seccomp = match b.linux().seccomp() {
         Some(s) => {
-            let mut compiled = seccomp::compile(s).map_err(|x| e(x.to_string()))?;
+            let mut compiled = seccomp::compile(s).map_err(seccomp_error)?;
             // Before the fork: the container process inherits the connection.
-            compiled.connect_listener().map_err(|x| e(x.to_string()))?;
+            compiled.connect_listener().map_err(seccomp_error)?;
             Some(compiled)
         }
         None => None,
     };
-    let plan = Plan::from_spec(&b.spec).map_err(|x| e(x.to_string()))?;
+    let plan = Plan::from_spec(&b.spec).map_err(|x| Error::spec(id, x))?;
     // `run` in the foreground with a terminal and no console socket: vessel
     // receives the pty master itself and relays it.
     let mut own_console = None;
     let console: Option<OwnedFd> = match &opts.console_socket {
         Some(p) => Some(
             UnixStream::connect(p)
-                .map_err(|x| e(format!("--console-socket {}: {x}", p.display())))?
+                .map_err(|x| Error::io(id, "--console-socket", Some(p), x))?
                 .into(),
         ),
         None if b.terminal => {
             let (ours, theirs) =
-                UnixStream::pair().map_err(|x| e(format!("console socketpair: {x}")))?;
+                UnixStream::pair().map_err(|x| Error::io(id, "console socketpair", None, x))?;
             own_console = Some(ours);
             Some(theirs.into())
         }
@@ -90,7 +93,7 @@ impl Spawner for HostSpawner {
         // Dropped after the cleanup guard has run, on failure: until then
         // init waits on its end (and its network namespace, holding moved
         // netDevices, still exists), so the devices go back first.
-        let (parent, child) = Channel::pair().map_err(|x| err(&id, format!("socketpair: {x}")))?;
+        let (parent, child) = Channel::pair().map_err(|x| Error::io(&id, "socketpair", None, x))?;
         let r = self.spawn_with(new, &parent, child);
         if r.is_err() {
             crate::netdev::return_recorded(new.dir, None);
@@ -134,8 +137,11 @@ impl HostSpawner {
             init_exe: None,
         };
 
-        crate::rootfs::prepare_idmaps(&b.spec, &b.dir).map_err(|x| err(id, x.to_string()))?;
-        become_subreaper().map_err(|x| err(id, format!("subreaper: {x}")))?;
+        crate::rootfs::prepare_idmaps(&b.spec, &b.dir).map_err(|source| Error::Rootfs {
+            id: id.into(),
+            source,
+        })?;
+        become_subreaper().map_err(|x| Error::io(id, "subreaper", None, x))?;
         // A single clone straight into the new namespaces where the plan
         // allows it; otherwise a setup stage that joins and unshares, then
         // forks init.
@@ -149,7 +155,7 @@ impl HostSpawner {
                 nix::unistd::fork()
             }
         };
-        let stage_pid = match forked.map_err(|x| err(id, format!("clone: {x}")))? {
+        let stage_pid = match forked.map_err(|x| Error::io(id, "clone", None, x.into()))? {
             ForkResult::Child => {
                 // The parent's end, borrowed here: closed in the child so
                 // that the parent's death reads as end-of-file.
@@ -186,31 +192,31 @@ impl HostSpawner {
         let role = if direct { Role::Init } else { Role::Stage };
         let mut init_ref = new.record_process(role, stage_pid)?;
 
-        let fail = |m: String| err(id, m);
+        let fail = |m: String| Error::setup(id, m);
+        let cgroup_error = |x| Error::cgroup(id, x);
         if self.plan.new.contains(CloneFlags::CLONE_NEWUSER) {
             parent.expect(Msg::UserNs).map_err(fail)?;
-            write_id_maps(stage_pid, linux).map_err(fail)?;
+            write_id_maps(id, stage_pid, linux)?;
         }
-        cgroup.add_task(stage_pid).map_err(|x| err(id, x))?;
+        cgroup.add_task(stage_pid).map_err(cgroup_error)?;
         if let Some(res) = linux.resources() {
             let oom = res
                 .memory()
                 .as_ref()
                 .and_then(|m| m.disable_oom_killer())
                 .unwrap_or(false);
-            cgroup.apply(res, oom).map_err(|x| err(id, x))?;
+            cgroup.apply(res, oom).map_err(cgroup_error)?;
         }
         if let Some(policy) = &b.blockio {
             // The container-level IO priority: set on the setup stage before
             // it forks init, so every process of the container inherits it.
-            if let Some(prio) = cgroup
-                .apply_blockio_policy(policy)
-                .map_err(|x| err(id, x))?
-            {
+            if let Some(prio) = cgroup.apply_blockio_policy(policy).map_err(cgroup_error)? {
                 crate::process::exec::set_ioprio_of(stage_pid, prio as i32).map_err(|x| {
-                    err(
+                    Error::io(
                         id,
-                        format!("annotation io.vessel.blockio.priority: ioprio_set: {x}"),
+                        "annotation io.vessel.blockio.priority: ioprio_set",
+                        None,
+                        x,
                     )
                 })?;
             }
@@ -236,18 +242,24 @@ impl HostSpawner {
         new.state.pid_start_time = init_ref.start;
         if let Some(s) = &self.seccomp {
             // The seccomp listener's message needs the pid, unknown to init.
-            let st =
-                serde_json::to_value(new.state.oci(Status::Creating)).map_err(|x| err(id, x))?;
-            s.send_state(pid, &st).map_err(|x| err(id, x.to_string()))?;
+            let st = serde_json::to_value(new.state.oci(Status::Creating))
+                .map_err(|x| Error::json(id, x))?;
+            s.send_state(pid, &st).map_err(|source| Error::Seccomp {
+                id: id.into(),
+                source,
+            })?;
         }
         crate::netdev::move_in(&b.spec, pid, |host, name| {
             let entry = Entry::NetDevice {
                 host: host.into(),
                 name: name.into(),
             };
-            new.record(&entry).map_err(|x| x.to_string())
+            new.ledger.record(&entry)
         })
-        .map_err(|m| err(id, m))?;
+        .map_err(|source| Error::NetDevice {
+            id: id.into(),
+            source,
+        })?;
         // Still vessel's image: `state` compares it later to tell whether
         // init has exec'd the workload.
         host.init_exe = crate::state::exe_of(pid);
@@ -257,10 +269,10 @@ impl HostSpawner {
             parent.expect(Msg::Hooks).map_err(fail)?;
             let json = runtime_hooks(&new.state, hooks)?;
             let started = serde_json::to_string(&new.state.oci(Status::Created))
-                .map_err(|x| err(id, x))?;
+                .map_err(|x| Error::json(id, x))?;
             parent
                 .send(&Msg::HooksDone(json, started))
-                .map_err(|x| err(id, x))?;
+                .map_err(|x| Error::io(id, "create", None, x))?;
         }
         parent
             .expect(Msg::Ready)
@@ -276,9 +288,9 @@ impl HostSpawner {
 fn make_fifo(dir: &Path, name: &str, id: &str) -> Result<OwnedFd, Error> {
     let path = dir.join(name);
     nix::unistd::mkfifo(&path, FileMode::from_bits_truncate(0o600))
-        .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+        .map_err(|x| Error::io(id, "", Some(&path), x.into()))?;
     let fd = nix::fcntl::open(&path, OFlag::O_RDWR | OFlag::O_CLOEXEC, FileMode::empty())
-        .map_err(|x| err(id, format!("{}: {x}", path.display())))?;
+        .map_err(|x| Error::io(id, "", Some(&path), x.into()))?;
     // SAFETY: `open` returned a fresh descriptor that we now own.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
@@ -288,19 +300,15 @@ fn make_fifo(dir: &Path, name: &str, id: &str) -> Result<OwnedFd, Error> {
 /// when the memory limit is too small for the setup itself).
 fn setup_failure(id: &str, chan: &Channel, cgroup: &Cgroup, msg: String) -> Error {
     if let Ok(Some(Msg::Error(e))) = chan.try_recv() {
-        return err(id, e);
+        return Error::setup(id, e);
     }
     if cgroup.oom_kills().unwrap_or(0) > 0 {
-        return err(
-            id,
-            "the container's init was killed by the OOM killer during setup: \
-             linux.resources.memory.limit is too low",
-        );
+        return Error::OomDuringSetup { id: id.into() };
     }
-    err(id, msg)
+    Error::setup(id, msg)
 }
 
-fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), String> {
+fn write_id_maps(id: &str, pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Error> {
     let fmt = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
         m.as_deref()
             .unwrap_or(&[])
@@ -309,8 +317,8 @@ fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Strin
             .collect::<String>()
     };
     fs::write(format!("/proc/{pid}/uid_map"), fmt(linux.uid_mappings()))
-        .map_err(|e| format!("linux.uidMappings: write uid_map: {e}"))?;
+        .map_err(|e| Error::io(id, "linux.uidMappings: write uid_map", None, e))?;
     fs::write(format!("/proc/{pid}/gid_map"), fmt(linux.gid_mappings()))
-        .map_err(|e| format!("linux.gidMappings: write gid_map: {e}"))?;
+        .map_err(|e| Error::io(id, "linux.gidMappings: write gid_map", None, e))?;
     Ok(())
 }

@@ -36,17 +36,46 @@ impl fmt::Display for Isolation {
     }
 }
 
+/// A mode name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an isolation mode (use \"container\" or \"vm\")")]
+pub struct UnknownMode(pub String);
+
 impl FromStr for Isolation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownMode;
+    fn from_str(s: &str) -> Result<Self, UnknownMode> {
         match s {
             "container" => Ok(Isolation::Container),
             "vm" => Ok(Isolation::Vm),
-            other => Err(format!(
-                "{other:?} is not an isolation mode (use \"container\" or \"vm\")"
-            )),
+            other => Err(UnknownMode(other.into())),
         }
     }
+}
+
+/// Why the mode of a container, or the configuration file, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The annotation names no mode.
+    #[error("annotations.{ISOLATION_ANNOTATION}: {0}")]
+    Annotation(#[source] UnknownMode),
+    /// The configuration file cannot be read.
+    #[error("config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML of the expected shape.
+    #[error("config file {}: {source}", .path.display())]
+    Parse {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where and why.
+        #[source]
+        source: toml::de::Error,
+    },
 }
 
 /// The runtime-wide configuration (TOML).
@@ -76,7 +105,7 @@ pub struct RuntimeConfig {
 
 impl RuntimeConfig {
     /// Reads `path`, or [`DEFAULT_CONFIG`] if it exists when `path` is None.
-    pub fn load(path: Option<&Path>) -> Result<RuntimeConfig, String> {
+    pub fn load(path: Option<&Path>) -> Result<RuntimeConfig, ConfigError> {
         let (path, required) = match path {
             Some(p) => (p, true),
             None => (Path::new(DEFAULT_CONFIG), false),
@@ -86,9 +115,17 @@ impl RuntimeConfig {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(RuntimeConfig::default())
             }
-            Err(e) => return Err(format!("config file {}: {e}", path.display())),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
         };
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 }
 
@@ -97,11 +134,9 @@ impl RuntimeConfig {
 pub fn decide(
     annotations: Option<&std::collections::HashMap<String, String>>,
     default: Isolation,
-) -> Result<Isolation, String> {
+) -> Result<Isolation, ConfigError> {
     match annotations.and_then(|a| a.get(ISOLATION_ANNOTATION)) {
-        Some(v) => v
-            .parse()
-            .map_err(|e| format!("annotations.{ISOLATION_ANNOTATION}: {e}")),
+        Some(v) => v.parse().map_err(ConfigError::Annotation),
         None => Ok(default),
     }
 }
@@ -114,14 +149,25 @@ mod tests {
     #[test]
     fn annotation_wins_over_default() {
         let mut a = HashMap::new();
-        assert_eq!(decide(Some(&a), Isolation::Vm), Ok(Isolation::Vm));
+        assert_eq!(decide(Some(&a), Isolation::Vm).unwrap(), Isolation::Vm);
         a.insert(ISOLATION_ANNOTATION.to_string(), "container".to_string());
-        assert_eq!(decide(Some(&a), Isolation::Vm), Ok(Isolation::Container));
+        assert_eq!(
+            decide(Some(&a), Isolation::Vm).unwrap(),
+            Isolation::Container
+        );
         a.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
-        assert_eq!(decide(None, Isolation::Container), Ok(Isolation::Container));
-        assert_eq!(decide(Some(&a), Isolation::Container), Ok(Isolation::Vm));
+        assert_eq!(
+            decide(None, Isolation::Container).unwrap(),
+            Isolation::Container
+        );
+        assert_eq!(
+            decide(Some(&a), Isolation::Container).unwrap(),
+            Isolation::Vm
+        );
         a.insert(ISOLATION_ANNOTATION.to_string(), "kata".to_string());
-        let e = decide(Some(&a), Isolation::Container).unwrap_err();
+        let e = decide(Some(&a), Isolation::Container)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("annotations.io.vessel.isolation") && e.contains("kata"),
             "{e}"
@@ -140,7 +186,9 @@ mod tests {
 
     #[test]
     fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
-        let e = RuntimeConfig::load(Some(Path::new("/nonexistent/vessel.toml"))).unwrap_err();
+        let e = RuntimeConfig::load(Some(Path::new("/nonexistent/vessel.toml")))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/vessel.toml"), "{e}");
     }
 }

@@ -200,4 +200,3 @@ impl From<Mode> for ModeRecord {
         }
     }
 }
-

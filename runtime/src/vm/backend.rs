@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::LinuxResources;
 
 use super::control::{self, Request};
-use crate::container::{err, stop_processes, Container, Error, ExecOptions, ExecPlan};
+use super::VmError;
+use crate::container::{stop_processes, Container, Error, ExecOptions, ExecPlan};
 use crate::isolation::Backend;
 use crate::ledger::{Owned, ProcRef, Role};
 use crate::process::channel::Channel;
@@ -50,7 +51,7 @@ impl Backend for VmBackend {
     fn start(&self, c: &Container, _sync: Option<&Channel>) -> Result<(), Error> {
         control::request(&c.dir, &Request::Start, Some(Duration::from_secs(120)))
             .map(|_| ())
-            .map_err(|e| err(c.id(), format!("start: {e}")))
+            .map_err(|msg| request_error(c.id(), "start", msg))
     }
 
     fn signal(&self, c: &Container, sig: Signal, all: bool) -> Result<(), Error> {
@@ -63,7 +64,7 @@ impl Backend for VmBackend {
             Some(Duration::from_secs(30)),
         )
         .map(|_| ())
-        .map_err(|e| err(c.id(), format!("kill: {e}")))
+        .map_err(|msg| request_error(c.id(), "kill", msg))
     }
 
     fn stop(&self, c: &Container) -> Result<(), Error> {
@@ -93,7 +94,7 @@ impl Backend for VmBackend {
             },
             Some(Duration::from_secs(60)),
         )
-        .map_err(|e| err(c.id(), format!("ps: {e}")))?;
+        .map_err(|msg| request_error(c.id(), "ps", msg))?;
         Ok(reply.output.unwrap_or_default())
     }
 
@@ -103,31 +104,25 @@ impl Backend for VmBackend {
         // Do not hold the container's lock while the process runs.
         drop(c);
         if opts.preserve_fds > 0 {
-            return Err(err(
-                id,
-                "--preserve-fds: descriptors cannot be passed into a VM",
-            ));
+            return Err(Error::vm(id, VmError::PreserveFds));
         }
         if opts.detach {
-            let pid = super::exec::spawn_detached(
-                &dir,
-                &opts.process,
-                opts.console_socket.as_deref(),
-            )
-            .map_err(|e| err(id, format!("exec: {e}")))?;
+            let pid =
+                super::exec::spawn_detached(&dir, &opts.process, opts.console_socket.as_deref())
+                    .map_err(|msg| request_error(id, "exec", msg))?;
             if let Some(p) = &opts.pid_file {
                 utils::write_atomic(p, pid.to_string().as_bytes())
-                    .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+                    .map_err(|e| Error::io(id, "--pid-file", Some(p), e))?;
             }
             return Ok(0);
         }
         if let Some(p) = &opts.pid_file {
             // The relay (us) stands for the process on the host.
             utils::write_atomic(p, std::process::id().to_string().as_bytes())
-                .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
+                .map_err(|e| Error::io(id, "--pid-file", Some(p), e))?;
         }
         let ended = super::exec::relay(&dir, &opts.process, opts.console_socket.as_deref(), None)
-            .map_err(|e| err(id, format!("exec: {e}")))?;
+            .map_err(|msg| request_error(id, "exec", msg))?;
         Ok(ended.code)
     }
 
@@ -139,4 +134,8 @@ impl Backend for VmBackend {
         }
         Ok(())
     }
+}
+
+fn request_error(id: &str, what: &'static str, msg: String) -> Error {
+    Error::vm(id, VmError::Request { what, msg })
 }

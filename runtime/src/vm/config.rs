@@ -36,4 +36,3 @@ pub struct VmDefaults {
     /// How long to wait for the guest agent.
     pub boot_timeout_secs: Option<u64>,
 }
-

@@ -19,8 +19,9 @@ use vessel_vm::guest::{
 use super::guest_spec::{self, GuestPlan};
 use super::resolve::{resolve, VmHost};
 use super::supervisor::{Launch, LAUNCH_FILE};
+use super::VmError;
 use crate::container::create::{runtime_hooks, Bundle, NewContainer, Spawned};
-use crate::container::{err, CreateOptions, Error};
+use crate::container::{CreateOptions, Error};
 use crate::isolation::Spawner;
 use crate::ledger::{Entry, ProcRef, Role};
 use crate::state::{Mode, VmState};
@@ -46,20 +47,26 @@ pub struct VmSpawner {
 /// The host-only checks of container mode (seccomp, namespaces) are left
 /// to the guest, whose vessel runs the container.
 pub fn prepare(opts: &CreateOptions, b: &Bundle) -> Result<VmSpawner, Error> {
-    let e = |m: String| err(&opts.id, m);
-    let plan = guest_spec::plan(&b.spec, &opts.vm).map_err(e)?;
-    let host = resolve(&opts.vm).map_err(e)?;
+    let e = |x: VmError| Error::vm(&opts.id, x);
+    let plan = guest_spec::plan(&b.spec, &opts.vm).map_err(|m| e(VmError::Plan(m)))?;
+    let host = resolve(&opts.vm).map_err(|m| e(VmError::Resolve(m)))?;
     tracing::debug!("create {}: vm mode, {}", opts.id, host.reason);
     let initramfs = InitramfsBuilder::new(&host.agent)
         .modules(&host.kernel, DEFAULT_MODULES)
         .and_then(|ib| ib.build(&host.cache))
-        .map_err(|x| e(format!("vm mode: building the initramfs: {x}")))?;
-    let image = build_rootfs_image(&b.rootfs, ImageFormat::Erofs, &host.cache).map_err(|x| {
-        e(format!(
-            "vm mode: building the image of {}: {x}",
-            b.rootfs.display()
-        ))
-    })?;
+        .map_err(|source| {
+            e(VmError::Image {
+                what: "building the initramfs".into(),
+                source,
+            })
+        })?;
+    let image =
+        build_rootfs_image(&b.rootfs, ImageFormat::Erofs, &host.cache).map_err(|source| {
+            e(VmError::Image {
+                what: format!("building the image of {}", b.rootfs.display()),
+                source,
+            })
+        })?;
     Ok(VmSpawner {
         plan,
         host,
@@ -76,7 +83,13 @@ impl Spawner for VmSpawner {
     fn spawn(self: Box<Self>, new: &mut NewContainer<'_>) -> Result<Spawned, Error> {
         let id = new.opts.id.clone();
         let id = id.as_str();
-        let e = |m: String| err(id, m);
+        let e = |x: VmError| Error::vm(id, x);
+        let file = |path: &Path, source| {
+            e(VmError::File {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
         let opts = new.opts;
         let b = new.bundle;
         let dir = new.dir.to_path_buf();
@@ -90,8 +103,7 @@ impl Spawner for VmSpawner {
         // The writable layer lives on disk beside the image cache, not in
         // the state directory (a tmpfs under /run).
         let scratch_dir = host.cache.join("scratch");
-        fs::create_dir_all(&scratch_dir)
-            .map_err(|x| e(format!("{}: {x}", scratch_dir.display())))?;
+        fs::create_dir_all(&scratch_dir).map_err(|x| file(&scratch_dir, x))?;
         let scratch = scratch_dir.join(format!("{id}-{}.ext4", utils::now_nanos()));
         new.record(&Entry::File {
             path: scratch.clone(),
@@ -100,16 +112,18 @@ impl Spawner for VmSpawner {
             &scratch,
             opts.vm.scratch_mib.unwrap_or(DEFAULT_SCRATCH_MIB) as u64,
         )
-        .map_err(|x| e(format!("vm mode: the writable layer: {x}")))?;
+        .map_err(|source| {
+            e(VmError::Image {
+                what: "the writable layer".into(),
+                source,
+            })
+        })?;
 
         // `run` in the foreground with a terminal: the supervisor sends the
         // pty to a socket of ours, and `run` relays it.
         let own_console = if b.terminal && opts.console_socket.is_none() {
             let path = dir.join("console.sock");
-            Some((
-                UnixListener::bind(&path).map_err(|x| e(format!("{}: {x}", path.display())))?,
-                path,
-            ))
+            Some((UnixListener::bind(&path).map_err(|x| file(&path, x))?, path))
         } else {
             None
         };
@@ -140,7 +154,7 @@ impl Spawner for VmSpawner {
         // in the guest. Without one the guest has loopback only.
         let net = match &plan.netns {
             Some(ns) => {
-                let n = vessel_vm::net::attach(ns, id).map_err(|x| e(format!("vm mode: {x}")))?;
+                let n = vessel_vm::net::attach(ns, id).map_err(|x| e(VmError::Net(x)))?;
                 let entry = Entry::Net {
                     attachment: n.clone(),
                 };
@@ -160,7 +174,7 @@ impl Spawner for VmSpawner {
             Some(policy) => new
                 .cgroup
                 .apply_blockio_policy(policy)
-                .map_err(|x| err(id, x))?,
+                .map_err(|x| Error::cgroup(id, x))?,
             None => None,
         };
         let guest_net = net.as_ref().map(|n| n.guest.clone()).unwrap_or_default();
@@ -176,7 +190,7 @@ impl Spawner for VmSpawner {
             container_id: Some(id.into()),
             config: Some(plan.config.clone()),
             files: plan.files.clone(),
-            network: Some(serde_json::to_value(&guest_net).map_err(|x| e(x.to_string()))?),
+            network: Some(serde_json::to_value(&guest_net).map_err(|x| e(VmError::Json(x)))?),
             ..RunProcess::default()
         };
         let launch = Launch {
@@ -208,14 +222,13 @@ impl Spawner for VmSpawner {
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_BOOT_TIMEOUT),
         };
-        let json = serde_json::to_vec(&launch).map_err(|x| e(x.to_string()))?;
-        fs::write(dir.join(LAUNCH_FILE), json)
-            .map_err(|x| e(format!("{}: {x}", dir.join(LAUNCH_FILE).display())))?;
+        let json = serde_json::to_vec(&launch).map_err(|x| e(VmError::Json(x)))?;
+        fs::write(dir.join(LAUNCH_FILE), json).map_err(|x| file(&dir.join(LAUNCH_FILE), x))?;
 
         let (supervisor, vmm_pid) = spawn_supervisor(&opts.root, new)?;
         let vmm = new
             .record_process(Role::Vmm, vmm_pid)
-            .map_err(|_| e("the VMM exited during setup".into()))?;
+            .map_err(|_| e(VmError::VmmGone))?;
         new.state.pid = supervisor.pid;
         new.state.pid_start_time = supervisor.start;
         new.state.mode = Mode::Vm(Box::new(VmState {
@@ -231,9 +244,7 @@ impl Spawner for VmSpawner {
         runtime_hooks(&new.state, b.spec.hooks().as_ref())?;
         let console = match own_console {
             Some((listener, path)) => {
-                let (conn, _) = listener
-                    .accept()
-                    .map_err(|x| e(format!("{}: {x}", path.display())))?;
+                let (conn, _) = listener.accept().map_err(|x| file(&path, x))?;
                 let _ = fs::remove_file(&path);
                 Some(conn)
             }
@@ -252,12 +263,20 @@ impl Spawner for VmSpawner {
 fn spawn_supervisor(root: &Path, new: &mut NewContainer<'_>) -> Result<(ProcRef, i32), Error> {
     let id = new.id().to_string();
     let dir = new.dir.to_path_buf();
-    let mut recorded = Err(err(&id, "the VM supervisor did not start"));
+    let mut recorded = None;
     let report = spawn_and_wait(root, &dir, |pid| {
-        recorded = new.record_process(Role::Supervisor, pid);
+        recorded = Some(new.record_process(Role::Supervisor, pid));
     });
-    let supervisor = recorded?;
-    let (_, vmm_pid) = report.map_err(|m| err(&id, m))?;
+    let report = report.map_err(|x| Error::vm(&id, x));
+    let supervisor = match recorded {
+        Some(r) => r?,
+        None => {
+            return Err(report
+                .err()
+                .unwrap_or_else(|| Error::vm(&id, VmError::VmmGone)))
+        }
+    };
+    let (_, vmm_pid) = report?;
     Ok((supervisor, vmm_pid))
 }
 
@@ -265,7 +284,7 @@ fn spawn_and_wait(
     root: &Path,
     dir: &Path,
     started: impl FnOnce(i32),
-) -> Result<(i32, i32), String> {
+) -> Result<(i32, i32), VmError> {
     let log = dir.join("supervisor.log");
     let args: [&std::ffi::OsStr; 8] = [
         "--root".as_ref(),
@@ -277,20 +296,17 @@ fn spawn_and_wait(
         "vm-supervise".as_ref(),
         dir.as_os_str(),
     ];
-    let (pid, report) = super::spawn_reporting(&args, started)
-        .map_err(|x| format!("starting the VM supervisor: {x}"))?;
+    let (pid, report) = super::spawn_reporting(&args, started).map_err(VmError::Spawn)?;
     match report.strip_prefix("ok ") {
         Some(rest) => {
-            let vmm_pid = rest
-                .trim()
-                .parse()
-                .map_err(|_| format!("bad report from the VM supervisor: {report:?}"))?;
+            let vmm_pid = rest.trim().parse().map_err(|_| {
+                VmError::Boot(format!("bad report from the VM supervisor: {report:?}"))
+            })?;
             Ok((pid, vmm_pid))
         }
-        None if report.is_empty() => Err(format!(
-            "the VM supervisor exited without a report (see {})",
-            dir.join("supervisor.log").display()
-        )),
-        None => Err(report),
+        None if report.is_empty() => Err(VmError::NoReport {
+            log: dir.join("supervisor.log"),
+        }),
+        None => Err(VmError::Boot(report)),
     }
 }

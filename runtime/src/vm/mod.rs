@@ -14,6 +14,7 @@ mod backend;
 pub mod config;
 pub mod control;
 pub mod create;
+mod error;
 pub mod exec;
 pub mod guest_runner;
 pub mod guest_spec;
@@ -23,6 +24,7 @@ pub mod supervisor;
 pub use backend::{recovered_state, VmBackend};
 pub use config::VmDefaults;
 pub use create::{prepare, VmSpawner};
+pub use error::VmError;
 // Kept where `cli/features.rs` finds them.
 pub use crate::isolation::{Isolation, RuntimeConfig};
 
@@ -44,8 +46,8 @@ pub const READY_FD: i32 = 3;
 pub fn spawn_reporting<S: AsRef<OsStr>>(
     args: &[S],
     started: impl FnOnce(i32),
-) -> Result<(i32, String), String> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+) -> std::io::Result<(i32, String)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("vessel").args(args);
@@ -60,7 +62,7 @@ pub fn spawn_reporting<S: AsRef<OsStr>>(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let child = cmd.spawn()?;
     let pid = child.id() as i32;
     started(pid);
     // Our copy of the write end goes, so the read sees the helper's close.
