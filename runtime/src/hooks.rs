@@ -22,7 +22,7 @@ mod output;
 
 /// A hook that failed, named by its phase and index.
 #[derive(Debug, thiserror::Error)]
-#[error("hooks.{phase}[{index}] ({path}): {failure}")]
+#[error("hooks.{phase}[{index}] ({path}): {msg}")]
 pub struct HookError {
     /// prestart, createRuntime, ...
     pub phase: &'static str,
@@ -31,31 +31,7 @@ pub struct HookError {
     /// The hook's path.
     pub path: String,
     /// What went wrong.
-    #[source]
-    pub failure: HookFailure,
-}
-
-/// How one hook failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HookFailure {
-    /// It could not be started.
-    #[error("cannot run: {0}")]
-    Spawn(#[source] std::io::Error),
-    /// Its stdio pipes could not be set up.
-    #[error("its pipes: {0}")]
-    Pipes(#[source] std::io::Error),
-    /// It exited unsuccessfully; `output` is what it printed (with its
-    /// separator), as the hook's own account of why.
-    #[error("exited with {status}{output}")]
-    Exit {
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed.
-        output: String,
-    },
-    /// It ran past `timeout`.
-    #[error("timed out after {0}s")]
-    TimedOut(i64),
+    pub msg: String,
 }
 
 /// The lifecycle points at which hooks run.
@@ -116,11 +92,11 @@ pub fn run_with_env(
 ) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (index, hook) in phase.of(hooks).iter().enumerate() {
-        run_one(hook, state_json, default_env).map_err(|failure| HookError {
+        run_one(hook, state_json, default_env).map_err(|msg| HookError {
             phase: phase.name(),
             index,
             path: hook.path().display().to_string(),
-            failure,
+            msg,
         })?;
     }
     Ok(())
@@ -136,23 +112,17 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .iter()
         .enumerate()
         .filter_map(|(index, hook)| {
-            run_one(hook, state_json, None)
-                .err()
-                .map(|failure| HookError {
-                    phase: phase.name(),
-                    index,
-                    path: hook.path().display().to_string(),
-                    failure,
-                })
+            run_one(hook, state_json, None).err().map(|msg| HookError {
+                phase: phase.name(),
+                index,
+                path: hook.path().display().to_string(),
+                msg,
+            })
         })
         .collect()
 }
 
-fn run_one(
-    hook: &Hook,
-    state_json: &[u8],
-    default_env: Option<&[String]>,
-) -> Result<(), HookFailure> {
+fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Result<(), String> {
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args() {
         if let Some((argv0, rest)) = args.split_first() {
@@ -195,7 +165,7 @@ fn run_one(
             Ok(())
         })
     };
-    let mut child = cmd.spawn().map_err(HookFailure::Spawn)?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -205,7 +175,7 @@ fn run_one(
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(HookFailure::Pipes(e));
+            return Err(format!("its pipes: {e}"));
         }
     };
     match io.run(&mut child, deadline) {
@@ -215,11 +185,11 @@ fn run_one(
             }
             Ok(())
         }
-        Ok((status, output)) => Err(HookFailure::Exit { status, output }),
+        Ok((status, out)) => Err(format!("exited with {status}{out}")),
         Err(output::TimedOut) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(HookFailure::TimedOut(hook.timeout().unwrap_or(0)))
+            Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)))
         }
     }
 }
