@@ -188,9 +188,9 @@ impl Spawner for VmSpawner {
             }),
             hostname: b.spec.hostname().clone(),
             container_id: Some(id.into()),
-            config: Some(Box::new(plan.config.clone())),
+            config: Some(plan.config.clone()),
             files: plan.files.clone(),
-            network: Some(guest_net),
+            network: Some(serde_json::to_value(&guest_net).map_err(|x| e(VmError::Json(x)))?),
             ..RunProcess::default()
         };
         let launch = Launch {
