@@ -423,7 +423,7 @@ fn mount_point(mountinfo: &str) -> Option<PathBuf> {
 
 /// Removes what vessel made under resctrl, monitoring groups first: a
 /// shared group stays while tasks of another container are in it.
-pub fn remove(made: &[Made]) -> Result<(), String> {
+pub fn remove(made: &[Made]) -> Result<(), RdtError> {
     for m in made.iter().rev() {
         if m.shared {
             let tasks = fs::read_to_string(m.path.join("tasks")).unwrap_or_default();
@@ -437,31 +437,12 @@ pub fn remove(made: &[Made]) -> Result<(), String> {
         }
         match fs::remove_dir(&m.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "linux.intelRdt: removing {}: {e}",
-                    m.path.display()
-                ))
+                return Err(rdt_err("", format!("removing {}: {e}", m.path.display())))
             }
             _ => {}
         }
     }
     Ok(())
-}
-
-/// Removes the resctrl groups the ledger in `dir` records (a failed create).
-pub fn remove_recorded(dir: &Path) {
-    match crate::ledger::Ledger::read(dir) {
-        Ok(e) => {
-            let owned = crate::ledger::Owned::from_entries(e);
-            if let Err(m) = remove(&owned.intel_rdt) {
-                tracing::warn!("{m}");
-            }
-        }
-        Err(e) => tracing::warn!(
-            "linux.intelRdt: reading the ledger in {}: {e}",
-            dir.display()
-        ),
-    }
 }
 
 #[cfg(test)]

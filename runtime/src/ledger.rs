@@ -78,8 +78,8 @@ pub enum Entry {
         bundle: PathBuf,
         /// Creation time, RFC 3339.
         created: String,
-        /// `container` or `vm`.
-        isolation: String,
+        /// The isolation mode.
+        isolation: crate::isolation::Isolation,
     },
     /// A cgroup, recorded before it is created.
     Cgroup {
@@ -178,7 +178,7 @@ impl Ledger {
 #[derive(Debug, Clone, Default)]
 pub struct Owned {
     /// The first entry, if it was written.
-    pub begin: Option<(ProcRef, PathBuf, String, String)>,
+    pub begin: Option<(ProcRef, PathBuf, String, crate::isolation::Isolation)>,
     /// Cgroups.
     pub cgroups: Vec<(PathBuf, bool)>,
     /// Processes, in the order they appeared.
@@ -272,7 +272,7 @@ mod tests {
             creator: me,
             bundle: "/b".into(),
             created: "t".into(),
-            isolation: "container".into(),
+            isolation: crate::isolation::Isolation::Container,
         })
         .unwrap();
         l.record(&Entry::Cgroup {

@@ -5,7 +5,9 @@
 pub mod container;
 pub mod features;
 pub mod hooks;
+pub mod host;
 pub mod intel_rdt;
+pub mod isolation;
 pub mod ledger;
 pub mod logging;
 pub mod namespaces;

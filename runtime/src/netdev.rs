@@ -32,6 +32,76 @@ fn field(host: &str) -> String {
     format!("linux.netDevices.{host}")
 }
 
+/// What is wrong with `linux.netDevices`, or what failed moving a link;
+/// each names the link's field.
+#[derive(Debug, thiserror::Error)]
+pub enum NetDevError {
+    /// Links are only moved into a network namespace of the container's own.
+    #[error(
+        "linux.netDevices: needs a network namespace (linux.namespaces has none): \
+         host links are never moved within the host's"
+    )]
+    NoNetworkNamespace,
+    /// The host name is not a link name.
+    #[error("linux.netDevices.{host}: invalid link name")]
+    BadHostName {
+        /// The entry's key.
+        host: String,
+    },
+    /// The name in the container is not a link name.
+    #[error("linux.netDevices.{host}.name: invalid link name {name:?}")]
+    BadName {
+        /// The entry's key.
+        host: String,
+        /// Its `name`.
+        name: String,
+    },
+    /// Two entries share a name in the container.
+    #[error("linux.netDevices.{host}.name: {name:?} is used twice")]
+    Twice {
+        /// The entry's key.
+        host: String,
+        /// Its `name`.
+        name: String,
+    },
+    /// No such link on the host.
+    #[error("linux.netDevices.{host}: no such link on the host")]
+    Missing {
+        /// The entry's key.
+        host: String,
+    },
+    /// The name is taken in the container's namespace.
+    #[error(
+        "linux.netDevices.{host}.name: {name:?} already exists in the container's network namespace"
+    )]
+    Taken {
+        /// The entry's key.
+        host: String,
+        /// Its `name`.
+        name: String,
+    },
+    /// A step on one link failed.
+    #[error("linux.netDevices.{host}: {what}: {source}")]
+    Link {
+        /// The entry's key.
+        host: String,
+        /// The step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A network namespace could not be opened.
+    #[error("linux.netDevices: {what}: {source}")]
+    Namespace {
+        /// Which (a path, or the host's).
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// The links of `spec` to move: (host name, name in the container), in a
 /// stable order.
 fn devices(spec: &Spec) -> Vec<(String, String)> {
@@ -52,7 +122,7 @@ fn devices(spec: &Spec) -> Vec<(String, String)> {
 
 /// Checks before anything is created: a network namespace of the
 /// container's own, valid and distinct names, links present on the host.
-pub fn validate(spec: &Spec) -> Result<(), String> {
+pub fn validate(spec: &Spec) -> Result<(), NetDevError> {
     let devs = devices(spec);
     if devs.is_empty() {
         return Ok(());
@@ -63,27 +133,30 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
     if !own_netns {
-        return Err(
-            "linux.netDevices: needs a network namespace (linux.namespaces has none): \
-             host links are never moved within the host's"
-                .into(),
-        );
+        return Err(NetDevError::NoNetworkNamespace);
     }
     let mut names = HashSet::new();
     for (host, name) in &devs {
-        if !valid_ifname(host) {
-            return Err(format!("{}: invalid link name", field(host)));
+        let (host, name) = (host.clone(), name.clone());
+        if !valid_ifname(&host) {
+            return Err(NetDevError::BadHostName { host });
         }
-        if !valid_ifname(name) {
-            return Err(format!("{}.name: invalid link name {name:?}", field(host)));
+        if !valid_ifname(&name) {
+            return Err(NetDevError::BadName { host, name });
         }
-        if !names.insert(name) {
-            return Err(format!("{}.name: {name:?} is used twice", field(host)));
+        if !names.insert(name.clone()) {
+            return Err(NetDevError::Twice { host, name });
         }
-        match link_exists(None, host) {
+        match link_exists(None, &host) {
             Ok(true) => {}
-            Ok(false) => return Err(format!("{}: no such link on the host", field(host))),
-            Err(e) => return Err(format!("{}: listing the host's links: {e}", field(host))),
+            Ok(false) => return Err(NetDevError::Missing { host }),
+            Err(source) => {
+                return Err(NetDevError::Link {
+                    host,
+                    what: "listing the host's links",
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -95,27 +168,39 @@ pub fn validate(spec: &Spec) -> Result<(), String> {
 pub fn move_in(
     spec: &Spec,
     pid: i32,
-    mut record: impl FnMut(&str, &str) -> Result<(), String>,
-) -> Result<(), String> {
+    mut record: impl FnMut(&str, &str) -> std::io::Result<()>,
+) -> Result<(), NetDevError> {
     let devs = devices(spec);
     if devs.is_empty() {
         return Ok(());
     }
     let path = format!("/proc/{pid}/ns/net");
-    let ns = File::open(&path).map_err(|e| format!("linux.netDevices: {path}: {e}"))?;
-    let host = File::open("/proc/thread-self/ns/net")
-        .map_err(|e| format!("linux.netDevices: the host's network namespace: {e}"))?;
+    let ns = File::open(&path).map_err(|source| NetDevError::Namespace {
+        what: path.clone(),
+        source,
+    })?;
+    let host = File::open("/proc/thread-self/ns/net").map_err(|source| NetDevError::Namespace {
+        what: "the host's network namespace".into(),
+        source,
+    })?;
     for (i, (hname, name)) in devs.iter().enumerate() {
+        let link = |what, source| NetDevError::Link {
+            host: hname.clone(),
+            what,
+            source,
+        };
         let r = match link_exists(Some(&ns), name) {
-            Ok(true) => Err(format!(
-                "{}.name: {name:?} already exists in the container's network namespace",
-                field(hname)
-            )),
-            Err(e) => Err(format!("{}: {e}", field(hname))),
-            Ok(false) => record(hname, name).and_then(|()| {
-                move_link(None, hname, &ns, Some(name))
-                    .map_err(|e| format!("{}: moving it into the container: {e}", field(hname)))
+            Ok(true) => Err(NetDevError::Taken {
+                host: hname.clone(),
+                name: name.clone(),
             }),
+            Err(e) => Err(link("listing the container's links", e)),
+            Ok(false) => record(hname, name)
+                .map_err(|e| link("recording it in the ledger", e))
+                .and_then(|()| {
+                    move_link(None, hname, &ns, Some(name))
+                        .map_err(|e| link("moving it into the container", e))
+                }),
         };
         if let Err(e) = r {
             for (h, n) in devs[..i].iter().rev() {

@@ -223,16 +223,10 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
     if let Some(mode) = spec
         .annotations()
         .as_ref()
-        .and_then(|a| a.get("io.vessel.isolation"))
+        .and_then(|a| a.get(crate::isolation::ISOLATION_ANNOTATION))
     {
-        match mode.as_str() {
-            "container" | "vm" => {}
-            other => {
-                return Err(invalid(
-                    "annotations.io.vessel.isolation",
-                    format!("{other:?} is not a mode (use \"container\" or \"vm\")"),
-                ))
-            }
+        if let Err(e) = mode.parse::<crate::isolation::Isolation>() {
+            return Err(invalid("annotations.io.vessel.isolation", e.to_string()));
         }
     }
     // Fields vessel does not implement are refused, never ignored.

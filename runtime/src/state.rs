@@ -13,7 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{Entry, Ledger, Owned, ProcRef, Role};
+use crate::ledger::{Entry, Ledger, Owned, ProcRef};
 use crate::utils;
 
 /// File name of the state inside a container's directory.
@@ -85,29 +85,43 @@ pub struct State {
     /// Whether the cgroup is managed through systemd.
     #[serde(rename = "systemdCgroup", default)]
     pub systemd_cgroup: bool,
-    /// Isolation mode: `container` (or `vm`).
-    #[serde(default = "default_isolation")]
-    pub isolation: String,
-    /// Whether the container has its own pid namespace (then killing init
-    /// kills everything; otherwise `delete --force` kills the whole cgroup).
-    #[serde(rename = "ownPidNs", default)]
-    pub own_pid_ns: bool,
-    /// vm mode: the VM behind the container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm: Option<VmState>,
-    /// Device and inode of init's executable while it waited for `start`
-    /// (vessel's own): init runs the workload once they differ, whatever
-    /// `status` says (a `start` killed after releasing init never saved it).
-    #[serde(rename = "initExe", default, skip_serializing_if = "Option::is_none")]
-    pub init_exe: Option<(u64, u64)>,
+    /// The isolation mode and its own data, recorded once at `create`
+    /// (stored as the fields `isolation`, `ownPidNs`, `initExe` and `vm`).
+    #[serde(flatten)]
+    pub mode: Mode,
     /// Set when this state was rebuilt from the ledger, because `state.json`
     /// was never written (its creator was killed) or cannot be read: why.
     #[serde(skip)]
     pub problem: Option<String>,
 }
 
-/// What vessel remembers of a vm-mode container's VM.
+/// How a container is isolated, with what that mode needs to remember.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(
+    from = "crate::isolation::ModeRecord",
+    into = "crate::isolation::ModeRecord"
+)]
+pub enum Mode {
+    /// Namespaces and cgroups on the host kernel.
+    Container(HostState),
+    /// A microVM.
+    Vm(Box<VmState>),
+}
+
+/// What vessel remembers of a container-mode container beyond [`State`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostState {
+    /// Whether the container has its own pid namespace (then killing init
+    /// kills everything; otherwise `delete --force` kills the whole cgroup).
+    pub own_pid_ns: bool,
+    /// Device and inode of init's executable while it waited for `start`
+    /// (vessel's own): init runs the workload once they differ, whatever
+    /// `status` says (a `start` killed after releasing init never saved it).
+    pub init_exe: Option<(u64, u64)>,
+}
+
+/// What vessel remembers of a vm-mode container's VM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VmState {
     /// The VMM process (a child of the supervisor, which is `pid`).
     #[serde(rename = "vmmPid")]
@@ -129,10 +143,6 @@ pub struct VmState {
     /// The taps joined to the container's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<vessel_vm::net::NetAttachment>,
-}
-
-fn default_isolation() -> String {
-    "container".into()
 }
 
 /// The OCI state as `vessel state` prints it.
@@ -159,7 +169,7 @@ pub struct OciState<'a> {
     #[serde(skip_serializing_if = "HashMap::is_empty")]
     pub annotations: &'a HashMap<String, String>,
     /// vessel's isolation mode.
-    pub isolation: &'a str,
+    pub isolation: crate::isolation::Isolation,
     /// Why the state is not what vessel recorded (a killed `create`, an
     /// unreadable `state.json`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,27 +188,7 @@ impl State {
         if !utils::process_alive(self.pid, self.pid_start_time) {
             return Status::Stopped;
         }
-        if self.vm.is_some() {
-            // No exec fifo: the supervisor waits for `start` itself.
-            return match self.status {
-                Status::Creating => Status::Created,
-                s => s,
-            };
-        }
-        match self.status {
-            Status::Creating | Status::Created => match self.init_exe {
-                Some(exe) if exe_of(self.pid).is_some() => {
-                    if exe_of(self.pid) == Some(exe) {
-                        Status::Created
-                    } else {
-                        Status::Running
-                    }
-                }
-                _ if dir.join(EXEC_FIFO).exists() => Status::Created,
-                _ => Status::Running,
-            },
-            s => s,
-        }
+        self.mode.backend().live_status(self.status, dir, self.pid)
     }
 
     /// The OCI view of this state with the given live status.
@@ -217,7 +207,7 @@ impl State {
             created: &self.created,
             owner: &self.owner,
             annotations: &self.annotations,
-            isolation: &self.isolation,
+            isolation: self.mode.isolation(),
             reason: self.problem.as_deref(),
         }
     }
@@ -298,12 +288,10 @@ impl State {
             ProcRef { pid: 0, start: 0 },
             PathBuf::new(),
             String::new(),
-            default_isolation(),
+            Default::default(),
         ));
-        let vm = isolation == "vm";
-        let main = owned
-            .last(if vm { Role::Supervisor } else { Role::Init })
-            .unwrap_or(ProcRef { pid: 0, start: 0 });
+        let (mode, main) = Mode::recover(isolation, owned);
+        let main = main.unwrap_or(ProcRef { pid: 0, start: 0 });
         let (status, problem) = match corrupt {
             Some(why) if main.alive() => (Status::Running, why),
             Some(why) => (Status::Stopped, why),
@@ -334,24 +322,7 @@ impl State {
             pid_start_time: main.start,
             cgroup_path,
             systemd_cgroup,
-            isolation,
-            own_pid_ns: false,
-            vm: vm.then(|| {
-                let vmm = owned
-                    .last(Role::Vmm)
-                    .unwrap_or(ProcRef { pid: 0, start: 0 });
-                VmState {
-                    vmm_pid: vmm.pid,
-                    vmm_start_time: vmm.start,
-                    engine: String::new(),
-                    accel: String::new(),
-                    vcpus: 0,
-                    memory_mib: 0,
-                    scratch: owned.files.first().cloned().unwrap_or_default(),
-                    net: owned.nets.last().cloned(),
-                }
-            }),
-            init_exe: None,
+            mode,
             problem: Some(problem),
         }
     }
@@ -374,9 +345,15 @@ pub enum ClaimError {
     /// `<root>/<id>` exists.
     #[error("already exists")]
     Exists,
-    /// Anything else.
-    #[error("{0}")]
-    Io(String),
+    /// The root or the directory cannot be made or locked.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The directory (`--root`, or the one being prepared).
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Prefix of directories being prepared by [`claim`].
@@ -387,12 +364,15 @@ pub const NEW_PREFIX: &str = ".new-";
 /// only if the id is free, so `<root>/<id>` never exists without its lock
 /// held or its ledger written: whoever finds it can tell what it is.
 pub fn claim(root: &Path, id: &str, begin: &Entry) -> Result<NewDir, ClaimError> {
-    let io = |what: &Path, e: io::Error| ClaimError::Io(format!("{}: {e}", what.display()));
+    let io = |what: &Path, source: io::Error| ClaimError::Io {
+        path: what.to_path_buf(),
+        source,
+    };
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(root)
-        .map_err(|e| ClaimError::Io(format!("--root {}: {e}", root.display())))?;
+        .map_err(|e| io(root, e))?;
     let dir = root.join(id);
     if dir.exists() {
         return Err(ClaimError::Exists);
@@ -546,7 +526,7 @@ mod tests {
             creator: ProcRef::current(),
             bundle: "/b".into(),
             created: "t".into(),
-            isolation: "container".into(),
+            isolation: crate::isolation::Isolation::Container,
         };
         let first = claim(root.path(), "c", &begin).unwrap();
         assert!(matches!(
@@ -565,5 +545,50 @@ mod tests {
             vec![std::ffi::OsString::from("c")],
             "no temporary left"
         );
+    }
+
+    /// `state.json` as vessel wrote it before [`Mode`]: both modes read into
+    /// the mode's record and are written back with the same fields.
+    #[test]
+    fn old_state_files_read_as_their_mode() {
+        let base = r#""ociVersion":"1.2.0","id":"c","pid":7,"status":"running",
+            "bundle":"/b","rootfs":"/b/rootfs","created":"t""#;
+        let host: State = serde_json::from_str(&format!(
+            r#"{{{base},"isolation":"container","ownPidNs":true,"initExe":[1,2]}}"#
+        ))
+        .unwrap();
+        match &host.mode {
+            Mode::Container(h) => {
+                assert!(h.own_pid_ns);
+                assert_eq!(h.init_exe, Some((1, 2)));
+            }
+            m => panic!("{m:?}"),
+        }
+        // Written before `isolation` existed: container mode.
+        let oldest: State = serde_json::from_str(&format!("{{{base}}}")).unwrap();
+        assert!(matches!(
+            oldest.mode,
+            Mode::Container(HostState {
+                own_pid_ns: false,
+                ..
+            })
+        ));
+        let vm: State = serde_json::from_str(&format!(
+            r#"{{{base},"isolation":"vm","ownPidNs":true,"vm":{{"vmmPid":9,"engine":"qemu",
+                "accel":"tcg","vcpus":1,"memoryMiB":256,"scratch":"/s"}}}}"#
+        ))
+        .unwrap();
+        match &vm.mode {
+            Mode::Vm(v) => assert_eq!((v.vmm_pid, v.scratch.as_path()), (9, Path::new("/s"))),
+            m => panic!("{m:?}"),
+        }
+        let back: serde_json::Value = serde_json::to_value(&vm).unwrap();
+        assert_eq!(back["isolation"], "vm");
+        assert_eq!(back["vm"]["vmmPid"], 9);
+        assert_eq!(back["ownPidNs"], true);
+        let back: serde_json::Value = serde_json::to_value(&host).unwrap();
+        assert_eq!(back["isolation"], "container");
+        assert_eq!(back["initExe"], serde_json::json!([1, 2]));
+        assert!(back.get("vm").is_none());
     }
 }

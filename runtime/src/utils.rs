@@ -6,27 +6,45 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Why a container id is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// The empty id.
+    #[error("container id must not be empty")]
+    Empty,
+    /// `.` or `..`.
+    #[error("invalid container id {0:?}")]
+    Dots(String),
+    /// A character outside `[A-Za-z0-9_+.-]`.
+    #[error("invalid container id {id:?}: character {c:?} is not allowed (use [A-Za-z0-9_+.-])")]
+    Character {
+        /// The id.
+        id: String,
+        /// The first character refused.
+        c: char,
+    },
+    /// More than 1024 bytes.
+    #[error("invalid container id {0:?}: longer than 1024 bytes")]
+    TooLong(String),
+}
+
 /// Checks a container id the way runc does: not empty, no path separators,
 /// not `.` or `..`, only `[A-Za-z0-9_+.-]`.
-pub fn validate_id(id: &str) -> Result<(), String> {
+pub fn validate_id(id: &str) -> Result<(), IdError> {
     if id.is_empty() {
-        return Err("container id must not be empty".into());
+        return Err(IdError::Empty);
     }
     if id == "." || id == ".." {
-        return Err(format!("invalid container id {id:?}"));
+        return Err(IdError::Dots(id.into()));
     }
     if let Some(c) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.')))
     {
-        return Err(format!(
-            "invalid container id {id:?}: character {c:?} is not allowed (use [A-Za-z0-9_+.-])"
-        ));
+        return Err(IdError::Character { id: id.into(), c });
     }
     if id.len() > 1024 {
-        return Err(format!(
-            "invalid container id {id:?}: longer than 1024 bytes"
-        ));
+        return Err(IdError::TooLong(id.into()));
     }
     Ok(())
 }

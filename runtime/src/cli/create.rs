@@ -32,7 +32,7 @@ pub struct CreateFlags {
 impl CreateFlags {
     /// The library's options for container `id`.
     pub fn options(&self, cli: &Cli, id: &str, foreground: bool) -> anyhow::Result<CreateOptions> {
-        let config = vessel::vm::RuntimeConfig::load(cli.config.as_deref())
+        let config = vessel::isolation::RuntimeConfig::load(cli.config.as_deref())
             .map_err(|e| anyhow::anyhow!(e))?;
         Ok(CreateOptions {
             root: cli.root.clone(),

@@ -2,9 +2,6 @@
 
 use std::time::Duration;
 
-use vessel::container::Container;
-use vessel::state::Status;
-
 use super::Cli;
 
 /// `vessel events [--stats] [--interval 5s] <id>`
@@ -40,14 +37,8 @@ fn parse_interval(s: &str) -> anyhow::Result<Duration> {
 }
 
 fn stats_event(cli: &Cli, id: &str) -> anyhow::Result<Option<serde_json::Value>> {
-    let c = Container::load(&cli.root, id)?;
-    if c.status() == Status::Stopped {
-        return Ok(None);
-    }
-    let data = c.cgroup()?.stats()?;
-    Ok(Some(
-        serde_json::json!({ "type": "stats", "id": id, "data": data }),
-    ))
+    Ok(vessel::container::stats(&cli.root, id)?
+        .map(|data| serde_json::json!({ "type": "stats", "id": id, "data": data })))
 }
 
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {

@@ -66,7 +66,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             rootfs: s.rootfs.display().to_string(),
             created: s.created.into(),
             owner: s.owner.into(),
-            isolation: s.isolation.into(),
+            isolation: s.isolation.to_string(),
             reason: s.reason.map(str::to_string),
         });
     }

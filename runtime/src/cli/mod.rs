@@ -50,7 +50,7 @@ pub struct Cli {
     /// Default isolation mode: container or vm (the annotation
     /// io.vessel.isolation in config.json wins).
     #[arg(long, global = true)]
-    pub isolation: Option<vessel::vm::Isolation>,
+    pub isolation: Option<vessel::isolation::Isolation>,
     /// Runtime configuration file (TOML; default /etc/vessel/config.toml).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,

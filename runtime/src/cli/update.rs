@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::LinuxResources;
 use serde_json::{json, Map, Value};
-use vessel::container::Container;
 use vessel::utils::parse_size;
 
 use super::Cli;
@@ -145,22 +144,6 @@ fn resources(a: &Args) -> anyhow::Result<LinuxResources> {
 pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     // `apply` checks every value against the host before writing anything.
     let res = resources(a)?;
-    let c = Container::load(&cli.root, &a.id)?;
-    if c.status() == vessel::state::Status::Stopped {
-        anyhow::bail!(
-            "container {:?} is stopped: cannot update its resources",
-            a.id
-        );
-    }
-    if c.state.vm.is_some() && (res.pids().is_some() || res.devices().is_some()) {
-        // They apply in the guest, fixed at create; on the host they would
-        // bind the VMM's threads and devices instead.
-        anyhow::bail!(
-            "container {:?} runs in a VM: its pids limit and device rules apply in the guest \
-             and cannot be updated (memory, CPU and block IO limits of the VMM can)",
-            a.id
-        );
-    }
-    c.cgroup()?.apply(&res, false)?;
+    vessel::container::update(&cli.root, &a.id, &res)?;
     Ok(0)
 }

@@ -1,27 +1,14 @@
-//! `vessel exec`: a new process inside a running container. A setup stage
-//! joins the container's cgroup and all its namespaces at once through a
-//! pidfd, then forks the process, which goes through the same preparation
-//! as the container's init.
+//! `vessel exec`: a new process in a created, running or paused
+//! container, run by the container's backend.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use nix::sched::CloneFlags;
-use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Process;
 
-use super::{err, Container, Error};
-use crate::namespaces::PROC_NS;
-use crate::process::channel::{Channel, Msg};
-use crate::process::exec as pexec;
-use crate::process::wait::{become_subreaper, forward_and_wait};
-use crate::security::seccomp::{self, CompiledSeccomp};
+use super::{Container, Error};
+use crate::spec;
 use crate::state::Status;
-use crate::{spec, terminal, utils};
 
 /// Options of `vessel exec`.
 #[derive(Debug)]
@@ -48,13 +35,62 @@ pub struct ExecOptions {
     pub ignore_paused: bool,
 }
 
+/// What is wrong with a `--cgroup` argument, or joining its sub-cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum SubCgroupError {
+    /// The argument is malformed.
+    #[error("--cgroup {arg:?}: {why}")]
+    Bad {
+        /// The argument.
+        arg: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A controller is named twice.
+    #[error("--cgroup {arg:?}: controller {controller} is given more than once")]
+    Twice {
+        /// The argument.
+        arg: String,
+        /// The controller.
+        controller: String,
+    },
+    /// Per-controller paths on a cgroup v2 host.
+    #[error(
+        "--cgroup {controller}:...: per-controller paths need cgroup v1; this host has cgroup v2 only"
+    )]
+    NeedsV1 {
+        /// The controller.
+        controller: String,
+    },
+    /// The controller is not mounted.
+    #[error("--cgroup {controller}:...: controller {controller} is not mounted")]
+    NotMounted {
+        /// The controller.
+        controller: String,
+    },
+    /// The sub-cgroup cannot be joined (it must exist, as in runc).
+    #[error("--cgroup: joining {} ({controller}): {source}", .dir.display())]
+    Join {
+        /// The sub-cgroup's directory.
+        dir: PathBuf,
+        /// Its controller (`cgroup2` for the unified hierarchy).
+        controller: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Parses `--cgroup` arguments as runc does: one `path` for every
 /// hierarchy, or any number of `controller[,controller...]:path`. Paths
 /// are relative to the container's cgroup and must stay inside it.
-fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, String> {
+fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, SubCgroupError> {
     let mut out = BTreeMap::new();
     for a in args {
-        let bad = |why: &str| format!("--cgroup {a:?}: {why}");
+        let bad = |why| SubCgroupError::Bad {
+            arg: a.clone(),
+            why,
+        };
         let (ctrls, path) = match a.split_once(':') {
             Some((c, p)) => (Some(c), p),
             None if args.len() == 1 => (None, a.as_str()),
@@ -78,364 +114,66 @@ fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, PathBuf>, Strin
                 return Err(bad("empty controller name"));
             }
             if out.insert(c.to_string(), path.clone()).is_some() {
-                return Err(bad(&format!("controller {c} is given more than once")));
+                return Err(SubCgroupError::Twice {
+                    arg: a.clone(),
+                    controller: c.into(),
+                });
             }
         }
     }
     Ok(out)
 }
 
-/// Moves `pid`, already in the container's cgroup, into the sub-cgroups
-/// `subs` (see [`parse_sub_cgroups`]). Each must exist, as in runc.
-fn join_sub_cgroups(
-    cgroup: &vessel_cgroups::Cgroup,
-    subs: &BTreeMap<String, PathBuf>,
-    pid: i32,
-) -> Result<(), String> {
-    let all = subs.get("");
-    let mut targets: Vec<(String, PathBuf)> = Vec::new();
-    let v1 = cgroup.v1_paths();
-    if v1.is_empty() {
-        if let Some(c) = subs.keys().find(|c| !c.is_empty()) {
-            return Err(format!(
-                "--cgroup {c}:...: per-controller paths need cgroup v1; this host has cgroup v2 only"
-            ));
-        }
-    }
-    for c in subs.keys().filter(|c| !c.is_empty()) {
-        if !v1.contains_key(c) {
-            return Err(format!("--cgroup {c}:...: controller {c} is not mounted"));
-        }
-    }
-    for (ctrl, dir) in &v1 {
-        if let Some(sub) = subs.get(ctrl).or(all) {
-            targets.push((ctrl.clone(), dir.join(sub)));
-        }
-    }
-    if let (Some(sub), Some(dir)) = (all, cgroup.v2_dir()) {
-        targets.push(("cgroup2".into(), dir.join(sub)));
-    }
-    for (ctrl, dir) in targets {
-        let procs = dir.join("cgroup.procs");
-        std::fs::write(&procs, pid.to_string())
-            .map_err(|e| format!("--cgroup: joining {} ({ctrl}): {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; we are its only owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Which of the container's namespaces differ from ours (those to join).
-fn namespaces_of(pid: i32) -> CloneFlags {
-    let mut flags = CloneFlags::empty();
-    for (name, f) in PROC_NS {
-        let theirs = std::fs::metadata(format!("/proc/{pid}/ns/{name}"));
-        let ours = std::fs::metadata(format!("/proc/self/ns/{name}"));
-        if let (Ok(t), Ok(o)) = (theirs, ours) {
-            if t.ino() != o.ino() || t.dev() != o.dev() {
-                flags |= CloneFlags::from_bits_retain(f);
-            }
-        }
-    }
-    flags
+/// What `exec` checked of its options before loading the container.
+#[derive(Debug)]
+pub struct ExecPlan {
+    /// `process.execCPUAffinity`.
+    pub affinity: spec::affinity::ExecAffinity,
+    /// `--cgroup`: controller (empty for all) to sub-cgroup.
+    pub sub_cgroups: BTreeMap<String, PathBuf>,
 }
 
 /// Runs `opts.process` in the container; returns its exit code, or 0 when
 /// detached.
 pub fn exec(opts: ExecOptions) -> Result<i32, Error> {
     let id = opts.id.as_str();
-    spec::validate_process(&opts.process).map_err(|e| err(id, e))?;
-    let affinity = spec::affinity::exec_affinity(&opts.process).map_err(|e| err(id, e))?;
-    let sub_cgroups = parse_sub_cgroups(&opts.sub_cgroups).map_err(|e| err(id, e))?;
+    let spec_error = |source| Error::Spec {
+        id: id.into(),
+        source,
+    };
+    spec::validate_process(&opts.process).map_err(spec_error)?;
+    let plan = ExecPlan {
+        affinity: spec::affinity::exec_affinity(&opts.process).map_err(spec_error)?,
+        sub_cgroups: parse_sub_cgroups(&opts.sub_cgroups).map_err(|source| Error::SubCgroup {
+            id: id.into(),
+            source,
+        })?,
+    };
     let c = Container::load(&opts.root, id)?;
     if let Some(why) = &c.state.problem {
         // Its namespaces and rootfs are unknown: only kill and delete act.
-        return Err(err(id, format!("cannot exec: {why}")));
+        return Err(Error::OnlyDelete {
+            id: id.into(),
+            why: why.clone(),
+            action: "cannot exec: ",
+            after: "",
+        });
     }
     let status = c.status();
     if status == Status::Paused && !opts.ignore_paused {
         return Err(Error::WrongState {
             id: id.into(),
             status,
-            msg: "cannot exec in a paused container, use --ignore-paused to override".into(),
+            msg: "cannot exec in a paused container, use --ignore-paused to override",
         });
     }
     if !matches!(status, Status::Created | Status::Running | Status::Paused) {
         return Err(Error::WrongState {
             id: id.into(),
             status,
-            msg: "cannot exec in a container that is not running".into(),
+            msg: "cannot exec in a container that is not running",
         });
     }
-    if c.state.vm.is_some() {
-        let dir = c.dir.clone();
-        drop(c);
-        return vm_exec(opts, &dir);
-    }
-    let container_spec = spec::load(&c.state.bundle).map_err(|e| err(id, e))?;
-    let seccomp: Option<CompiledSeccomp> = match container_spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-    {
-        Some(s) => {
-            let mut compiled = seccomp::compile(s).map_err(|e| err(id, e))?;
-            // Before the fork: the process inherits the connection.
-            compiled.connect_listener().map_err(|e| err(id, e))?;
-            Some(compiled)
-        }
-        None => None,
-    };
-    // Personality and memory policy are the container's, set on every process.
-    let container_linux = container_spec.linux().clone().unwrap_or_default();
-    // For the seccomp listener's message (the container is dropped below).
-    let listener_state = serde_json::to_value(c.state.oci(crate::state::Status::Running))
-        .map_err(|e| err(id, e.to_string()))?;
-    let container_ioprio =
-        vessel_cgroups::blockio_priority::parse_annotations(&c.state.annotations)
-            .map_err(|e| err(id, e))?
-            .and_then(|p| p.ioprio());
-    let init_pid = c.state.pid;
-    let pidfd =
-        pidfd_open(init_pid).map_err(|e| err(id, format!("pidfd_open({init_pid}): {e}")))?;
-    let join = namespaces_of(init_pid);
-    let cgroup = c.cgroup()?;
-    // Do not hold the container's lock while the process runs.
-    drop(c);
-
-    let terminal = opts.process.terminal().unwrap_or(false);
-    let console: Option<OwnedFd> = match (&opts.console_socket, terminal) {
-        (Some(p), true) => Some(
-            UnixStream::connect(p)
-                .map_err(|e| err(id, format!("--console-socket {}: {e}", p.display())))?
-                .into(),
-        ),
-        (None, true) => {
-            return Err(err(
-                id,
-                "process.terminal is true but no --console-socket was given",
-            ))
-        }
-        (Some(_), false) => {
-            return Err(err(
-                id,
-                "--console-socket was given but the process has no terminal",
-            ))
-        }
-        (None, false) => None,
-    };
-
-    let (parent, child) = Channel::pair().map_err(|e| err(id, format!("socketpair: {e}")))?;
-    become_subreaper().map_err(|e| err(id, format!("subreaper: {e}")))?;
-    // SAFETY: vessel is single-threaded here, so the child may run Rust code.
-    let stage = match unsafe { nix::unistd::fork() }.map_err(|e| err(id, format!("fork: {e}")))? {
-        ForkResult::Child => {
-            drop(parent);
-            exec_stage(
-                &child,
-                (&pidfd, init_pid),
-                join,
-                &opts,
-                console,
-                Setup {
-                    seccomp: seccomp.as_ref(),
-                    container_ioprio,
-                    linux: &container_linux,
-                    affinity: &affinity,
-                },
-            )
-        }
-        ForkResult::Parent { child } => child,
-    };
-    drop(child);
-    drop(console);
-    if !opts.detach {
-        // Signals that arrive from now on are for the process, not for us.
-        crate::process::wait::block_forwarded()
-            .map_err(|e| err(id, format!("block signals: {e}")))?;
-    }
-    let fail = |m: String| {
-        let _ = nix::sys::signal::kill(stage, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(stage, None);
-        err(id, m)
-    };
-    if let Some(mask) = &affinity.initial {
-        // Before the cgroup: the stage and the process it forks do their
-        // work on these CPUs until the final affinity (or the reset) applies.
-        crate::process::attrs::set_affinity(stage.as_raw(), mask).map_err(|e| {
-            fail(format!(
-                "process.execCPUAffinity.initial: sched_setaffinity: {e}"
-            ))
-        })?;
-    }
-    if let Err(e) = cgroup.add_task(stage.as_raw()) {
-        return Err(fail(e.to_string()));
-    }
-    if !sub_cgroups.is_empty() {
-        join_sub_cgroups(&cgroup, &sub_cgroups, stage.as_raw()).map_err(fail)?;
-    }
-    if let Some(rdt) = container_linux.intel_rdt() {
-        // Where the init is (runc does the same for exec'd processes).
-        crate::intel_rdt::request(rdt, id)
-            .and_then(|req| crate::intel_rdt::Resctrl::mounted()?.join(&req, id, stage.as_raw()))
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    parent.send(&Msg::Go).map_err(|e| fail(e.to_string()))?;
-    let pid = parent.expect_pid().map_err(fail)?;
-    if let Some(s) = &seccomp {
-        // The seccomp listener's message: this process, the container's state.
-        s.send_state(pid, &listener_state)
-            .map_err(|e| fail(e.to_string()))?;
-    }
-    let _ = waitpid(stage, None);
-    // The process's end of the channel closes on a successful execve.
-    match parent.recv() {
-        Ok(None) => {}
-        Ok(Some(Msg::Error(e))) => {
-            let _ = waitpid(Pid::from_raw(pid), None);
-            return Err(err(id, e));
-        }
-        Ok(Some(m)) => return Err(err(id, format!("protocol error: {m:?}"))),
-        Err(e) => return Err(err(id, e)),
-    }
-    if let Some(p) = &opts.pid_file {
-        utils::write_atomic(p, pid.to_string().as_bytes())
-            .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
-    }
-    if opts.detach {
-        return Ok(0);
-    }
-    forward_and_wait(pid).map_err(|e| err(id, format!("wait: {e}")))
-}
-
-/// What the exec'd process gets besides its `process` object.
-struct Setup<'a> {
-    seccomp: Option<&'a CompiledSeccomp>,
-    /// The container-level IO priority (annotation), if any.
-    container_ioprio: Option<u16>,
-    /// The container's `linux` section (personality, memory policy).
-    linux: &'a oci_spec::runtime::Linux,
-    affinity: &'a spec::affinity::ExecAffinity,
-}
-
-fn exec_stage(
-    chan: &Channel,
-    init: (&OwnedFd, i32),
-    join: CloneFlags,
-    opts: &ExecOptions,
-    console: Option<OwnedFd>,
-    setup: Setup<'_>,
-) -> ! {
-    let (pidfd, init_pid) = init;
-    let r = (|| -> Result<bool, String> {
-        chan.expect(Msg::Go)?;
-        nix::sched::setns(pidfd.as_fd(), join)
-            .map_err(|e| format!("join the container's namespaces: {e}"))?;
-        if !join.contains(CloneFlags::CLONE_NEWNS) {
-            // No mount namespace of its own: the container's root is only
-            // its init's chroot, which the process must share too.
-            let root = format!("/proc/{init_pid}/root");
-            nix::unistd::chroot(root.as_str())
-                .and_then(|()| nix::unistd::chdir("/"))
-                .map_err(|e| format!("enter the container's root ({root}): {e}"))?;
-        }
-        // SAFETY: single-threaded; the child goes on running Rust code.
-        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
-            ForkResult::Child => Ok(true),
-            ForkResult::Parent { child } => {
-                chan.send(&Msg::Pid(child.as_raw()))
-                    .map_err(|e| e.to_string())?;
-                Ok(false)
-            }
-        }
-    })();
-    match r {
-        Ok(false) => {
-            // SAFETY: the stage is done; leave without the parent's atexit handlers.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(true) => {
-            let e = setup
-                .container_ioprio
-                .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
-                .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
-                .and_then(|_| run_process(chan, opts, join, console, &setup))
-                .unwrap_err();
-            let _ = chan.send(&Msg::Error(e));
-        }
-        Err(e) => {
-            let _ = chan.send(&Msg::Error(e));
-        }
-    }
-    // SAFETY: as above: a forked helper exits without running atexit handlers.
-    unsafe { libc::_exit(1) }
-}
-
-/// Prepares and execs the process; returns only on a failure before the
-/// last steps (those report on `chan` themselves, see `pexec::exec`).
-fn run_process(
-    chan: &Channel,
-    opts: &ExecOptions,
-    join: CloneFlags,
-    console: Option<OwnedFd>,
-    setup: &Setup<'_>,
-) -> Result<std::convert::Infallible, String> {
-    let p = &opts.process;
-    let seccomp = setup.seccomp;
-    if let Some(console) = console {
-        let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
-        terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
-    }
-    pexec::apply_privileged(p)?;
-    crate::process::attrs::apply_container(setup.linux)?;
-    // The filter is loaded last (see `pexec`'s documentation for the order).
-    let nnp = p.no_new_privileges().unwrap_or(false);
-    let user_ns = join.contains(CloneFlags::CLONE_NEWUSER);
-    let affinity = match (&setup.affinity.last, setup.affinity.is_empty()) {
-        (Some(mask), _) => pexec::Affinity::Final(mask.clone()),
-        (None, true) => pexec::Affinity::Reset,
-        // Only `initial`: the process keeps it.
-        (None, false) => pexec::Affinity::Keep,
-    };
-    let prepared =
-        pexec::drop_privileges(p, user_ns, seccomp.is_some() && !nnp)?.with_affinity(affinity);
-    let report = pexec::Report::Channel(chan.as_fd());
-    pexec::exec(&prepared, opts.preserve_fds, seccomp, report)
-}
-
-/// `exec` in a vm-mode container: relayed through its supervisor.
-fn vm_exec(opts: ExecOptions, dir: &std::path::Path) -> Result<i32, Error> {
-    let id = opts.id.as_str();
-    if opts.preserve_fds > 0 {
-        return Err(err(
-            id,
-            "--preserve-fds: descriptors cannot be passed into a VM",
-        ));
-    }
-    if opts.detach {
-        let pid =
-            crate::vm::exec::spawn_detached(dir, &opts.process, opts.console_socket.as_deref())
-                .map_err(|e| err(id, format!("exec: {e}")))?;
-        if let Some(p) = &opts.pid_file {
-            utils::write_atomic(p, pid.to_string().as_bytes())
-                .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
-        }
-        return Ok(0);
-    }
-    if let Some(p) = &opts.pid_file {
-        // The relay (us) stands for the process on the host.
-        utils::write_atomic(p, std::process::id().to_string().as_bytes())
-            .map_err(|e| err(id, format!("--pid-file {}: {e}", p.display())))?;
-    }
-    let ended = crate::vm::exec::relay(dir, &opts.process, opts.console_socket.as_deref(), None)
-        .map_err(|e| err(id, format!("exec: {e}")))?;
-    Ok(ended.code)
+    let backend = c.backend();
+    backend.exec(c, &opts, plan)
 }

@@ -1,15 +1,19 @@
-//! Container lifecycle: create, start, kill, delete, exec, pause, and the
-//! state store they share.
+//! A container's lifecycle, whatever isolates it: create, start, kill,
+//! delete, exec, ps, pause, resume, update and stats. Each command loads
+//! the [`Container`] and goes through its backend
+//! ([`crate::isolation::Backend`]) for what the mode does differently.
 
-pub(crate) mod create;
+pub mod create;
 mod exec;
-mod init;
 mod lifecycle;
 mod run;
 
 pub use create::{create, CreateOptions, Created};
-pub use exec::{exec, ExecOptions};
-pub use lifecycle::{delete, kill, kill_all, parse_signal, pause, resume, start};
+pub use exec::{exec, ExecOptions, ExecPlan, SubCgroupError};
+pub use lifecycle::{
+    delete, kill, kill_all, parse_signal, pause, ps, resume, start, stats, stop_processes, update,
+    UnknownSignal,
+};
 pub use run::run_foreground;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +22,8 @@ use vessel_cgroups::{Cgroup, CgroupOptions};
 
 use crate::state::{Lock, State, Status};
 
-/// Errors of container operations; each names the container.
+/// Errors of container operations; each names the container, and the
+/// field, file or step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No such container.
@@ -27,6 +32,15 @@ pub enum Error {
     /// The id is taken.
     #[error("container {0:?} already exists")]
     Exists(String),
+    /// The id is not one vessel accepts.
+    #[error("container {id:?}: {source}")]
+    BadId {
+        /// Container id.
+        id: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::utils::IdError,
+    },
     /// The operation is not allowed in the container's status.
     #[error("container {id:?} is {status}: {msg}")]
     WrongState {
@@ -35,23 +49,287 @@ pub enum Error {
         /// Its status.
         status: Status,
         /// What cannot be done.
-        msg: String,
+        msg: &'static str,
     },
-    /// Anything else, already phrased for the user.
-    #[error("container {id:?}: {msg}")]
-    Other {
+    /// The state was rebuilt from the ledger (a killed `create`, an
+    /// unreadable `state.json`): only `kill` and `delete` act on it.
+    #[error("container {id:?}: {action}{why}{after}")]
+    OnlyDelete {
+        /// Container id.
+        id: String,
+        /// Why the state is not what vessel recorded.
+        why: String,
+        /// What was refused, as a prefix of `why`.
+        action: &'static str,
+        /// What is left to do, as a suffix.
+        after: &'static str,
+    },
+    /// An update that vm mode cannot apply on the host.
+    #[error(
+        "container {id:?} runs in a VM: its pids limit and device rules apply in the guest \
+         and cannot be updated (memory, CPU and block IO limits of the VMM can)"
+    )]
+    GuestOnlyUpdate {
+        /// Container id.
+        id: String,
+    },
+    /// The isolation mode the bundle asks for is not one.
+    #[error("container {id:?}: {source}")]
+    Mode {
+        /// Container id.
+        id: String,
+        /// Which annotation, and what it says.
+        #[source]
+        source: Box<crate::isolation::config::ConfigError>,
+    },
+    /// A `--cgroup` argument of `exec`.
+    #[error("container {id:?}: {source}")]
+    SubCgroup {
+        /// Container id.
+        id: String,
+        /// What is wrong.
+        #[source]
+        source: exec::SubCgroupError,
+    },
+    /// The bundle's configuration is invalid (the field is named).
+    #[error("container {id:?}: {source}")]
+    Spec {
+        /// Container id.
+        id: String,
+        /// The field and what is wrong with it.
+        #[source]
+        source: crate::spec::SpecError,
+    },
+    /// The root filesystem or a mount is invalid or cannot be prepared.
+    #[error("container {id:?}: {source}")]
+    Rootfs {
         /// Container id.
         id: String,
         /// What failed.
+        #[source]
+        source: crate::rootfs::RootfsError,
+    },
+    /// `process.rlimits` is invalid.
+    #[error("container {id:?}: {source}")]
+    Rlimit {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: crate::security::rlimits::RlimitError,
+    },
+    /// `linux.seccomp` cannot be compiled or its listener reached.
+    #[error("container {id:?}: {source}")]
+    Seccomp {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: crate::security::seccomp::SeccompError,
+    },
+    /// `linux.netDevices` is invalid or a link could not be moved.
+    #[error("container {id:?}: {source}")]
+    NetDevice {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: crate::netdev::NetDevError,
+    },
+    /// The container's cgroup (or the block-IO annotations it applies).
+    #[error("container {id:?}: {source}")]
+    Cgroup {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: vessel_cgroups::CgroupError,
+    },
+    /// A hook failed.
+    #[error("container {id:?}: {source}")]
+    Hook {
+        /// Container id.
+        id: String,
+        /// Which hook, and how.
+        #[source]
+        source: crate::hooks::HookError,
+    },
+    /// vm mode: the VM, its images, network or supervisor.
+    #[error("container {id:?}: {source}")]
+    Vm {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: crate::vm::VmError,
+    },
+    /// A file, option or system call failed: `what` names the step or
+    /// option, `path` the file.
+    #[error("container {id:?}: {}: {source}", io_what(.what, .path.as_deref()))]
+    Io {
+        /// Container id.
+        id: String,
+        /// The step or option (`--pid-file`, `start`, `clone`, ...).
+        what: &'static str,
+        /// The file, if one is involved.
+        path: Option<PathBuf>,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Options that contradict the bundle or each other.
+    #[error("container {id:?}: {msg}")]
+    Usage {
+        /// Container id.
+        id: String,
+        /// What contradicts what.
+        msg: &'static str,
+    },
+    /// The container's setup or start failed: the message its init (or
+    /// exec'd process) reported over the sync channel, or what the channel
+    /// itself saw. It comes from another process, as text.
+    #[error("container {id:?}: {msg}")]
+    Setup {
+        /// Container id.
+        id: String,
+        /// The report.
         msg: String,
+    },
+    /// The OOM killer ended the container's init during setup.
+    #[error(
+        "container {id:?}: the container's init was killed by the OOM killer during setup: \
+         linux.resources.memory.limit is too low"
+    )]
+    OomDuringSetup {
+        /// Container id.
+        id: String,
+    },
+    /// A process or cgroup of the container survived SIGKILL.
+    #[error("container {id:?}: processes {pids:?} did not die after SIGKILL")]
+    Undying {
+        /// Container id.
+        id: String,
+        /// Those left.
+        pids: Vec<i32>,
+    },
+    /// A process vessel just started is gone before it could be recorded.
+    #[error("container {id:?}: {what} {pid} vanished")]
+    Vanished {
+        /// Container id.
+        id: String,
+        /// Which process.
+        what: &'static str,
+        /// Its pid.
+        pid: i32,
+    },
+    /// `ps` failed.
+    #[error("container {id:?}: {source}")]
+    Ps {
+        /// Container id.
+        id: String,
+        /// What failed.
+        #[source]
+        source: crate::host::PsError,
+    },
+    /// `linux.intelRdt` could not be applied or its group removed.
+    #[error("container {id:?}: {source}")]
+    IntelRdt {
+        /// Container id.
+        id: String,
+        /// What failed, naming the field.
+        #[source]
+        source: crate::intel_rdt::RdtError,
+    },
+    /// No cgroup is recorded for the container (its create was killed).
+    #[error("container {id:?}: no cgroup is recorded for it")]
+    NoCgroup {
+        /// Container id.
+        id: String,
+    },
+    /// Encoding the state as JSON failed.
+    #[error("container {id:?}: the state as JSON: {source}")]
+    Json {
+        /// Container id.
+        id: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
     },
 }
 
-/// Shorthand for [`Error::Other`].
-pub fn err(id: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Other {
-        id: id.to_string(),
-        msg: msg.to_string(),
+/// Checks a container id (see [`crate::utils::validate_id`]).
+pub fn check_id(id: &str) -> Result<(), Error> {
+    crate::utils::validate_id(id).map_err(|source| Error::BadId {
+        id: id.into(),
+        source,
+    })
+}
+
+fn io_what(what: &str, path: Option<&Path>) -> String {
+    match (what, path) {
+        ("", Some(p)) => p.display().to_string(),
+        (w, Some(p)) => format!("{w} {}", p.display()),
+        (w, None) => w.to_string(),
+    }
+}
+
+impl Error {
+    /// An I/O error of step `what` on `path`.
+    pub fn io(id: &str, what: &'static str, path: Option<&Path>, source: std::io::Error) -> Error {
+        Error::Io {
+            id: id.into(),
+            what,
+            path: path.map(Path::to_path_buf),
+            source,
+        }
+    }
+
+    /// A report of the container's setup (see [`Error::Setup`]).
+    pub fn setup(id: &str, msg: impl Into<String>) -> Error {
+        Error::Setup {
+            id: id.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An error of the container's cgroup.
+    pub fn cgroup(id: &str, source: vessel_cgroups::CgroupError) -> Error {
+        Error::Cgroup {
+            id: id.into(),
+            source,
+        }
+    }
+
+    /// A bundle configuration error.
+    pub fn spec(id: &str, source: crate::spec::SpecError) -> Error {
+        Error::Spec {
+            id: id.into(),
+            source,
+        }
+    }
+
+    /// An Intel RDT (resctrl) error.
+    pub fn rdt(id: &str, source: crate::intel_rdt::RdtError) -> Error {
+        Error::IntelRdt {
+            id: id.into(),
+            source,
+        }
+    }
+
+    /// A vm-mode error.
+    pub fn vm(id: &str, source: crate::vm::VmError) -> Error {
+        Error::Vm {
+            id: id.into(),
+            source,
+        }
+    }
+
+    /// An error encoding JSON.
+    pub fn json(id: &str, source: serde_json::Error) -> Error {
+        Error::Json {
+            id: id.into(),
+            source,
+        }
     }
 }
 
@@ -72,14 +350,14 @@ impl Container {
     /// creator died, or whose `state.json` is unreadable, loads from its
     /// ledger (see [`State::recover`]).
     pub fn load(root: &Path, id: &str) -> Result<Container, Error> {
-        crate::utils::validate_id(id).map_err(|m| err(id, m))?;
+        check_id(id)?;
         let dir = root.join(id);
         let lock = match Lock::acquire(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(id.into()))
             }
-            Err(e) => return Err(err(id, format!("lock {}: {e}", dir.display()))),
+            Err(e) => return Err(Error::io(id, "lock", Some(&dir), e)),
         };
         // A concurrent delete held the lock before us and removed it all.
         if !lock.is_at(&dir) {
@@ -90,7 +368,7 @@ impl Container {
             return Err(Error::WrongState {
                 id: id.into(),
                 status: Status::Creating,
-                msg: "still being created".into(),
+                msg: "still being created",
             });
         }
         Ok(c)
@@ -99,7 +377,7 @@ impl Container {
     /// Loads container `id` without its lock, for commands that only read
     /// (`state`, `list`): they never wait behind a `create` in progress.
     pub fn peek(root: &Path, id: &str) -> Result<Container, Error> {
-        crate::utils::validate_id(id).map_err(|m| err(id, m))?;
+        check_id(id)?;
         Self::read(root.join(id), id, None)
     }
 
@@ -109,7 +387,7 @@ impl Container {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NotFound(id.into()))
             }
-            Err(e) => return Err(err(id, format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(Error::io(id, "", Some(&dir), e)),
         };
         Ok(Container {
             dir,
@@ -121,6 +399,16 @@ impl Container {
     /// The container id.
     pub fn id(&self) -> &str {
         &self.state.id
+    }
+
+    /// The backend of the container's isolation mode.
+    pub fn backend(&self) -> Box<dyn crate::isolation::Backend> {
+        self.state.mode.backend()
+    }
+
+    /// An error of the container's cgroup, naming the container.
+    pub fn cgroup_error(&self, e: vessel_cgroups::CgroupError) -> Error {
+        Error::cgroup(self.id(), e)
     }
 
     /// The live status (paused when the cgroup is frozen).
@@ -138,8 +426,9 @@ impl Container {
 
     /// The container's cgroup.
     pub fn cgroup(&self) -> Result<Cgroup, Error> {
-        self.recorded_cgroup()?
-            .ok_or_else(|| err(self.id(), "no cgroup is recorded for it"))
+        self.recorded_cgroup()?.ok_or_else(|| Error::NoCgroup {
+            id: self.id().into(),
+        })
     }
 
     /// The container's cgroup, `None` when its create was killed before
@@ -155,16 +444,23 @@ impl Container {
             container_id: self.state.id.clone(),
         })
         .map(Some)
-        .map_err(|e| err(self.id(), e))
+        .map_err(|e| self.cgroup_error(e))
     }
 
     /// Persists the state. A state rebuilt from the ledger is never
     /// written back: only `delete` acts on such a container.
     pub fn save(&self) -> Result<(), Error> {
         if let Some(why) = &self.state.problem {
-            return Err(err(self.id(), format!("{why}; only delete can act on it")));
+            return Err(Error::OnlyDelete {
+                id: self.id().into(),
+                why: why.clone(),
+                action: "",
+                after: "; only delete can act on it",
+            });
         }
-        self.state.save(&self.dir).map_err(|e| err(self.id(), e))
+        self.state
+            .save(&self.dir)
+            .map_err(|e| Error::io(self.id(), "write state", None, e))
     }
 
     /// The state as hooks receive it on stdin.

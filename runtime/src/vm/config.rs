@@ -1,82 +1,14 @@
-//! Choosing the isolation mode, and the runtime-wide configuration file.
-//!
-//! The mode of a container is decided once, at `create`: the annotation
-//! `io.vessel.isolation` of its config.json wins; otherwise the global
-//! `--isolation` flag; otherwise `isolation` in the configuration file
-//! (`--config`, default [`DEFAULT_CONFIG`]); otherwise `container`.
+//! vm mode's part of the runtime-wide configuration file (the `[vm]`
+//! table) and the annotations that size one container's VM.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-/// The annotation that selects the mode of one container.
-pub const ISOLATION_ANNOTATION: &str = "io.vessel.isolation";
 /// Annotation overriding the number of vCPUs.
 pub const CPUS_ANNOTATION: &str = "io.vessel.vm.cpus";
 /// Annotation overriding the guest memory in MiB.
 pub const MEMORY_ANNOTATION: &str = "io.vessel.vm.memory_mib";
-/// The configuration file read when `--config` is not given (absent is fine).
-pub const DEFAULT_CONFIG: &str = "/etc/vessel/config.toml";
-
-/// How a container is isolated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    /// Namespaces and cgroups on the host kernel.
-    #[default]
-    Container,
-    /// A microVM with its own guest kernel.
-    Vm,
-}
-
-impl fmt::Display for Isolation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Isolation::Container => "container",
-            Isolation::Vm => "vm",
-        })
-    }
-}
-
-impl FromStr for Isolation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "container" => Ok(Isolation::Container),
-            "vm" => Ok(Isolation::Vm),
-            other => Err(format!(
-                "{other:?} is not an isolation mode (use \"container\" or \"vm\")"
-            )),
-        }
-    }
-}
-
-/// The runtime-wide configuration (TOML).
-///
-/// ```toml
-/// isolation = "vm"          # default mode when config.json does not say
-/// [vm]
-/// engine = "qemu"           # the only engine so far
-/// accel = "auto"            # auto (probe), kvm or tcg
-/// kernel = "/boot/vmlinuz-6.1.0-28-cloud-amd64"
-/// guest_agent = "/usr/local/bin/vessel"   # a static vessel for the guest
-/// cpus = 1
-/// memory_mib = 256
-/// scratch_mib = 1024        # writable layer of the root filesystem
-/// cache_dir = "/var/cache/vessel"
-/// boot_timeout_secs = 60
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Default isolation mode.
-    pub isolation: Option<Isolation>,
-    /// Defaults of vm mode.
-    #[serde(default)]
-    pub vm: VmDefaults,
-}
 
 /// The `[vm]` table.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -103,75 +35,4 @@ pub struct VmDefaults {
     pub cache_dir: Option<PathBuf>,
     /// How long to wait for the guest agent.
     pub boot_timeout_secs: Option<u64>,
-}
-
-impl RuntimeConfig {
-    /// Reads `path`, or [`DEFAULT_CONFIG`] if it exists when `path` is None.
-    pub fn load(path: Option<&Path>) -> Result<RuntimeConfig, String> {
-        let (path, required) = match path {
-            Some(p) => (p, true),
-            None => (Path::new(DEFAULT_CONFIG), false),
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(RuntimeConfig::default())
-            }
-            Err(e) => return Err(format!("config file {}: {e}", path.display())),
-        };
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
-    }
-}
-
-/// The mode of a container with these annotations, given the runtime-wide
-/// default.
-pub fn decide(
-    annotations: Option<&std::collections::HashMap<String, String>>,
-    default: Isolation,
-) -> Result<Isolation, String> {
-    match annotations.and_then(|a| a.get(ISOLATION_ANNOTATION)) {
-        Some(v) => v
-            .parse()
-            .map_err(|e| format!("annotations.{ISOLATION_ANNOTATION}: {e}")),
-        None => Ok(default),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    #[test]
-    fn annotation_wins_over_default() {
-        let mut a = HashMap::new();
-        assert_eq!(decide(Some(&a), Isolation::Vm), Ok(Isolation::Vm));
-        a.insert(ISOLATION_ANNOTATION.to_string(), "container".to_string());
-        assert_eq!(decide(Some(&a), Isolation::Vm), Ok(Isolation::Container));
-        a.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
-        assert_eq!(decide(None, Isolation::Container), Ok(Isolation::Container));
-        assert_eq!(decide(Some(&a), Isolation::Container), Ok(Isolation::Vm));
-        a.insert(ISOLATION_ANNOTATION.to_string(), "kata".to_string());
-        let e = decide(Some(&a), Isolation::Container).unwrap_err();
-        assert!(
-            e.contains("annotations.io.vessel.isolation") && e.contains("kata"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn config_file_parses_and_rejects_unknown_keys() {
-        let c: RuntimeConfig =
-            toml::from_str("isolation = \"vm\"\n[vm]\ncpus = 2\nmemory_mib = 512\n").unwrap();
-        assert_eq!(c.isolation, Some(Isolation::Vm));
-        assert_eq!(c.vm.cpus, Some(2));
-        assert!(toml::from_str::<RuntimeConfig>("isolaton = \"vm\"").is_err());
-        assert!(toml::from_str::<RuntimeConfig>("isolation = \"kvm\"").is_err());
-    }
-
-    #[test]
-    fn missing_default_file_is_fine_but_missing_explicit_file_is_not() {
-        let e = RuntimeConfig::load(Some(Path::new("/nonexistent/vessel.toml"))).unwrap_err();
-        assert!(e.contains("/nonexistent/vessel.toml"), "{e}");
-    }
 }

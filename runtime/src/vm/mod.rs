@@ -1,24 +1,32 @@
 //! vm mode: the container's workload runs in a microVM with its own guest
 //! kernel (see `vessel-vm` for engines, images and the agent protocol).
 //!
-//! On the host, `create` plans the guest ([`guest_spec`]), finds what it
-//! needs ([`resolve`]) and starts the [`supervisor`], which owns the VMM
-//! and the agent connection and is the pid the state reports. The other
-//! commands reach it over its [`control`] socket; `exec` relays through it
+//! On the host, `create` ([`create`], the mode's
+//! [`Spawner`](crate::isolation::Spawner)) plans the guest ([`guest_spec`]),
+//! finds what it needs ([`resolve`]) and starts the [`supervisor`], which
+//! owns the VMM and the agent connection and is the pid the state reports.
+//! The other commands go through [`VmBackend`], which reaches the
+//! supervisor over its [`control`] socket; `exec` relays through it
 //! ([`exec`]). In the guest, the same binary is PID 1 and runs each
 //! process with vessel's container code ([`guest_runner`]).
 
+mod backend;
 pub mod config;
 pub mod control;
 pub mod create;
+mod error;
 pub mod exec;
 pub mod guest_runner;
 pub mod guest_spec;
-pub mod lifecycle;
 pub mod resolve;
 pub mod supervisor;
 
-pub use config::{Isolation, RuntimeConfig, VmDefaults};
+pub use backend::{recovered_state, VmBackend};
+pub use config::VmDefaults;
+pub use create::{prepare, VmSpawner};
+pub use error::VmError;
+// Kept where `cli/features.rs` finds them.
+pub use crate::isolation::{Isolation, RuntimeConfig};
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -38,8 +46,8 @@ pub const READY_FD: i32 = 3;
 pub fn spawn_reporting<S: AsRef<OsStr>>(
     args: &[S],
     started: impl FnOnce(i32),
-) -> Result<(i32, String), String> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
+) -> std::io::Result<(i32, String)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let wfd = w.as_raw_fd();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("vessel").args(args);
@@ -54,7 +62,7 @@ pub fn spawn_reporting<S: AsRef<OsStr>>(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| e.to_string())?;
+    let child = cmd.spawn()?;
     let pid = child.id() as i32;
     started(pid);
     // Our copy of the write end goes, so the read sees the helper's close.

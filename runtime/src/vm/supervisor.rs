@@ -50,8 +50,10 @@ pub struct Launch {
     pub systemd_cgroup: bool,
     /// Its resources.
     pub resources: Option<LinuxResources>,
-    /// Block IO priority annotations (applied to the VMM).
-    pub annotations: HashMap<String, String>,
+    /// The container's IO priority (`io.vessel.blockio.priority`, parsed
+    /// by `create`, which applied the rest of the block-IO policy to the
+    /// cgroup): the VMM's, since every guest IO is one of its requests.
+    pub ioprio: Option<u16>,
     /// The network namespace the VMM runs in.
     pub netns: Option<PathBuf>,
     /// How long the guest may take to greet.
@@ -160,11 +162,8 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         container_id: id.clone(),
     })
     .map_err(|e| e.to_string())?;
-    let blockio = vessel_cgroups::blockio_priority::parse_annotations(&launch.annotations)
-        .map_err(|e| e.to_string())?;
-    if let Some(prio) = blockio.as_ref().and_then(|p| p.ioprio()) {
-        // The container's IO priority is the VMM's: every guest IO is one of
-        // its requests. Set on us before QEMU starts, so it inherits it.
+    if let Some(prio) = launch.ioprio {
+        // Set on us before the VMM starts, so it inherits it.
         crate::process::exec::set_ioprio(prio as i32)
             .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))?;
     }
@@ -189,11 +188,6 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
             &mut vm,
             format!("moving the VMM into its cgroup: {e}"),
         ));
-    }
-    if let Some(policy) = &blockio {
-        if let Err(e) = cgroup.apply_blockio_policy(policy) {
-            return Err(fail(&mut vm, e.to_string()));
-        }
     }
     if let Some(res) = &launch.resources {
         let oom = res
