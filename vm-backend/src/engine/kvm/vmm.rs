@@ -86,6 +86,9 @@ impl Write for TeeTail {
 pub struct Vmm {
     machine: Machine,
     console_tail: ConsoleTail,
+    /// An existing directory the confined monitor's empty root is mounted
+    /// over (in its own mount namespace): the agent socket's.
+    jail_dir: std::path::PathBuf,
     vcpus: Vec<Vcpu>,
     agent: Option<AgentSocket>,
     net_io: Vec<NetIo>,
@@ -265,6 +268,12 @@ impl Vmm {
         Ok(Vmm {
             machine: m,
             console_tail,
+            jail_dir: config
+                .agent_socket
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
             vcpus,
             agent: Some(agent),
             net_io,
@@ -283,8 +292,18 @@ impl Vmm {
     pub fn run(mut self, confine: bool) -> Result<VmExit, KvmError> {
         let policy = self.policy;
         if confine {
-            // Capability sets are per thread: drop them before any thread
-            // is started so every thread inherits empty sets.
+            // Both are per process or per thread: done before any thread is
+            // started so every thread inherits them.
+            match super::jail::confine(&self.jail_dir)? {
+                super::jail::Confinement::Full => eprintln!(
+                    "vessel vmm: confined: empty root, uid {}, no capabilities, seccomp per thread",
+                    super::jail::UNPRIVILEGED_ID
+                ),
+                super::jail::Confinement::Unprivileged => eprintln!(
+                    "vessel vmm: not root: keeping the host's mount namespace and this uid; \
+                     no capabilities, seccomp per thread"
+                ),
+            }
             seccomp::drop_capabilities()?;
         }
         if let Some(agent) = self.agent.take() {
