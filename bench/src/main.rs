@@ -36,6 +36,10 @@ enum Suite {
     /// vm mode: create to first output and to exit, beside a bare QEMU boot
     /// of the same guest, with the image builds split out.
     VmStartup(VmStartupArgs),
+    /// vessel's kvm engine against QEMU microvm (-accel kvm) on the same
+    /// guest, side by side in the nested harness's outer VM (or directly
+    /// where this host's KVM runs Linux).
+    VmEngines(VmEnginesArgs),
     /// N concurrent lifecycles and M SIGKILLed create/run/delete per
     /// runtime: failures and leaks (cgroups, mounts, processes, state) by kind.
     Reliability(ReliabilityArgs),
@@ -294,6 +298,22 @@ fn consolidation_options(a: ConsolidationArgs) -> anyhow::Result<consolidation::
 }
 
 #[derive(clap::Args, Debug)]
+struct VmEnginesArgs {
+    /// Runs per engine (alternating).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The static vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// Where the outer VM's image and console log go.
+    #[arg(long, default_value = "target/nested-bench")]
+    workdir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/vm-engines.json")]
+    json: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
 struct VmStartupArgs {
     /// Measured runs of each step.
     #[arg(long, default_value_t = 10)]
@@ -408,6 +428,14 @@ fn main() -> ExitCode {
             runs: a.runs.max(1),
             tmpdir: a.tmpdir,
             json: a.json,
+        }),
+        Suite::VmEngines(a) => lifecycle::require_root().and_then(|()| {
+            vessel_bench::vm_engines::run(&vessel_bench::vm_engines::Options {
+                vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+                runs: a.runs.max(1),
+                json: a.json,
+                workdir: a.workdir,
+            })
         }),
         Suite::Lifecycle(a) => lifecycle::require_root().and_then(|()| {
             lifecycle::run(&lifecycle::Options {

@@ -4,7 +4,8 @@
 #   $OUT/l1.cpio       its initramfs: busybox, the kvm and guest modules with
 #                      their dependencies, the static vessel, mkfs.erofs and
 #                      mkfs.ext4 (vm mode builds the rootfs and scratch images),
-#                      ip, the scenario scripts, and /init (tests/nested/l1-init.sh).
+#                      ip, QEMU with its firmware (the engine comparison), the
+#                      scripts of tests/nested, and /init (tests/nested/l1-init.sh).
 # Usage: build-l1.sh OUT VESSEL_STATIC_BINARY
 # Rebuilt only when an input changed (the harness compares $OUT/inputs).
 set -euo pipefail
@@ -54,12 +55,25 @@ for t in mkfs.erofs mkfs.ext4 ip; do
   mkdir -p "$R$(dirname "$p")"; cp -L "$p" "$R$p"
   for l in $(ldd "$p" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
 done
+# QEMU for the engine comparison (bench) and vessel's qemu engine, with
+# the firmware -M microvm loads.
+Q=$(command -v qemu-system-x86_64) || { echo "build-l1: qemu-system-x86_64 missing (qemu-system-x86)" >&2; exit 2; }
+cp -L "$Q" "$R/usr/bin/"
+for l in $(ldd "$Q" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
+mkdir -p "$R/usr/share/qemu" "$R/usr/share/seabios"
+for f in bios-microvm.bin qboot.rom bios-256k.bin linuxboot_dma.bin kvmvapic.bin; do
+  for d in /usr/share/qemu /usr/share/seabios; do
+    [ -e "$d/$f" ] && { cp -L "$d/$f" "$R$d/"; break; }
+  done
+done
 cp /etc/mke2fs.conf "$R/etc/" 2>/dev/null || true
 echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
 echo "root:x:0:" > "$R/etc/group"
 
 cp "$VESSEL" "$R/bin/vessel"
-cp "$HERE"/scenarios.sh "$R/nested/"
+for f in "$HERE"/*.sh; do
+  case $(basename "$f") in build-l1.sh|l1-init.sh) ;; *) cp "$f" "$R/nested/" ;; esac
+done
 [ -n "${EXTRA_DIR:-}" ] && cp -a "$EXTRA_DIR"/. "$R/nested/"
 cp "$HERE"/l1-init.sh "$R/init"
 chmod +x "$R/init" "$R/nested/"*.sh

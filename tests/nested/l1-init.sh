@@ -2,7 +2,7 @@
 # /init of the outer VM (L1) of the nested KVM harness. Stage 1 copies the
 # initramfs into a tmpfs and switches root to it (vessel pivots and mounts,
 # which the initramfs' rootfs does not allow); stage 2 loads kvm_amd, sets
-# up cgroup2 and runs /nested/scenarios.sh. Every line the harness parses
+# up cgroup2 and runs /nested/scenarios.sh (or the script named by nested_script=). Every line the harness parses
 # starts with NESTED_.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 if [ "$1" != stage2 ]; then
@@ -33,7 +33,8 @@ echo "NESTED_L1_UP uptime=$(cut -d' ' -f1 /proc/uptime) vendor=$(grep -m1 vendor
 modprobe kvm_amd npt=1 nested=0 && echo "NESTED_KVM_AMD loaded" || echo "NESTED_KVM_AMD failed"
 for m in tun veth; do modprobe $m || echo "NESTED_NOTE modprobe $m failed"; done
 [ -c /dev/kvm ] && echo "NESTED_KVM_DEV ok" || echo "NESTED_KVM_DEV missing"
-export NESTED_ONLY=$(getarg nested_only "")
-sh /nested/scenarios.sh
+export BENCH_RUNS=$(getarg bench_runs 3)
+export NESTED_ONLY=$(getarg nested_only "" | tr ':' ',')
+sh /nested/$(getarg nested_script scenarios.sh)
 echo "NESTED_DONE rc=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
 reboot -f

@@ -206,8 +206,12 @@ fn inputs_stamp(vessel: &Path) -> String {
         }
     };
     add(vessel);
-    for f in ["build-l1.sh", "l1-init.sh", "scenarios.sh"] {
-        add(&scripts_dir().join(f));
+    if let Ok(dir) = fs::read_dir(scripts_dir()) {
+        let mut scripts: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+        scripts.sort();
+        for f in scripts {
+            add(&f);
+        }
     }
     if let Ok(dir) = fs::read_dir("/boot") {
         let mut kernels: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
