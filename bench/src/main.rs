@@ -302,9 +302,12 @@ struct VmEnginesArgs {
     /// Runs per engine (alternating).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// The static vessel binary (default: next to vessel-bench, else target/release/vessel).
+    /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
     #[arg(long)]
     vessel: Option<PathBuf>,
+    /// The static vessel for the guest's /init (default: --vessel).
+    #[arg(long)]
+    agent: Option<PathBuf>,
     /// Where the outer VM's image and console log go.
     #[arg(long, default_value = "target/nested-bench")]
     workdir: PathBuf,
@@ -430,8 +433,10 @@ fn main() -> ExitCode {
             json: a.json,
         }),
         Suite::VmEngines(a) => lifecycle::require_root().and_then(|()| {
+            let vessel = vessel_bench::find_vessel(a.vessel.as_deref());
             vessel_bench::vm_engines::run(&vessel_bench::vm_engines::Options {
-                vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+                agent: a.agent.unwrap_or_else(|| vessel.clone()),
+                vessel,
                 runs: a.runs.max(1),
                 json: a.json,
                 workdir: a.workdir,

@@ -25,8 +25,10 @@ use crate::table::{num, Table};
 /// Options of the suite.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The static vessel to run inside.
+    /// The vessel CLI to run inside (a dynamic build is fine).
     pub vessel: PathBuf,
+    /// The static vessel that becomes the guest's /init.
+    pub agent: PathBuf,
     /// Runs per engine.
     pub runs: usize,
     /// Where to write the JSON results.
@@ -87,10 +89,10 @@ pub fn parse(log: &str) -> Samples {
 /// Runs the comparison: where the script runs, the run itself, the table
 /// and the JSON.
 pub fn run(o: &Options) -> Result<()> {
-    if !o.vessel.exists() {
+    if !o.agent.exists() {
         bail!(
-            "{} not found: the comparison needs the static vessel (make release)",
-            o.vessel.display()
+            "{} not found: the guest agent must be the static vessel (make release)",
+            o.agent.display()
         );
     }
     let probe = vessel_vm::engine::kvm::probe::probe_host();
@@ -184,6 +186,7 @@ fn run_direct(o: &Options) -> Result<String> {
     let out = Command::new("sh")
         .arg(workspace().join("tests/nested/bench-engines.sh"))
         .env("VESSEL", &o.vessel)
+        .env("VESSEL_AGENT", &o.agent)
         .env("BENCH_RUNS", o.runs.to_string())
         .stdin(Stdio::null())
         .output()?;
@@ -196,6 +199,7 @@ fn run_nested(o: &Options) -> Result<String> {
         .arg(workspace().join("tests/nested/build-l1.sh"))
         .arg(out)
         .arg(&o.vessel)
+        .arg(&o.agent)
         .status()
         .context("running tests/nested/build-l1.sh")?;
     if !build.success() {

@@ -22,6 +22,8 @@ for e in kvm qemu; do
   printf '[vm]\nengine = "%s"\naccel = "kvm"\nkernel = "%s"\ncache_dir = "%s"\nmemory_mib = %s\nboot_timeout_secs = 240\n' \
     "$e" "$K" "$W/cache" "$MEM" > "$W/$e.toml"
 done
+AGENT=${VESSEL_AGENT:-$(command -v vessel-agent)}
+[ -n "$AGENT" ] && for e in kvm qemu; do printf 'guest_agent = "%s"\n' "$AGENT" >> "$W/$e.toml"; done
 cs() { cut -d' ' -f1 /proc/uptime | tr -d .; }
 ms_since() { echo $(( ($(cs) - $1) * 10 )); }
 bundle() {

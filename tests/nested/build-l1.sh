@@ -6,17 +6,19 @@
 #                      mkfs.ext4 (vm mode builds the rootfs and scratch images),
 #                      ip, QEMU with its firmware (the engine comparison), the
 #                      scripts of tests/nested, and /init (tests/nested/l1-init.sh).
-# Usage: build-l1.sh OUT VESSEL_STATIC_BINARY
+# Usage: build-l1.sh OUT VESSEL [AGENT]
+#   VESSEL runs in L1 (a dynamic build gets its libraries copied); AGENT is
+#   the static vessel that becomes the guest's /init (default: VESSEL).
 # Rebuilt only when an input changed (the harness compares $OUT/inputs).
 set -euo pipefail
-OUT=$1 VESSEL=$2
+OUT=$1 VESSEL=$2 AGENT=${3:-$2}
 HERE=$(cd "$(dirname "$0")" && pwd)
 KVER=${KVER:-$(ls /lib/modules | grep -- -cloud-amd64 | sort -V | tail -1)}
 KIMG=/boot/vmlinuz-$KVER
 BB=$(command -v busybox)
 [ -n "$KVER" ] && [ -r "$KIMG" ] || { echo "build-l1: no Debian cloud kernel in /boot (linux-image-cloud-amd64)" >&2; exit 2; }
 file -L "$BB" | grep -q 'statically linked' || { echo "build-l1: need busybox-static" >&2; exit 2; }
-file -L "$VESSEL" | grep -q 'statically linked\|static-pie' || { echo "build-l1: $VESSEL is not static (make release)" >&2; exit 2; }
+file -L "$AGENT" | grep -q 'statically linked\|static-pie' || { echo "build-l1: $AGENT is not static (make release)" >&2; exit 2; }
 
 mkdir -p "$OUT"
 R=$OUT/root
@@ -71,6 +73,8 @@ echo "root:x:0:0:root:/root:/bin/sh" > "$R/etc/passwd"
 echo "root:x:0:" > "$R/etc/group"
 
 cp "$VESSEL" "$R/bin/vessel"
+for l in $(ldd "$VESSEL" 2>/dev/null | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
+cp "$AGENT" "$R/bin/vessel-agent"
 for f in "$HERE"/*.sh; do
   case $(basename "$f") in build-l1.sh|l1-init.sh) ;; *) cp "$f" "$R/nested/" ;; esac
 done

@@ -10,12 +10,15 @@ W=${NESTED_WORK:-/tmp/nested-work}
 K=${NESTED_KERNEL:-$(ls /boot/vmlinuz-*-cloud-amd64 | sort -V | tail -1)}
 ROOT=$W/state
 CONF=$W/vessel.toml
-rm -rf "$W"; mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp" "$W/rootfs/etc" "$ROOT" "$W/cache"
+rm -rf "$W"; mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp" "$W/rootfs/etc" "$W/rootfs/proc" "$ROOT" "$W/cache"
 BB=$(command -v busybox); case $BB in /*) ;; *) BB=/bin/busybox;; esac
 cp "$BB" "$W/rootfs/bin/busybox"
 for a in sh echo cat ls sleep id pwd uname nproc ip nc ps tr head grep true mount date; do ln -sf busybox "$W/rootfs/bin/$a"; done
 echo "root:x:0:0:root:/:/bin/sh" > "$W/rootfs/etc/passwd"
 printf '[vm]\nengine = "kvm"\nkernel = "%s"\ncache_dir = "%s"\nboot_timeout_secs = 240\n' "$K" "$W/cache" > "$CONF"
+# The guest's /init must be a static vessel; the one running here may not be.
+AGENT=${VESSEL_AGENT:-$(command -v vessel-agent)}
+[ -n "$AGENT" ] && printf 'guest_agent = "%s"\n' "$AGENT" >> "$CONF"
 
 FAILED=0
 pass() { echo "NESTED_SCENARIO $1 PASS"; }
@@ -39,6 +42,7 @@ bundle() {
             "env":["PATH=/bin","FOO=bar"],"cwd":"/"},
  "root":{"path":"$W/rootfs"},
  "hostname":"guest-$1",
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
  "annotations":{"io.vessel.isolation":"vm"},
  "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"},$net]}}
 EOJ
@@ -79,9 +83,16 @@ fi
 if want lifecycle; then
   b=$(bundle life '["sh","-c","trap \"echo got-term; exit 3\" TERM; echo up; while true; do sleep 0.1; done"]')
   r=ok
+  t0=$(ms)
   v create --bundle "$b" life >"$W/life.out" 2>"$W/life.err" || r="create failed: $(cat "$W/life.err")"
   st() { v state life 2>/dev/null | grep '"status"' | tr -d ' ",' | cut -d: -f2; }
+  log lifecycle "create took $(echo "$(ms) $t0" | awk '{print $1-$2}') s (includes the image builds of the first container)"
   [ "$r" = ok ] && [ "$(st)" != created ] && r="status after create: $(st)"
+  # The monitor's own log and the guest console of a kvm-engine run.
+  sed "s|^|NESTED_LOG lifecycle: vmm.log: |" "$ROOT/life/vmm.log" 2>/dev/null | head -n 20
+  sed "s|^|NESTED_LOG lifecycle: console: |" "$ROOT/life/console.log" 2>/dev/null | head -n 30
+  vmm=$(grep -o '"vmmPid": *[0-9]*' "$ROOT/life/state.json" | grep -o '[0-9]*$')
+  [ -n "$vmm" ] && log lifecycle "VMM pid $vmm: $(grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp|Threads):' /proc/$vmm/status | tr -s '\t\n' '  '); root entries: $(ls -A /proc/$vmm/root | wc -l)"
   [ "$r" = ok ] && { v start life || r="start failed"; }
   if [ "$r" = ok ]; then
     o=$(v exec life sh -c 'echo in-exec $(cat /proc/1/cmdline | tr "\0" " "); exit 4' 2>&1); erc=$?
@@ -93,8 +104,10 @@ if want lifecycle; then
     echo "$p" | grep -q trap || r="ps lacks the workload: $p"
   fi
   if [ "$r" = ok ]; then
-    v pause life && [ "$(st)" = paused ] || r="pause: status $(st)"
-    v resume life && [ "$(st)" = running ] || r="${r#ok}resume: status $(st)"
+    e=$(v pause life 2>&1); prc=$?
+    [ $prc = 0 ] && [ "$(st)" = paused ] || r="pause: rc=$prc status $(st): $e"
+    e=$(v resume life 2>&1); prc=$?
+    [ $prc = 0 ] && [ "$(st)" = running ] || r="${r#ok} resume: rc=$prc status $(st): $e"
   fi
   if [ "$r" = ok ]; then
     e=$(v update --pids-limit 10 life 2>&1) && r="update --pids-limit was accepted"
@@ -136,10 +149,11 @@ if want smp2; then
 fi
 
 if want network; then
-  ip netns add nnet && ip link add nh type veth peer name ng && ip link set ng netns nnet &&
+  setup=$( (ip netns add nnet && ip link add nh type veth peer name ng && ip link set ng netns nnet &&
   ip addr add 10.213.9.1/24 dev nh && ip link set nh up &&
   ip -n nnet link set ng name eth0 && ip -n nnet addr add 10.213.9.2/24 dev eth0 &&
-  ip -n nnet link set eth0 up && ip -n nnet link set lo up && ip -n nnet route add default via 10.213.9.1
+  ip -n nnet link set eth0 up && ip -n nnet link set lo up && ip -n nnet route add default via 10.213.9.1) 2>&1) ||
+    log network "namespace setup failed: $setup; $(ls -la /run/netns 2>&1 | tr '\n' ' ')"
   b=$(bundle net '["sh","-c","ip -o addr show eth0; echo hello-outer | nc 10.213.9.1 7778 && echo SENT-OK"]' /run/netns/nnet)
   nc -l -p 7778 > "$W/net.got" 2>/dev/null &
   ncpid=$!

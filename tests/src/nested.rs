@@ -123,18 +123,21 @@ fn run_once() -> NestedRun {
     if !crate::is_root() {
         return skipped("the scenarios need root".into());
     }
-    let vessel = std::env::var_os("VESSEL_STATIC_BIN")
+    // The guest's /init must be the static build; the CLI under test is
+    // the one the other suites use.
+    let agent = std::env::var_os("VESSEL_STATIC_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/release/vessel"));
-    if !vessel.exists() {
+    if !agent.exists() {
         return skipped(format!(
-            "{} not found: the scenarios need the static build (make release)",
-            vessel.display()
+            "{} not found: the guest agent must be the static build (make release)",
+            agent.display()
         ));
     }
+    let vessel = crate::vessel_bin();
     let probe = vessel_vm::engine::kvm::probe::probe_host();
     if probe.usable {
-        return run_direct(&vessel, &probe.detail);
+        return run_direct(&vessel, &agent, &probe.detail);
     }
     eprintln!(
         "nested harness: this host's KVM cannot run the kvm engine ({}); using an outer VM",
@@ -143,7 +146,7 @@ fn run_once() -> NestedRun {
     if crate::clients::which("qemu-system-x86_64").is_none() {
         return skipped("qemu-system-x86_64 is not installed (qemu-system-x86)".into());
     }
-    match build_l1(&vessel) {
+    match build_l1(&vessel, &agent) {
         Ok(()) => boot_l1(),
         Err(e) => skipped_or_fail(e),
     }
@@ -169,11 +172,12 @@ enum BuildError {
     Failed(String),
 }
 
-fn run_direct(vessel: &Path, why: &str) -> NestedRun {
+fn run_direct(vessel: &Path, agent: &Path, why: &str) -> NestedRun {
     eprintln!("nested harness: this host's KVM runs the kvm engine ({why}); running directly");
     let out = Command::new("sh")
         .arg(scripts_dir().join("scenarios.sh"))
         .env("VESSEL", vessel)
+        .env("VESSEL_AGENT", agent)
         .env("NESTED_WORK", workspace().join("target/nested-direct"))
         .stdin(Stdio::null())
         .output();
@@ -192,7 +196,7 @@ fn run_direct(vessel: &Path, why: &str) -> NestedRun {
 }
 
 /// What the image is made of: when this changes, it is rebuilt.
-fn inputs_stamp(vessel: &Path) -> String {
+fn inputs_stamp(vessel: &Path, agent: &Path) -> String {
     let mut s = String::new();
     let mut add = |p: &Path| {
         if let Ok(md) = fs::metadata(p) {
@@ -206,6 +210,7 @@ fn inputs_stamp(vessel: &Path) -> String {
         }
     };
     add(vessel);
+    add(agent);
     if let Ok(dir) = fs::read_dir(scripts_dir()) {
         let mut scripts: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
         scripts.sort();
@@ -223,9 +228,9 @@ fn inputs_stamp(vessel: &Path) -> String {
     s
 }
 
-fn build_l1(vessel: &Path) -> Result<(), BuildError> {
+fn build_l1(vessel: &Path, agent: &Path) -> Result<(), BuildError> {
     let out = artifacts_dir();
-    let stamp = inputs_stamp(vessel);
+    let stamp = inputs_stamp(vessel, agent);
     let stamp_file = out.join("inputs");
     if fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
         && out.join("l1.cpio").exists()
@@ -237,6 +242,7 @@ fn build_l1(vessel: &Path) -> Result<(), BuildError> {
         .arg(scripts_dir().join("build-l1.sh"))
         .arg(&out)
         .arg(vessel)
+        .arg(agent)
         .output()
         .map_err(|e| BuildError::Failed(format!("running build-l1.sh: {e}")))?;
     let text = format!(

@@ -40,9 +40,12 @@ use super::{cpu, layout, vcpu, KvmError};
 use crate::guest::hex;
 use crate::{Error, Result};
 
-/// How long each probe guest may run: both execute a handful of
-/// instructions, so anything slower means KVM is emulating them.
-pub const GUEST_DEADLINE: Duration = Duration::from_millis(100);
+/// How long each probe guest may run. Both execute a handful of
+/// instructions (microseconds on hardware); a KVM that cannot run them
+/// fails them outright (KVM-PVM: emulation failure) or hangs. The bound
+/// leaves room for a KVM that is itself inside an emulated VM (the nested
+/// harness: ~90 ms there for vCPU creation and the first entry).
+pub const GUEST_DEADLINE: Duration = Duration::from_millis(1000);
 
 /// The port the probe guests report on.
 const REPORT_PORT: u16 = 0xf4;

@@ -22,11 +22,12 @@ use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig, VsockIo};
 use crate::engine::VmConfig;
 
-/// The engine's part of the kernel command line: the serial console,
+/// The engine's part of the kernel command line: the serial console
+/// (quiet: every emulated UART byte is an exit, and errors still show),
 /// reset through the i8042 on panic, no PCI and no probing of a keyboard
 /// that is not there.
 pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+    "console=ttyS0 reboot=k panic=1 pci=off quiet i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// What the kvm engine can give a VM beyond [`VmConfig`] (which is shared
 /// with the QEMU engine); `vmm_main` uses the defaults.
