@@ -39,8 +39,13 @@ fn nested_kvm_run_output_env_and_exit_code() {
 }
 
 #[test]
-fn nested_kvm_lifecycle_exec_ps_pause_update_kill_delete() {
+fn nested_kvm_lifecycle_exec_ps_update_kill_delete() {
     assert_scenario("lifecycle");
+}
+
+#[test]
+fn nested_kvm_pause_and_resume_freeze_the_vmm() {
+    assert_scenario("pause_resume");
 }
 
 #[test]
