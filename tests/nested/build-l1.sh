@@ -17,7 +17,7 @@ KVER=${KVER:-$(ls /lib/modules | grep -- -cloud-amd64 | sort -V | tail -1)}
 KIMG=/boot/vmlinuz-$KVER
 BB=$(command -v busybox)
 [ -n "$KVER" ] && [ -r "$KIMG" ] || { echo "build-l1: no Debian cloud kernel in /boot (linux-image-cloud-amd64)" >&2; exit 2; }
-static() { ldd "$1" 2>&1 | grep -q 'not a dynamic executable\|statically linked'; }
+static() { o=$(ldd "$1" 2>&1 || true); echo "$o" | grep -q 'not a dynamic executable\|statically linked'; }
 static "$BB" || { echo "build-l1: need busybox-static" >&2; exit 2; }
 static "$AGENT" || { echo "build-l1: $AGENT is not static (make release)" >&2; exit 2; }
 
