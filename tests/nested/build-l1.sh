@@ -55,6 +55,7 @@ cp "$KIMG" "$OUT/bzImage"
 # Dynamic tools vm mode runs, with their libraries.
 for t in mkfs.erofs mkfs.ext4 ip; do
   p=$(command -v $t) || { echo "build-l1: $t missing (erofs-utils, e2fsprogs, iproute2)" >&2; exit 2; }
+  rm -f "$R/bin/$t"   # busybox's applet of that name would come first in PATH
   mkdir -p "$R$(dirname "$p")"; cp -L "$p" "$R$p"
   for l in $(ldd "$p" | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
 done
