@@ -30,6 +30,11 @@ ip link set lo up
 hostname l1
 getarg() { for a in $(cat /proc/cmdline); do case $a in $1=*) echo "${a#*=}"; return;; esac; done; echo "$2"; }
 echo "NESTED_L1_UP uptime=$(cut -d' ' -f1 /proc/uptime) vendor=$(grep -m1 vendor_id /proc/cpuinfo | cut -d: -f2)"
+# nx_huge_pages=never: otherwise this 6.1 kernel gives every VM a
+# "kvm-nx-lpage-recovery" kernel thread in its owner's cgroup, which the
+# cgroup v2 freezer cannot freeze, so `pause` of any KVM VMM (vessel's or
+# QEMU) times out (fixed upstream in 6.13, where it became a vhost_task).
+modprobe kvm nx_huge_pages=never || echo "NESTED_NOTE kvm nx_huge_pages=never refused"
 modprobe kvm_amd npt=1 nested=0 && echo "NESTED_KVM_AMD loaded" || echo "NESTED_KVM_AMD failed"
 for m in tun veth; do modprobe $m || echo "NESTED_NOTE modprobe $m failed"; done
 [ -c /dev/kvm ] && echo "NESTED_KVM_DEV ok" || echo "NESTED_KVM_DEV missing"
