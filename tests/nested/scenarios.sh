@@ -172,7 +172,7 @@ fi
 if want network; then
   # iproute2's ip (busybox sh would run its own applet for a bare `ip`).
   IP=ip; for p in /usr/sbin/ip /usr/bin/ip /sbin/ip; do [ -x $p ] && [ ! -L $p ] && { IP=$p; break; }; done
-  ip() { "$IP" "$@"; }
+  [ "$IP" != ip ] && ip() { "$IP" "$@"; }
   setup=$( (ip netns add nnet && ip link add nh type veth peer name ng && ip link set ng netns nnet &&
   ip addr add 10.213.9.1/24 dev nh && ip link set nh up &&
   ip -n nnet link set ng name eth0 && ip -n nnet addr add 10.213.9.2/24 dev eth0 &&
