@@ -36,7 +36,9 @@ echo "NESTED_L1_UP uptime=$(cut -d' ' -f1 /proc/uptime) vendor=$(grep -m1 vendor
 # QEMU) times out (fixed upstream in 6.13, where it became a vhost_task).
 modprobe kvm nx_huge_pages=never || echo "NESTED_NOTE kvm nx_huge_pages=never refused"
 modprobe kvm_amd npt=1 nested=0 && echo "NESTED_KVM_AMD loaded" || echo "NESTED_KVM_AMD failed"
-for m in tun veth; do modprobe $m || echo "NESTED_NOTE modprobe $m failed"; done
+# The kernel loads modules on demand (qdiscs, filters) through this path.
+echo /bin/modprobe > /proc/sys/kernel/modprobe
+for m in tun veth sch_ingress cls_u32 act_mirred; do modprobe $m || echo "NESTED_NOTE modprobe $m failed"; done
 [ -c /dev/kvm ] && echo "NESTED_KVM_DEV ok" || echo "NESTED_KVM_DEV missing"
 export BENCH_RUNS=$(getarg bench_runs 3)
 export NESTED_ONLY=$(getarg nested_only "" | tr ':' ',')

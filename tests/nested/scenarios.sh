@@ -137,7 +137,12 @@ if want pause_resume; then
       log pause_resume "cgroup.events: $(cat /sys/fs/cgroup/*pz*/cgroup.events 2>/dev/null | tr '\n' ' ')"
     }
     e=$(v resume pz 2>&1); prc=$?
-    [ $prc = 0 ] && [ "$(st)" = running ] || p="${p#ok} resume: rc=$prc status $(st): $e"
+    [ $prc = 0 ] && [ "$(st)" = running ] || {
+      p="${p#ok} resume: rc=$prc status $(st): $e"
+      for f in vmm.log supervisor.log; do
+        tail -n 12 "$ROOT/pz/$f" 2>/dev/null | sed "s|^|NESTED_LOG pause_resume: $f: |"
+      done
+    }
     o=$(v exec pz echo after-resume 2>&1); echo "$o" | grep -q after-resume || p="${p#ok} exec after resume: $o"
   fi
   v delete --force pz >/dev/null 2>&1
