@@ -41,6 +41,7 @@ pub mod report;
 pub mod stats;
 pub mod sys;
 pub mod table;
+pub mod vm_engines;
 pub mod vm_rootfs;
 pub mod vm_startup;
 pub mod workloads;

@@ -36,6 +36,10 @@ enum Suite {
     /// vm mode: create to first output and to exit, beside a bare QEMU boot
     /// of the same guest, with the image builds split out.
     VmStartup(VmStartupArgs),
+    /// vessel's kvm engine against QEMU microvm (-accel kvm) on the same
+    /// guest, side by side in the nested harness's outer VM (or directly
+    /// where this host's KVM runs Linux).
+    VmEngines(VmEnginesArgs),
     /// N concurrent lifecycles and M SIGKILLed create/run/delete per
     /// runtime: failures and leaks (cgroups, mounts, processes, state) by kind.
     Reliability(ReliabilityArgs),
@@ -317,6 +321,25 @@ fn consolidation_options(a: ConsolidationArgs) -> anyhow::Result<consolidation::
 }
 
 #[derive(clap::Args, Debug)]
+struct VmEnginesArgs {
+    /// Runs per engine (alternating).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
+    #[arg(long)]
+    vessel: Option<PathBuf>,
+    /// The static vessel for the guest's /init (default: --vessel).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// Where the outer VM's image and console log go.
+    #[arg(long, default_value = "target/nested-bench")]
+    workdir: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results/vm-engines.json")]
+    json: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
 struct VmStartupArgs {
     /// Measured runs of each step.
     #[arg(long, default_value_t = 10)]
@@ -441,6 +464,16 @@ fn main() -> ExitCode {
             runs: a.runs.max(1),
             tmpdir: a.tmpdir,
             json: a.json,
+        }),
+        Suite::VmEngines(a) => lifecycle::require_root().and_then(|()| {
+            let vessel = vessel_bench::find_vessel(a.vessel.as_deref());
+            vessel_bench::vm_engines::run(&vessel_bench::vm_engines::Options {
+                agent: a.agent.unwrap_or_else(|| vessel.clone()),
+                vessel,
+                runs: a.runs.max(1),
+                json: a.json,
+                workdir: a.workdir,
+            })
         }),
         Suite::Lifecycle(a) => lifecycle::require_root().and_then(|()| {
             lifecycle::run(&lifecycle::Options {

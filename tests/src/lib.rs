@@ -9,6 +9,7 @@ pub mod harness;
 pub mod host_state;
 pub mod leaks;
 pub mod named_netns;
+pub mod nested;
 pub mod shim_client;
 pub mod vm;
 

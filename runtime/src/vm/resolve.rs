@@ -103,7 +103,7 @@ pub fn resolve(cfg: &VmDefaults) -> Result<VmHost, String> {
     let kvm_probe = match want {
         "auto" | "kvm" => Some(
             kvm_engine()
-                .probe(&kernel.image, &cache)
+                .probe(&cache)
                 .map_err(|e| format!("vm mode: probing the kvm engine: {e}"))?,
         ),
         "qemu" => None,

@@ -359,7 +359,12 @@ impl AgentSocket {
                         lock(&self.pipe).to_guest.extend(&buf[..n]);
                         self.kick_device();
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // A signal (the cgroup freezer's, on pause) is no hangup.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
                     Err(_) => hangup = true,
                 }
             }
@@ -372,7 +377,12 @@ impl AgentSocket {
                         drop(p);
                         self.kick_device(); // room for held-back output
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // A signal (the cgroup freezer's, on pause) is no hangup.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                        ) => {}
                     Err(_) => hangup = true,
                 }
             }

@@ -30,8 +30,10 @@ use crate::devices::virtio::Memory;
 
 const OEM_ID: [u8; 6] = *b"VESSEL";
 const OEM_TABLE: [u8; 8] = *b"VESSELVM";
-/// IAPC_BOOT_ARCH: an 8042 is present, no VGA, no MSI, no ASPM.
-const IAPC_BOOT_ARCH: u16 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4);
+/// IAPC_BOOT_ARCH: an 8042 is present, no VGA, no MSI, no ASPM, no CMOS
+/// RTC (there is none: the time comes from kvm-clock; without this bit
+/// Linux probes one and waits on it).
+const IAPC_BOOT_ARCH: u16 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5);
 /// End of the area the tables may use.
 const ACPI_END: u64 = 0x10_0000;
 

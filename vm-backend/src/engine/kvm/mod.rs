@@ -14,6 +14,7 @@ pub mod boot;
 pub mod cpu;
 pub mod cpuid;
 pub mod engine;
+pub mod jail;
 pub mod layout;
 pub mod machine;
 pub mod probe;

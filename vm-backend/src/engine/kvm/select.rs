@@ -1,5 +1,5 @@
-//! Engine selection: vessel's own VMM where a real boot probe shows it can
-//! run the guest kernel, QEMU (KVM or TCG, by its own probe) otherwise.
+//! Engine selection: vessel's own VMM where its probe shows this host's KVM
+//! runs a stock Linux guest, QEMU (KVM or TCG, by its own probe) otherwise.
 
 use std::path::Path;
 
@@ -17,11 +17,12 @@ pub struct Selection {
     pub reason: String,
 }
 
-/// Picks the engine for `kernel`: `kvm` when [`KvmEngine::probe`] booted
-/// it, otherwise QEMU as [`QemuEngine::detect`] configures it. Both probes
-/// are cached in `cache_dir`.
+/// Picks the engine for `kernel`: `kvm` when [`KvmEngine::probe`] finds
+/// hardware virtualization that runs its probe guests, otherwise QEMU as
+/// [`QemuEngine::detect`] configures it. Both probes are cached in
+/// `cache_dir`.
 pub fn select_engine(kvm: KvmEngine, kernel: &Path, cache_dir: &Path) -> Result<Selection> {
-    let probe = kvm.probe(kernel, cache_dir)?;
+    let probe = kvm.probe(cache_dir)?;
     if probe.usable {
         return Ok(Selection {
             engine: Box::new(kvm),
@@ -30,7 +31,7 @@ pub fn select_engine(kvm: KvmEngine, kernel: &Path, cache_dir: &Path) -> Result<
     }
     let (qemu, qprobe) = QemuEngine::detect(kernel, cache_dir)?;
     let reason = format!(
-        "qemu with {} ({}); the kvm engine cannot boot {}: {}",
+        "qemu with {} ({}); the kvm engine cannot boot {} here: {}",
         qemu.accelerator(),
         qprobe.detail,
         kernel.display(),

@@ -22,11 +22,12 @@ use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig, VsockIo};
 use crate::engine::VmConfig;
 
-/// The engine's part of the kernel command line: the serial console,
+/// The engine's part of the kernel command line: the serial console
+/// (quiet: every emulated UART byte is an exit, and errors still show),
 /// reset through the i8042 on panic, no PCI and no probing of a keyboard
 /// that is not there.
 pub const BASE_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
+    "console=ttyS0 reboot=k panic=1 pci=off quiet i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /// What the kvm engine can give a VM beyond [`VmConfig`] (which is shared
 /// with the QEMU engine); `vmm_main` uses the defaults.
@@ -36,9 +37,59 @@ pub struct KvmExtras {
     pub vsock: Option<VsockConfig>,
 }
 
+/// The last bytes the guest wrote to its console, kept so a stopping VM
+/// can say what the guest printed last.
+#[derive(Clone, Default)]
+pub struct ConsoleTail(Arc<Mutex<std::collections::VecDeque<u8>>>);
+
+const CONSOLE_TAIL_BYTES: usize = 2048;
+
+impl ConsoleTail {
+    /// The last `n` lines.
+    pub fn lines(&self, n: usize) -> Vec<String> {
+        let bytes: Vec<u8> = self
+            .0
+            .lock()
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..].to_vec()
+    }
+}
+
+/// A console writer that also keeps the last [`CONSOLE_TAIL_BYTES`].
+struct TeeTail {
+    out: Box<dyn Write + Send>,
+    tail: ConsoleTail,
+}
+
+impl Write for TeeTail {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut t) = self.tail.0.lock() {
+            t.extend(buf.iter().copied());
+            let excess = t.len().saturating_sub(CONSOLE_TAIL_BYTES);
+            t.drain(..excess);
+        }
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// A VM ready to run.
 pub struct Vmm {
     machine: Machine,
+    console_tail: ConsoleTail,
+    /// An existing directory the confined monitor's empty root is mounted
+    /// over (in its own mount namespace): the agent socket's.
+    jail_dir: std::path::PathBuf,
     vcpus: Vec<Vcpu>,
     agent: Option<AgentSocket>,
     net_io: Vec<NetIo>,
@@ -97,7 +148,11 @@ impl Vmm {
             ),
             None => Box::new(std::io::sink()),
         };
-        m.add_serial(console)?;
+        let console_tail = ConsoleTail::default();
+        m.add_serial(Box::new(TeeTail {
+            out: console,
+            tail: console_tail.clone(),
+        }))?;
         m.add_i8042()?;
         m.add_acpi_sleep()?;
         for dev in &config.block_devices {
@@ -213,6 +268,13 @@ impl Vmm {
         }
         Ok(Vmm {
             machine: m,
+            console_tail,
+            jail_dir: config
+                .agent_socket
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf(),
             vcpus,
             agent: Some(agent),
             net_io,
@@ -231,8 +293,18 @@ impl Vmm {
     pub fn run(mut self, confine: bool) -> Result<VmExit, KvmError> {
         let policy = self.policy;
         if confine {
-            // Capability sets are per thread: drop them before any thread
-            // is started so every thread inherits empty sets.
+            // Both are per process or per thread: done before any thread is
+            // started so every thread inherits them.
+            match super::jail::confine(&self.jail_dir)? {
+                super::jail::Confinement::Full => eprintln!(
+                    "vessel vmm: confined: empty root, uid {}, no capabilities, seccomp per thread",
+                    super::jail::UNPRIVILEGED_ID
+                ),
+                super::jail::Confinement::Unprivileged => eprintln!(
+                    "vessel vmm: not root: keeping the host's mount namespace and this uid; \
+                     no capabilities, seccomp per thread"
+                ),
+            }
             seccomp::drop_capabilities()?;
         }
         if let Some(agent) = self.agent.take() {
@@ -293,20 +365,97 @@ impl Vmm {
         }
         self.machine.wait_exit(None);
         let mut exit = VmExit::Reset;
-        for (_, result) in running.stop() {
-            match result? {
-                VcpuStop::Shutdown => exit = VmExit::Shutdown,
-                VcpuStop::Stopped | VcpuStop::Halted => {}
+        let mut first_error = None;
+        let mut causes = Vec::new();
+        for (vcpu, result) in running.stop() {
+            match result {
+                Ok(VcpuStop::Shutdown) => {
+                    exit = VmExit::Shutdown;
+                    causes.push(format!(
+                        "vCPU {} exited with KVM_EXIT_SHUTDOWN (a triple fault or a shutdown \
+                         request) after {} exits, {}",
+                        vcpu.id,
+                        vcpu.exits,
+                        registers(&vcpu)
+                    ));
+                }
+                Ok(VcpuStop::Halted) => causes.push(format!(
+                    "vCPU {} halted with no interrupt controller to wake it after {} exits",
+                    vcpu.id, vcpu.exits
+                )),
+                Ok(VcpuStop::Stopped) => {}
+                Err(e) => {
+                    causes.push(format!(
+                        "vCPU {} stopped on an error after {} exits: {e}; {}",
+                        vcpu.id,
+                        vcpu.exits,
+                        registers(&vcpu)
+                    ));
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(exit)
+        if causes.is_empty() {
+            causes.push(
+                "the guest asked for a reset (i8042 command 0xfe) or power-off (ACPI S5)".into(),
+            );
+        }
+        for c in &causes {
+            eprintln!("vessel vmm: stop: {c}");
+        }
+        for line in self.console_tail.lines(CONSOLE_LINES_ON_STOP) {
+            eprintln!("vessel vmm: console: {line}");
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(exit),
+        }
     }
+}
+
+/// How many of the guest's last console lines a stopping VM prints.
+const CONSOLE_LINES_ON_STOP: usize = 8;
+
+/// The instruction pointer and control registers of a stopped vCPU.
+fn registers(vcpu: &super::vcpu::Vcpu) -> String {
+    match (vcpu.fd.get_regs(), vcpu.fd.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+            r.rip, r.rsp, s.cr0, s.cr3, s.cr4, s.efer
+        ),
+        _ => "registers unreadable".into(),
+    }
+}
+
+/// Sends this process's stderr to `log` (appending), so `vessel vmm` run
+/// by hand logs where its configuration says, as under the engine.
+fn redirect_stderr(log: &std::path::Path) -> Result<(), KvmError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io_err(format!("opening VMM log {}", log.display())))?;
+    // SAFETY: dup2 onto fd 2 with a valid open descriptor; `f` is closed
+    // afterwards and fd 2 keeps its own reference to the file.
+    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
+        return Err(KvmError::Io(
+            format!("redirecting stderr to {}", log.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 /// Runs the monitor for `config` in this process and exits: 0 when the
 /// guest reset or shut down, 1 on an error (printed to stderr, which the
 /// engine sends to the VMM log).
 pub fn vmm_main(config: VmConfig) -> ! {
+    if let Some(log) = &config.vmm_log {
+        if let Err(e) = redirect_stderr(log) {
+            eprintln!("vessel vmm: {e}");
+            std::process::exit(1);
+        }
+    }
     let result = config
         .validate()
         .map_err(|e| KvmError::Device(e.to_string()))

@@ -101,6 +101,17 @@ fn run_probe(qemu: &Path, kernel: &Path, cache_dir: &Path) -> Result<ProbeResult
             cached: false,
         });
     }
+    if crate::engine::kvm::probe::kvm_kind() == crate::engine::kvm::probe::KvmKind::Pvm {
+        // A stock kernel dies (or hangs) under KVM-PVM; booting it to see
+        // would cost up to the whole timeout.
+        return Ok(ProbeResult {
+            accel: Accel::Tcg,
+            detail: "/dev/kvm is KVM-PVM (module kvm_pvm), which runs only PVM-enabled guest \
+                     kernels"
+                .into(),
+            cached: false,
+        });
+    }
     fs::create_dir_all(cache_dir).ctx(|| format!("creating {}", cache_dir.display()))?;
     let log = cache_dir.join(format!(".probe-{}.log", std::process::id()));
     let _ = fs::remove_file(&log);
