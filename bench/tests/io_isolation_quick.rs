@@ -8,31 +8,12 @@
 //! priorities (measured here: 70-130x), and not worse beside direct ones.
 //! It also fails when anything (loop device, backing file) is left behind.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Builds the debug `vessel` (a no-op when it is up to date) and returns it.
-fn debug_vessel() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_vessel-bench"));
-    let dir = bench.parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "-p", "vessel"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("running cargo build -p vessel");
-    assert!(st.success(), "cargo build -p vessel failed");
-    let v = dir.join("vessel");
-    assert!(v.is_file(), "{} missing after the build", v.display());
-    v
-}
+mod common;
+use common::{debug_vessel, is_root};
 
 fn mean_ms(c: &Value) -> f64 {
     let m = c["fg"]["lat"]["mean_ms"]

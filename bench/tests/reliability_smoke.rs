@@ -4,32 +4,13 @@
 //! and the benchmark leaves nothing of its containers on the host. It does
 //! not judge vessel's leaks: that is what the benchmark measures.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 use vessel_bench::reliability::leaks;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Builds the debug `vessel` (a no-op when it is up to date) and returns it.
-fn debug_vessel() -> PathBuf {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_vessel-bench"));
-    let dir = bench.parent().expect("target dir").to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "-p", "vessel"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("running cargo build -p vessel");
-    assert!(st.success(), "cargo build -p vessel failed");
-    let v = dir.join("vessel");
-    assert!(v.is_file(), "{} missing after the build", v.display());
-    v
-}
+mod common;
+use common::{debug_vessel, is_root};
 
 fn count(v: &Value, what: &str) -> u64 {
     v.as_u64()
