@@ -235,21 +235,12 @@ fn run_nested(o: &Options) -> Result<String> {
     Ok(log)
 }
 
-/// The outer VM as the nested harness boots it (tests/src/nested.rs).
+/// The outer VM as the nested harness boots it, running the benchmark script.
 fn l1_command(out: &Path, runs: usize) -> Command {
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "qemu64,+svm,+npt"])
-        .args(["-M", "q35", "-m", "3072", "-smp", "2"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args(["-serial", "stdio", "-kernel"])
-        .arg(out.join("bzImage"))
-        .arg("-initrd")
-        .arg(out.join("l1.cpio"))
-        .arg("-append")
-        .arg(format!(
-            "console=ttyS0 reboot=t panic=-1 quiet nested_script=bench-engines.sh bench_runs={runs}"
-        ));
-    cmd
+    vessel_tests::nested::l1_command(
+        out,
+        &format!("nested_script=bench-engines.sh bench_runs={runs}"),
+    )
 }
 
 #[cfg(test)]

@@ -630,10 +630,19 @@ pub fn busybox_rootfs_tar(work: &Path) -> PathBuf {
 /// one-layer busybox image tagged [`IMAGE`], made in `work`; `ctr image
 /// import` and `docker load` read it.
 pub fn busybox_image_archive(work: &Path) -> PathBuf {
-    let layer = busybox_rootfs_tar(work);
-    let img = work.join("image");
+    image_archive(work, "image", IMAGE, &["sh"])
+}
+
+/// A docker-archive of a one-layer busybox image tagged `tag` whose
+/// command is `cmd`, made as `<work>/<name>.tar` (the scratch directories
+/// it builds from are removed).
+pub fn image_archive(work: &Path, name: &str, tag: &str, cmd: &[&str]) -> PathBuf {
+    let img = work.join(name);
+    let rootfs = work.join(format!("{name}-rootfs"));
+    crate::bundle::make_rootfs(&rootfs);
     fs::create_dir_all(&img).unwrap();
-    fs::rename(&layer, img.join("layer.tar")).unwrap();
+    tar_dir(&rootfs, &img.join("layer.tar"));
+    let _ = fs::remove_dir_all(&rootfs);
     let diff_id = sha256_hex(&img.join("layer.tar"));
     let config = serde_json::json!({
         "architecture": "amd64",
@@ -641,7 +650,7 @@ pub fn busybox_image_archive(work: &Path) -> PathBuf {
         "created": "2026-01-01T00:00:00Z",
         "config": {
             "Env": ["PATH=/bin"],
-            "Cmd": ["sh"],
+            "Cmd": cmd,
             "WorkingDir": "/"
         },
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
@@ -653,7 +662,7 @@ pub fn busybox_image_archive(work: &Path) -> PathBuf {
     fs::rename(&cfg_tmp, img.join(&cfg_name)).unwrap();
     let manifest = serde_json::json!([{
         "Config": cfg_name,
-        "RepoTags": [IMAGE],
+        "RepoTags": [tag],
         "Layers": ["layer.tar"]
     }]);
     fs::write(
@@ -661,8 +670,9 @@ pub fn busybox_image_archive(work: &Path) -> PathBuf {
         serde_json::to_vec(&manifest).unwrap(),
     )
     .unwrap();
-    let archive = work.join("image.tar");
+    let archive = work.join(format!("{name}.tar"));
     tar_dir(&img, &archive);
+    let _ = fs::remove_dir_all(&img);
     archive
 }
 

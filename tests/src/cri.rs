@@ -132,67 +132,7 @@ fn free_subnet(seed: u32) -> String {
 /// [`CRI_IMAGE`] whose command sleeps for ever: the pods' sandbox image
 /// and, with explicit commands, their containers' image.
 pub fn cri_image_archive(work: &Path) -> PathBuf {
-    let img = work.join("cri-image");
-    let rootfs = work.join("cri-image-rootfs");
-    crate::bundle::make_rootfs(&rootfs);
-    fs::create_dir_all(&img).unwrap();
-    tar(&rootfs, &img.join("layer.tar"));
-    let _ = fs::remove_dir_all(&rootfs);
-    let diff_id = sha256(&img.join("layer.tar"));
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "2026-01-01T00:00:00Z",
-        "config": {
-            "Env": ["PATH=/bin"],
-            "Cmd": ["sleep", "2147483647"],
-            "WorkingDir": "/"
-        },
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{diff_id}")] },
-        "history": [{ "created": "2026-01-01T00:00:00Z", "created_by": "vessel-tests cri" }]
-    });
-    let bytes = serde_json::to_vec(&config).unwrap();
-    let tmp = img.join("config.tmp");
-    fs::write(&tmp, &bytes).unwrap();
-    let cfg_name = format!("{}.json", sha256(&tmp));
-    fs::rename(&tmp, img.join(&cfg_name)).unwrap();
-    let manifest = serde_json::json!([{
-        "Config": cfg_name, "RepoTags": [CRI_IMAGE], "Layers": ["layer.tar"]
-    }]);
-    fs::write(
-        img.join("manifest.json"),
-        serde_json::to_vec(&manifest).unwrap(),
-    )
-    .unwrap();
-    let archive = work.join("cri-image.tar");
-    tar(&img, &archive);
-    let _ = fs::remove_dir_all(&img);
-    archive
-}
-
-fn tar(dir: &Path, out: &Path) {
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(dir)
-        .arg("-cf")
-        .arg(out)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success(), "tar of {} failed", dir.display());
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    crate::clients::image_archive(work, "cri-image", CRI_IMAGE, &["sleep", "2147483647"])
 }
 
 /// A private containerd with the CRI plugin, its CNI bridge and the
