@@ -178,6 +178,9 @@ pub struct Anticipatory {
 
 const MAX_THINKTIME: Time = 20 * MS;
 
+/// AS's "close request" radius at zero delay (sectors).
+const CLOSE_SECTORS: u64 = 8192;
+
 /// Class of a rank: 0 RT, 1 BE, 2 IDLE.
 fn class_of(rank: usize) -> usize {
     rank / 8
@@ -359,7 +362,7 @@ impl Anticipatory {
                 // A lower-priority request waits for the anticipated
                 // higher-priority process unless waiting cannot pay off.
                 return c.exited
-                    || (self.tokens[c.rank] == 0 && self.other_pending_with_tokens(c.rank))
+                    || self.tokens_spent(c, now)
                     || self.antic_expired(now)
                     || thinks_too_long;
             }
@@ -380,11 +383,41 @@ impl Anticipatory {
             return false;
         }
         if let (Some(_), Some(c)) = (&self.prio, self.antic_ctx.and_then(|c| self.ctx_ref(c))) {
-            if self.tokens[c.rank] == 0 && self.other_pending_with_tokens(c.rank) {
+            if self.tokens_spent(c, now) {
                 return false;
             }
         }
         !self.can_break(next, now)
+    }
+
+    /// Whether the anticipated process's level has used its tokens while
+    /// another level could be served. A sequential process's level keeps its
+    /// batch (until the batch time runs out) even between its requests: its
+    /// next request is about to arrive next to the head (deceptive idleness,
+    /// the reason AS anticipates at all), so for a batch it counts as queued
+    /// in the batch's direction, as the paper's rule "as long as there are
+    /// requests in the chosen direction or there are tokens left" reads.
+    /// Handing the disk to another level there would cost two seeks per
+    /// request of the other level, all of them paid by the sequential
+    /// reader (Figure 2). A random reader gets no such grace: serving
+    /// another level costs it one seek it would pay anyway.
+    fn tokens_spent(&self, c: &Ctx, now: Time) -> bool {
+        self.tokens[c.rank] == 0
+            && self.other_pending_with_tokens(c.rank)
+            && !(self.batch_while_queued()
+                && c.rank == self.batch_level
+                && Self::sequential(c)
+                && now < self.batch_start + self.batch_expire[self.batch_dir])
+    }
+
+    fn batch_while_queued(&self) -> bool {
+        self.prio.as_ref().is_some_and(|p| p.batch_while_queued)
+    }
+
+    /// A process whose requests follow each other on the disk: mean seek
+    /// within AS's "close" radius (8192 sectors, 4 MiB).
+    fn sequential(c: &Ctx) -> bool {
+        c.seek_samples > 0 && c.seek_mean <= CLOSE_SECTORS
     }
 
     fn choose_batch(&mut self) -> Option<(usize, usize)> {
@@ -536,9 +569,16 @@ impl Scheduler for Anticipatory {
                 // Nobody else could use the disk: start a new round in place.
                 self.refill();
             }
+            // A sequential process of this level about to send its next
+            // request counts as queued (see `tokens_spent`).
+            let anticipated_here = self.antic != Antic::Finished
+                && self
+                    .antic_ctx
+                    .and_then(|c| self.ctx_ref(c))
+                    .is_some_and(|c| c.rank == lvl && Self::sequential(c));
             let spent = self.tokens[lvl] == 0
                 && !(while_queued
-                    && !self.q[lvl][dir].is_empty()
+                    && (!self.q[lvl][dir].is_empty() || anticipated_here)
                     && now < self.batch_start + self.batch_expire[dir]);
             if spent || (interrupt && self.higher_pending_with_tokens(lvl)) {
                 running = false;
