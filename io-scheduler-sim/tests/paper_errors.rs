@@ -58,10 +58,14 @@ fn table4_reads_vs_writes_within_targets() {
     check(4);
 }
 
-/// The max column is not yet within 30 % (see the README: the model has no
-/// source of the paper's 100-500 ms outliers); this records the gap.
+/// The max column is not yet within 30 %: measured 2026-12-07 at 65, 66,
+/// 39 and 65 % for Tables 1-4. The model has no source of the paper's
+/// 100-330 ms outliers in no-load and prio rows, and its anticipatory core
+/// bounds a starved read at about two FIFO periods (~265 ms) where the
+/// paper's unprioritized maxima are 373-891 ms. See the README's "What does
+/// not match". This test records the gap.
 #[test]
-#[ignore = "max latency is not yet within 30% of the paper's; run with --ignored to see the gap"]
+#[ignore = "max latency is 39-66% off the paper's (target 30%); run with --ignored to see the gap"]
 fn max_within_30_percent() {
     for n in 1..=4 {
         let t = table(n);
