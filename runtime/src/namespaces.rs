@@ -164,27 +164,36 @@ impl Plan {
     }
 }
 
+/// A file given as a namespace's path that is not one of the declared type.
+#[derive(Debug, thiserror::Error)]
+pub enum NsTypeError {
+    /// NS_GET_NSTYPE failed: not a namespace file at all.
+    #[error("not a namespace file ({0})")]
+    NotNamespace(#[source] std::io::Error),
+    /// A namespace of another type (`None`: one this kernel added later).
+    #[error("is a {} namespace, not the declared one", .found.unwrap_or("different"))]
+    OtherType {
+        /// Its type's name under /proc/<pid>/ns.
+        found: Option<&'static str>,
+    },
+}
+
 /// Checks that a namespace file is of the kind the spec says
 /// (ioctl NS_GET_NSTYPE), so a wrong path fails before anything is created.
-fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), String> {
+fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), NsTypeError> {
     use std::os::fd::AsRawFd;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as an int.
     let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
     if t < 0 {
-        return Err(format!(
-            "not a namespace file ({})",
-            std::io::Error::last_os_error()
+        return Err(NsTypeError::NotNamespace(
+            std::io::Error::last_os_error(),
         ));
     }
     if CloneFlags::from_bits_retain(t) != want {
-        return Err(format!(
-            "is a {} namespace, not the declared one",
-            PROC_NS
-                .iter()
-                .find(|(_, f)| *f == t)
-                .map_or("different", |(n, _)| n)
-        ));
+        return Err(NsTypeError::OtherType {
+            found: PROC_NS.iter().find(|(_, f)| *f == t).map(|(n, _)| *n),
+        });
     }
     Ok(())
 }

@@ -148,7 +148,7 @@ pub fn main() -> ExitCode {
     }
     let format = match cli.log_format.parse::<logging::Format>() {
         Ok(f) => f,
-        Err(e) => return early(&e),
+        Err(e) => return early(&e.to_string()),
     };
     if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
         return early(&e.to_string());

@@ -67,7 +67,7 @@ pub(crate) fn check(linux: &Linux) -> Result<(), SpecError> {
                     format!("needs a {what} namespace of the container's own: it would change the host's value"),
                 ))
             }
-            Err(m) => return Err(invalid(field(), m)),
+            Err(e) => return Err(invalid(field(), e.to_string())),
         }
     }
     Ok(())
@@ -84,9 +84,25 @@ fn check_name(k: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A namespace file [`own_namespace`] could not stat.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} namespace {}: {source}", path.display())]
+struct NsStatError {
+    /// `ipc`, `network` or `uts`.
+    kind: &'static str,
+    /// The file (the spec's path, or vessel's own under /proc/self/ns).
+    path: std::path::PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
 /// Whether the container has its own namespace of type `ns`: a new one, or
 /// one joined by path that is not vessel's own.
-fn own_namespace(linux: &Linux, ns: LinuxNamespaceType, what: &str) -> Result<bool, String> {
+fn own_namespace(
+    linux: &Linux,
+    ns: LinuxNamespaceType,
+    what: &'static str,
+) -> Result<bool, NsStatError> {
     let Some(entry) = linux.namespaces().iter().flatten().find(|n| n.typ() == ns) else {
         return Ok(false);
     };
@@ -96,7 +112,11 @@ fn own_namespace(linux: &Linux, ns: LinuxNamespaceType, what: &str) -> Result<bo
     let id = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| format!("{what} namespace {}: {e}", p.display()))
+            .map_err(|source| NsStatError {
+                kind: what,
+                path: p.into(),
+                source,
+            })
     };
     let proc_name = match ns {
         LinuxNamespaceType::Network => "net",
