@@ -206,11 +206,10 @@ impl HostSpawner {
             let resctrl = crate::intel_rdt::Resctrl::mounted().map_err(rdt_error)?;
             resctrl
                 .apply(&req, id, stage_pid, |m| {
-                    new.record(&Entry::IntelRdt {
+                    new.ledger.record(&Entry::IntelRdt {
                         path: m.path.clone(),
                         shared: m.shared,
                     })
-                    .map_err(|x| x.to_string())
                 })
                 .map_err(rdt_error)?;
         }
