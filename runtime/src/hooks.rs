@@ -149,12 +149,14 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .iter()
         .enumerate()
         .filter_map(|(index, hook)| {
-            run_one(hook, state_json, None).err().map(|source| HookError {
-                phase: phase.name(),
-                index,
-                path: hook.path().display().to_string(),
-                source,
-            })
+            run_one(hook, state_json, None)
+                .err()
+                .map(|source| HookError {
+                    phase: phase.name(),
+                    index,
+                    path: hook.path().display().to_string(),
+                    source,
+                })
         })
         .collect()
 }

@@ -186,9 +186,7 @@ fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), NsTypeError> {
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as an int.
     let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
     if t < 0 {
-        return Err(NsTypeError::NotNamespace(
-            std::io::Error::last_os_error(),
-        ));
+        return Err(NsTypeError::NotNamespace(std::io::Error::last_os_error()));
     }
     if CloneFlags::from_bits_retain(t) != want {
         return Err(NsTypeError::OtherType {

@@ -64,6 +64,7 @@ enum UsernsError {
     Helper {
         /// The call.
         call: &'static str,
+        /// Why.
         #[source]
         source: Errno,
     },
@@ -72,6 +73,7 @@ enum UsernsError {
     Proc {
         /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -80,6 +82,7 @@ enum UsernsError {
     Map {
         /// `uid_map` or `gid_map`.
         map: &'static str,
+        /// Why.
         #[source]
         source: std::io::Error,
     },

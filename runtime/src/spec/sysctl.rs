@@ -92,6 +92,7 @@ struct NsStatError {
     kind: &'static str,
     /// The file (the spec's path, or vessel's own under /proc/self/ns).
     path: std::path::PathBuf,
+    /// Why.
     #[source]
     source: std::io::Error,
 }
