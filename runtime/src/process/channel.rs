@@ -201,3 +201,36 @@ impl AsFd for Channel {
         self.fd.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_parent_gets_instead_of_the_message_it_waits_for() {
+        let (parent, child) = Channel::pair().unwrap();
+        child
+            .send(&Msg::Error("process.cwd /x: ENOENT".into()))
+            .unwrap();
+        let e = parent.expect(Msg::Ready).unwrap_err();
+        assert!(matches!(&e, ChannelError::Reported(m) if m == "process.cwd /x: ENOENT"));
+        assert_eq!(e.to_string(), "process.cwd /x: ENOENT");
+
+        child.send(&Msg::Hooks).unwrap();
+        let e = parent.expect(Msg::Ready).unwrap_err();
+        assert_eq!(e.to_string(), "protocol error: expected Ready, got Hooks");
+        child.send(&Msg::Ready).unwrap();
+        let e = parent.expect_pid().unwrap_err();
+        assert_eq!(e.to_string(), "protocol error: expected Pid, got Ready");
+        child.send(&Msg::Pid(7)).unwrap();
+        let e = parent.expect_close().unwrap_err();
+        assert_eq!(e.to_string(), "protocol error: Pid(7)");
+
+        drop(child);
+        let e = parent.expect(Msg::Ready).unwrap_err();
+        assert_eq!(e.to_string(), "the container process exited before Ready");
+        let e = parent.expect_pid().unwrap_err();
+        assert_eq!(e.to_string(), "the container process exited during setup");
+        parent.expect_close().unwrap();
+    }
+}

@@ -690,4 +690,38 @@ mod tests {
         );
         assert_eq!(merge_env(&base, &[]), base);
     }
+
+    #[test]
+    fn a_program_that_cannot_run_is_worded_as_runc_words_it() {
+        // Engines map these words to exit codes 127 and 126.
+        let env = ["PATH=/nonexistent-dir".to_string()];
+        let e = lookup("no-such-program", &env).unwrap_err();
+        assert!(matches!(
+            &e,
+            PrepareError::Program {
+                why: LookupError::NotInPath,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"no-such-program\": executable file not found in $PATH"
+        );
+        let e = lookup("/nonexistent-dir/prog", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"/nonexistent-dir/prog\": stat /nonexistent-dir/prog: \
+             no such file or directory"
+        );
+        // A directory is no program.
+        let e = lookup("/", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"/\": permission denied"
+        );
+        assert_eq!(
+            lookup("sh", &["PATH=/bin:/usr/bin".into()]).is_ok(),
+            Path::new("/bin/sh").exists() || Path::new("/usr/bin/sh").exists()
+        );
+    }
 }
