@@ -14,6 +14,7 @@ use std::path::Path;
 use oci_spec::runtime::{Linux, LinuxNamespaceType};
 
 use super::{invalid, SpecError};
+use crate::namespaces::NsFileError;
 
 /// System V IPC keys, namespaced by the ipc namespace (as are `fs.mqueue.*`).
 const IPC_KEYS: &[&str] = &[
@@ -67,7 +68,12 @@ pub(crate) fn check(linux: &Linux) -> Result<(), SpecError> {
                     format!("needs a {what} namespace of the container's own: it would change the host's value"),
                 ))
             }
-            Err(e) => return Err(invalid(field(), e.to_string())),
+            Err(source) => {
+                return Err(SpecError::Namespace {
+                    field: field(),
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -84,26 +90,13 @@ fn check_name(k: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A namespace file [`own_namespace`] could not stat.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} namespace {}: {source}", path.display())]
-struct NsStatError {
-    /// `ipc`, `network` or `uts`.
-    kind: &'static str,
-    /// The file (the spec's path, or vessel's own under /proc/self/ns).
-    path: std::path::PathBuf,
-    /// Why.
-    #[source]
-    source: std::io::Error,
-}
-
 /// Whether the container has its own namespace of type `ns`: a new one, or
 /// one joined by path that is not vessel's own.
 fn own_namespace(
     linux: &Linux,
     ns: LinuxNamespaceType,
     what: &'static str,
-) -> Result<bool, NsStatError> {
+) -> Result<bool, NsFileError> {
     let Some(entry) = linux.namespaces().iter().flatten().find(|n| n.typ() == ns) else {
         return Ok(false);
     };
@@ -113,7 +106,7 @@ fn own_namespace(
     let id = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| (m.dev(), m.ino()))
-            .map_err(|source| NsStatError {
+            .map_err(|source| NsFileError::Stat {
                 kind: what,
                 path: p.into(),
                 source,
