@@ -22,7 +22,7 @@ mod output;
 
 /// A hook that failed, named by its phase and index.
 #[derive(Debug, thiserror::Error)]
-#[error("hooks.{phase}[{index}] ({path}): {msg}")]
+#[error("hooks.{phase}[{index}] ({path}): {source}")]
 pub struct HookError {
     /// prestart, createRuntime, ...
     pub phase: &'static str,
@@ -31,7 +31,33 @@ pub struct HookError {
     /// The hook's path.
     pub path: String,
     /// What went wrong.
-    pub msg: String,
+    #[source]
+    pub source: HookFailure,
+}
+
+/// How one hook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookFailure {
+    /// The program could not be started.
+    #[error("cannot run: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// Its stdin, stdout or stderr could not be set up.
+    #[error("its pipes: {0}")]
+    Pipes(#[source] std::io::Error),
+    /// It exited unsuccessfully.
+    #[error("exited with {status}{output}")]
+    Exited {
+        /// How it ended.
+        status: std::process::ExitStatus,
+        /// What it printed (`; stderr: ...; stdout: ...`, or empty).
+        output: String,
+    },
+    /// It outlived `timeout`, and was killed.
+    #[error("timed out after {secs}s")]
+    TimedOut {
+        /// The hook's `timeout`.
+        secs: i64,
+    },
 }
 
 /// The lifecycle points at which hooks run.
@@ -103,11 +129,11 @@ pub fn run_with_env(
 ) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (index, hook) in phase.of(hooks).iter().enumerate() {
-        run_one(hook, state_json, default_env).map_err(|msg| HookError {
+        run_one(hook, state_json, default_env).map_err(|source| HookError {
             phase: phase.name(),
             index,
             path: hook.path().display().to_string(),
-            msg,
+            source,
         })?;
     }
     Ok(())
@@ -123,17 +149,23 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .iter()
         .enumerate()
         .filter_map(|(index, hook)| {
-            run_one(hook, state_json, None).err().map(|msg| HookError {
-                phase: phase.name(),
-                index,
-                path: hook.path().display().to_string(),
-                msg,
-            })
+            run_one(hook, state_json, None)
+                .err()
+                .map(|source| HookError {
+                    phase: phase.name(),
+                    index,
+                    path: hook.path().display().to_string(),
+                    source,
+                })
         })
         .collect()
 }
 
-fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Result<(), String> {
+fn run_one(
+    hook: &Hook,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookFailure> {
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args() {
         if let Some((argv0, rest)) = args.split_first() {
@@ -176,7 +208,7 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
             Ok(())
         })
     };
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+    let mut child = cmd.spawn().map_err(HookFailure::Spawn)?;
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -186,7 +218,7 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("its pipes: {e}"));
+            return Err(HookFailure::Pipes(e));
         }
     };
     match io.run(&mut child, deadline) {
@@ -196,11 +228,13 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
             }
             Ok(())
         }
-        Ok((status, out)) => Err(format!("exited with {status}{out}")),
+        Ok((status, output)) => Err(HookFailure::Exited { status, output }),
         Err(output::TimedOut) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)))
+            Err(HookFailure::TimedOut {
+                secs: hook.timeout().unwrap_or(0),
+            })
         }
     }
 }

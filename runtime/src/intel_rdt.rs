@@ -43,6 +43,11 @@ pub struct RdtError {
     pub msg: String,
 }
 
+/// The message when the ledger could not record a directory about to be made.
+fn not_recorded(dir: &Path, e: &std::io::Error) -> String {
+    format!("recording {} in the ledger: {e}", dir.display())
+}
+
 fn rdt_err(field: &str, msg: impl Into<String>) -> RdtError {
     RdtError {
         field: format!("linux.intelRdt{field}"),
@@ -331,7 +336,7 @@ impl Resctrl {
         req: &Request,
         id: &str,
         pid: i32,
-        mut record: impl FnMut(&Made) -> Result<(), String>,
+        mut record: impl FnMut(&Made) -> std::io::Result<()>,
     ) -> Result<(), RdtError> {
         let group = self.group_dir(req);
         let field = if req.by_clos_id { ".closID" } else { "" };
@@ -363,7 +368,7 @@ impl Resctrl {
                 path: group.clone(),
                 shared: req.by_clos_id,
             };
-            record(&made).map_err(|m| rdt_err(field, m))?;
+            record(&made).map_err(|e| rdt_err(field, not_recorded(&made.path, &e)))?;
             fs::create_dir(&group)
                 .map_err(|e| rdt_err(field, format!("mkdir {}: {e}", group.display())))?;
             if !req.schemata.is_empty() {
@@ -388,7 +393,7 @@ impl Resctrl {
                     path: mon.clone(),
                     shared: false,
                 })
-                .map_err(|m| rdt_err(".enableMonitoring", m))?;
+                .map_err(|e| rdt_err(".enableMonitoring", not_recorded(&mon, &e)))?;
                 fs::create_dir(&mon).map_err(|e| {
                     rdt_err(".enableMonitoring", format!("mkdir {}: {e}", mon.display()))
                 })?;
@@ -599,7 +604,7 @@ mod tests {
         fs::create_dir(&group).unwrap();
         fs::write(group.join("schemata"), "    L3:0=0ff;1=fff\n    MB:0=100\n").unwrap();
         let req = |v| request(&rdt(v), "c2").unwrap();
-        let no_record = |_: &Made| -> Result<(), String> { panic!("the group is not vessel's") };
+        let no_record = |_: &Made| -> std::io::Result<()> { panic!("the group is not vessel's") };
         for (v, why) in [
             (
                 serde_json::json!({"closID": "gold", "l3CacheSchema": "L3:0=f"}),

@@ -22,15 +22,18 @@ pub enum Format {
     Json,
 }
 
+/// A `--log-format` that is neither `text` nor `json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--log-format: unknown format {0:?} (use text or json)")]
+pub struct UnknownFormat(pub String);
+
 impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Self, UnknownFormat> {
         match s {
             "text" => Ok(Format::Text),
             "json" => Ok(Format::Json),
-            _ => Err(format!(
-                "--log-format: unknown format {s:?} (use text or json)"
-            )),
+            _ => Err(UnknownFormat(s.into())),
         }
     }
 }

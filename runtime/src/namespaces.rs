@@ -4,12 +4,12 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
-use crate::spec::{invalid, SpecError};
+use crate::spec::SpecError;
 
 /// The clone flag of a namespace type.
 pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -100,10 +100,17 @@ impl Plan {
                 None => plan.new |= f,
                 Some(p) => {
                     let field = format!("linux.namespaces[{i}].path");
-                    let fd =
-                        open_ns(p).map_err(|e| invalid(&field, format!("{}: {e}", p.display())))?;
-                    check_type(&fd, f)
-                        .map_err(|m| invalid(&field, format!("{}: {m}", p.display())))?;
+                    let bad = |source| SpecError::Namespace {
+                        field: field.clone(),
+                        source,
+                    };
+                    let fd = open_ns(p).map_err(|source| {
+                        bad(NsFileError::Open {
+                            path: p.into(),
+                            source,
+                        })
+                    })?;
+                    check_type(&fd, p, f).map_err(bad)?;
                     plan.join.push((f, fd));
                 }
             }
@@ -164,27 +171,67 @@ impl Plan {
     }
 }
 
+/// A namespace file that cannot be used as the spec says.
+#[derive(Debug, thiserror::Error)]
+pub enum NsFileError {
+    /// It cannot be opened (or, for a comparison, stat'ed).
+    #[error("{}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// NS_GET_NSTYPE failed: not a namespace file at all.
+    #[error("{}: not a namespace file ({source})", path.display())]
+    NotNamespace {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A namespace of another type (`None`: one this kernel added later).
+    #[error("{}: is a {} namespace, not the declared one", path.display(), .found.unwrap_or("different"))]
+    OtherType {
+        /// The file.
+        path: PathBuf,
+        /// Its type's name under /proc/<pid>/ns.
+        found: Option<&'static str>,
+    },
+    /// A namespace file of `kind` could not be stat'ed to compare it with
+    /// vessel's own.
+    #[error("{kind} namespace {}: {source}", path.display())]
+    Stat {
+        /// `ipc`, `network`, `uts`, ...
+        kind: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Checks that a namespace file is of the kind the spec says
 /// (ioctl NS_GET_NSTYPE), so a wrong path fails before anything is created.
-fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), String> {
+fn check_type(fd: &OwnedFd, path: &Path, want: CloneFlags) -> Result<(), NsFileError> {
     use std::os::fd::AsRawFd;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as an int.
     let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
     if t < 0 {
-        return Err(format!(
-            "not a namespace file ({})",
-            std::io::Error::last_os_error()
-        ));
+        return Err(NsFileError::NotNamespace {
+            path: path.into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     if CloneFlags::from_bits_retain(t) != want {
-        return Err(format!(
-            "is a {} namespace, not the declared one",
-            PROC_NS
-                .iter()
-                .find(|(_, f)| *f == t)
-                .map_or("different", |(n, _)| n)
-        ));
+        return Err(NsFileError::OtherType {
+            path: path.into(),
+            found: PROC_NS.iter().find(|(_, f)| *f == t).map(|(n, _)| *n),
+        });
     }
     Ok(())
 }

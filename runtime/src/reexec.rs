@@ -33,7 +33,7 @@ pub fn ensure_protected() -> io::Result<()> {
     }
     let err = exec_from_readonly_mount();
     tracing::debug!("read-only re-exec unavailable ({err}); using a sealed memfd copy");
-    pentacle::ensure_sealed().map_err(|e| io::Error::other(e.to_string()))
+    pentacle::ensure_sealed()
 }
 
 fn cstrings(v: impl Iterator<Item = OsString>) -> io::Result<Vec<CString>> {

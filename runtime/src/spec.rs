@@ -36,6 +36,16 @@ pub enum SpecError {
         /// The parser's message.
         msg: String,
     },
+    /// A namespace file the field names (or vessel's own, to compare with)
+    /// cannot be used.
+    #[error("config.json: {field}: {source}")]
+    Namespace {
+        /// The field (`linux.namespaces[2].path`, `linux.sysctl.<key>`).
+        field: String,
+        /// The file, and what is wrong with it.
+        #[source]
+        source: crate::namespaces::NsFileError,
+    },
     /// A field holds a value vessel cannot run.
     #[error("config.json: {field}: {msg}")]
     Invalid {

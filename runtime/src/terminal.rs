@@ -35,6 +35,24 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, String)> {
     Ok((master, slave, name))
 }
 
+/// A step of a container process's terminal that failed, named by the
+/// field or option it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// Opening the pty.
+    #[error("process.terminal: open pty: {0}")]
+    Open(#[source] io::Error),
+    /// Setting its size.
+    #[error("process.consoleSize: {0}")]
+    Size(#[source] io::Error),
+    /// Handing the master to the engine.
+    #[error("--console-socket: send pty: {0}")]
+    Send(#[source] io::Error),
+    /// Making the slave the controlling terminal and stdio.
+    #[error("process.terminal: {0}")]
+    Controlling(#[source] io::Error),
+}
+
 /// Opens a pty for a process with `process.terminal`, sizes it from
 /// `process.consoleSize`, and sends its master over the console socket.
 /// Returns the slave and its path; the caller makes it the controlling
@@ -42,15 +60,13 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, String)> {
 pub fn setup_console(
     console: BorrowedFd<'_>,
     size: Option<&oci_spec::runtime::Box>,
-) -> Result<(OwnedFd, String), String> {
-    let (master, slave, name) =
-        open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
+) -> Result<(OwnedFd, String), ConsoleError> {
+    let (master, slave, name) = open_pty().map_err(ConsoleError::Open)?;
     if let Some(size) = size {
         resize(slave.as_fd(), size.height() as u16, size.width() as u16)
-            .map_err(|e| format!("process.consoleSize: {e}"))?;
+            .map_err(ConsoleError::Size)?;
     }
-    send_fd(console, &name, master.as_fd())
-        .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+    send_fd(console, &name, master.as_fd()).map_err(ConsoleError::Send)?;
     Ok((slave, name))
 }
 

@@ -98,9 +98,26 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A size argument [`parse_size`] cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Not a number with an optional suffix.
+    #[error("invalid size {input:?}")]
+    Invalid {
+        /// The argument as given.
+        input: String,
+    },
+    /// A negative size other than `-1`.
+    #[error("invalid size {input:?}: negative")]
+    Negative {
+        /// The argument as given.
+        input: String,
+    },
+}
+
 /// Parses a size with an optional binary suffix (`512m`, `1G`, `4096`), as
 /// runc's update flags accept. `-1` means unlimited.
-pub fn parse_size(s: &str) -> Result<i64, String> {
+pub fn parse_size(s: &str) -> Result<i64, SizeError> {
     let t = s.trim();
     if t == "-1" {
         return Ok(-1);
@@ -118,9 +135,9 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("invalid size {s:?}"))?;
+        .map_err(|_| SizeError::Invalid { input: s.into() })?;
     if n < 0.0 {
-        return Err(format!("invalid size {s:?}: negative"));
+        return Err(SizeError::Negative { input: s.into() });
     }
     Ok((n * mult as f64) as i64)
 }

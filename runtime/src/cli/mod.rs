@@ -109,10 +109,8 @@ enum Command {
 
 /// Parses, runs, and turns an error into runc's exit status 1.
 pub fn main() -> ExitCode {
-    if vessel::vm::guest_runner::is_guest_init() {
-        // PID 1 of a vessel microVM: the guest agent.
-        vessel::vm::guest_runner::run_agent();
-    }
+    // PID 1 of a vessel microVM: the guest agent.
+    vessel::isolation::entry::guest_agent_if_pid1();
     let cli = Cli::parse();
     // Before the logger is installed (or when it cannot be), errors still
     // take the log line's shape on stderr.
@@ -148,7 +146,7 @@ pub fn main() -> ExitCode {
     }
     let format = match cli.log_format.parse::<logging::Format>() {
         Ok(f) => f,
-        Err(e) => return early(&e),
+        Err(e) => return early(&e.to_string()),
     };
     if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
         return early(&e.to_string());

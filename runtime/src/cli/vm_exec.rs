@@ -15,5 +15,5 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<u8> {
-    vessel::vm::exec::relay_main(&a.dir, &a.process, a.console_socket.clone())
+    vessel::isolation::entry::vm_exec_relay(&a.dir, &a.process, a.console_socket.clone())
 }

@@ -10,5 +10,5 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<u8> {
-    vessel::vm::supervisor::run(&a.dir)
+    vessel::isolation::entry::vm_supervise(&a.dir)
 }

@@ -10,7 +10,7 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<u8> {
-    let config = serde_json::from_str(&a.vm_config)
-        .map_err(|e| anyhow::anyhow!("vmm: the VM configuration: {e}"))?;
-    vessel_vm::engine::kvm::vmm_main(config)
+    match vessel::isolation::entry::vmm(&a.vm_config) {
+        Err(e) => anyhow::bail!("vmm: the VM configuration: {e}"),
+    }
 }

@@ -185,15 +185,16 @@ pub enum Error {
         /// What contradicts what.
         msg: &'static str,
     },
-    /// The container's setup or start failed: the message its init (or
-    /// exec'd process) reported over the sync channel, or what the channel
-    /// itself saw. It comes from another process, as text.
-    #[error("container {id:?}: {msg}")]
+    /// The container's setup or start failed: what its init (or exec'd
+    /// process) reported over the sync channel (its typed error, as text:
+    /// see [`crate::process::channel`]), or what the channel itself saw.
+    #[error("container {id:?}: {source}")]
     Setup {
         /// Container id.
         id: String,
-        /// The report.
-        msg: String,
+        /// The report, or the channel's failure.
+        #[source]
+        source: crate::process::channel::ChannelError,
     },
     /// The OOM killer ended the container's init during setup.
     #[error(
@@ -284,11 +285,11 @@ impl Error {
         }
     }
 
-    /// A report of the container's setup (see [`Error::Setup`]).
-    pub fn setup(id: &str, msg: impl Into<String>) -> Error {
+    /// A failure of the container's setup (see [`Error::Setup`]).
+    pub fn setup(id: &str, source: crate::process::channel::ChannelError) -> Error {
         Error::Setup {
             id: id.into(),
-            msg: msg.into(),
+            source,
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::container::{Container, Error, ExecOptions, ExecPlan, SubCgroupError};
 use crate::namespaces::PROC_NS;
-use crate::process::channel::{Channel, Msg};
+use crate::process::channel::{Channel, ChannelError, Msg};
 use crate::process::exec as pexec;
 use crate::process::wait::{become_subreaper, forward_and_wait};
 use crate::security::seccomp::{self, CompiledSeccomp};
@@ -227,14 +227,15 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
     }
     let _ = waitpid(stage, None);
     // The process's end of the channel closes on a successful execve.
-    match parent.recv() {
-        Ok(None) => {}
-        Ok(Some(Msg::Error(e))) => {
-            let _ = waitpid(Pid::from_raw(pid), None);
+    match parent.expect_close() {
+        Ok(()) => {}
+        Err(ChannelError::Io(e)) => return Err(Error::io(id, "exec", None, e)),
+        Err(e) => {
+            if let ChannelError::Reported(_) = e {
+                let _ = waitpid(Pid::from_raw(pid), None);
+            }
             return Err(Error::setup(id, e));
         }
-        Ok(Some(m)) => return Err(Error::setup(id, format!("protocol error: {m:?}"))),
-        Err(e) => return Err(Error::io(id, "exec", None, e)),
     }
     if let Some(p) = &opts.pid_file {
         utils::write_atomic(p, pid.to_string().as_bytes())
@@ -244,6 +245,42 @@ pub(super) fn exec(c: Container, opts: &ExecOptions, plan: ExecPlan) -> Result<i
         return Ok(0);
     }
     forward_and_wait(pid).map_err(|e| Error::io(id, "wait", None, e))
+}
+
+/// A step of the exec'd process's setup that failed, naming the field or
+/// step. It reaches the parent as text (see [`crate::process::channel`]).
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    /// The sync channel with the parent.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// setns(2) through init's pidfd.
+    #[error("join the container's namespaces: {0}")]
+    Join(#[source] nix::Error),
+    /// chroot(2) to init's root, with no mount namespace to join.
+    #[error("enter the container's root ({root}): {source}")]
+    Root {
+        /// `/proc/<init>/root`.
+        root: String,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// fork(2) of the process.
+    #[error("fork: {0}")]
+    Fork(#[source] nix::Error),
+    /// The container's IO priority (its annotation).
+    #[error("annotation io.vessel.blockio.priority: {0}")]
+    IoPriority(#[source] std::io::Error),
+    /// `process.terminal`.
+    #[error(transparent)]
+    Console(#[from] terminal::ConsoleError),
+    /// `linux.personality` or `linux.memoryPolicy`.
+    #[error(transparent)]
+    Attr(#[from] crate::process::attrs::AttrError),
+    /// A field of `process`.
+    #[error(transparent)]
+    Prepare(#[from] pexec::PrepareError),
 }
 
 /// What the exec'd process gets besides its `process` object.
@@ -265,24 +302,25 @@ fn exec_stage(
     setup: Setup<'_>,
 ) -> ! {
     let (pidfd, init_pid) = init;
-    let r = (|| -> Result<bool, String> {
+    let r = (|| -> Result<bool, StageError> {
         chan.expect(Msg::Go)?;
-        nix::sched::setns(pidfd.as_fd(), join)
-            .map_err(|e| format!("join the container's namespaces: {e}"))?;
+        nix::sched::setns(pidfd.as_fd(), join).map_err(StageError::Join)?;
         if !join.contains(CloneFlags::CLONE_NEWNS) {
             // No mount namespace of its own: the container's root is only
             // its init's chroot, which the process must share too.
             let root = format!("/proc/{init_pid}/root");
             nix::unistd::chroot(root.as_str())
                 .and_then(|()| nix::unistd::chdir("/"))
-                .map_err(|e| format!("enter the container's root ({root}): {e}"))?;
+                .map_err(|source| StageError::Root {
+                    root: root.clone(),
+                    source,
+                })?;
         }
         // SAFETY: single-threaded; the child goes on running Rust code.
-        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        match unsafe { nix::unistd::fork() }.map_err(StageError::Fork)? {
             ForkResult::Child => Ok(true),
             ForkResult::Parent { child } => {
-                chan.send(&Msg::Pid(child.as_raw()))
-                    .map_err(|e| e.to_string())?;
+                chan.tell(&Msg::Pid(child.as_raw()))?;
                 Ok(false)
             }
         }
@@ -296,13 +334,14 @@ fn exec_stage(
             let e = setup
                 .container_ioprio
                 .map_or(Ok(()), |v| pexec::set_ioprio(v as i32))
-                .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))
+                .map_err(StageError::IoPriority)
                 .and_then(|_| run_process(chan, opts, join, console, &setup))
                 .unwrap_err();
-            let _ = chan.send(&Msg::Error(e));
+            // Where the stage's error becomes the text on the wire.
+            let _ = chan.send(&Msg::Error(e.to_string()));
         }
         Err(e) => {
-            let _ = chan.send(&Msg::Error(e));
+            let _ = chan.send(&Msg::Error(e.to_string()));
         }
     }
     // SAFETY: as above: a forked helper exits without running atexit handlers.
@@ -317,12 +356,12 @@ fn run_process(
     join: CloneFlags,
     console: Option<OwnedFd>,
     setup: &Setup<'_>,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, StageError> {
     let p = &opts.process;
     let seccomp = setup.seccomp;
     if let Some(console) = console {
         let (slave, _) = terminal::setup_console(console.as_fd(), p.console_size().as_ref())?;
-        terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
+        terminal::make_controlling(&slave).map_err(terminal::ConsoleError::Controlling)?;
     }
     pexec::apply_privileged(p)?;
     crate::process::attrs::apply_container(setup.linux)?;

@@ -14,7 +14,7 @@ use oci_spec::runtime::Spec;
 
 use crate::hooks::{self, Phase};
 use crate::namespaces::Plan;
-use crate::process::channel::{Channel, Msg};
+use crate::process::channel::{self, Channel, ChannelError, Msg};
 use crate::process::exec as pexec;
 use crate::rootfs::{self, RootfsConfig};
 use crate::security::seccomp::CompiledSeccomp;
@@ -45,9 +45,114 @@ pub(super) struct InitCtx<'a> {
     pub lock_fd: std::os::fd::RawFd,
 }
 
-fn exit_with(chan: &Channel, r: Result<(), String>) -> ! {
-    if let Err(msg) = r {
-        let _ = chan.send(&Msg::Error(msg));
+/// A step of the setup stage or of init that failed, naming the field or
+/// file. It reaches the parent as text (see [`crate::process::channel`]).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum InitError {
+    /// Joining or creating namespaces (`step`: the system call, and which).
+    #[error("linux.namespaces: {step}: {source}")]
+    Namespaces {
+        /// `setns`, `unshare user`, ...
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// Becoming root of the new user namespace.
+    #[error("{field}: {call}(0) in the user namespace: {source}")]
+    UserNsRoot {
+        /// `linux.uidMappings` or `linux.gidMappings`.
+        field: &'static str,
+        /// `setresuid` or `setresgid`.
+        call: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `linux.timeOffsets`: the offsets file could not be opened.
+    #[error("linux.timeOffsets: open /proc/self/timens_offsets: {0}")]
+    TimeOffsetsOpen(#[source] std::io::Error),
+    /// `linux.timeOffsets`: the kernel refused the offsets.
+    #[error("linux.timeOffsets: writing {text:?}: {source}")]
+    TimeOffsetsWrite {
+        /// The lines written.
+        text: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sync channel with the parent.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// pipe(2) or fork(2) for init.
+    #[error("{call}: {source}")]
+    Fork {
+        /// `pipe` or `fork init`.
+        call: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// The spec has no `process`.
+    #[error("process: missing")]
+    NoProcess,
+    /// The container's session keyring.
+    #[error("join session keyring: {0}")]
+    Keyring(#[source] std::io::Error),
+    /// The root filesystem, a mount or the console's.
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    /// `hostname`.
+    #[error("hostname {name:?}: {source}")]
+    Hostname {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `domainname`.
+    #[error("domainname {name:?}: {source}")]
+    Domainname {
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A createContainer or startContainer hook.
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    /// `linux.sysctl.<key>`.
+    #[error("linux.sysctl.{key}: {source}")]
+    Sysctl {
+        /// The key.
+        key: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `process.terminal`.
+    #[error(transparent)]
+    Console(#[from] terminal::ConsoleError),
+    /// `linux.personality` or `linux.memoryPolicy`.
+    #[error(transparent)]
+    Attr(#[from] crate::process::attrs::AttrError),
+    /// A field of `process`.
+    #[error(transparent)]
+    Prepare(#[from] pexec::PrepareError),
+    /// The exec fifo closed with no byte from `start`.
+    #[error("exec fifo closed before start")]
+    FifoClosed,
+    /// Reading the exec fifo.
+    #[error("exec fifo: {0}")]
+    Fifo(#[source] std::io::Error),
+}
+
+fn exit_with(chan: &Channel, r: Result<(), InitError>) -> ! {
+    if let Err(e) = r {
+        // The one place init's error becomes the text on the wire.
+        let _ = chan.send(&Msg::Error(e.to_string()));
     }
     // SAFETY: _exit ends this forked process without running the parent's
     // atexit handlers or flushing stdio buffers it inherited.
@@ -78,15 +183,12 @@ pub(super) fn direct(ctx: InitCtx<'_>) -> ! {
     // SAFETY: closes our copy of the lock descriptor (see `stage`).
     unsafe { libc::close(ctx.lock_fd) };
     let r = (|| {
-        ctx.plan
-            .join_all()
-            .map_err(|e| format!("linux.namespaces: setns: {e}"))?;
+        ctx.plan.join_all().map_err(ns_error("setns"))?;
         ctx.chan.expect(Msg::Go)?;
         if ctx.plan.new.contains(CloneFlags::CLONE_NEWCGROUP) {
-            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-                .map_err(|e| format!("linux.namespaces: unshare cgroup: {e}"))?;
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ns_error("unshare cgroup"))?;
         }
-        Ok(())
+        Ok::<(), InitError>(())
     })();
     match r {
         Ok(()) => init(ctx),
@@ -121,9 +223,14 @@ pub(super) unsafe fn clone_into(flags: CloneFlags) -> nix::Result<ForkResult> {
     }
 }
 
+/// The error of namespace step `step`.
+fn ns_error(step: &'static str) -> impl Fn(nix::Error) -> InitError {
+    move |source| InitError::Namespaces { step, source }
+}
+
 /// `/proc/self/timens_offsets` opened for writing and the lines to write to
 /// it once the time namespace exists, when the spec sets offsets.
-fn time_offsets_file(spec: &Spec) -> Result<Option<(fs::File, String)>, String> {
+fn time_offsets_file(spec: &Spec) -> Result<Option<(fs::File, String)>, InitError> {
     let Some(offsets) = spec
         .linux()
         .as_ref()
@@ -143,54 +250,58 @@ fn time_offsets_file(spec: &Spec) -> Result<Option<(fs::File, String)>, String> 
     let file = fs::OpenOptions::new()
         .write(true)
         .open("/proc/self/timens_offsets")
-        .map_err(|e| format!("linux.timeOffsets: open /proc/self/timens_offsets: {e}"))?;
+        .map_err(InitError::TimeOffsetsOpen)?;
     Ok(Some((file, text)))
 }
 
 /// Returns Ok(true) in the process that goes on as init.
-fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
+fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, InitError> {
     let plan = ctx.plan;
     // Opened with vessel's own credentials, before any user namespace: the
     // kernel checks CAP_SYS_TIME against the opener's credentials, and once
     // in a new user namespace this process may no longer open its own proc
     // files (they stay owned by the host's root).
     let offsets = time_offsets_file(ctx.spec)?;
-    plan.join_all()
-        .map_err(|e| format!("linux.namespaces: setns: {e}"))?;
+    plan.join_all().map_err(ns_error("setns"))?;
     if plan.new.contains(CloneFlags::CLONE_NEWUSER) {
-        nix::sched::unshare(CloneFlags::CLONE_NEWUSER)
-            .map_err(|e| format!("linux.namespaces: unshare user: {e}"))?;
-        ctx.chan.send(&Msg::UserNs).map_err(|e| e.to_string())?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(ns_error("unshare user"))?;
+        ctx.chan.tell(&Msg::UserNs)?;
     }
     ctx.chan.expect(Msg::Go)?;
     if plan.has(CloneFlags::CLONE_NEWUSER) {
         // Become root of the user namespace (0 must be mapped).
+        let root = |field, call| {
+            move |source| InitError::UserNsRoot {
+                field,
+                call,
+                source,
+            }
+        };
         nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-            .map_err(|e| format!("linux.gidMappings: setresgid(0) in the user namespace: {e}"))?;
+            .map_err(root("linux.gidMappings", "setresgid"))?;
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-            .map_err(|e| format!("linux.uidMappings: setresuid(0) in the user namespace: {e}"))?;
+            .map_err(root("linux.uidMappings", "setresuid"))?;
     }
-    plan.unshare_rest()
-        .map_err(|e| format!("linux.namespaces: unshare: {e}"))?;
+    plan.unshare_rest().map_err(ns_error("unshare"))?;
     if let Some((mut file, text)) = offsets {
         // The offsets apply to the new time namespace, which no process has
         // entered yet: init is forked below.
-        file.write_all(text.as_bytes())
-            .map_err(|e| format!("linux.timeOffsets: writing {text:?}: {e}"))?;
+        if let Err(source) = file.write_all(text.as_bytes()) {
+            return Err(InitError::TimeOffsetsWrite { text, source });
+        }
     }
     if !plan.needs_fork() {
-        ctx.chan
-            .send(&Msg::Pid(std::process::id() as i32))
-            .map_err(|e| e.to_string())?;
+        ctx.chan.tell(&Msg::Pid(std::process::id() as i32))?;
         return Ok(true);
     }
+    let fork_error = |call| move |source| InitError::Fork { call, source };
     // Init must not speak on the shared channel before this stage has sent
     // its pid: it waits for the stage's end of this pipe to close.
     let (gate_r, gate_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(fork_error("pipe"))?;
     // SAFETY: vessel is single-threaded here (the parent forked us from its
     // only thread), so the child may keep running Rust code.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork init: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(fork_error("fork init"))? {
         ForkResult::Child => {
             drop(gate_w);
             let mut b = [0u8; 1];
@@ -200,9 +311,7 @@ fn stage_inner(ctx: &InitCtx<'_>) -> Result<bool, String> {
             Ok(true)
         }
         ForkResult::Parent { child } => {
-            ctx.chan
-                .send(&Msg::Pid(child.as_raw()))
-                .map_err(|e| e.to_string())?;
+            ctx.chan.tell(&Msg::Pid(child.as_raw()))?;
             drop(gate_w);
             Ok(false)
         }
@@ -216,9 +325,9 @@ fn init(ctx: InitCtx<'_>) -> ! {
     exit_with(&ctx.chan, r.map(|_| ()))
 }
 
-fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
+fn init_inner(ctx: &InitCtx<'_>) -> Result<(), InitError> {
     let spec = ctx.spec;
-    let process = spec.process().as_ref().ok_or("process: missing")?;
+    let process = spec.process().as_ref().ok_or(InitError::NoProcess)?;
     let hooks = spec.hooks().as_ref();
     let plan = ctx.plan;
     let user_ns = plan.has(CloneFlags::CLONE_NEWUSER);
@@ -232,48 +341,53 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
         bundle: ctx.bundle,
         user_ns,
         cgroup_ns: plan.has(CloneFlags::CLONE_NEWCGROUP),
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(h).map_err(|e| format!("hostname {h:?}: {e}"))?;
+        nix::unistd::sethostname(h).map_err(|source| InitError::Hostname {
+            name: h.into(),
+            source,
+        })?;
     }
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         // SAFETY: the pointer and length describe `d`'s bytes, valid for the call.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } < 0 {
-            return Err(format!(
-                "domainname {d:?}: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(InitError::Domainname {
+                name: d.into(),
+                source: std::io::Error::last_os_error(),
+            });
         }
     }
     let mut start_state = Vec::new();
     if ctx.hooks_round_trip {
-        ctx.chan.send(&Msg::Hooks).map_err(|e| e.to_string())?;
+        ctx.chan.tell(&Msg::Hooks)?;
         let create_state;
         match ctx.chan.recv() {
             Ok(Some(Msg::HooksDone(c, s))) => {
                 create_state = c.into_bytes();
                 start_state = s.into_bytes();
             }
-            Ok(other) => return Err(format!("protocol error: expected HooksDone, got {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(other) => return Err(channel::unexpected(Some("HooksDone"), other).into()),
+            Err(e) => return Err(ChannelError::Io(e).into()),
         }
-        hooks::run(hooks, Phase::CreateContainer, &create_state).map_err(|e| e.to_string())?;
+        hooks::run(hooks, Phase::CreateContainer, &create_state)?;
     }
-    rootfs::pivot(ctx.rootfs, ctx.no_pivot).map_err(|e| e.to_string())?;
+    rootfs::pivot(ctx.rootfs, ctx.no_pivot)?;
     if let Some(sysctl) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         for (k, v) in sysctl {
             let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            fs::write(&path, v).map_err(|e| format!("linux.sysctl.{k}: {e}"))?;
+            fs::write(&path, v).map_err(|source| InitError::Sysctl {
+                key: k.clone(),
+                source,
+            })?;
         }
     }
     if let Some(console) = &ctx.console {
         let (slave, name) =
             terminal::setup_console(console.as_fd(), process.console_size().as_ref())?;
-        rootfs::mount_console(Path::new(&name)).map_err(|e| e.to_string())?;
-        terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
+        rootfs::mount_console(Path::new(&name))?;
+        terminal::make_controlling(&slave).map_err(terminal::ConsoleError::Controlling)?;
     }
-    rootfs::finalize(spec).map_err(|e| e.to_string())?;
+    rootfs::finalize(spec)?;
     if let Some(linux) = spec.linux() {
         // Personality and memory policy; `process.execCPUAffinity` is not for
         // init (the spec), only for `exec`.
@@ -284,7 +398,7 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
     // why CAP_SYS_ADMIN may be kept until then, is documented there).
     let nnp = process.no_new_privileges().unwrap_or(false);
     let prepared = pexec::drop_privileges(process, user_ns, ctx.seccomp.is_some() && !nnp)?;
-    ctx.chan.send(&Msg::Ready).map_err(|e| e.to_string())?;
+    ctx.chan.tell(&Msg::Ready)?;
     match &ctx.fifo {
         Some((fifo, status)) => {
             wait_for_start(fifo)?;
@@ -292,9 +406,9 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
             // `start` through the status fifo.
             let report = pexec::Report::Status(status.as_fd());
             let r = after_start(ctx, hooks, &start_state, &prepared, report);
-            let msg = r.unwrap_err();
-            let _ = nix::unistd::write(status, msg.as_bytes());
-            return Err(msg);
+            let e = r.unwrap_err();
+            let _ = nix::unistd::write(status, e.to_string().as_bytes());
+            return Err(e);
         }
         None => ctx.chan.expect(Msg::Start)?,
     }
@@ -303,15 +417,15 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
 }
 
 /// Blocks until `start` writes its byte into the exec fifo.
-fn wait_for_start(fifo: &OwnedFd) -> Result<(), String> {
-    let mut f = fs::File::from(fifo.try_clone().map_err(|e| e.to_string())?);
+fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
+    let mut f = fs::File::from(fifo.try_clone().map_err(InitError::Fifo)?);
     let mut b = [0u8; 1];
     loop {
         match f.read(&mut b) {
             Ok(1) => return Ok(()),
-            Ok(_) => return Err("exec fifo closed before start".into()),
+            Ok(_) => return Err(InitError::FifoClosed),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("exec fifo: {e}")),
+            Err(e) => return Err(InitError::Fifo(e)),
         }
     }
 }
@@ -323,27 +437,29 @@ fn after_start(
     start_state: &[u8],
     prepared: &pexec::Prepared,
     report: pexec::Report<'_>,
-) -> Result<std::convert::Infallible, String> {
+) -> Result<std::convert::Infallible, InitError> {
     if ctx.hooks_round_trip {
         // A startContainer hook without `env` gets the process's, as in runc.
         let env = prepared.env();
-        hooks::run_with_env(hooks, Phase::StartContainer, start_state, Some(&env))
-            .map_err(|e| e.to_string())?;
+        hooks::run_with_env(hooks, Phase::StartContainer, start_state, Some(&env))?;
     }
     pexec::exec(prepared, ctx.preserve_fds, ctx.seccomp, report)
 }
 
 /// A fresh session keyring per container, so containers do not share the
 /// host's keys (runc's default; `--no-new-keyring` skips it).
-fn join_session_keyring(id: &str) -> Result<(), String> {
-    let name = std::ffi::CString::new(format!("_ses.{id}")).map_err(|e| e.to_string())?;
+fn join_session_keyring(id: &str) -> Result<(), InitError> {
+    // Container ids hold no NUL (`check_id`); refused all the same.
+    let name = std::ffi::CString::new(format!("_ses.{id}")).map_err(|e| {
+        InitError::Keyring(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
     // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, name) reads the valid C string.
     let rc = unsafe { libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) };
     if rc < 0 {
         let e = std::io::Error::last_os_error();
         // Kernels without keys, or seccomp'd hosts: nothing to isolate.
         if e.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(format!("join session keyring: {e}"));
+            return Err(InitError::Keyring(e));
         }
     }
     Ok(())

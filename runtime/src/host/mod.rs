@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 
 use crate::container::{kill_all, stop_processes, Container, Error, ExecOptions, ExecPlan};
 use crate::isolation::Backend;
-use crate::process::channel::{Channel, Msg};
+use crate::process::channel::{Channel, ChannelError, Msg};
 use crate::state::{exe_of, HostState, Status, EXEC_FIFO, START_STATUS_FIFO};
 
 /// The [`Backend`] of container mode, with the mode's recorded data.
@@ -90,11 +90,10 @@ fn start_over(c: &Container, chan: &Channel) -> Result<(), Error> {
     let id = c.id();
     chan.send(&Msg::Start)
         .map_err(|e| Error::io(id, "start", None, e))?;
-    match chan.recv() {
-        Ok(None) => Ok(()),
-        Ok(Some(Msg::Error(e))) => Err(Error::setup(id, e)),
-        Ok(Some(m)) => Err(Error::setup(id, format!("protocol error: {m:?}"))),
-        Err(e) => Err(Error::io(id, "start", None, e)),
+    match chan.expect_close() {
+        Ok(()) => Ok(()),
+        Err(ChannelError::Io(e)) => Err(Error::io(id, "start", None, e)),
+        Err(e) => Err(Error::setup(id, e)),
     }
 }
 
@@ -124,7 +123,7 @@ fn start_through_fifo(c: &Container) -> Result<(), Error> {
     let _ = fs::remove_file(&fifo);
     let _ = fs::remove_file(&status_fifo);
     match verdict? {
-        Some(msg) => Err(Error::setup(id, msg)),
+        Some(msg) => Err(Error::setup(id, ChannelError::Reported(msg))),
         None => Ok(()),
     }
 }

@@ -22,7 +22,7 @@ use crate::hooks::Phase;
 use crate::isolation::Spawner;
 use crate::ledger::{Entry, Role};
 use crate::namespaces::Plan;
-use crate::process::channel::{Channel, Msg};
+use crate::process::channel::{Channel, ChannelError, Msg};
 use crate::process::wait::become_subreaper;
 use crate::security::seccomp;
 use crate::state::{HostState, Mode, Status, EXEC_FIFO, START_STATUS_FIFO};
@@ -192,7 +192,7 @@ impl HostSpawner {
         let role = if direct { Role::Init } else { Role::Stage };
         let mut init_ref = new.record_process(role, stage_pid)?;
 
-        let fail = |m: String| Error::setup(id, m);
+        let fail = |e| Error::setup(id, e);
         let cgroup_error = |x| Error::cgroup(id, x);
         if self.plan.new.contains(CloneFlags::CLONE_NEWUSER) {
             parent.expect(Msg::UserNs).map_err(fail)?;
@@ -206,11 +206,10 @@ impl HostSpawner {
             let resctrl = crate::intel_rdt::Resctrl::mounted().map_err(rdt_error)?;
             resctrl
                 .apply(&req, id, stage_pid, |m| {
-                    new.record(&Entry::IntelRdt {
+                    new.ledger.record(&Entry::IntelRdt {
                         path: m.path.clone(),
                         shared: m.shared,
                     })
-                    .map_err(|x| x.to_string())
                 })
                 .map_err(rdt_error)?;
         }
@@ -242,8 +241,8 @@ impl HostSpawner {
             }
         }
         tracing::debug!("create {id}: cgroup set up");
-        if let Err(x) = parent.send(&Msg::Go) {
-            return Err(setup_failure(id, parent, cgroup, x.to_string()));
+        if let Err(x) = parent.tell(&Msg::Go) {
+            return Err(setup_failure(id, parent, cgroup, x));
         }
         let pid = if direct {
             stage_pid
@@ -315,17 +314,17 @@ fn make_fifo(dir: &Path, name: &str, id: &str) -> Result<OwnedFd, Error> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// Turns a setup failure into the most useful message: the child's own
-/// error if it sent one, else what killed it (the OOM killer, typically,
+/// Turns a setup failure into the most useful error: the child's own
+/// report if it sent one, else what killed it (the OOM killer, typically,
 /// when the memory limit is too small for the setup itself).
-fn setup_failure(id: &str, chan: &Channel, cgroup: &Cgroup, msg: String) -> Error {
-    if let Ok(Some(Msg::Error(e))) = chan.try_recv() {
-        return Error::setup(id, e);
+fn setup_failure(id: &str, chan: &Channel, cgroup: &Cgroup, e: ChannelError) -> Error {
+    if let Ok(Some(Msg::Error(report))) = chan.try_recv() {
+        return Error::setup(id, ChannelError::Reported(report));
     }
     if cgroup.oom_kills().unwrap_or(0) > 0 {
         return Error::OomDuringSetup { id: id.into() };
     }
-    Error::setup(id, msg)
+    Error::setup(id, e)
 }
 
 fn write_id_maps(id: &str, pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), Error> {

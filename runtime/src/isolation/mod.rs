@@ -14,6 +14,7 @@
 //! of a [`Spawner`] that [`prepare`] returns for the chosen mode.
 
 pub mod config;
+pub mod entry;
 
 pub use crate::vm::VmDefaults;
 pub use config::{decide, Isolation, RuntimeConfig, ISOLATION_ANNOTATION};

@@ -29,9 +29,46 @@ pub fn set_scheduler(attr: &SchedAttr) -> io::Result<()> {
     check(unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0u32) })
 }
 
-/// Why sched_setattr(2) failed, in the terms of the spec's fields.
-pub fn scheduler_error(attr: &SchedAttr, e: &io::Error) -> String {
-    let hint = match (e.raw_os_error(), attr.sched_policy) {
+/// A container-wide attribute (or the scheduler) the kernel refused, named
+/// by its field.
+#[derive(Debug, thiserror::Error)]
+pub enum AttrError {
+    /// `process.scheduler`: sched_setattr(2) failed.
+    #[error("process.scheduler: sched_setattr: {source}{}", scheduler_hint(.source, *.policy))]
+    Scheduler {
+        /// The policy asked for.
+        policy: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `linux.personality`.
+    #[error("linux.personality: personality: {0}")]
+    Personality(#[source] io::Error),
+    /// `linux.memoryPolicy` is not a policy (checked at create; `exec`
+    /// reads it again).
+    #[error(transparent)]
+    MemPolicy(#[from] crate::spec::SpecError),
+    /// `linux.memoryPolicy`: set_mempolicy(2) failed.
+    #[error("linux.memoryPolicy: set_mempolicy: {source}{}", mempolicy_hint(.source))]
+    SetMemPolicy {
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Sets the scheduler of `attr`; the error names the field, with a hint.
+pub fn apply_scheduler(attr: &SchedAttr) -> Result<(), AttrError> {
+    set_scheduler(attr).map_err(|source| AttrError::Scheduler {
+        policy: attr.sched_policy,
+        source,
+    })
+}
+
+/// Why sched_setattr(2) may have failed, in the terms of the spec's fields.
+fn scheduler_hint(e: &io::Error, policy: u32) -> &'static str {
+    match (e.raw_os_error(), policy) {
         (Some(libc::EPERM), 6) => {
             " (SCHED_DEADLINE needs CAP_SYS_NICE and a CPU affinity and cpuset spanning all CPUs of its root domain)"
         }
@@ -41,8 +78,16 @@ pub fn scheduler_error(attr: &SchedAttr, e: &io::Error) -> String {
         (Some(libc::EPERM), _) => " (a lower nice value needs CAP_SYS_NICE)",
         (Some(libc::EBUSY), 6) => " (the SCHED_DEADLINE bandwidth is not available)",
         _ => "",
-    };
-    format!("process.scheduler: sched_setattr: {e}{hint}")
+    }
+}
+
+fn mempolicy_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => {
+            " (the kernel refuses this mode, flag or node set: see set_mempolicy(2))"
+        }
+        _ => "",
+    }
 }
 
 /// set_mempolicy(2) for the calling thread.
@@ -108,21 +153,13 @@ pub fn set_personality(p: &LinuxPersonality) -> io::Result<()> {
 /// The container-wide attributes of `linux` that every process of the
 /// container gets, its init and those of `exec`: the personality and the
 /// memory policy. Errors name the field.
-pub fn apply_container(linux: &Linux) -> Result<(), String> {
+pub fn apply_container(linux: &Linux) -> Result<(), AttrError> {
     if let Some(p) = linux.personality() {
-        set_personality(p).map_err(|e| format!("linux.personality: personality: {e}"))?;
+        set_personality(p).map_err(AttrError::Personality)?;
     }
     if let Some(p) = linux.memory_policy() {
-        let pol = mempolicy::policy(p).map_err(|e| e.to_string())?;
-        set_mempolicy(&pol).map_err(|e| {
-            let hint = match (e.raw_os_error(), p.mode()) {
-                (Some(libc::EINVAL), _) => {
-                    " (the kernel refuses this mode, flag or node set: see set_mempolicy(2))"
-                }
-                _ => "",
-            };
-            format!("linux.memoryPolicy: set_mempolicy: {e}{hint}")
-        })?;
+        let pol = mempolicy::policy(p)?;
+        set_mempolicy(&pol).map_err(|source| AttrError::SetMemPolicy { source })?;
     }
     Ok(())
 }

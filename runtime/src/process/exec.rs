@@ -72,24 +72,163 @@ pub fn set_ioprio_of(pid: i32, value: i32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A step of preparing a container process that failed, naming the
+/// field of `process` it applies.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// `process.oomScoreAdj`.
+    #[error("process.oomScoreAdj {score}: {source}")]
+    OomScoreAdj {
+        /// The score asked for.
+        score: i32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `process.scheduler` is not valid (checked at create; `exec`'s
+    /// process is checked here), or a spec field read here.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    /// `process.scheduler` was refused by the kernel.
+    #[error(transparent)]
+    Attr(#[from] attrs::AttrError),
+    /// `process.ioPriority`.
+    #[error("process.ioPriority: ioprio_set: {0}")]
+    IoPriority(#[source] std::io::Error),
+    /// `process.rlimits`.
+    #[error(transparent)]
+    Rlimit(#[from] rlimits::RlimitError),
+    /// `process.capabilities` (or the keep-caps switch around setuid).
+    #[error(transparent)]
+    Capabilities(#[from] capabilities::CapError),
+    /// `process.apparmorProfile`.
+    #[error("process.apparmorProfile {profile:?}: {source}")]
+    AppArmor {
+        /// The profile.
+        profile: String,
+        /// Why.
+        #[source]
+        source: AppArmorError,
+    },
+    /// `process.noNewPrivileges`.
+    #[error("process.noNewPrivileges: {0}")]
+    NoNewPrivs(#[source] std::io::Error),
+    /// `process.user.additionalGids`: setgroups(2) failed.
+    #[error("process.user.additionalGids {gids:?}: setgroups: {source}")]
+    Groups {
+        /// The groups.
+        gids: Vec<Gid>,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `process.user.additionalGids` where the user namespace denies setgroups.
+    #[error("process.user.additionalGids: setgroups is denied in this user namespace")]
+    GroupsDenied,
+    /// `process.user.gid`.
+    #[error("process.user.gid {gid}: {source}")]
+    Gid {
+        /// The gid.
+        gid: u32,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `process.user.uid`.
+    #[error("process.user.uid {uid}: {source}")]
+    Uid {
+        /// The uid.
+        uid: u32,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `process.cwd` cannot be entered.
+    #[error("process.cwd {}: {source}", cwd.display())]
+    Cwd {
+        /// The directory.
+        cwd: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// `process.cwd` lies outside the container's root (CVE-2024-21626).
+    #[error("process.cwd {}: resolves outside the container ({resolved})", cwd.display())]
+    CwdOutside {
+        /// The directory.
+        cwd: PathBuf,
+        /// What getcwd(2) said instead of an absolute path.
+        resolved: String,
+    },
+    /// `process.args[0]` is not an executable program. Worded as runc
+    /// words it: engines map these words to exit codes 126 and 127.
+    #[error("process.args[0]: exec: {prog:?}: {why}")]
+    Program {
+        /// The program as given.
+        prog: String,
+        /// Why.
+        #[source]
+        why: LookupError,
+    },
+    /// An argument, variable or path holds a NUL byte.
+    #[error("{field}: contains a NUL byte")]
+    Nul {
+        /// `process.args`, `process.env` or `process.args[0]`.
+        field: &'static str,
+    },
+}
+
+/// Why AppArmor could not be asked for a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum AppArmorError {
+    /// The host runs without AppArmor.
+    #[error("AppArmor is not enabled on this host")]
+    Disabled,
+    /// Writing the profile's name for the next exec.
+    #[error("{0}")]
+    Write(#[source] std::io::Error),
+}
+
+/// Why a program cannot be run, worded as Go's `exec.LookPath` words it.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// A bare name found in no `PATH` directory.
+    #[error("executable file not found in $PATH")]
+    NotInPath,
+    /// A path that does not exist.
+    #[error("stat {}: no such file or directory", .0.display())]
+    NoSuchFile(PathBuf),
+    /// Not a regular file with an execute bit, or not reachable.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// Another stat(2) failure.
+    #[error("stat {}: {source}", path.display())]
+    Stat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Settings that need the setup's privileges: OOM score, scheduler (a
 /// real-time policy or a lower nice value needs CAP_SYS_NICE), IO priority,
 /// rlimits. Runs before `Ready`, so failures reach `create`.
-pub fn apply_privileged(p: &Process) -> Result<(), String> {
+pub fn apply_privileged(p: &Process) -> Result<(), PrepareError> {
     if let Some(score) = p.oom_score_adj() {
         fs::write("/proc/self/oom_score_adj", score.to_string())
-            .map_err(|e| format!("process.oomScoreAdj {score}: {e}"))?;
+            .map_err(|source| PrepareError::OomScoreAdj { score, source })?;
     }
     if let Some(s) = p.scheduler() {
-        let attr = crate::spec::sched::attr("process.scheduler", s).map_err(|e| e.to_string())?;
-        attrs::set_scheduler(&attr).map_err(|e| attrs::scheduler_error(&attr, &e))?;
+        let attr = crate::spec::sched::attr("process.scheduler", s)?;
+        attrs::apply_scheduler(&attr)?;
     }
     if let Some(io) = p.io_priority() {
-        set_ioprio(ioprio_value(io.class(), io.priority()))
-            .map_err(|e| format!("process.ioPriority: ioprio_set: {e}"))?;
+        set_ioprio(ioprio_value(io.class(), io.priority())).map_err(PrepareError::IoPriority)?;
     }
     if let Some(r) = p.rlimits() {
-        rlimits::apply(r).map_err(|e| e.to_string())?;
+        rlimits::apply(r)?;
     }
     Ok(())
 }
@@ -154,19 +293,22 @@ pub fn drop_privileges(
     p: &Process,
     user_ns: bool,
     filter_without_nnp: bool,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, PrepareError> {
     let user = p.user();
     let caps = p.capabilities().as_ref();
     if let Some(c) = caps {
-        capabilities::drop_bounding(c).map_err(|e| e.to_string())?;
+        capabilities::drop_bounding(c)?;
     }
     if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
-        apparmor_exec(profile)?;
+        apparmor_exec(profile).map_err(|source| PrepareError::AppArmor {
+            profile: profile.into(),
+            source,
+        })?;
     }
     if p.no_new_privileges().unwrap_or(false) {
-        security::set_no_new_privs().map_err(|e| format!("process.noNewPrivileges: {e}"))?;
+        security::set_no_new_privs().map_err(PrepareError::NoNewPrivs)?;
     }
-    capabilities::set_keep_caps(true).map_err(|e| e.to_string())?;
+    capabilities::set_keep_caps(true)?;
     let gids: Vec<Gid> = user
         .additional_gids()
         .as_deref()
@@ -179,30 +321,34 @@ pub fn drop_privileges(
     let setgroups_allowed = !user_ns
         || fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() == "allow");
     if setgroups_allowed {
-        nix::unistd::setgroups(&gids)
-            .map_err(|e| format!("process.user.additionalGids {gids:?}: setgroups: {e}"))?;
+        nix::unistd::setgroups(&gids).map_err(|source| PrepareError::Groups {
+            gids: gids.clone(),
+            source,
+        })?;
     } else if !gids.is_empty() {
-        return Err(
-            "process.user.additionalGids: setgroups is denied in this user namespace".into(),
-        );
+        return Err(PrepareError::GroupsDenied);
     }
     let gid = Gid::from_raw(user.gid());
-    nix::unistd::setresgid(gid, gid, gid)
-        .map_err(|e| format!("process.user.gid {}: {e}", user.gid()))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(|source| PrepareError::Gid {
+        gid: user.gid(),
+        source,
+    })?;
     let uid = Uid::from_raw(user.uid());
-    nix::unistd::setresuid(uid, uid, uid)
-        .map_err(|e| format!("process.user.uid {}: {e}", user.uid()))?;
-    capabilities::set_keep_caps(false).map_err(|e| e.to_string())?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(|source| PrepareError::Uid {
+        uid: user.uid(),
+        source,
+    })?;
+    capabilities::set_keep_caps(false)?;
     // Without a capabilities object the sets are left as they are (runc).
     let sys_admin = caps::Capability::CAP_SYS_ADMIN;
     let caps_after_filter = match (caps, filter_without_nnp) {
         (Some(c), false) => {
-            capabilities::apply(c).map_err(|e| e.to_string())?;
+            capabilities::apply(c)?;
             None
         }
-        (Some(c), true) => capabilities::apply_keeping(c, sys_admin).map_err(|e| e.to_string())?,
+        (Some(c), true) => capabilities::apply_keeping(c, sys_admin)?,
         (None, false) => None,
-        (None, true) => capabilities::hold_effective(sys_admin).map_err(|e| e.to_string())?,
+        (None, true) => capabilities::hold_effective(sys_admin)?,
     };
     let mask = user.umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
@@ -214,7 +360,7 @@ pub fn drop_privileges(
     let args = p.args().as_deref().unwrap_or(&[]);
     let path = lookup(&args[0], &env)?;
     let cs =
-        |s: &[u8], what: &str| CString::new(s).map_err(|_| format!("{what}: contains a NUL byte"));
+        |s: &[u8], field: &'static str| CString::new(s).map_err(|_| PrepareError::Nul { field });
     let argv: Vec<CString> = args
         .iter()
         .map(|a| cs(a.as_bytes(), "process.args"))
@@ -260,19 +406,19 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
 /// chdir into `cwd` and make sure it lies inside the container's root: a cwd
 /// reached through a leaked host descriptor (/proc/self/fd/N) shows up as
 /// "(unreachable)" (CVE-2024-21626).
-fn enter_cwd(cwd: &Path) -> Result<(), String> {
-    nix::unistd::chdir(cwd).map_err(|e| format!("process.cwd {}: {e}", cwd.display()))?;
+fn enter_cwd(cwd: &Path) -> Result<(), PrepareError> {
+    nix::unistd::chdir(cwd).map_err(|source| PrepareError::Cwd {
+        cwd: cwd.into(),
+        source,
+    })?;
+    let outside = |resolved: String| PrepareError::CwdOutside {
+        cwd: cwd.into(),
+        resolved,
+    };
     match nix::unistd::getcwd() {
         Ok(p) if p.is_absolute() => Ok(()),
-        Ok(p) => Err(format!(
-            "process.cwd {}: resolves outside the container ({})",
-            cwd.display(),
-            p.display()
-        )),
-        Err(e) => Err(format!(
-            "process.cwd {}: resolves outside the container ({e})",
-            cwd.display()
-        )),
+        Ok(p) => Err(outside(p.display().to_string())),
+        Err(e) => Err(outside(e.to_string())),
     }
 }
 
@@ -294,25 +440,29 @@ fn home_of(uid: u32) -> String {
 /// worded as runc words it, since podman and docker map "executable file
 /// not found" / "no such file or directory" to exit code 127 and
 /// "permission denied" to 126.
-fn lookup(prog: &str, env: &[String]) -> Result<PathBuf, String> {
+fn lookup(prog: &str, env: &[String]) -> Result<PathBuf, PrepareError> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| match fs::metadata(p) {
         Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-        Ok(_) => Err("permission denied".to_string()),
+        Ok(_) => Err(LookupError::PermissionDenied),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("stat {}: no such file or directory", p.display()))
+            Err(LookupError::NoSuchFile(p.into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err("permission denied".to_string())
+            Err(LookupError::PermissionDenied)
         }
-        Err(e) => Err(format!("stat {}: {e}", p.display())),
+        Err(source) => Err(LookupError::Stat {
+            path: p.into(),
+            source,
+        }),
+    };
+    let program = |why| PrepareError::Program {
+        prog: prog.into(),
+        why,
     };
     if prog.contains('/') {
         let p = PathBuf::from(prog);
-        return match executable(&p) {
-            Ok(()) => Ok(p),
-            Err(e) => Err(format!("process.args[0]: exec: {prog:?}: {e}")),
-        };
+        return executable(&p).map(|()| p).map_err(program);
     }
     let path = env
         .iter()
@@ -325,23 +475,19 @@ fn lookup(prog: &str, env: &[String]) -> Result<PathBuf, String> {
             return Ok(cand);
         }
     }
-    Err(format!(
-        "process.args[0]: exec: {prog:?}: executable file not found in $PATH"
-    ))
+    Err(program(LookupError::NotInPath))
 }
 
-fn apparmor_exec(profile: &str) -> Result<(), String> {
+fn apparmor_exec(profile: &str) -> Result<(), AppArmorError> {
     let enabled = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .is_ok_and(|s| s.trim() == "Y");
     if !enabled {
-        return Err(format!(
-            "process.apparmorProfile {profile:?}: AppArmor is not enabled on this host"
-        ));
+        return Err(AppArmorError::Disabled);
     }
     let data = format!("exec {profile}");
     fs::write("/proc/self/attr/apparmor/exec", &data)
         .or_else(|_| fs::write("/proc/self/attr/exec", &data))
-        .map_err(|e| format!("process.apparmorProfile {profile:?}: {e}"))
+        .map_err(AppArmorError::Write)
 }
 
 /// Where [`exec`] reports a failure. Both are descriptors that are open
@@ -543,5 +689,39 @@ mod tests {
             v(&["PATH=/bin", "A=x", "B=", "C=4"])
         );
         assert_eq!(merge_env(&base, &[]), base);
+    }
+
+    #[test]
+    fn a_program_that_cannot_run_is_worded_as_runc_words_it() {
+        // Engines map these words to exit codes 127 and 126.
+        let env = ["PATH=/nonexistent-dir".to_string()];
+        let e = lookup("no-such-program", &env).unwrap_err();
+        assert!(matches!(
+            &e,
+            PrepareError::Program {
+                why: LookupError::NotInPath,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"no-such-program\": executable file not found in $PATH"
+        );
+        let e = lookup("/nonexistent-dir/prog", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"/nonexistent-dir/prog\": stat /nonexistent-dir/prog: \
+             no such file or directory"
+        );
+        // A directory is no program.
+        let e = lookup("/", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "process.args[0]: exec: \"/\": permission denied"
+        );
+        assert_eq!(
+            lookup("sh", &["PATH=/bin:/usr/bin".into()]).is_ok(),
+            Path::new("/bin/sh").exists() || Path::new("/usr/bin/sh").exists()
+        );
     }
 }

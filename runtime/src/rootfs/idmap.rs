@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use nix::errno::Errno;
@@ -56,13 +56,49 @@ fn map_text(m: &[LinuxIdMapping]) -> String {
         .collect()
 }
 
+/// Why [`userns_with`] could not make the user namespace of an idmap.
+#[derive(Debug, thiserror::Error)]
+enum UsernsError {
+    /// pipe(2) or fork(2) for the helper failed.
+    #[error("{call}: {source}")]
+    Helper {
+        /// The call.
+        call: &'static str,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// A file of the helper's (or vessel's own) under /proc.
+    #[error("{}: {source}", path.display())]
+    Proc {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the helper's `uid_map` or `gid_map`.
+    #[error("{map}: {source}")]
+    Map {
+        /// `uid_map` or `gid_map`.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper never showed a user namespace of its own.
+    #[error("the helper did not enter a user namespace")]
+    NoNamespace,
+}
+
 /// A user namespace with the given mappings, held by a child that is gone
 /// when this returns (the open namespace file keeps it).
-fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<File, String> {
-    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<File, UsernsError> {
+    let helper = |call| move |source| UsernsError::Helper { call, source };
+    let (r, w) = nix::unistd::pipe().map_err(helper("pipe"))?;
     // SAFETY: create is single-threaded here; the child only unshares and
     // blocks on a read, then _exits.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(helper("fork"))? {
         nix::unistd::ForkResult::Child => {
             drop(w);
             let ok = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).is_ok();
@@ -75,22 +111,30 @@ fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<File, S
         nix::unistd::ForkResult::Parent { child } => {
             drop(r);
             let res = (|| {
+                let link = |p: &Path| {
+                    std::fs::read_link(p).map_err(|source| UsernsError::Proc {
+                        path: p.into(),
+                        source,
+                    })
+                };
                 // Wait until the child is in its own namespace.
-                let own = std::fs::read_link("/proc/self/ns/user").map_err(|e| e.to_string())?;
-                let path = format!("/proc/{child}/ns/user");
+                let own = link(Path::new("/proc/self/ns/user"))?;
+                let path = PathBuf::from(format!("/proc/{child}/ns/user"));
                 let mut tries = 0;
-                while std::fs::read_link(&path).map_err(|e| e.to_string())? == own {
+                while link(&path)? == own {
                     tries += 1;
                     if tries > 5000 {
-                        return Err("the helper did not enter a user namespace".to_string());
+                        return Err(UsernsError::NoNamespace);
                     }
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
-                std::fs::write(format!("/proc/{child}/uid_map"), map_text(uid))
-                    .map_err(|e| format!("uid_map: {e}"))?;
-                std::fs::write(format!("/proc/{child}/gid_map"), map_text(gid))
-                    .map_err(|e| format!("gid_map: {e}"))?;
-                File::open(&path).map_err(|e| format!("{path}: {e}"))
+                let map = |map, text| {
+                    std::fs::write(format!("/proc/{child}/{map}"), text)
+                        .map_err(|source| UsernsError::Map { map, source })
+                };
+                map("uid_map", map_text(uid))?;
+                map("gid_map", map_text(gid))?;
+                File::open(&path).map_err(|source| UsernsError::Proc { path, source })
             })();
             drop(w);
             let _ = nix::sys::wait::waitpid(child, None);

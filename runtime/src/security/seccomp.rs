@@ -115,9 +115,46 @@ pub enum SeccompError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The profile is valid but cannot be turned into installable filters.
+    /// seccompiler refused a condition, rule or filter of the profile.
     #[error("linux.seccomp: {0}")]
-    Build(String),
+    Backend(#[source] seccompiler::BackendError),
+    /// seccompiler could not compile the filter of one verdict to BPF.
+    #[error("linux.seccomp: {verdict} filter: {source}")]
+    Compile {
+        /// The verdict of the filter's matches.
+        verdict: String,
+        /// Why.
+        #[source]
+        source: seccompiler::BackendError,
+    },
+    /// seccompiler's program does not start as vessel's x32 guard expects.
+    #[error(
+        "linux.seccomp: seccompiler's program does not start with the expected architecture check"
+    )]
+    UnexpectedProgram,
+    /// More than one of the profile's filters may deny seccomp(2), so they
+    /// cannot all be installed.
+    #[error(
+        "linux.seccomp: the profile can deny seccomp(2) from more than one of the {filters} \
+         filters it compiles to, so they cannot all be installed; allow seccomp or give its \
+         rules a single action"
+    )]
+    SeccompDeniedTwice {
+        /// How many filters the profile compiles to.
+        filters: usize,
+    },
+    /// A filter is longer than the kernel takes.
+    #[error(
+        "linux.seccomp: the {label} filter needs {len} BPF instructions, more than the kernel's {max}"
+    )]
+    TooLong {
+        /// The filter.
+        label: String,
+        /// Its instructions.
+        len: usize,
+        /// The kernel's limit.
+        max: usize,
+    },
     /// SECCOMP_FILTER_FLAG_TSYNC could not apply a filter to another thread.
     #[error("linux.seccomp: installing filter {index} of {count}: thread {thread} cannot be synchronised (SECCOMP_FILTER_FLAG_TSYNC)")]
     ThreadSync {
@@ -310,7 +347,7 @@ impl Cond {
             }
         };
         SeccompCondition::new(self.index, SeccompCmpArgLen::Qword, op, value)
-            .map_err(|e| SeccompError::Build(e.to_string()))
+            .map_err(SeccompError::Backend)
     }
 
     /// The condition's outcome for an argument value.
@@ -380,7 +417,7 @@ impl Match {
                         .iter()
                         .map(|c| c.to_seccompiler())
                         .collect::<Result<Vec<_>, _>>()?;
-                    SeccompRule::new(conds).map_err(|e| SeccompError::Build(e.to_string()))
+                    SeccompRule::new(conds).map_err(SeccompError::Backend)
                 })
                 .collect(),
         }
@@ -684,9 +721,7 @@ fn starts_with_arch_check(bpf: &[sock_filter]) -> bool {
 fn add_x32_guard(bpf: &mut BpfProgram) -> Result<(), SeccompError> {
     const X32_SYSCALL_BIT: u32 = 0x4000_0000;
     if !starts_with_arch_check(bpf) {
-        return Err(SeccompError::Build(
-            "seccompiler's program does not start with the expected architecture check".into(),
-        ));
+        return Err(SeccompError::UnexpectedProgram);
     }
     let guard = [
         // Load seccomp_data.nr (offset 0).
@@ -838,11 +873,9 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
     }
 
     if filters.iter().filter(|(_, blocks)| *blocks).count() > 1 {
-        return Err(SeccompError::Build(format!(
-            "the profile can deny seccomp(2) from more than one of the {} filters it compiles to, \
-             so they cannot all be installed; allow seccomp or give its rules a single action",
-            filters.len()
-        )));
+        return Err(SeccompError::SeccompDeniedTwice {
+            filters: filters.len(),
+        });
     }
     // Stable: ascending verdict order, the filter that may block seccomp(2) last.
     filters.sort_by_key(|(_, blocks)| *blocks);
@@ -850,11 +883,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<CompiledSeccomp, SeccompError> {
     add_x32_guard(&mut programs[0].bpf)?;
     for p in &programs {
         if p.bpf.len() > BPF_MAXINSNS {
-            return Err(SeccompError::Build(format!(
-                "the {} filter needs {} BPF instructions, more than the kernel's {BPF_MAXINSNS}",
-                p.label,
-                p.bpf.len()
-            )));
+            return Err(SeccompError::TooLong {
+                label: p.label.to_string(),
+                len: p.bpf.len(),
+                max: BPF_MAXINSNS,
+            });
         }
     }
     Ok(CompiledSeccomp {
@@ -959,10 +992,13 @@ fn build(
         .map(|(nr, m)| Ok((*nr, m.to_seccompiler()?)))
         .collect::<Result<BTreeMap<_, _>, SeccompError>>()?;
     let filter = SeccompFilter::new(rules, mismatch.action(), on_match.action(), TARGET_ARCH)
-        .map_err(|e| SeccompError::Build(e.to_string()))?;
-    let mut bpf: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| {
-        SeccompError::Build(format!("{on_match} filter: {e}"))
-    })?;
+        .map_err(SeccompError::Backend)?;
+    let mut bpf: BpfProgram = filter
+        .try_into()
+        .map_err(|source: seccompiler::BackendError| SeccompError::Compile {
+            verdict: on_match.to_string(),
+            source,
+        })?;
     let notify = on_match == Verdict::Notify;
     if notify {
         patch_notify(&mut bpf);

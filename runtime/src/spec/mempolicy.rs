@@ -133,25 +133,28 @@ pub fn policy(p: &LinuxMemoryPolicy) -> Result<MemPolicy, SpecError> {
 mod tests {
     use super::*;
 
-    fn pol(v: serde_json::Value) -> Result<MemPolicy, String> {
+    fn pol(v: serde_json::Value) -> Result<MemPolicy, SpecError> {
         let p: LinuxMemoryPolicy = serde_json::from_value(v).unwrap();
-        check(&p).map_err(|e| e.to_string())
+        check(&p)
     }
 
     #[test]
     fn nodes_as_the_spec_says() {
         use serde_json::json;
-        let e = pol(json!({"mode": "MPOL_BIND"})).unwrap_err();
+        let e = pol(json!({"mode": "MPOL_BIND"})).unwrap_err().to_string();
         assert!(
             e.contains("linux.memoryPolicy.nodes") && e.contains("at least one"),
             "{e}"
         );
-        let e = pol(json!({"mode": "MPOL_LOCAL", "nodes": "0"})).unwrap_err();
+        let e = pol(json!({"mode": "MPOL_LOCAL", "nodes": "0"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("takes no nodes"), "{e}");
         assert!(pol(json!({"mode": "MPOL_PREFERRED"})).is_ok());
         let e = pol(json!({"mode": "MPOL_BIND", "nodes": "0",
                            "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("linux.memoryPolicy.flags"), "{e}");
         // Relative nodes need not exist.
         let p = pol(json!({"mode": "MPOL_INTERLEAVE", "nodes": "900",
@@ -166,7 +169,9 @@ mod tests {
             eprintln!("SKIP: {ONLINE_NODES} is absent (no NUMA in this kernel)");
             return;
         }
-        let e = pol(serde_json::json!({"mode": "MPOL_BIND", "nodes": "1000"})).unwrap_err();
+        let e = pol(serde_json::json!({"mode": "MPOL_BIND", "nodes": "1000"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("node 1000 is not online"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 use oci_spec::runtime::{Linux, LinuxNamespaceType};
 
 use super::{invalid, SpecError};
+use crate::namespaces::NsFileError;
 
 /// System V IPC keys, namespaced by the ipc namespace (as are `fs.mqueue.*`).
 const IPC_KEYS: &[&str] = &[
@@ -67,7 +68,12 @@ pub(crate) fn check(linux: &Linux) -> Result<(), SpecError> {
                     format!("needs a {what} namespace of the container's own: it would change the host's value"),
                 ))
             }
-            Err(m) => return Err(invalid(field(), m)),
+            Err(source) => {
+                return Err(SpecError::Namespace {
+                    field: field(),
+                    source,
+                })
+            }
         }
     }
     Ok(())
@@ -86,7 +92,11 @@ fn check_name(k: &str) -> Result<(), &'static str> {
 
 /// Whether the container has its own namespace of type `ns`: a new one, or
 /// one joined by path that is not vessel's own.
-fn own_namespace(linux: &Linux, ns: LinuxNamespaceType, what: &str) -> Result<bool, String> {
+fn own_namespace(
+    linux: &Linux,
+    ns: LinuxNamespaceType,
+    what: &'static str,
+) -> Result<bool, NsFileError> {
     let Some(entry) = linux.namespaces().iter().flatten().find(|n| n.typ() == ns) else {
         return Ok(false);
     };
@@ -96,7 +106,11 @@ fn own_namespace(linux: &Linux, ns: LinuxNamespaceType, what: &str) -> Result<bo
     let id = |p: &Path| {
         std::fs::metadata(p)
             .map(|m| (m.dev(), m.ino()))
-            .map_err(|e| format!("{what} namespace {}: {e}", p.display()))
+            .map_err(|source| NsFileError::Stat {
+                kind: what,
+                path: p.into(),
+                source,
+            })
     };
     let proc_name = match ns {
         LinuxNamespaceType::Network => "net",
