@@ -13,7 +13,7 @@ CONF=$W/vessel.toml
 rm -rf "$W"; mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp" "$W/rootfs/etc" "$W/rootfs/proc" "$ROOT" "$W/cache"
 BB=$(command -v busybox); case $BB in /*) ;; *) BB=/bin/busybox;; esac
 cp "$BB" "$W/rootfs/bin/busybox"
-for a in sh echo cat ls sleep id pwd uname nproc ip nc ps tr head grep true mount date; do ln -sf busybox "$W/rootfs/bin/$a"; done
+for a in sh echo cat ls sleep id pwd uname nproc ip nc ps tr head grep true mount date stty tty; do ln -sf busybox "$W/rootfs/bin/$a"; done
 echo "root:x:0:0:root:/:/bin/sh" > "$W/rootfs/etc/passwd"
 printf '[vm]\nengine = "kvm"\nkernel = "%s"\ncache_dir = "%s"\nboot_timeout_secs = 240\n' "$K" "$W/cache" > "$CONF"
 # The guest's /init must be a static vessel; the one running here may not be.
@@ -149,6 +149,73 @@ if want pause_resume; then
   if [ "$p" != ok ]; then fail pause_resume "$p"
   elif ! why=$(gone pz); then fail pause_resume "$why"
   else pass pause_resume; fi
+fi
+
+# A terminal workload: the pty master reaches the console socket (the
+# receiver sets its size and types a line), the guest process has a tty of
+# that size; then exec --tty, with a console socket and without.
+if want terminal; then
+  CR=${CONSOLE_RECEIVER:-$(command -v console-receiver)}
+  status() { v state "$1" 2>/dev/null | grep '"status"' | tr -d ' ",' | cut -d: -f2; }
+  # receive NAME ROWS COLS INPUT: a receiver on $W/NAME.sock in the
+  # background ($crpid), once it listens.
+  receive() {
+    rm -f "$W/$1.sock" "$W/$1.sock.ready"
+    "$CR" "$W/$1.sock" "$2" "$3" "$4" >"$W/$1.out" 2>"$W/$1.rerr" &
+    crpid=$!
+    i=0; while [ ! -S "$W/$1.sock" ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+  }
+  t=ok
+  if [ -z "$CR" ] || [ ! -x "$CR" ]; then t="console-receiver not found (tests/src/bin, built with the tests crate)"; fi
+  if [ "$t" = ok ]; then
+    b=$(bundle tty '["sh","-c","[ -t 0 ] && echo stdin-is-tty; stty size; read line; echo \"got:$line\"; exit 5"]')
+    sed -i 's/"terminal":false/"terminal":true/' "$b/config.json"
+    receive tty1 33 101 "through the vm"
+    v create --console-socket "$W/tty1.sock" --bundle "$b" tty1 2>"$W/tty1.err" || t="create: $(cat "$W/tty1.err")"
+    i=0; while [ ! -e "$W/tty1.sock.ready" ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+    [ "$t" = ok ] && { v start tty1 2>>"$W/tty1.err" || t="start: $(cat "$W/tty1.err")"; }
+    [ "$t" = ok ] || kill $crpid 2>/dev/null
+    wait $crpid; crc=$?
+    i=0; while [ $i -lt 300 ] && [ "$(status tty1)" != stopped ]; do sleep 0.1; i=$((i+1)); done
+    out=$(cat "$W/tty1.out")
+    log terminal "console socket: receiver rc=$crc status=$(status tty1) out=$(echo "$out" | tr '\n' '|') err=$(head -c 300 "$W/tty1.rerr")"
+    if [ "$t" != ok ]; then :
+    elif [ $crc != 0 ]; then t="the receiver's pty did not close (rc=$crc): $out"
+    elif ! echo "$out" | grep -q stdin-is-tty; then t="the workload's stdin is no tty: $out"
+    elif ! echo "$out" | grep -q '^33 101'; then t="window size is not 33 101: $out"
+    elif ! echo "$out" | grep -q 'got:through the vm'; then t="the typed line did not arrive: $out"
+    elif [ "$(status tty1)" != stopped ]; then t="status after exit: $(status tty1)"
+    fi
+    v delete --force tty1 >/dev/null 2>&1
+    [ "$t" = ok ] && { why=$(gone tty1) || t="$why"; }
+  fi
+  if [ "$t" = ok ]; then
+    b=$(bundle tty2 '["sleep","600"]')
+    v create --bundle "$b" tty2 >/dev/null 2>"$W/tty2.err" && v start tty2 || t="create/start tty2: $(cat "$W/tty2.err")"
+    if [ "$t" = ok ]; then
+      receive tty2 20 70 ""
+      o=$(v exec --tty --console-socket "$W/tty2.sock" tty2 sh -c 'tty; stty size; exit 3' 2>&1); erc=$?
+      [ $erc = 0 ] || kill $crpid 2>/dev/null
+      wait $crpid
+      out=$(cat "$W/tty2.out")
+      log terminal "exec --tty --console-socket: rc=$erc $o; receiver out=$(echo "$out" | tr '\n' '|')"
+      if [ $erc != 3 ]; then t="exec --tty --console-socket: rc=$erc, want 3: $o"
+      elif ! echo "$out" | grep -q '^/dev/pts/'; then t="exec --tty --console-socket: no pty: $out"
+      elif ! echo "$out" | grep -q '^20 70'; then t="exec --tty --console-socket: window size: $out"
+      fi
+    fi
+    if [ "$t" = ok ]; then
+      o=$(v exec --tty tty2 sh -c 'tty; [ -t 1 ] && echo out-is-tty; exit 4' </dev/null 2>&1); erc=$?
+      log terminal "exec --tty (stdin not a terminal): rc=$erc out=$(echo "$o" | tr -d '\r' | tr '\n' '|')"
+      if [ $erc != 4 ]; then t="exec --tty: rc=$erc, want 4: $o"
+      elif ! echo "$o" | grep -q '^/dev/pts/'; then t="exec --tty: no pty in the guest: $o"
+      elif ! echo "$o" | grep -q out-is-tty; then t="exec --tty: stdout is no tty: $o"
+      fi
+    fi
+    v delete --force tty2 >/dev/null 2>&1
+    [ "$t" = ok ] && { why=$(gone tty2) || t="$why"; }
+  fi
+  if [ "$t" = ok ]; then pass terminal; else fail terminal "$t"; fi
 fi
 
 if want rootfs_isolation; then
