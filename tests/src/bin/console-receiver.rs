@@ -40,7 +40,8 @@ fn main() -> ExitCode {
 }
 
 fn number<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("{what} {s:?} is not a number"))
+    s.parse()
+        .map_err(|_| format!("{what} {s:?} is not a number"))
 }
 
 /// Receives the pty master sent over `listener`'s first connection.
@@ -92,10 +93,7 @@ fn run(args: &[String]) -> Result<bool, String> {
     };
     // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) } != 0 {
-        return Err(format!(
-            "TIOCSWINSZ: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("TIOCSWINSZ: {}", std::io::Error::last_os_error()));
     }
     File::create(format!("{socket}.ready")).map_err(|e| format!("{socket}.ready: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -24,7 +24,8 @@ use super::KvmError;
 pub enum Role {
     /// A vCPU: KVM_RUN, device emulation (block IO, getrandom), kicks.
     Vcpu,
-    /// The agent socket thread: poll, accept, read and write.
+    /// The agent socket thread (poll, accept, read and write) and the host
+    /// I/O thread of the taps and vsock (epoll, read and write).
     DeviceIo,
     /// The main thread once the VM runs: wait for exit, stop the vCPUs.
     Main,
@@ -97,6 +98,10 @@ fn allowed(role: Role, policy: Policy) -> Vec<libc::c_long> {
         Role::DeviceIo => &[
             libc::SYS_poll,
             libc::SYS_ppoll,
+            // The host I/O thread's epoll set (made before the filter).
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
             libc::SYS_accept,
             libc::SYS_accept4,
             libc::SYS_read,
@@ -239,7 +244,7 @@ mod tests {
             panic!("child {pid} never reached state {}", want as char);
         };
         wait_state(b'S'); // in poll
-        // SAFETY: signalling our own child.
+                          // SAFETY: signalling our own child.
         unsafe { libc::kill(pid, libc::SIGSTOP) };
         wait_state(b'T');
         // SAFETY: signalling our own child.
