@@ -5,7 +5,8 @@
 #                      their dependencies, the static vessel, mkfs.erofs and
 #                      mkfs.ext4 (vm mode builds the rootfs and scratch images),
 #                      ip, QEMU with its firmware (the engine comparison), the
-#                      scripts of tests/nested, and /init (tests/nested/l1-init.sh).
+#                      scripts of tests/nested, the helpers in $NESTED_TOOLS
+#                      (console-receiver), and /init (tests/nested/l1-init.sh).
 # Usage: build-l1.sh OUT VESSEL [AGENT]
 #   VESSEL runs in L1 (a dynamic build gets its libraries copied); AGENT is
 #   the static vessel that becomes the guest's /init (default: VESSEL).
@@ -77,6 +78,11 @@ echo "root:x:0:" > "$R/etc/group"
 cp "$VESSEL" "$R/bin/vessel"
 for l in $(ldd "$VESSEL" 2>/dev/null | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
 cp "$AGENT" "$R/bin/vessel-agent"
+# The harness's own helpers (NESTED_TOOLS: paths), in /bin with their libraries.
+for t in ${NESTED_TOOLS:-}; do
+  cp "$t" "$R/bin/"
+  for l in $(ldd "$t" 2>/dev/null | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname "$l")"; cp -L "$l" "$R$l"; done
+done
 for f in "$HERE"/*.sh; do
   case $(basename "$f") in build-l1.sh|l1-init.sh) ;; *) cp "$f" "$R/nested/" ;; esac
 done

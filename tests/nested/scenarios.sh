@@ -13,7 +13,7 @@ CONF=$W/vessel.toml
 rm -rf "$W"; mkdir -p "$W/rootfs/bin" "$W/rootfs/tmp" "$W/rootfs/etc" "$W/rootfs/proc" "$ROOT" "$W/cache"
 BB=$(command -v busybox); case $BB in /*) ;; *) BB=/bin/busybox;; esac
 cp "$BB" "$W/rootfs/bin/busybox"
-for a in sh echo cat ls sleep id pwd uname nproc ip nc ps tr head grep true mount date; do ln -sf busybox "$W/rootfs/bin/$a"; done
+for a in sh echo cat ls sleep id pwd uname nproc ip nc ps tr head grep true mount date stty tty; do ln -sf busybox "$W/rootfs/bin/$a"; done
 echo "root:x:0:0:root:/:/bin/sh" > "$W/rootfs/etc/passwd"
 printf '[vm]\nengine = "kvm"\nkernel = "%s"\ncache_dir = "%s"\nboot_timeout_secs = 240\n' "$K" "$W/cache" > "$CONF"
 # The guest's /init must be a static vessel; the one running here may not be.
@@ -32,17 +32,25 @@ dump() {
     tail -n 25 "$f" 2>/dev/null | sed "s|^|NESTED_LOG $1: $(basename "$f"): |"
   done
 }
-# bundle NAME ARGS_JSON [NETNS_PATH]: a vm-mode bundle on the shared rootfs.
+# bundle NAME ARGS_JSON [NETNS_PATH] [tty|dev]: a vm-mode bundle on the
+# shared rootfs; dev adds the /dev and /dev/pts mounts a terminal needs (a
+# pty is opened in the container's /dev), tty also sets process.terminal.
 bundle() {
   b=$W/b-$1; mkdir -p "$b"
   net='{"type":"network"}'; [ -n "$3" ] && net="{\"type\":\"network\",\"path\":\"$3\"}"
+  term=false; dev=
+  [ "$4" = tty ] && term=true
+  if [ -n "$4" ]; then
+    dev='{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},
+           {"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620"]},'
+  fi
   cat > "$b/config.json" <<EOJ
 {"ociVersion":"1.0.2",
- "process":{"terminal":false,"user":{"uid":0,"gid":0},"args":$2,
+ "process":{"terminal":$term,"user":{"uid":0,"gid":0},"args":$2,
             "env":["PATH=/bin","FOO=bar"],"cwd":"/"},
  "root":{"path":"$W/rootfs"},
  "hostname":"guest-$1",
- "mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
+ "mounts":[$dev{"destination":"/proc","type":"proc","source":"proc"}],
  "annotations":{"io.vessel.isolation":"vm"},
  "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"ipc"},{"type":"uts"},$net]}}
 EOJ
@@ -149,6 +157,66 @@ if want pause_resume; then
   if [ "$p" != ok ]; then fail pause_resume "$p"
   elif ! why=$(gone pz); then fail pause_resume "$why"
   else pass pause_resume; fi
+fi
+
+# A terminal workload: the pty master reaches the console socket (the
+# receiver sets its size and types a line), the guest process has a tty of
+# that size; then exec --tty --console-socket in a running container.
+if want terminal; then
+  CR=${CONSOLE_RECEIVER:-$(command -v console-receiver)}
+  status() { v state "$1" 2>/dev/null | grep '"status"' | tr -d ' ",' | cut -d: -f2; }
+  # receive NAME ROWS COLS INPUT: a receiver on $W/NAME.sock in the
+  # background ($crpid), once it listens.
+  receive() {
+    rm -f "$W/$1.sock" "$W/$1.sock.ready"
+    "$CR" "$W/$1.sock" "$2" "$3" "$4" >"$W/$1.out" 2>"$W/$1.rerr" &
+    crpid=$!
+    i=0; while [ ! -S "$W/$1.sock" ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+  }
+  t=ok
+  if [ -z "$CR" ] || [ ! -x "$CR" ]; then t="console-receiver not found (tests/src/bin, built with the tests crate)"; fi
+  if [ "$t" = ok ]; then
+    b=$(bundle tty '["sh","-c","[ -t 0 ] && echo stdin-is-tty; stty size; read line; echo \"got:$line\"; exit 5"]' "" tty)
+    receive tty1 33 101 "through the vm"
+    v create --console-socket "$W/tty1.sock" --bundle "$b" tty1 2>"$W/tty1.err" || t="create: $(cat "$W/tty1.err")"
+    i=0; while [ ! -e "$W/tty1.sock.ready" ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+    [ "$t" = ok ] && { v start tty1 2>>"$W/tty1.err" || t="start: $(cat "$W/tty1.err")"; }
+    [ "$t" = ok ] || kill $crpid 2>/dev/null
+    wait $crpid; crc=$?
+    i=0; while [ $i -lt 300 ] && [ "$(status tty1)" != stopped ]; do sleep 0.1; i=$((i+1)); done
+    out=$(cat "$W/tty1.out")
+    log terminal "console socket: receiver rc=$crc status=$(status tty1) out=$(echo "$out" | tr '\n' '|') err=$(head -c 300 "$W/tty1.rerr")"
+    if [ "$t" != ok ]; then :
+    elif [ $crc != 0 ]; then t="the receiver's pty did not close (rc=$crc): $out"
+    elif ! echo "$out" | grep -q stdin-is-tty; then t="the workload's stdin is no tty: $out"
+    elif ! echo "$out" | grep -q '^33 101'; then t="window size is not 33 101: $out"
+    elif ! echo "$out" | grep -q 'got:through the vm'; then t="the typed line did not arrive: $out"
+    elif [ "$(status tty1)" != stopped ]; then t="status after exit: $(status tty1)"
+    fi
+    v delete --force tty1 >/dev/null 2>&1
+    [ "$t" = ok ] && { why=$(gone tty1) || t="$why"; }
+  fi
+  if [ "$t" = ok ]; then
+    b=$(bundle tty2 '["sleep","600"]' "" dev)
+    v create --bundle "$b" tty2 >/dev/null 2>"$W/tty2.err" && v start tty2 || t="create/start tty2: $(cat "$W/tty2.err")"
+    if [ "$t" = ok ]; then
+      receive tty2 20 70 ""
+      o=$(v exec --tty --console-socket "$W/tty2.sock" tty2 sh -c 'tty; stty size; exit 3' 2>&1); erc=$?
+      # The receiver ends when the relay closes the pty; a failed exec
+      # never connected to it.
+      i=0; while kill -0 $crpid 2>/dev/null && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+      kill $crpid 2>/dev/null; wait $crpid
+      out=$(cat "$W/tty2.out")
+      log terminal "exec --tty --console-socket: rc=$erc $o; receiver out=$(echo "$out" | tr '\n' '|')"
+      if [ $erc != 3 ]; then t="exec --tty --console-socket: rc=$erc, want 3: $o"
+      elif ! echo "$out" | grep -q '^/dev/pts/'; then t="exec --tty --console-socket: no pty: $out"
+      elif ! echo "$out" | grep -q '^20 70'; then t="exec --tty --console-socket: window size: $out"
+      fi
+    fi
+    v delete --force tty2 >/dev/null 2>&1
+    [ "$t" = ok ] && { why=$(gone tty2) || t="$why"; }
+  fi
+  if [ "$t" = ok ]; then pass terminal; else fail terminal "$t"; fi
 fi
 
 if want rootfs_isolation; then

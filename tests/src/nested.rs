@@ -135,9 +135,10 @@ fn run_once() -> NestedRun {
         ));
     }
     let vessel = crate::vessel_bin();
+    let tools = helper_tools();
     let probe = vessel_vm::engine::kvm::probe::probe_host();
     if probe.usable {
-        return run_direct(&vessel, &agent, &probe.detail);
+        return run_direct(&vessel, &agent, &tools, &probe.detail);
     }
     eprintln!(
         "nested harness: this host's KVM cannot run the kvm engine ({}); using an outer VM",
@@ -146,7 +147,7 @@ fn run_once() -> NestedRun {
     if crate::clients::which("qemu-system-x86_64").is_none() {
         return skipped("qemu-system-x86_64 is not installed (qemu-system-x86)".into());
     }
-    match build_l1(&vessel, &agent) {
+    match build_l1(&vessel, &agent, &tools) {
         Ok(()) => boot_l1(),
         Err(e) => skipped_or_fail(e),
     }
@@ -172,10 +173,33 @@ enum BuildError {
     Failed(String),
 }
 
-fn run_direct(vessel: &Path, agent: &Path, why: &str) -> NestedRun {
+/// The harness's helper programs the scenarios run (built with this
+/// crate, next to the test binary's directory): those that exist.
+fn helper_tools() -> Vec<PathBuf> {
+    let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(Path::to_path_buf))
+    else {
+        return Vec::new();
+    };
+    HELPERS
+        .iter()
+        .map(|h| dir.join(h))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Helpers of `tests/src/bin` the scenarios use.
+const HELPERS: [&str; 1] = ["console-receiver"];
+
+fn run_direct(vessel: &Path, agent: &Path, tools: &[PathBuf], why: &str) -> NestedRun {
     eprintln!("nested harness: this host's KVM runs the kvm engine ({why}); running directly");
-    let out = Command::new("sh")
-        .arg(scripts_dir().join("scenarios.sh"))
+    let mut cmd = Command::new("sh");
+    cmd.arg(scripts_dir().join("scenarios.sh"));
+    if let Some(r) = tools.iter().find(|t| t.ends_with("console-receiver")) {
+        cmd.env("CONSOLE_RECEIVER", r);
+    }
+    let out = cmd
         .env("VESSEL", vessel)
         .env("VESSEL_AGENT", agent)
         .env("NESTED_WORK", workspace().join("target/nested-direct"))
@@ -196,7 +220,7 @@ fn run_direct(vessel: &Path, agent: &Path, why: &str) -> NestedRun {
 }
 
 /// What the image is made of: when this changes, it is rebuilt.
-fn inputs_stamp(vessel: &Path, agent: &Path) -> String {
+fn inputs_stamp(vessel: &Path, agent: &Path, tools: &[PathBuf]) -> String {
     let mut s = String::new();
     let mut add = |p: &Path| {
         if let Ok(md) = fs::metadata(p) {
@@ -211,6 +235,9 @@ fn inputs_stamp(vessel: &Path, agent: &Path) -> String {
     };
     add(vessel);
     add(agent);
+    for t in tools {
+        add(t);
+    }
     if let Ok(dir) = fs::read_dir(scripts_dir()) {
         let mut scripts: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
         scripts.sort();
@@ -228,9 +255,9 @@ fn inputs_stamp(vessel: &Path, agent: &Path) -> String {
     s
 }
 
-fn build_l1(vessel: &Path, agent: &Path) -> Result<(), BuildError> {
+fn build_l1(vessel: &Path, agent: &Path, tools: &[PathBuf]) -> Result<(), BuildError> {
     let out = artifacts_dir();
-    let stamp = inputs_stamp(vessel, agent);
+    let stamp = inputs_stamp(vessel, agent, tools);
     let stamp_file = out.join("inputs");
     if fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str())
         && out.join("l1.cpio").exists()
@@ -243,6 +270,7 @@ fn build_l1(vessel: &Path, agent: &Path) -> Result<(), BuildError> {
         .arg(&out)
         .arg(vessel)
         .arg(agent)
+        .env("NESTED_TOOLS", join_paths(tools))
         .output()
         .map_err(|e| BuildError::Failed(format!("running build-l1.sh: {e}")))?;
     let text = format!(
@@ -259,6 +287,14 @@ fn build_l1(vessel: &Path, agent: &Path) -> Result<(), BuildError> {
         Some(2) => Err(BuildError::Missing(text.trim().to_string())),
         _ => Err(BuildError::Failed(format!("build-l1.sh failed: {text}"))),
     }
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The QEMU command booting the outer VM: TCG (one thread per vCPU)

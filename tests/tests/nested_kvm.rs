@@ -44,10 +44,13 @@ fn nested_kvm_lifecycle_exec_ps_update_kill_delete() {
 }
 
 #[test]
-#[ignore = "known failure (issue 16): in the outer VM the freeze now completes, but after \
-            resume the agent connection is closed and the container stops; run with --ignored"]
 fn nested_kvm_pause_and_resume_freeze_the_vmm() {
     assert_scenario("pause_resume");
+}
+
+#[test]
+fn nested_kvm_terminal_through_the_console_socket_and_exec_tty() {
+    assert_scenario("terminal");
 }
 
 #[test]

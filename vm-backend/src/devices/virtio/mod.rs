@@ -11,6 +11,7 @@ pub mod block;
 pub mod chain;
 pub mod console;
 pub mod fuzzing;
+pub mod host_io;
 
 pub mod mmio;
 pub mod net;

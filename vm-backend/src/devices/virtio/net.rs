@@ -12,15 +12,14 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::Limits;
-use super::mmio::{read_config_bytes, MmioTransport};
+use super::mmio::read_config_bytes;
 use super::{device_id, process_chains, Memory, VirtioDevice, VIRTIO_F_VERSION_1};
-use crate::devices::bus::lock;
 
 /// Feature bit: the device has a MAC address in its configuration.
 pub const VIRTIO_NET_F_MAC: u64 = 1 << 5;
@@ -107,8 +106,8 @@ pub struct Net {
 }
 
 impl Net {
-    /// A NIC on `tap`; `wake` and `rx_starved` are shared with its
-    /// [`NetIo`] thread.
+    /// A NIC on `tap`; `wake` and `rx_starved` are shared with the host
+    /// I/O thread ([`super::host_io`]).
     pub fn new(
         tap: File,
         mac: Option<[u8; 6]>,
@@ -212,57 +211,6 @@ impl VirtioDevice for Net {
     }
     fn poll_host(&mut self, queues: &mut [Queue], mem: &Memory) -> bool {
         self.receive(queues, mem)
-    }
-}
-
-/// The I/O thread of one NIC: waits for frames on the tap and hands them to
-/// the device.
-pub struct NetIo {
-    /// The tap's descriptor (the device owns the file).
-    pub tap_fd: i32,
-    /// Written by the device when the driver adds receive buffers.
-    pub wake: EventFd,
-    /// Set by the device while the guest has no receive buffer.
-    pub rx_starved: Arc<AtomicBool>,
-    /// The device's transport.
-    pub transport: Arc<Mutex<MmioTransport>>,
-}
-
-impl NetIo {
-    /// Runs until the process exits.
-    pub fn run(self) {
-        loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.tap_fd,
-                    events: if self.rx_starved.load(Ordering::Acquire) {
-                        0
-                    } else {
-                        libc::POLLIN
-                    },
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfds.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-                continue;
-            }
-            if fds[0].revents != 0 {
-                let _ = self.wake.read();
-            }
-            if fds[1].revents != 0 {
-                lock(&self.transport).poll_host();
-                if !lock(&self.transport).is_active() {
-                    // No driver yet: do not spin on a readable tap.
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            }
-        }
     }
 }
 

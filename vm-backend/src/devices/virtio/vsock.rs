@@ -21,16 +21,15 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use virtio_queue::Queue;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::{Limits, ValidChain};
-use super::mmio::{read_config_bytes, MmioTransport};
+use super::mmio::read_config_bytes;
 use super::{device_id, process_chains, Memory, VirtioDevice, VIRTIO_F_VERSION_1};
-use crate::devices::bus::lock;
 
 /// The host's CID.
 pub const HOST_CID: u64 = 2;
@@ -634,57 +633,6 @@ impl VirtioDevice for Vsock {
             self.refresh(key);
         }
         self.fill_rx(queues, mem)
-    }
-}
-
-/// The I/O thread of the vsock device.
-pub struct VsockIo {
-    /// The device's epoll descriptor.
-    pub epoll_fd: RawFd,
-    /// Written when the driver adds receive buffers.
-    pub wake: EventFd,
-    /// Set while the guest has no receive buffer.
-    pub rx_starved: Arc<AtomicBool>,
-    /// The device's transport.
-    pub transport: Arc<Mutex<MmioTransport>>,
-}
-
-impl VsockIo {
-    /// Runs until the process exits.
-    pub fn run(self) {
-        loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.epoll_fd,
-                    events: if self.rx_starved.load(Ordering::Acquire) {
-                        0
-                    } else {
-                        libc::POLLIN
-                    },
-                    revents: 0,
-                },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfds.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-                continue;
-            }
-            if fds[0].revents != 0 {
-                let _ = self.wake.read();
-            }
-            let mut t = lock(&self.transport);
-            t.poll_host();
-            let idle = !t.is_active();
-            drop(t);
-            if idle {
-                // No driver yet: do not spin on ready sockets.
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        }
     }
 }
 

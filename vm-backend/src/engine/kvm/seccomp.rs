@@ -24,7 +24,8 @@ use super::KvmError;
 pub enum Role {
     /// A vCPU: KVM_RUN, device emulation (block IO, getrandom), kicks.
     Vcpu,
-    /// The agent socket thread: poll, accept, read and write.
+    /// The agent socket thread (poll, accept, read and write) and the host
+    /// I/O thread of the taps and vsock (epoll, read and write).
     DeviceIo,
     /// The main thread once the VM runs: wait for exit, stop the vCPUs.
     Main,
@@ -32,6 +33,10 @@ pub enum Role {
 
 /// Calls every thread makes: memory, locks, signals, time, exit, stderr.
 const COMMON: &[libc::c_long] = &[
+    // A thread stopped in poll, nanosleep or a timed futex wait by the
+    // cgroup freezer (`pause`) or SIGSTOP resumes that call through
+    // restart_syscall when thawed: without it, `resume` kills the VMM.
+    libc::SYS_restart_syscall,
     libc::SYS_brk,
     libc::SYS_mmap,
     libc::SYS_munmap,
@@ -93,6 +98,10 @@ fn allowed(role: Role, policy: Policy) -> Vec<libc::c_long> {
         Role::DeviceIo => &[
             libc::SYS_poll,
             libc::SYS_ppoll,
+            // The host I/O thread's epoll set (made before the filter).
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
             libc::SYS_accept,
             libc::SYS_accept4,
             libc::SYS_read,
@@ -196,6 +205,67 @@ mod tests {
                 assert!(!calls.contains(&forbidden), "{role:?} allows {forbidden}");
             }
         }
+    }
+
+    #[test]
+    fn a_thread_stopped_in_poll_survives_being_continued() {
+        // What `pause` and `resume` do to every VMM thread: a poll without
+        // timeout, stopped and continued, comes back as restart_syscall.
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills the two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only makes raw system calls before _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            if apply(Role::DeviceIo, Policy::default()).is_err() {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(2) };
+            }
+            let mut pfd = libc::pollfd {
+                fd: fds[0],
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(if n == 1 { 0 } else { 3 }) };
+        }
+        let wait_state = |want: u8| {
+            for _ in 0..500 {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+                let state = stat.rsplit(") ").next().unwrap().as_bytes()[0];
+                if state == want {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("child {pid} never reached state {}", want as char);
+        };
+        wait_state(b'S'); // in poll
+                          // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        wait_state(b'T');
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: writing one byte from a valid buffer to our pipe.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the filtered thread did not survive stop and continue: status {status:#x} \
+             (signal {})",
+            libc::WTERMSIG(status)
+        );
     }
 
     #[test]

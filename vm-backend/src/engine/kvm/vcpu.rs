@@ -84,7 +84,19 @@ impl Vcpu {
             }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) if e.errno() == libc::EINTR => {
+                    if !stop.load(Ordering::Acquire) {
+                        // Not our kick: the thread was frozen (`pause`, the
+                        // cgroup freezer) or stopped, and is running again.
+                        // Tell the guest its clock jumped because it was
+                        // stopped, so its soft-lockup watchdog does not
+                        // take the gap for a hang (what QEMU does on `cont`).
+                        // EINVAL before the guest enabled kvm-clock.
+                        let _ = self.fd.kvmclock_ctrl();
+                    }
+                    continue;
+                }
+                Err(e) if e.errno() == libc::EAGAIN => continue,
                 Err(e) => return Err(KvmError::kvm(&format!("KVM_RUN on vCPU {}", self.id), e)),
             };
             self.exits += 1;

@@ -17,9 +17,10 @@ use super::vcpu::{Vcpu, VcpuStop};
 use super::{acpi, cpu, cpuid, layout, seccomp, KvmError};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
-use crate::devices::virtio::net::{open_tap, parse_mac, Net, NetIo};
+use crate::devices::virtio::host_io::{HostIo, HostSource};
+use crate::devices::virtio::net::{open_tap, parse_mac, Net};
 use crate::devices::virtio::rng::Rng;
-use crate::devices::virtio::vsock::{Vsock, VsockConfig, VsockIo};
+use crate::devices::virtio::vsock::{Vsock, VsockConfig};
 use crate::engine::VmConfig;
 
 /// The engine's part of the kernel command line: the serial console
@@ -92,8 +93,8 @@ pub struct Vmm {
     jail_dir: std::path::PathBuf,
     vcpus: Vec<Vcpu>,
     agent: Option<AgentSocket>,
-    net_io: Vec<NetIo>,
-    vsock_io: Option<VsockIo>,
+    /// The taps' and the vsock device's I/O thread, when there is one.
+    host_io: Option<HostIo>,
     policy: seccomp::Policy,
     /// How the boot vCPU enters the kernel.
     pub entry: Entry,
@@ -171,7 +172,7 @@ impl Vmm {
         );
         let (_, transport) = m.add_virtio(Box::new(console))?;
         m.add_virtio(Box::new(Rng::new()))?;
-        let mut net_io = Vec::new();
+        let mut host_sources = Vec::new();
         for t in &config.taps {
             let mac = match &t.mac {
                 Some(s) => Some(parse_mac(s).ok_or_else(|| {
@@ -192,8 +193,8 @@ impl Vmm {
                 starved.clone(),
             );
             let (_, transport) = m.add_virtio(Box::new(dev))?;
-            net_io.push(NetIo {
-                tap_fd,
+            host_sources.push(HostSource {
+                fd: tap_fd,
                 wake,
                 rx_starved: starved,
                 transport,
@@ -206,7 +207,7 @@ impl Vmm {
             )),
         )?;
 
-        let mut vsock_io = None;
+        let vsock = extras.vsock.is_some();
         if let Some(v) = &extras.vsock {
             let wake =
                 EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
@@ -220,13 +221,20 @@ impl Vmm {
             .map_err(|e| KvmError::Device(e.to_string()))?;
             let epoll_fd = dev.epoll_fd();
             let (_, transport) = m.add_virtio(Box::new(dev))?;
-            vsock_io = Some(VsockIo {
-                epoll_fd,
+            host_sources.push(HostSource {
+                fd: epoll_fd,
                 wake,
                 rx_starved: starved,
                 transport,
             });
         }
+        let host_io = if host_sources.is_empty() {
+            None
+        } else {
+            Some(HostIo::new(host_sources).map_err(io_err(
+                "creating the epoll set of the host I/O thread".into(),
+            ))?)
+        };
 
         let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
         let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
@@ -277,11 +285,8 @@ impl Vmm {
                 .to_path_buf(),
             vcpus,
             agent: Some(agent),
-            net_io,
-            policy: seccomp::Policy {
-                vsock: vsock_io.is_some(),
-            },
-            vsock_io,
+            host_io,
+            policy: seccomp::Policy { vsock },
             entry: kernel.entry,
             virtio: slots,
             cmdline: cmdline_str.to_string_lossy().into_owned(),
@@ -321,33 +326,19 @@ impl Vmm {
                 })
                 .map_err(io_err("starting the agent I/O thread".into()))?;
         }
-        for (i, io) in std::mem::take(&mut self.net_io).into_iter().enumerate() {
+        if let Some(io) = self.host_io.take() {
             std::thread::Builder::new()
-                .name(format!("net{i}-io"))
+                .name("host-io".into())
                 .spawn(move || {
                     if confine {
                         if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
-                            eprintln!("vessel vmm: net{i}-io thread: {e}");
+                            eprintln!("vessel vmm: host-io thread: {e}");
                             std::process::exit(1);
                         }
                     }
                     io.run()
                 })
-                .map_err(io_err("starting a network I/O thread".into()))?;
-        }
-        if let Some(io) = self.vsock_io.take() {
-            std::thread::Builder::new()
-                .name("vsock-io".into())
-                .spawn(move || {
-                    if confine {
-                        if let Err(e) = seccomp::apply(seccomp::Role::DeviceIo, policy) {
-                            eprintln!("vessel vmm: vsock-io thread: {e}");
-                            std::process::exit(1);
-                        }
-                    }
-                    io.run()
-                })
-                .map_err(io_err("starting the vsock I/O thread".into()))?;
+                .map_err(io_err("starting the host I/O thread".into()))?;
         }
         let on_start = move |id: u64| {
             if confine {
