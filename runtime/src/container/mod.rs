@@ -8,7 +8,7 @@ mod exec;
 mod lifecycle;
 mod run;
 
-pub use create::{create, CreateOptions, Created};
+pub use create::{create, create_with, CreateOptions, Created};
 pub use exec::{exec, ExecOptions, ExecPlan, SubCgroupError};
 pub use lifecycle::{
     delete, kill, kill_all, parse_signal, pause, ps, resume, start, stats, stop_processes, update,
