@@ -158,12 +158,16 @@ pub fn run(
     if out.status.success() {
         return Ok(Ok(()));
     }
+    if !log.exists() {
+        // CRIU fails some checks (kernel feature detection) before it opens
+        // its log: its stderr becomes the log, so the named file holds why.
+        let _ = std::fs::write(log, &out.stderr);
+    }
     Ok(Err(Failure {
         status: out.status.to_string(),
         log: log.to_path_buf(),
-        errors: error_lines(log).unwrap_or_else(|| {
-            String::from_utf8_lossy(&out.stderr).trim().to_string()
-        }),
+        errors: error_lines(log)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string()),
     }))
 }
 
@@ -192,8 +196,8 @@ pub fn check(criu: Option<&Path>, feature: Option<&str>) -> Result<(), String> {
     if out.status.success() {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&out.stderr).into_owned()
-        + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     let errs: Vec<&str> = text.lines().filter(|l| l.contains("Error")).collect();
     Err(if errs.is_empty() {
         text.trim().to_string()

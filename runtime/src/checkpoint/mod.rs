@@ -251,7 +251,10 @@ pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(),
         let ino = std::fs::metadata(&netns)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .map_err(|e| CheckpointError::io(id, "network namespace", &netns, e))?;
-        args.extend(["--external".into(), format!("net[{ino}]:{}", criu::NETNS_KEY)]);
+        args.extend([
+            "--external".into(),
+            format!("net[{ino}]:{}", criu::NETNS_KEY),
+        ]);
     }
     if opts.pre_dump || opts.parent_path.is_some() {
         // Pre-dumps track memory changes so the next dump stores only those.
@@ -298,5 +301,6 @@ fn save_descriptors(id: &str, pid: i32, image: &Path) -> Result<(), CheckpointEr
         .collect();
     let path = image.join(DESCRIPTORS);
     let json = serde_json::to_vec(&links).expect("strings serialize");
-    crate::utils::write_atomic(&path, &json).map_err(|e| CheckpointError::io(id, "writing", &path, e))
+    crate::utils::write_atomic(&path, &json)
+        .map_err(|e| CheckpointError::io(id, "writing", &path, e))
 }

@@ -50,7 +50,9 @@ pub fn restore(opts: &RestoreOptions) -> Result<i32, CheckpointError> {
         std::fs::create_dir_all(w).map_err(|e| CheckpointError::io(id, "work path", w, e))?;
     }
     match crate::container::Container::peek(&opts.create.root, id) {
-        Ok(c) if c.status() == Status::Stopped => crate::container::delete(&opts.create.root, id, false)?,
+        Ok(c) if c.status() == Status::Stopped => {
+            crate::container::delete(&opts.create.root, id, false)?
+        }
         Ok(_) => return Err(Error::Exists(id.into()).into()),
         Err(Error::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
@@ -170,8 +172,15 @@ impl Spawner for CriuSpawner {
         let run = criu::run(program, &args, &log, Some(Box::new(prepare)));
         drop(keep);
         let _ = std::fs::remove_dir(&root_dir);
-        run.map_err(|e| fail(CheckpointError::io(&id, "running", Path::new(&criu::program(program)), e)))?
-            .map_err(|f| fail(CheckpointError::criu(&id, "restore", f)))?;
+        run.map_err(|e| {
+            fail(CheckpointError::io(
+                &id,
+                "running",
+                Path::new(&criu::program(program)),
+                e,
+            ))
+        })?
+        .map_err(|f| fail(CheckpointError::criu(&id, "restore", f)))?;
 
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .map_err(|e| Error::io(&id, "reading", Some(&pid_file), e))?

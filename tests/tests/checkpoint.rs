@@ -1,0 +1,313 @@
+//! Checkpoint and restore through CRIU (container mode), with runc's flags.
+//!
+//! Parts that need CRIU to dump and restore a process run only where
+//! `criu check` passes; elsewhere they print the exact `criu check` error
+//! and skip that part. The checks of bad input and of CRIU's failures
+//! (clear errors naming the container and CRIU's log, nothing left behind)
+//! run everywhere.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use vessel_tests::harness::{fails, ok, wait_for, Ctr};
+use vessel_tests::{leaks, require_root};
+
+/// A shell loop that writes an increasing count to /tmp/count every 50 ms.
+const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
+
+/// `Err` with CRIU's own error lines when `criu check` fails here.
+fn criu_check() -> Result<(), String> {
+    let out = Command::new("criu")
+        .arg("check")
+        .output()
+        .map_err(|e| format!("cannot run criu: {e} (apt-get install criu)"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let errs: Vec<&str> = text.lines().filter(|l| l.contains("Error")).collect();
+    Err(errs.join("; "))
+}
+
+/// Whether CRIU works here; prints which `criu check` item fails if not.
+fn criu_works(what: &str) -> bool {
+    match criu_check() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("SKIP {what}: `criu check` fails on this kernel/sandbox: {why}");
+            false
+        }
+    }
+}
+
+/// The counter's last value as the container wrote it into its rootfs.
+fn count(c: &Ctr) -> u64 {
+    fs::read_to_string(c.bundle.rootfs().join("tmp/count"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A running counter container whose arguments name its id (so a leaked
+/// process is found by the leak check).
+fn counter(tag: &str, mutate: impl FnOnce(&mut Ctr)) -> Ctr {
+    let mut c = Ctr::new(tag, &["sleep", "1"]);
+    let id = c.id.clone();
+    c.config()["process"]["args"] = json!(["sh", "-c", COUNTER, id]);
+    // The count is written into the rootfs, where the test reads it.
+    c.config()["root"]["readonly"] = json!(false);
+    mutate(&mut c);
+    c.write();
+    c.create();
+    c.start();
+    assert!(wait_for(5, || count(&c) > 2), "the counter does not count");
+    c
+}
+
+fn image_arg(dir: &Path) -> String {
+    format!("--image-path={}", dir.display())
+}
+
+/// Deletes `id` (forced) and asserts nothing of it is left.
+fn gone(c: &Ctr, id: &str) {
+    ok(&c.v(&["delete", "--force", id]));
+    let left = leaks::settle(c.root(), id, Some(c.bundle.path()));
+    assert_eq!(left, Vec::<String>::new(), "{id} left things behind");
+}
+
+/// Asserts the counter advances past `from` within a few seconds.
+fn counts_on(c: &Ctr, from: u64) {
+    assert!(
+        wait_for(5, || count(c) > from + 2),
+        "the counter stopped at {} (was {from})",
+        count(c)
+    );
+}
+
+#[test]
+fn counter_keeps_counting_across_checkpoint_and_restore() {
+    require_root!();
+    if !criu_works("counter across checkpoint and restore") {
+        return;
+    }
+    let c = counter("cr-count", |_| {});
+    let img = tempfile::tempdir().unwrap();
+    let old_pid = c.pid();
+    ok(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    assert_eq!(c.status(), "stopped");
+    let at = count(&c);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&c), at, "the counter ran on after the checkpoint");
+    assert!(img.path().join("inventory.img").exists());
+
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    ok(&c.v(&[
+        "restore",
+        "-d",
+        "--bundle",
+        &b,
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    assert_eq!(c.status(), "running");
+    assert_ne!(c.pid(), old_pid, "state names the restored init");
+    counts_on(&c, at);
+    gone(&c, &c.id);
+}
+
+#[test]
+fn leave_running_and_restore_into_a_new_id() {
+    require_root!();
+    if !criu_works("--leave-running, restore into a new id") {
+        return;
+    }
+    let c = counter("cr-leave", |_| {});
+    let img = tempfile::tempdir().unwrap();
+    ok(&c.v(&[
+        "checkpoint",
+        "--leave-running",
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    assert_eq!(c.status(), "running");
+    counts_on(&c, count(&c));
+    // The original goes; its image comes back under another id.
+    gone(&c, &c.id);
+    let at = count(&c);
+    let new_id = format!("{}-restored", c.id);
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    let pid_file = img.path().join("restored.pid");
+    ok(&c.v(&[
+        "restore",
+        "--detach",
+        "--bundle",
+        &b,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &image_arg(img.path()),
+        &new_id,
+    ]));
+    let st: serde_json::Value = serde_json::from_str(&ok(&c.v(&["state", &new_id]))).unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+    assert_eq!(
+        fs::read_to_string(&pid_file).unwrap().trim(),
+        st["pid"].to_string()
+    );
+    counts_on(&c, at);
+    gone(&c, &new_id);
+}
+
+#[test]
+fn checkpoint_of_a_container_with_a_bind_mount() {
+    require_root!();
+    if !criu_works("checkpoint with a bind mount") {
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let src = shared.path().to_str().unwrap().to_string();
+    let c = counter("cr-bind", |c| {
+        c.config()["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/data", "type": "bind", "source": src, "options": ["rbind"]
+        }));
+        let id = c.id.clone();
+        let script = COUNTER.replace("/tmp/count", "/tmp/count; echo $i > /data/count");
+        c.config()["process"]["args"] = json!(["sh", "-c", script, id]);
+    });
+    let img = tempfile::tempdir().unwrap();
+    ok(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    let at = count(&c);
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    ok(&c.v(&[
+        "restore",
+        "-d",
+        "--bundle",
+        &b,
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    counts_on(&c, at);
+    // The restored process writes through the bind mount to the host dir.
+    let host = shared.path().join("count");
+    assert!(wait_for(5, || fs::read_to_string(&host)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > at)));
+    gone(&c, &c.id);
+}
+
+/// Restores `c`'s bundle as `id` from `img`; asserts it fails naming the
+/// container and every needle, and leaves nothing behind.
+fn restore_refused(c: &Ctr, id: &str, img: &Path, needles: &[&str]) -> String {
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    let err = fails(&c.v(&["restore", "-d", "--bundle", &b, &image_arg(img), id]));
+    assert!(err.contains(id), "error does not name the container: {err}");
+    for n in needles {
+        assert!(err.contains(n), "error does not mention {n:?}: {err}");
+    }
+    let left = leaks::settle(c.root(), id, Some(c.bundle.path()));
+    assert_eq!(left, Vec::<String>::new(), "after: {err}");
+    assert!(leaks::state_entries(c.root()).is_empty());
+    err
+}
+
+#[test]
+fn restore_from_a_missing_or_empty_image_fails_cleanly() {
+    require_root!();
+    let c = Ctr::new("cr-noimg", &["sleep", "1000"]);
+    let img = tempfile::tempdir().unwrap();
+    let missing = img.path().join("nope");
+    restore_refused(&c, &c.id, &missing, &["image path", "nope"]);
+    // An empty directory is not a checkpoint either.
+    restore_refused(&c, &c.id, img.path(), &["inventory.img"]);
+}
+
+#[test]
+fn restore_of_a_corrupt_image_names_criu_log_and_leaves_nothing() {
+    require_root!();
+    let c = Ctr::new("cr-corrupt", &["sleep", "1000"]);
+    let img = tempfile::tempdir().unwrap();
+    fs::write(img.path().join("inventory.img"), b"not a criu image at all").unwrap();
+    // This goes all the way to criu: the container's cgroup is made and
+    // criu run, then everything is undone.
+    let err = restore_refused(
+        &c,
+        &c.id,
+        img.path(),
+        &["criu restore failed", "restore.log"],
+    );
+    assert!(img.path().join("restore.log").exists(), "{err}");
+}
+
+#[test]
+fn checkpoint_refuses_what_it_cannot_do() {
+    require_root!();
+    let c = Ctr::new("cr-refuse", &["sleep", "1000"]);
+    let img = tempfile::tempdir().unwrap();
+    // Nothing to checkpoint yet.
+    let err = fails(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    assert!(
+        err.contains("does not exist") && err.contains(&c.id),
+        "{err}"
+    );
+    c.create();
+    let err = fails(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    assert!(err.contains("running or paused"), "{err}");
+    c.start();
+    let err = fails(&c.v(&["checkpoint", "--lazy-pages", &image_arg(img.path()), &c.id]));
+    assert!(err.contains("--lazy-pages") && err.contains(&c.id), "{err}");
+    let err = fails(&c.v(&[
+        "checkpoint",
+        "--empty-ns",
+        "pid",
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    assert!(
+        err.contains("--empty-ns") && err.contains("network namespace") && err.contains("pid"),
+        "{err}"
+    );
+    assert_eq!(
+        c.status(),
+        "running",
+        "a refused checkpoint changed nothing"
+    );
+    gone(&c, &c.id);
+}
+
+#[test]
+fn a_failed_dump_names_criu_log_and_keeps_the_container() {
+    require_root!();
+    let c = counter("cr-dumpfail", |_| {});
+    let img = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // Where CRIU works, a dump is made to fail by a parent image that does
+    // not exist; where it does not, any dump fails.
+    let parent = "--parent-path=../no-such-parent";
+    let out = c.v(&[
+        "checkpoint",
+        parent,
+        &image_arg(img.path()),
+        &format!("--work-path={}", work.path().display()),
+        &c.id,
+    ]);
+    if out.status.success() {
+        // CRIU accepted a missing parent (it then dumps all memory): the
+        // container is stopped as after any checkpoint.
+        assert_eq!(c.status(), "stopped");
+        gone(&c, &c.id);
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let log = work.path().join("dump.log");
+    assert!(err.contains(&c.id), "{err}");
+    assert!(err.contains("criu dump failed"), "{err}");
+    assert!(err.contains(log.to_str().unwrap()), "{err}");
+    assert!(log.exists(), "no CRIU log at {}", log.display());
+    // The failed dump left the container as it was.
+    assert_eq!(c.status(), "running");
+    counts_on(&c, count(&c));
+    gone(&c, &c.id);
+}
