@@ -18,9 +18,15 @@ use vessel_tests::{leaks, require_root};
 /// A shell loop that writes an increasing count to /tmp/count every 50 ms.
 const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done";
 
+/// The CRIU under test: `$VESSEL_TEST_CRIU` (a build newer than the
+/// distribution's, passed to vessel as `--criu`), else `criu` on PATH.
+fn criu_bin() -> Option<String> {
+    std::env::var("VESSEL_TEST_CRIU").ok()
+}
+
 /// `Err` with CRIU's own error lines when `criu check` fails here.
 fn criu_check() -> Result<(), String> {
-    let out = Command::new("criu")
+    let out = Command::new(criu_bin().unwrap_or_else(|| "criu".into()))
         .arg("check")
         .output()
         .map_err(|e| format!("cannot run criu: {e} (apt-get install criu)"))?;
@@ -43,6 +49,15 @@ fn criu_works(what: &str) -> bool {
     }
 }
 
+/// A container using the CRIU under test.
+fn ctr(tag: &str, args: &[&str]) -> Ctr {
+    let mut c = Ctr::new(tag, args);
+    if let Some(criu) = criu_bin() {
+        c.global = vec!["--criu".into(), criu];
+    }
+    c
+}
+
 /// The counter's last value as the container wrote it into its rootfs.
 fn count(c: &Ctr) -> u64 {
     fs::read_to_string(c.bundle.rootfs().join("tmp/count"))
@@ -54,7 +69,7 @@ fn count(c: &Ctr) -> u64 {
 /// A running counter container whose arguments name its id (so a leaked
 /// process is found by the leak check).
 fn counter(tag: &str, mutate: impl FnOnce(&mut Ctr)) -> Ctr {
-    let mut c = Ctr::new(tag, &["sleep", "1"]);
+    let mut c = ctr(tag, &["sleep", "1"]);
     let id = c.id.clone();
     c.config()["process"]["args"] = json!(["sh", "-c", COUNTER, id]);
     // The count is written into the rootfs, where the test reads it.
@@ -216,7 +231,7 @@ fn restore_refused(c: &Ctr, id: &str, img: &Path, needles: &[&str]) -> String {
 #[test]
 fn restore_from_a_missing_or_empty_image_fails_cleanly() {
     require_root!();
-    let c = Ctr::new("cr-noimg", &["sleep", "1000"]);
+    let c = ctr("cr-noimg", &["sleep", "1000"]);
     let img = tempfile::tempdir().unwrap();
     let missing = img.path().join("nope");
     restore_refused(&c, &c.id, &missing, &["image path", "nope"]);
@@ -227,7 +242,7 @@ fn restore_from_a_missing_or_empty_image_fails_cleanly() {
 #[test]
 fn restore_of_a_corrupt_image_names_criu_log_and_leaves_nothing() {
     require_root!();
-    let c = Ctr::new("cr-corrupt", &["sleep", "1000"]);
+    let c = ctr("cr-corrupt", &["sleep", "1000"]);
     let img = tempfile::tempdir().unwrap();
     fs::write(img.path().join("inventory.img"), b"not a criu image at all").unwrap();
     // This goes all the way to criu: the container's cgroup is made and
@@ -244,7 +259,7 @@ fn restore_of_a_corrupt_image_names_criu_log_and_leaves_nothing() {
 #[test]
 fn checkpoint_refuses_what_it_cannot_do() {
     require_root!();
-    let c = Ctr::new("cr-refuse", &["sleep", "1000"]);
+    let c = ctr("cr-refuse", &["sleep", "1000"]);
     let img = tempfile::tempdir().unwrap();
     // Nothing to checkpoint yet.
     let err = fails(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));

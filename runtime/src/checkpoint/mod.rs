@@ -34,7 +34,7 @@ pub const DESCRIPTORS: &str = "descriptors.json";
 pub enum CheckpointError {
     /// Loading, locking or recording the container failed.
     #[error(transparent)]
-    Container(#[from] ContainerError),
+    Container(Box<ContainerError>),
     /// vm mode has no checkpoint yet.
     #[error(
         "container {id:?} runs in a VM: checkpoint and restore are not supported yet for VM \
@@ -94,6 +94,12 @@ pub enum CheckpointError {
         /// Its error lines.
         errors: String,
     },
+}
+
+impl From<ContainerError> for CheckpointError {
+    fn from(e: ContainerError) -> Self {
+        CheckpointError::Container(Box::new(e))
+    }
 }
 
 impl CheckpointError {
