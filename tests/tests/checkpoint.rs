@@ -111,7 +111,7 @@ fn counter_keeps_counting_across_checkpoint_and_restore() {
     let c = counter("cr-count", |_| {});
     let img = tempfile::tempdir().unwrap();
     let old_pid = c.pid();
-    ok(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    ok(&c.v(&["checkpoint", "--shell-job", &image_arg(img.path()), &c.id]));
     assert_eq!(c.status(), "stopped");
     let at = count(&c);
     std::thread::sleep(Duration::from_millis(300));
@@ -192,7 +192,7 @@ fn checkpoint_of_a_container_with_a_bind_mount() {
         c.config()["process"]["args"] = json!(["sh", "-c", script, id]);
     });
     let img = tempfile::tempdir().unwrap();
-    ok(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    ok(&c.v(&["checkpoint", "--shell-job", &image_arg(img.path()), &c.id]));
     let at = count(&c);
     let b = c.bundle.path().to_str().unwrap().to_string();
     ok(&c.v(&[

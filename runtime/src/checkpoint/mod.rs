@@ -237,9 +237,11 @@ pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(),
     for dir in [image.as_path(), opts.criu.work()] {
         std::fs::create_dir_all(dir).map_err(|e| CheckpointError::io(id, "image path", dir, e))?;
     }
-    if !opts.pre_dump {
-        save_descriptors(id, c.state.pid, image)?;
-    }
+    let stdio_external = if opts.pre_dump {
+        Vec::new()
+    } else {
+        save_descriptors(id, c.state.pid, image)?
+    };
 
     let action = if opts.pre_dump { "pre-dump" } else { "dump" };
     let mut args = vec![
@@ -251,6 +253,7 @@ pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(),
     ];
     args.extend(opts.criu.args());
     args.extend(criu::dump_mount_args(&spec));
+    args.extend(stdio_external);
     if let Some(netns) = criu::joined_netns(&spec) {
         // A namespace the container joined outlives it: CRIU records only
         // its key, and restore hands the namespace back by that key.
@@ -294,19 +297,54 @@ pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(),
     Ok(())
 }
 
-/// Records what `/proc/<pid>/fd/{0,1,2}` point at, as runc does, so that
-/// restore can pass its own stdio in place of pipes that died with the
-/// dumping side.
-fn save_descriptors(id: &str, pid: i32, image: &Path) -> Result<(), CheckpointError> {
-    let links: Vec<String> = (0..3)
-        .map(|fd| {
-            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
-        })
-        .collect();
+/// Records the container's stdio (init's fds 0, 1, 2) under the keys CRIU
+/// knows them by, and returns the `--external` options that keep CRIU
+/// from looking for them: like runc, a restore hands its own stdio in
+/// their place (the dumping side's pipes, and files of the host's mounts
+/// outside the container, cannot be reopened by CRIU).
+fn save_descriptors(id: &str, pid: i32, image: &Path) -> Result<Vec<String>, CheckpointError> {
+    let mut keys = Vec::new();
+    let mut external = Vec::new();
+    for fd in 0..3 {
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let key = if link.is_empty() {
+            String::new()
+        } else if link.starts_with("pipe:") || link.starts_with("socket:") {
+            // CRIU names pipes and sockets by their link text.
+            link
+        } else {
+            let key = file_key(pid, fd).map_err(|e| {
+                CheckpointError::io(
+                    id,
+                    "reading",
+                    Path::new(&format!("/proc/{pid}/fdinfo/{fd}")),
+                    e,
+                )
+            })?;
+            external.extend(["--external".to_string(), key.clone()]);
+            key
+        };
+        keys.push(key);
+    }
     let path = image.join(DESCRIPTORS);
-    let json = serde_json::to_vec(&links).expect("strings serialize");
+    let json = serde_json::to_vec(&keys).expect("strings serialize");
     crate::utils::write_atomic(&path, &json)
-        .map_err(|e| CheckpointError::io(id, "writing", &path, e))
+        .map_err(|e| CheckpointError::io(id, "writing", &path, e))?;
+    Ok(external)
+}
+
+/// CRIU's key of a regular file open as `fd` in `pid`: `file[<mnt_id>:<ino>]`
+/// in hex, the mount from fdinfo and the inode of the open file.
+fn file_key(pid: i32, fd: i32) -> std::io::Result<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))?;
+    let mnt: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::other("no mnt_id"))?;
+    let ino =
+        std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))?);
+    Ok(format!("file[{mnt:x}:{ino:x}]"))
 }

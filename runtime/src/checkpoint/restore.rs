@@ -109,7 +109,10 @@ impl Spawner for CriuSpawner {
         let linux = new.bundle.linux();
 
         // The restored tree inherits criu's cgroups: criu joins the
-        // container's cgroup (created and limited here) before it forks.
+        // container's cgroup (created and limited here, from the bundle)
+        // before it forks. No `--cgroup-root`: the dumped cgroup is not
+        // this one (a new id), and CRIU would recreate it, while
+        // `--manage-cgroups` governs what CRIU restores below it.
         let res = linux.resources().clone().unwrap_or_default();
         new.cgroup
             .apply(&res, false)
@@ -132,8 +135,6 @@ impl Spawner for CriuSpawner {
             pid_file.display().to_string(),
             "--root".into(),
             root_dir.display().to_string(),
-            "--cgroup-root".into(),
-            new.cgroup.path().display().to_string(),
         ];
         args.extend(self.criu.args());
         args.extend(criu::restore_mount_args(spec, &new.bundle.dir));
@@ -154,12 +155,27 @@ impl Spawner for CriuSpawner {
             inherit.push(fd.as_raw_fd());
             keep.push(fd);
         }
-        for (fd, link) in dumped_stdio(&self.criu.image_path).iter().enumerate() {
-            // Pipes and sockets of the dumping side are gone; files are
-            // reopened by path by CRIU itself.
-            if link.starts_with("pipe:") || link.starts_with("socket:") {
-                args.extend(["--inherit-fd".into(), format!("fd[{fd}]:{link}")]);
+        for (fd, key) in dumped_stdio(&self.criu.image_path).iter().enumerate() {
+            // The container's stdio was external to the image: ours (this
+            // restore's) takes its place, as with runc.
+            if key.is_empty() {
+                continue;
             }
+            // criu's own stdio is not ours: hand it a copy by number.
+            // SAFETY: F_DUPFD_CLOEXEC on our own stdio returns a new fd.
+            let copy = unsafe { libc::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, 10) };
+            if copy < 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(Error::io(&id, "duplicating our stdio for", None, e));
+            }
+            // SAFETY: `copy` was just created and is owned only here.
+            let copy = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) };
+            args.extend([
+                "--inherit-fd".into(),
+                format!("fd[{}]:{key}", copy.as_raw_fd()),
+            ]);
+            inherit.push(copy.as_raw_fd());
+            keep.push(copy);
         }
 
         let rootfs = cstr(&new.bundle.rootfs);

@@ -272,6 +272,11 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), String> {
             terminal::setup_console(console.as_fd(), process.console_size().as_ref())?;
         rootfs::mount_console(Path::new(&name)).map_err(|e| e.to_string())?;
         terminal::make_controlling(&slave).map_err(|e| format!("process.terminal: {e}"))?;
+    } else {
+        // A session of its own, as with a terminal (and as runc does): a
+        // session whose leader lies outside the container's pid namespace
+        // cannot be checkpointed by CRIU.
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     }
     rootfs::finalize(spec).map_err(|e| e.to_string())?;
     if let Some(linux) = spec.linux() {
