@@ -372,3 +372,52 @@ fn a_failed_dump_names_criu_log_and_keeps_the_container() {
     counts_on(&c, count(&c));
     gone(&c, &c.id);
 }
+
+#[test]
+fn pre_dump_chain_then_restore() {
+    require_root!();
+    if !criu_works("pre-dump chain") {
+        return;
+    }
+    if let Err(why) = Command::new(criu_bin().unwrap_or_else(|| "criu".into()))
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .map_err(|e| e.to_string())
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr)
+                    .trim()
+                    .replace('\n', "; "))
+            }
+        })
+    {
+        eprintln!("SKIP pre-dump chain: `criu check --feature mem_dirty_track` fails: {why}");
+        return;
+    }
+    let c = counter("cr-pre", |_| {});
+    let base = tempfile::tempdir().unwrap();
+    let pre = base.path().join("pre");
+    let full = base.path().join("full");
+    ok(&c.v(&["checkpoint", "--pre-dump", &image_arg(&pre), &c.id]));
+    // A pre-dump leaves the container running.
+    assert_eq!(c.status(), "running");
+    counts_on(&c, count(&c));
+    ok(&c.v(&[
+        "checkpoint",
+        "--parent-path=../pre",
+        &image_arg(&full),
+        &c.id,
+    ]));
+    assert_eq!(c.status(), "stopped");
+    // The final dump refers to its parent instead of copying every page.
+    let parent = fs::read_link(full.join("parent")).expect("no parent link in the image");
+    assert_eq!(parent, Path::new("../pre"));
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    ok(&c.v(&["restore", "-d", "--bundle", &b, &image_arg(&full), &c.id]));
+    let resumed = count(&c);
+    assert!(resumed > 0, "restored counter reads {resumed}");
+    counts_on(&c, resumed);
+    gone(&c, &c.id);
+}
