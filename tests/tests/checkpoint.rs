@@ -421,3 +421,42 @@ fn pre_dump_chain_then_restore() {
     counts_on(&c, resumed);
     gone(&c, &c.id);
 }
+
+#[test]
+fn restore_of_a_vm_bundle_is_refused_and_leaves_nothing() {
+    require_root!();
+    let mut c = ctr("cr-vmrestore", &["sleep", "1000"]);
+    c.config()["annotations"] = json!({"io.vessel.isolation": "vm"});
+    c.write();
+    let img = tempfile::tempdir().unwrap();
+    // An image that passes vessel's own check: the mode is refused before
+    // CRIU or a VM is started.
+    fs::write(img.path().join("inventory.img"), b"x").unwrap();
+    restore_refused(
+        &c,
+        &c.id,
+        img.path(),
+        &["not supported yet for VM containers"],
+    );
+}
+
+#[test]
+fn checkpoint_of_a_vm_container_is_refused() {
+    require_root!();
+    if !vessel_tests::vm::vm_available() {
+        return;
+    }
+    let c = vessel_tests::vm::VmCtr::new("cr-vm", &["sleep", "1000"]);
+    ok(&c.create_with(&[]));
+    c.start();
+    let img = tempfile::tempdir().unwrap();
+    let err = fails(&c.v(&["checkpoint", &image_arg(img.path()), &c.id]));
+    assert!(
+        err.contains(&c.id) && err.contains("not supported yet for VM containers (issue 22)"),
+        "{err}"
+    );
+    // Refused before anything: no image written, the VM still runs.
+    assert_eq!(fs::read_dir(img.path()).unwrap().count(), 0);
+    assert_eq!(c.status(), "running");
+    ok(&c.v(&["delete", "--force", &c.id]));
+}
