@@ -460,3 +460,42 @@ fn checkpoint_of_a_vm_container_is_refused() {
     assert_eq!(c.status(), "running");
     ok(&c.v(&["delete", "--force", &c.id]));
 }
+
+#[test]
+fn checkpoint_of_a_paused_container_then_restore() {
+    require_root!();
+    if !criu_works("checkpoint of a paused container") {
+        return;
+    }
+    let c = counter("cr-paused", |_| {});
+    let at = count(&c);
+    ok(&c.v(&["pause", &c.id]));
+    let img = tempfile::tempdir().unwrap();
+    ok(&c.v(&[
+        "checkpoint",
+        "--leave-running",
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    // CRIU leaves the freezer as it found it.
+    assert_eq!(c.status(), "paused");
+    ok(&c.v(&["resume", &c.id]));
+    counts_on(&c, at);
+    gone(&c, &c.id);
+    let b = c.bundle.path().to_str().unwrap().to_string();
+    // The image of a frozen tree records the freezer; vessel's cgroup is
+    // the restored one's, so CRIU is told to leave cgroups alone.
+    ok(&c.v(&[
+        "restore",
+        "-d",
+        "--manage-cgroups-mode=ignore",
+        "--bundle",
+        &b,
+        &image_arg(img.path()),
+        &c.id,
+    ]));
+    assert_eq!(c.status(), "running");
+    let resumed = count(&c);
+    counts_on(&c, resumed);
+    gone(&c, &c.id);
+}

@@ -265,6 +265,14 @@ pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(),
             format!("net[{ino}]:{}", criu::NETNS_KEY),
         ]);
     }
+    if status == Status::Paused {
+        // The tree is frozen: CRIU must use the freezer rather than stop
+        // each task by ptrace, and it leaves it frozen as it found it.
+        let cg = c.cgroup()?;
+        if let Some(dir) = cg.v1_dir("freezer").or_else(|| cg.v2_dir()) {
+            args.extend(["--freeze-cgroup".into(), dir.display().to_string()]);
+        }
+    }
     if opts.pre_dump || opts.parent_path.is_some() {
         // Pre-dumps track memory changes so the next dump stores only those.
         args.push("--track-mem".into());
