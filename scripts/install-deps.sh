@@ -12,7 +12,7 @@ apt-get install -y -q --no-install-recommends \
   hyperfine fio e2fsprogs erofs-utils \
   sysbench dbench iperf3 bzip2 mariadb-server fonts-dejavu-core \
   qemu-system-x86 linux-image-cloud-amd64 cpio libc6-dev \
-  protobuf-compiler
+  protobuf-compiler criu
 if ! command -v cargo >/dev/null 2>&1; then
   apt-get install -y -q cargo rustc
 fi

@@ -2,6 +2,7 @@
 //! does; the CLI in `src/cli/` only parses arguments, calls in here and prints.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod container;
 pub mod features;
 pub mod hooks;

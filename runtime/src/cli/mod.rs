@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch.
 
 mod bench;
+mod checkpoint;
 mod create;
 mod delete;
 mod events;
@@ -10,6 +11,7 @@ mod kill;
 mod list;
 mod pause;
 mod ps;
+mod restore;
 mod run;
 mod spec;
 mod start;
@@ -54,9 +56,9 @@ pub struct Cli {
     /// Runtime configuration file (TOML; default /etc/vessel/config.toml).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Accepted for runc compatibility (checkpointing is not supported).
-    #[arg(long, hide = true)]
-    pub criu: Option<String>,
+    /// The CRIU program for checkpoint and restore (default: `criu` on PATH).
+    #[arg(long, global = true)]
+    pub criu: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +92,10 @@ enum Command {
     Events(events::Args),
     /// Change a running container's resources.
     Update(update::Args),
+    /// Checkpoint a running container with CRIU (container mode).
+    Checkpoint(checkpoint::Args),
+    /// Restore a container from a CRIU checkpoint (container mode).
+    Restore(restore::Args),
     /// Print what this runtime supports, as JSON.
     Features,
     /// Write a default config.json into a bundle.
@@ -165,6 +171,8 @@ pub fn main() -> ExitCode {
         Command::Resume(a) => pause::resume(&cli, a),
         Command::Events(a) => events::run(&cli, a),
         Command::Update(a) => update::run(&cli, a),
+        Command::Checkpoint(a) => checkpoint::run(&cli, a),
+        Command::Restore(a) => restore::run(&cli, a),
         Command::Features => features::run(&cli),
         Command::Spec(a) => spec::run(a),
         Command::Bench(a) => bench::run(a),

@@ -290,6 +290,20 @@ fn check(opts: &CreateOptions) -> Result<Bundle, Error> {
 
 /// Creates container `opts.id`: on success its workload waits for `start`.
 pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
+    create_with(opts, crate::isolation::prepare)
+}
+
+/// [`create`] with another spawner: `restore` uses the same skeleton
+/// (checks, state directory, ledger, cleanup guard) with CRIU bringing the
+/// processes back. A spawner that sets the status itself (running) keeps it.
+pub fn create_with<P>(opts: &CreateOptions, prepare: P) -> Result<Created, Error>
+where
+    P: FnOnce(
+        Isolation,
+        &CreateOptions,
+        &Bundle,
+    ) -> Result<Box<dyn crate::isolation::Spawner>, Error>,
+{
     let id = opts.id.as_str();
     super::check_id(id)?;
     tracing::debug!("create {id}: checking the bundle");
@@ -299,7 +313,7 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
             id: id.into(),
             source: Box::new(source),
         })?;
-    let spawner = crate::isolation::prepare(mode, opts, &bundle)?;
+    let spawner = prepare(mode, opts, &bundle)?;
     tracing::debug!("create {id}: bundle checked, {mode} mode");
 
     // Opening the cgroup creates nothing yet.
@@ -348,7 +362,9 @@ pub fn create(opts: &CreateOptions) -> Result<Created, Error> {
     let mut state = new.state;
     tracing::debug!("create {id}: spawned");
 
-    state.status = Status::Created;
+    if state.status == Status::Creating {
+        state.status = Status::Created;
+    }
     state
         .save(&dir)
         .map_err(|x| Error::io(id, "write state", None, x))?;

@@ -8,7 +8,7 @@ mod exec;
 mod lifecycle;
 mod run;
 
-pub use create::{create, CreateOptions, Created};
+pub use create::{create, create_with, CreateOptions, Created};
 pub use exec::{exec, ExecOptions, ExecPlan, SubCgroupError};
 pub use lifecycle::{
     delete, kill, kill_all, parse_signal, pause, ps, resume, start, stats, stop_processes, update,
@@ -26,6 +26,10 @@ use crate::state::{Lock, State, Status};
 /// field, file or step that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Restoring from a checkpoint failed (the error names the container
+    /// and CRIU's log).
+    #[error(transparent)]
+    Checkpoint(Box<crate::checkpoint::CheckpointError>),
     /// No such container.
     #[error("container {0:?} does not exist")]
     NotFound(String),

@@ -93,6 +93,9 @@ pub(super) enum InitError {
         #[source]
         source: nix::Error,
     },
+    /// setsid(2) for an init without a terminal.
+    #[error("setsid: {0}")]
+    Setsid(#[source] nix::Error),
     /// The spec has no `process`.
     #[error("process: missing")]
     NoProcess,
@@ -386,6 +389,11 @@ fn init_inner(ctx: &InitCtx<'_>) -> Result<(), InitError> {
             terminal::setup_console(console.as_fd(), process.console_size().as_ref())?;
         rootfs::mount_console(Path::new(&name))?;
         terminal::make_controlling(&slave).map_err(terminal::ConsoleError::Controlling)?;
+    } else {
+        // A session of its own, as with a terminal (and as runc does): a
+        // session whose leader lies outside the container's pid namespace
+        // cannot be checkpointed by CRIU.
+        nix::unistd::setsid().map_err(InitError::Setsid)?;
     }
     rootfs::finalize(spec)?;
     if let Some(linux) = spec.linux() {
