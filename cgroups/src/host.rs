@@ -58,6 +58,11 @@ pub struct Host {
     pub v1: BTreeMap<String, PathBuf>,
     /// The cgroup2 mount: the root on v2, `unified` on a hybrid host.
     pub unified: Option<PathBuf>,
+    /// Root of the mounted subtree of each cgroup mount point (mountinfo's
+    /// fourth field; `/` unless a subtree is mounted, as in a container
+    /// without a cgroup namespace). Kept from the same read so placing a
+    /// cgroup does not read mountinfo again; empty when not from mountinfo.
+    pub mount_roots: BTreeMap<PathBuf, PathBuf>,
 }
 
 impl Host {
@@ -75,6 +80,7 @@ impl Host {
         let mut v1 = BTreeMap::new();
         let mut unified = None;
         let mut root_is_v2 = false;
+        let mut mount_roots = BTreeMap::new();
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
                 continue;
@@ -88,6 +94,11 @@ impl Host {
             }
             let mut right = right.split_whitespace();
             let fstype = right.next().unwrap_or("");
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                if let Some(r) = left.split_whitespace().nth(3) {
+                    mount_roots.insert(mount_point.clone(), PathBuf::from(unescape_mountinfo(r)));
+                }
+            }
             let super_opts = right.nth(1).unwrap_or("");
             match fstype {
                 "cgroup2" => {
@@ -125,6 +136,7 @@ impl Host {
             root: root.to_path_buf(),
             v1,
             unified,
+            mount_roots,
         })
     }
 
@@ -136,6 +148,7 @@ impl Host {
             root: root.to_path_buf(),
             v1: BTreeMap::new(),
             unified: Some(root.to_path_buf()),
+            mount_roots: BTreeMap::new(),
         }
     }
 
@@ -204,6 +217,23 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    #[test]
+    fn keeps_the_root_of_each_cgroup_mount() {
+        let mi = "35 31 0:32 /lxc/c\\040d /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                  50 22 0:40 /x /tmp rw - tmpfs tmpfs rw\n";
+        let h = Host::from_mountinfo(mi, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(
+            h.mount_roots[Path::new("/sys/fs/cgroup/memory")],
+            Path::new("/lxc/c d")
+        );
+        assert_eq!(
+            h.mount_roots[Path::new("/sys/fs/cgroup/unified")],
+            Path::new("/")
+        );
+        assert!(!h.mount_roots.contains_key(Path::new("/tmp")));
+    }
 
     #[test]
     fn hybrid_layout() {
