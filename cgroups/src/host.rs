@@ -68,10 +68,32 @@ pub struct Host {
 impl Host {
     /// Detects the layout under [`crate::CGROUP_ROOT`] from
     /// `/proc/self/mountinfo`.
+    ///
+    /// The result is kept with the open mountinfo file: the kernel flags
+    /// that file (POLLPRI) when the namespace's mount table changes, so a
+    /// later call re-reads only then (one poll instead of parsing a table
+    /// that grows with the host's mounts), and only in the same mount
+    /// namespace (checked by its `/proc/self/ns/mnt` link).
     pub fn detect() -> Result<Self, CgroupError> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}")))?;
-        Self::from_mountinfo(&mountinfo, Path::new(crate::CGROUP_ROOT))
+        let ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+        let mut cache = DETECTED.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(c), Some(ns)) = (cache.as_ref(), ns.as_ref()) {
+            if &c.ns == ns && !mount_table_changed(&c.file) {
+                return Ok(c.host.clone());
+            }
+        }
+        let err =
+            |e: std::io::Error| CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}"));
+        let mut file = std::fs::File::open("/proc/self/mountinfo").map_err(err)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(err)?;
+        let host = Self::from_mountinfo(&text, Path::new(crate::CGROUP_ROOT))?;
+        *cache = ns.map(|ns| Detected {
+            file,
+            ns,
+            host: host.clone(),
+        });
+        Ok(host)
     }
 
     /// Builds the layout from the text of a mountinfo file, keeping the
@@ -184,6 +206,26 @@ impl Host {
     }
 }
 
+/// The last detected layout, with the mountinfo file it was read from.
+struct Detected {
+    file: std::fs::File,
+    ns: PathBuf,
+    host: Host,
+}
+
+static DETECTED: std::sync::Mutex<Option<Detected>> = std::sync::Mutex::new(None);
+
+/// Whether the mount table behind an open mountinfo file changed since it
+/// was opened or last polled (the kernel reports POLLPRI | POLLERR then).
+/// Any poll failure counts as a change.
+fn mount_table_changed(file: &std::fs::File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+    let rc = poll(&mut fds, PollTimeout::ZERO);
+    !matches!(rc, Ok(0)) || fds[0].revents().is_none_or(|r| !r.is_empty())
+}
+
 /// Undoes mountinfo's octal escapes (space, tab, newline, backslash).
 pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
@@ -217,6 +259,52 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    #[test]
+    fn a_mount_flags_the_open_mountinfo() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        // A thread of its own in a private mount namespace: the host and
+        // the other tests' threads never see the mount.
+        std::thread::spawn(|| {
+            use nix::mount::{mount, umount, MsFlags};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            let none = None::<&str>;
+            mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let f = std::fs::File::open("/proc/thread-self/mountinfo").unwrap();
+            assert!(!mount_table_changed(&f), "nothing mounted yet");
+            mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                none,
+            )
+            .unwrap();
+            let changed = mount_table_changed(&f);
+            let again = mount_table_changed(&f);
+            umount(dir.path()).unwrap();
+            assert!(changed, "a mount must flag the file");
+            assert!(!again, "the flag is cleared once polled");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn detect_twice_gives_the_same_layout() {
+        let (Ok(a), Ok(b)) = (Host::detect(), Host::detect()) else {
+            eprintln!("skipped: no cgroup filesystem here");
+            return;
+        };
+        assert_eq!(a.mode, b.mode);
+        assert_eq!(a.v1, b.v1);
+        assert_eq!(a.unified, b.unified);
+    }
 
     #[test]
     fn keeps_the_root_of_each_cgroup_mount() {

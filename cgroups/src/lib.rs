@@ -649,8 +649,11 @@ impl Cgroup {
             lib.set_cpu(Some(cpu));
         }
         let devices_dir = self.v1_dir("devices");
-        let direct =
-            !v2 && apart.is_empty() && !disable_oom_killer && devices_v1::only_devices(&lib);
+        // A devices controller off the main path is split_v1's business.
+        let direct = !v2
+            && !apart.contains(&"devices")
+            && !disable_oom_killer
+            && devices_v1::only_devices(&lib);
         if let (true, Some(dir)) = (direct, devices_dir) {
             // Only device rules for libcgroups: written directly (see
             // devices_v1 for why its v1 manager is not built for this).
