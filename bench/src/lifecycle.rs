@@ -207,8 +207,21 @@ pub(crate) fn ensure_hugetlb(cleanup: &mut Cleanup) -> Result<()> {
             let _ = fs::remove_dir(HUGETLB_V1);
         }
         if removed_from_unified {
-            fs::write(UNIFIED_SUBTREE, "+hugetlb")
-                .with_context(|| format!("restoring +hugetlb in {UNIFIED_SUBTREE}"))?;
+            // The kernel frees an unmounted v1 hierarchy asynchronously;
+            // until then the controller cannot move back (ENOENT).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match fs::write(UNIFIED_SUBTREE, "+hugetlb") {
+                    Ok(()) => break,
+                    Err(_) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    Err(e) => {
+                        return Err(anyhow!(e))
+                            .with_context(|| format!("restoring +hugetlb in {UNIFIED_SUBTREE}"))
+                    }
+                }
+            }
         }
         Ok(())
     });
