@@ -207,14 +207,21 @@ pub(crate) fn ensure_hugetlb(cleanup: &mut Cleanup) -> Result<()> {
             let _ = fs::remove_dir(HUGETLB_V1);
         }
         if removed_from_unified {
-            // The kernel frees an unmounted v1 hierarchy asynchronously;
-            // until then the controller cannot move back (ENOENT).
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            // The kernel frees an unmounted v1 hierarchy asynchronously
+            // (measured here: 1-2 minutes after the containers that saw
+            // the mount are gone); until then the controller cannot move
+            // back (ENOENT).
+            let start = std::time::Instant::now();
+            let mut told = false;
             loop {
                 match fs::write(UNIFIED_SUBTREE, "+hugetlb") {
                     Ok(()) => break,
-                    Err(_) if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    Err(_) if start.elapsed() < std::time::Duration::from_secs(300) => {
+                        if !told && start.elapsed() > std::time::Duration::from_secs(2) {
+                            println!("waiting for the kernel to free the v1 hugetlb hierarchy to give hugetlb back to {UNIFIED_SUBTREE} (up to 5 min)");
+                            told = true;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(200));
                     }
                     Err(e) => {
                         return Err(anyhow!(e))
