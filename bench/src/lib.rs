@@ -66,6 +66,14 @@ pub fn find_vessel(explicit: Option<&Path>) -> PathBuf {
     PathBuf::from("target/release/vessel")
 }
 
+/// `vessel-bench-launcher` next to the running executable.
+pub fn find_launcher() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("vessel-bench-launcher")))
+        .unwrap_or_else(|| PathBuf::from("target/release/vessel-bench-launcher"))
+}
+
 /// The first `name` found in `PATH`, if any.
 pub fn which(name: &str) -> Option<PathBuf> {
     if name.contains('/') {

@@ -424,25 +424,37 @@ enum MechanismArg {
 
 #[derive(clap::Args, Debug)]
 struct LifecycleArgs {
-    /// Runs per runtime (in hyperfine and again in the wait4 loop).
+    /// Measured runs per runtime; the runtimes interleave, their order
+    /// rotating every round (ABC, BCA, CAB, ...).
     #[arg(long, default_value_t = 30)]
     runs: usize,
-    /// hyperfine rounds the runs are split into; the runtime order rotates
-    /// every round so the runtimes interleave.
-    #[arg(long, default_value_t = 5)]
-    rounds: usize,
-    /// hyperfine warm-up runs per round.
+    /// Unmeasured warm-up rounds (one run per runtime each).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Rounds of `sleep 1` containers whose runtime process's RSS and PSS
+    /// are read while they run (0: none).
+    #[arg(long, default_value_t = 5)]
+    idle_runs: usize,
     /// The vessel binary (default: next to vessel-bench, else target/release/vessel).
     #[arg(long)]
     vessel: Option<PathBuf>,
+    /// Another vessel build to compare in the same run, as NAME=PATH
+    /// (repeatable), e.g. --also vessel-old=/tmp/vessel.
+    #[arg(long, value_parser = lifecycle::parse_also)]
+    also: Vec<(String, PathBuf)>,
     /// crun binary (name in PATH or path); skipped with a reason if missing.
     #[arg(long, default_value = "crun")]
     crun: String,
     /// runc binary (name in PATH or path); skipped with a reason if missing.
     #[arg(long, default_value = "runc")]
     runc: String,
+    /// Extra tmpfs mounts made in the suite's private mount namespace (the
+    /// host's table is untouched), to show cost against the mount count.
+    #[arg(long, alias = "host-mounts", default_value_t = 0)]
+    mounts: usize,
+    /// The launcher (default: vessel-bench-launcher next to vessel-bench).
+    #[arg(long)]
+    launcher: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results/lifecycle.json")]
     json: PathBuf,
@@ -478,11 +490,14 @@ fn main() -> ExitCode {
         Suite::Lifecycle(a) => lifecycle::require_root().and_then(|()| {
             lifecycle::run(&lifecycle::Options {
                 runs: a.runs,
-                rounds: a.rounds,
                 warmup: a.warmup,
+                idle_runs: a.idle_runs,
                 vessel: vessel_bench::find_vessel(a.vessel.as_deref()),
+                also: a.also,
                 crun: a.crun,
                 runc: a.runc,
+                mounts: a.mounts,
+                launcher: a.launcher.unwrap_or_else(vessel_bench::find_launcher),
                 json: a.json,
                 tmpdir: a.tmpdir,
             })

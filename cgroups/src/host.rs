@@ -58,15 +58,42 @@ pub struct Host {
     pub v1: BTreeMap<String, PathBuf>,
     /// The cgroup2 mount: the root on v2, `unified` on a hybrid host.
     pub unified: Option<PathBuf>,
+    /// Root of the mounted subtree of each cgroup mount point (mountinfo's
+    /// fourth field; `/` unless a subtree is mounted, as in a container
+    /// without a cgroup namespace). Kept from the same read so placing a
+    /// cgroup does not read mountinfo again; empty when not from mountinfo.
+    pub mount_roots: BTreeMap<PathBuf, PathBuf>,
 }
 
 impl Host {
     /// Detects the layout under [`crate::CGROUP_ROOT`] from
     /// `/proc/self/mountinfo`.
+    ///
+    /// The result is kept with the open mountinfo file: the kernel flags
+    /// that file (POLLPRI) when the namespace's mount table changes, so a
+    /// later call re-reads only then (one poll instead of parsing a table
+    /// that grows with the host's mounts), and only in the same mount
+    /// namespace (checked by its `/proc/self/ns/mnt` link).
     pub fn detect() -> Result<Self, CgroupError> {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}")))?;
-        Self::from_mountinfo(&mountinfo, Path::new(crate::CGROUP_ROOT))
+        let ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+        let mut cache = DETECTED.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(c), Some(ns)) = (cache.as_ref(), ns.as_ref()) {
+            if &c.ns == ns && !mount_table_changed(&c.file) {
+                return Ok(c.host.clone());
+            }
+        }
+        let err =
+            |e: std::io::Error| CgroupError::Host(format!("cannot read /proc/self/mountinfo: {e}"));
+        let mut file = std::fs::File::open("/proc/self/mountinfo").map_err(err)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(err)?;
+        let host = Self::from_mountinfo(&text, Path::new(crate::CGROUP_ROOT))?;
+        *cache = ns.map(|ns| Detected {
+            file,
+            ns,
+            host: host.clone(),
+        });
+        Ok(host)
     }
 
     /// Builds the layout from the text of a mountinfo file, keeping the
@@ -75,6 +102,7 @@ impl Host {
         let mut v1 = BTreeMap::new();
         let mut unified = None;
         let mut root_is_v2 = false;
+        let mut mount_roots = BTreeMap::new();
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
                 continue;
@@ -88,6 +116,11 @@ impl Host {
             }
             let mut right = right.split_whitespace();
             let fstype = right.next().unwrap_or("");
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                if let Some(r) = left.split_whitespace().nth(3) {
+                    mount_roots.insert(mount_point.clone(), PathBuf::from(unescape_mountinfo(r)));
+                }
+            }
             let super_opts = right.nth(1).unwrap_or("");
             match fstype {
                 "cgroup2" => {
@@ -125,6 +158,7 @@ impl Host {
             root: root.to_path_buf(),
             v1,
             unified,
+            mount_roots,
         })
     }
 
@@ -136,6 +170,7 @@ impl Host {
             root: root.to_path_buf(),
             v1: BTreeMap::new(),
             unified: Some(root.to_path_buf()),
+            mount_roots: BTreeMap::new(),
         }
     }
 
@@ -171,6 +206,26 @@ impl Host {
     }
 }
 
+/// The last detected layout, with the mountinfo file it was read from.
+struct Detected {
+    file: std::fs::File,
+    ns: PathBuf,
+    host: Host,
+}
+
+static DETECTED: std::sync::Mutex<Option<Detected>> = std::sync::Mutex::new(None);
+
+/// Whether the mount table behind an open mountinfo file changed since it
+/// was opened or last polled (the kernel reports POLLPRI | POLLERR then).
+/// Any poll failure counts as a change.
+fn mount_table_changed(file: &std::fs::File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLPRI)];
+    let rc = poll(&mut fds, PollTimeout::ZERO);
+    !matches!(rc, Ok(0)) || fds[0].revents().is_none_or(|r| !r.is_empty())
+}
+
 /// Undoes mountinfo's octal escapes (space, tab, newline, backslash).
 pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
@@ -204,6 +259,69 @@ mod tests {
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    #[test]
+    fn a_mount_flags_the_open_mountinfo() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        // A thread of its own in a private mount namespace: the host and
+        // the other tests' threads never see the mount.
+        std::thread::spawn(|| {
+            use nix::mount::{mount, umount, MsFlags};
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            let none = None::<&str>;
+            mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let f = std::fs::File::open("/proc/thread-self/mountinfo").unwrap();
+            assert!(!mount_table_changed(&f), "nothing mounted yet");
+            mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                none,
+            )
+            .unwrap();
+            let changed = mount_table_changed(&f);
+            let again = mount_table_changed(&f);
+            umount(dir.path()).unwrap();
+            assert!(changed, "a mount must flag the file");
+            assert!(!again, "the flag is cleared once polled");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn detect_twice_gives_the_same_layout() {
+        let (Ok(a), Ok(b)) = (Host::detect(), Host::detect()) else {
+            eprintln!("skipped: no cgroup filesystem here");
+            return;
+        };
+        assert_eq!(a.mode, b.mode);
+        assert_eq!(a.v1, b.v1);
+        assert_eq!(a.unified, b.unified);
+    }
+
+    #[test]
+    fn keeps_the_root_of_each_cgroup_mount() {
+        let mi = "35 31 0:32 /lxc/c\\040d /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                  50 22 0:40 /x /tmp rw - tmpfs tmpfs rw\n";
+        let h = Host::from_mountinfo(mi, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(
+            h.mount_roots[Path::new("/sys/fs/cgroup/memory")],
+            Path::new("/lxc/c d")
+        );
+        assert_eq!(
+            h.mount_roots[Path::new("/sys/fs/cgroup/unified")],
+            Path::new("/")
+        );
+        assert!(!h.mount_roots.contains_key(Path::new("/tmp")));
+    }
 
     #[test]
     fn hybrid_layout() {

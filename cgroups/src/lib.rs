@@ -11,6 +11,7 @@
 
 pub mod blockio_mechanisms;
 pub mod blockio_priority;
+mod devices_v1;
 pub mod host;
 pub mod mapping;
 pub mod placement;
@@ -434,15 +435,16 @@ impl Cgroup {
             self.ensure_created()
                 .map_err(|e| self.op_err("add task", e))?;
         }
-        let apart = self.v1_apart();
         let mut extra = Vec::new();
-        if apart.is_empty() {
+        if self.host.mode == CgroupMode::Unified || self.systemd {
             self.manager()?
                 .add_task(Pid::from_raw(pid))
                 .map_err(|e| self.op_err("add task", e))?;
         } else {
-            // libcgroups would put the task on the main path of every
-            // hierarchy: join each controller's own directory instead.
+            // Every v1 hierarchy's directory is known (one mountinfo read,
+            // placement included): joined directly, without building
+            // libcgroups' v1 manager (which re-reads mountinfo and
+            // /proc/self/cgroup for each of its twelve controllers).
             for c in JOINED_V1 {
                 if let Some(d) = self.v1_dir(c).filter(|d| !extra.contains(d)) {
                     extra.push(d);
@@ -646,9 +648,37 @@ impl Cgroup {
             }
             lib.set_cpu(Some(cpu));
         }
+        let devices_dir = self.v1_dir("devices");
+        // A devices controller off the main path is split_v1's business.
+        let direct = !v2
+            && !apart.contains(&"devices")
+            && !disable_oom_killer
+            && devices_v1::only_devices(&lib);
+        if let (true, Some(dir)) = (direct, devices_dir) {
+            // Only device rules for libcgroups: written directly (see
+            // devices_v1 for why its v1 manager is not built for this).
+            devices_v1::apply(&dir, lib.devices().as_deref()).map_err(|(what, e)| {
+                CgroupError::Apply {
+                    path: self.path.clone(),
+                    setting: "linux.resources.devices".into(),
+                    msg: format!("{what}: {e}"),
+                }
+            })?;
+        } else {
+            self.apply_with_libcgroups(&lib, disable_oom_killer)?;
+        }
+        self.apply_vessel_writes(resources, disable_oom_killer, &apart)
+    }
+
+    /// libcgroups' manager applies `lib`.
+    fn apply_with_libcgroups(
+        &self,
+        lib: &LinuxResources,
+        disable_oom_killer: bool,
+    ) -> Result<(), CgroupError> {
         self.manager()?
             .apply(&ControllerOpt {
-                resources: &lib,
+                resources: lib,
                 disable_oom_killer,
                 oom_score_adj: None,
                 freezer_state: None,
@@ -663,15 +693,27 @@ impl Cgroup {
                     },
                     None => self.op_err("apply resources", msg),
                 }
-            })?;
+            })
+    }
 
+    /// The settings vessel writes itself (controllers off the main path,
+    /// and what libcgroups does not map).
+    fn apply_vessel_writes(
+        &self,
+        resources: &LinuxResources,
+        disable_oom_killer: bool,
+        apart: &[&str],
+    ) -> Result<(), CgroupError> {
+        let v2 = self.host.mode == CgroupMode::Unified;
+        let hugetlb_on_v2_side =
+            self.host.mode == CgroupMode::Hybrid && !self.host.has_v1("hugetlb");
         let mut writes: Vec<(PathBuf, String, String)> = Vec::new();
         let push =
             |w: &mut Vec<(PathBuf, String, String)>, dir: &Path, file: &str, v: String, s: &str| {
                 w.push((dir.join(file), v, s.to_string()));
             };
 
-        for c in &apart {
+        for c in apart {
             let Some(dir) = self.v1_dir(c) else { continue };
             for (file, v, s) in split_v1::writes(c, resources, disable_oom_killer) {
                 push(&mut writes, &dir, file, v, &s);

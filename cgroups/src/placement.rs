@@ -175,9 +175,17 @@ impl OwnCgroups {
     pub fn of_self(host: &Host) -> Result<Self, String> {
         let text = std::fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
-        let roots = mount_roots(&mountinfo);
+        // The roots come with a host read from mountinfo; a host built
+        // otherwise (a test's cgroup2 mount) has them read here.
+        let read;
+        let roots = if host.mount_roots.is_empty() {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+                .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+            read = mount_roots(&mountinfo);
+            &read
+        } else {
+            &host.mount_roots
+        };
         let mut own = Self::parse(&text);
         let strip = |p: &mut PathBuf, mount: Option<&PathBuf>| {
             let root = mount.and_then(|m| roots.get(m));
@@ -254,6 +262,7 @@ mod tests {
             root: "/sys/fs/cgroup".into(),
             v1,
             unified: Some("/sys/fs/cgroup/unified".into()),
+            mount_roots: BTreeMap::new(),
         }
     }
 

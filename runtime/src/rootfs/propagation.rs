@@ -9,9 +9,7 @@
 //! `rootfsPropagation` is applied only to the container's own root, after
 //! `pivot_root` or the move, when `/` no longer has a host peer.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 
@@ -32,6 +30,13 @@ pub(crate) fn initial_root_flags(requested: Option<MsFlags>) -> MsFlags {
 
 /// Cut the namespace off from the host's peer groups and bind the rootfs
 /// onto itself as a private mount, ready for `pivot_root` or `MS_MOVE`.
+///
+/// After the recursive rslave (or rprivate) of `/`, no mount of this
+/// namespace is shared or unbindable (making a mount a slave clears both),
+/// so the rootfs' parent mount needs no change of its own: pivot_root and
+/// MS_MOVE only refuse a shared parent, and a bind under a mount that is
+/// not shared propagates nowhere. Finding that parent would cost a read of
+/// /proc/self/mountinfo, which grows with the host's mount table.
 pub(crate) fn isolate_and_bind_root(
     rootfs: &Path,
     requested: Option<MsFlags>,
@@ -39,17 +44,6 @@ pub(crate) fn isolate_and_bind_root(
     let none = None::<&str>;
     mount(none, "/", none, initial_root_flags(requested), none)
         .map_err(|e| RootfsError::sys(FIELD, "make / rslave before mounting", e))?;
-    // The rootfs' parent mount private: the self-bind below then neither
-    // propagates anywhere nor becomes a peer of anything, and pivot_root
-    // and MS_MOVE accept it (both refuse a shared parent).
-    let parent = mount_point_of(rootfs)?;
-    mount(none, &parent, none, MsFlags::MS_PRIVATE, none).map_err(|e| {
-        RootfsError::sys(
-            "root.path",
-            format!("make the rootfs' parent mount {} private", parent.display()),
-            e,
-        )
-    })?;
     mount(
         Some(rootfs),
         rootfs,
@@ -57,7 +51,11 @@ pub(crate) fn isolate_and_bind_root(
         MsFlags::MS_BIND | MsFlags::MS_REC,
         none,
     )
-    .map_err(|e| RootfsError::sys("root.path", "bind rootfs onto itself", e))
+    .map_err(|e| RootfsError::sys("root.path", "bind rootfs onto itself", e))?;
+    // The bind of a slave is a slave of the same master: the container's
+    // root is made private, a peer or slave of nothing on the host.
+    mount(none, rootfs, none, MsFlags::MS_PRIVATE, none)
+        .map_err(|e| RootfsError::sys("root.path", "make the rootfs bind private", e))
 }
 
 /// After the pivot or move: the requested propagation on the container's
@@ -71,70 +69,9 @@ pub(crate) fn apply_final(requested: Option<MsFlags>) -> Result<(), RootfsError>
     Ok(())
 }
 
-/// The mount point of the mount that holds `path` (an absolute, canonical
-/// path): the longest mount point in /proc/self/mountinfo that is a prefix.
-fn mount_point_of(path: &Path) -> Result<PathBuf, RootfsError> {
-    let text = std::fs::read("/proc/self/mountinfo").map_err(|e| {
-        RootfsError::sys(
-            "root.path",
-            "read /proc/self/mountinfo",
-            nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        )
-    })?;
-    Ok(longest_prefix(&text, path))
-}
-
-fn longest_prefix(mountinfo: &[u8], path: &Path) -> PathBuf {
-    mountinfo
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
-        .map(unescape)
-        .filter(|p| path.starts_with(p))
-        .max_by_key(|p| p.components().count())
-        .unwrap_or_else(|| PathBuf::from("/"))
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &[u8]) -> PathBuf {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let oct = field.get(i + 1..i + 4);
-        match oct {
-            Some(d) if field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)) => {
-                out.push(d.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            _ => {
-                out.push(field[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_holding_mount() {
-        let mi = b"22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw\n\
-                   30 22 0:5 / /tmp rw shared:2 - tmpfs tmpfs rw\n\
-                   31 30 0:6 / /tmp/a\\040b rw - tmpfs tmpfs rw\n\
-                   32 22 0:7 / /tmpx rw - tmpfs tmpfs rw\n";
-        assert_eq!(
-            longest_prefix(mi, Path::new("/tmp/x/rootfs")),
-            Path::new("/tmp")
-        );
-        assert_eq!(
-            longest_prefix(mi, Path::new("/tmp/a b/r")),
-            Path::new("/tmp/a b")
-        );
-        assert_eq!(longest_prefix(mi, Path::new("/tmpy/r")), Path::new("/"));
-        assert_eq!(longest_prefix(mi, Path::new("/tmpx")), Path::new("/tmpx"));
-    }
 
     #[test]
     fn shared_and_unbindable_wait_for_finalize() {
