@@ -22,7 +22,7 @@ mod output;
 
 /// A hook that failed, named by its phase and index.
 #[derive(Debug, thiserror::Error)]
-#[error("hooks.{phase}[{index}] ({path}): {msg}")]
+#[error("hooks.{phase}[{index}] ({path}): {failure}")]
 pub struct HookError {
     /// prestart, createRuntime, ...
     pub phase: &'static str,
@@ -31,7 +31,31 @@ pub struct HookError {
     /// The hook's path.
     pub path: String,
     /// What went wrong.
-    pub msg: String,
+    #[source]
+    pub failure: HookFailure,
+}
+
+/// How one hook failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookFailure {
+    /// It could not be started.
+    #[error("cannot run: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// Its stdio pipes could not be set up.
+    #[error("its pipes: {0}")]
+    Pipes(#[source] std::io::Error),
+    /// It exited unsuccessfully; `output` is what it printed (with its
+    /// separator), as the hook's own account of why.
+    #[error("exited with {status}{output}")]
+    Exit {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed.
+        output: String,
+    },
+    /// It ran past `timeout`.
+    #[error("timed out after {0}s")]
+    TimedOut(i64),
 }
 
 /// The lifecycle points at which hooks run.
@@ -103,11 +127,11 @@ pub fn run_with_env(
 ) -> Result<(), HookError> {
     let Some(hooks) = hooks else { return Ok(()) };
     for (index, hook) in phase.of(hooks).iter().enumerate() {
-        run_one(hook, state_json, default_env).map_err(|msg| HookError {
+        run_one(hook, state_json, default_env).map_err(|failure| HookError {
             phase: phase.name(),
             index,
             path: hook.path().display().to_string(),
-            msg,
+            failure,
         })?;
     }
     Ok(())
@@ -123,17 +147,23 @@ pub fn run_all(hooks: Option<&Hooks>, phase: Phase, state_json: &[u8]) -> Vec<Ho
         .iter()
         .enumerate()
         .filter_map(|(index, hook)| {
-            run_one(hook, state_json, None).err().map(|msg| HookError {
-                phase: phase.name(),
-                index,
-                path: hook.path().display().to_string(),
-                msg,
-            })
+            run_one(hook, state_json, None)
+                .err()
+                .map(|failure| HookError {
+                    phase: phase.name(),
+                    index,
+                    path: hook.path().display().to_string(),
+                    failure,
+                })
         })
         .collect()
 }
 
-fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Result<(), String> {
+fn run_one(
+    hook: &Hook,
+    state_json: &[u8],
+    default_env: Option<&[String]>,
+) -> Result<(), HookFailure> {
     let mut cmd = Command::new(hook.path());
     if let Some(args) = hook.args() {
         if let Some((argv0, rest)) = args.split_first() {
@@ -176,7 +206,7 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
             Ok(())
         })
     };
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+    let mut child = cmd.spawn().map_err(HookFailure::Spawn)?;
     let deadline = hook
         .timeout()
         .filter(|t| *t > 0)
@@ -186,7 +216,7 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
         Err(e) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("its pipes: {e}"));
+            return Err(HookFailure::Pipes(e));
         }
     };
     match io.run(&mut child, deadline) {
@@ -196,11 +226,11 @@ fn run_one(hook: &Hook, state_json: &[u8], default_env: Option<&[String]>) -> Re
             }
             Ok(())
         }
-        Ok((status, out)) => Err(format!("exited with {status}{out}")),
+        Ok((status, output)) => Err(HookFailure::Exit { status, output }),
         Err(output::TimedOut) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("timed out after {}s", hook.timeout().unwrap_or(0)))
+            Err(HookFailure::TimedOut(hook.timeout().unwrap_or(0)))
         }
     }
 }

@@ -166,27 +166,34 @@ impl Plan {
 
 /// Checks that a namespace file is of the kind the spec says
 /// (ioctl NS_GET_NSTYPE), so a wrong path fails before anything is created.
-fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), String> {
+fn check_type(fd: &OwnedFd, want: CloneFlags) -> Result<(), NsTypeError> {
     use std::os::fd::AsRawFd;
     const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
     // SAFETY: NS_GET_NSTYPE takes no argument and returns the type as an int.
     let t = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
     if t < 0 {
-        return Err(format!(
-            "not a namespace file ({})",
-            std::io::Error::last_os_error()
-        ));
+        return Err(NsTypeError::NotNamespace(std::io::Error::last_os_error()));
     }
     if CloneFlags::from_bits_retain(t) != want {
-        return Err(format!(
-            "is a {} namespace, not the declared one",
+        return Err(NsTypeError::OtherKind(
             PROC_NS
                 .iter()
                 .find(|(_, f)| *f == t)
-                .map_or("different", |(n, _)| n)
+                .map_or("different", |(n, _)| n),
         ));
     }
     Ok(())
+}
+
+/// Why a namespace file is not the namespace the spec declares.
+#[derive(Debug, thiserror::Error)]
+enum NsTypeError {
+    /// Not a namespace at all.
+    #[error("not a namespace file ({0})")]
+    NotNamespace(#[source] std::io::Error),
+    /// A namespace of another kind.
+    #[error("is a {0} namespace, not the declared one")]
+    OtherKind(&'static str),
 }
 
 fn open_ns(p: &Path) -> std::io::Result<OwnedFd> {

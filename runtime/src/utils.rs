@@ -98,9 +98,20 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// A size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Not a number with an optional suffix.
+    #[error("invalid size {0:?}")]
+    NotANumber(String),
+    /// Below zero (other than `-1`).
+    #[error("invalid size {0:?}: negative")]
+    Negative(String),
+}
+
 /// Parses a size with an optional binary suffix (`512m`, `1G`, `4096`), as
 /// runc's update flags accept. `-1` means unlimited.
-pub fn parse_size(s: &str) -> Result<i64, String> {
+pub fn parse_size(s: &str) -> Result<i64, SizeError> {
     let t = s.trim();
     if t == "-1" {
         return Ok(-1);
@@ -118,9 +129,9 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("invalid size {s:?}"))?;
+        .map_err(|_| SizeError::NotANumber(s.into()))?;
     if n < 0.0 {
-        return Err(format!("invalid size {s:?}: negative"));
+        return Err(SizeError::Negative(s.into()));
     }
     Ok((n * mult as f64) as i64)
 }
