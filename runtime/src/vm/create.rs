@@ -195,9 +195,9 @@ impl Spawner for VmSpawner {
             }),
             hostname: b.spec.hostname().clone(),
             container_id: Some(id.into()),
-            config: Some(plan.config.clone()),
+            config: Some(Box::new(plan.config.clone())),
             files: plan.files.clone(),
-            network: Some(serde_json::to_value(&guest_net).map_err(|x| e(VmError::Json(x)))?),
+            network: Some(guest_net),
             ..RunProcess::default()
         };
         let launch = Launch {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub enum VmError {
     /// The bundle cannot run in a VM as it is (the field is named).
     #[error("{0}")]
-    Plan(String),
+    Plan(#[from] super::guest_spec::PlanError),
     /// No kernel, engine or guest agent is usable, or the configuration
     /// names one that does not exist.
     #[error("{0}")]

@@ -175,9 +175,7 @@ impl ProcessRunner for ContainerRunner {
         mount_rootfs(rootfs, Path::new(GUEST_ROOTFS), Duration::from_secs(20))?;
         if let Some(net) = &request.network {
             // Loopback comes up even without interfaces.
-            let net: vessel_vm::net::GuestNetwork =
-                serde_json::from_value(net.clone()).map_err(Error::BadMessage)?;
-            vessel_vm::net::configure(&net)?;
+            vessel_vm::net::configure(net)?;
         }
         for f in &request.files {
             let path = Path::new(&f.path);

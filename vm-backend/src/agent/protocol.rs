@@ -133,14 +133,14 @@ pub struct RunProcess {
     /// The OCI config.json the guest's container code runs, already adapted
     /// to the guest (root, namespaces, mounts); `None` for a plain command.
     #[serde(default)]
-    pub config: Option<serde_json::Value>,
+    pub config: Option<Box<oci_spec::runtime::Spec>>,
     /// Files to create before the container (bind mount sources).
     #[serde(default)]
     pub files: Vec<GuestFile>,
-    /// The network the guest's interfaces get (a `net::GuestNetwork`), if
-    /// the container's network namespace has any.
+    /// The network the guest's interfaces get, if the container has a
+    /// network namespace.
     #[serde(default)]
-    pub network: Option<serde_json::Value>,
+    pub network: Option<crate::net::GuestNetwork>,
 }
 
 /// Control messages, carried as JSON in control frames.
@@ -466,7 +466,7 @@ mod tests {
                 mounts: Vec::new(),
                 hostname: Some("box".into()),
                 container_id: Some("c1".into()),
-                config: Some(serde_json::json!({"ociVersion": "1.0.2"})),
+                config: Some(Box::default()),
                 files: vec![GuestFile {
                     path: "/run/vessel/files/0".into(),
                     mode: 0o644,
