@@ -62,6 +62,9 @@ pub enum VmError {
     /// `--preserve-fds` in a VM.
     #[error("--preserve-fds: descriptors cannot be passed into a VM")]
     PreserveFds,
+    /// A container of a VM pod cannot join it.
+    #[error("vm pod: {0}")]
+    Pod(#[from] super::pod::PodError),
     /// Encoding the launch description.
     #[error("the VM's launch description: {0}")]
     Json(#[source] serde_json::Error),
