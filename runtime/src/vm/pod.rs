@@ -691,7 +691,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "ociVersion": "1.0.2",
             "root": {"path": "rootfs"},
-            "process": {"args": ["sh"], "cwd": "/"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
             "linux": {"namespaces": namespaces}
         }))
         .unwrap()
