@@ -318,9 +318,11 @@ fn run_containers(
             if vm_mode {
                 t.note_vm_image(env, &id);
             }
+            let started = Instant::now();
             if let Err(e) = env.start_container(&id) {
                 panic!("StartContainer {name}: {e}\n{}", env.log_tail());
             }
+            eprintln!("  started in {:?}", started.elapsed());
             if vm_mode {
                 // The pod is the VM: no VM of its own, a relay on the host.
                 let st = clients::vessel_state(&cri::vessel_k8s_root(), &id)
