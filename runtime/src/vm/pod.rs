@@ -472,9 +472,17 @@ impl Spawner for MemberSpawner {
         fs::write(&path, json).map_err(|x| file(&path, x))?;
 
         let dir = new.dir.to_path_buf();
+        let cgroup = new.cgroup;
         let mut recorded = None;
         let report = super::member::spawn_relay(&new.opts.root, &dir, |pid| {
-            recorded = Some(new.record_process(Role::Supervisor, pid));
+            // The relay is what the member's host cgroup holds (its
+            // processes are the guest's): stats and updates reach it.
+            recorded = Some(new.record_process(Role::Supervisor, pid).and_then(|r| {
+                cgroup
+                    .add_task(pid)
+                    .map(|()| r)
+                    .map_err(|x| Error::cgroup(&id, x))
+            }));
         });
         let relay = match recorded {
             Some(r) => r?,
