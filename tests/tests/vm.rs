@@ -731,6 +731,7 @@ fn vm_pod_member_runs_inside_the_sandbox_vm() {
         nss.push(json!({"type": kind, "path": format!("/proc/{sb_pid}/ns/{kind}")}));
     }
     m.config().as_object_mut().unwrap().remove("hostname");
+    m.config()["root"]["readonly"] = json!(false);
     m.write();
     let mid = m.id.clone();
     let mb = m.bundle.path().to_str().unwrap().to_string();
