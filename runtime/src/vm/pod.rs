@@ -624,10 +624,13 @@ impl Backend for MemberBackend {
 
     fn check_update(
         &self,
-        c: &Container,
-        res: &oci_spec::runtime::LinuxResources,
+        _c: &Container,
+        _res: &oci_spec::runtime::LinuxResources,
     ) -> Result<(), Error> {
-        self.vm().check_update(c, res)
+        // The host cgroup holds the relay alone, which any update fits
+        // (containerd sends the container's device rules with each one);
+        // the guest's limits are the sandbox's for now.
+        Ok(())
     }
 
     fn pause(&self, c: &Container) -> Result<(), Error> {
