@@ -106,6 +106,23 @@ pub enum Mode {
     Container(HostState),
     /// A microVM.
     Vm(Box<VmState>),
+    /// A later container of a VM pod: it runs inside its pod sandbox's VM
+    /// (see [`crate::vm::pod`]).
+    VmPodMember(Box<PodMemberState>),
+}
+
+/// What vessel remembers of a container created inside its pod's VM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodMemberState {
+    /// The pod sandbox: the vm-mode container (same state root) whose VM
+    /// runs this one.
+    pub sandbox: String,
+    /// The sandbox's pod slot (virtio-blk disk) holding this container's
+    /// root filesystem image.
+    pub slot: u32,
+    /// The pid of the container's init in the guest.
+    #[serde(rename = "guestPid")]
+    pub guest_pid: i32,
 }
 
 /// What vessel remembers of a container-mode container beyond [`State`].
@@ -143,6 +160,11 @@ pub struct VmState {
     /// The taps joined to the container's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<vessel_vm::net::NetAttachment>,
+    /// A pod sandbox's slots: sparse disk images the VM got at boot, into
+    /// which the root filesystems of the pod's later containers are
+    /// written (outside the state directory, like `scratch`).
+    #[serde(rename = "podSlots", default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_slots: Vec<PathBuf>,
 }
 
 /// The OCI state as `vessel state` prints it.

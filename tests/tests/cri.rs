@@ -22,11 +22,6 @@ use vessel_tests::cri::{
 };
 use vessel_tests::{leaks, shim_client, vm};
 
-/// What issue 17 says VM pods cannot do yet: a container joining the
-/// pod's namespaces (the pod-per-VM model).
-const ISSUE_17: &str = "issue 17 (pod-per-VM: each later container of a VM pod must be created \
-                        inside the pod's VM)";
-
 /// StopPodSandbox must come back within this (a VM sandbox's never did:
 /// containerd retried a failing `kill --all` for ever).
 const STOP_POD_LIMIT: Duration = Duration::from_secs(60);
@@ -212,9 +207,8 @@ impl Drop for Trace {
 }
 
 /// The kubelet's calls for one pod of two long-running containers and one
-/// that exits and is restarted, under `handler`. In a VM pod, where
-/// containers cannot join the pod yet, the scenarios that need it are
-/// reported as skipped, naming issue 17, and the pod is torn down.
+/// that exits and is restarted, under `handler`. In a VM pod every
+/// container runs inside the pod's one VM.
 fn drive_pod(env: &mut CriContainerd, handler: &str, vm_mode: bool) -> Trace {
     let mut t = Trace::default();
     let name = format!("pod-{handler}");
@@ -274,10 +268,7 @@ fn drive_pod(env: &mut CriContainerd, handler: &str, vm_mode: bool) -> Trace {
         "{vst}"
     );
 
-    let pod_ran = run_containers(env, &mut t, &pod, &pod_cfg, &log_dir, vm_mode);
-    if let Err(skipped) = pod_ran {
-        eprintln!("SKIP ({ISSUE_17}): {skipped}");
-    }
+    run_containers(env, &mut t, &pod, &pod_cfg, &log_dir, vm_mode);
 
     eprintln!("StopPodSandbox");
     let started = Instant::now();
@@ -303,8 +294,7 @@ fn drive_pod(env: &mut CriContainerd, handler: &str, vm_mode: bool) -> Trace {
     t
 }
 
-/// The containers of the pod. `Err` (with the reason) when a step that
-/// needs the pod-per-VM model fails in a VM pod the way issue 17 says.
+/// The containers of the pod.
 fn run_containers(
     env: &mut CriContainerd,
     t: &mut Trace,
@@ -312,38 +302,39 @@ fn run_containers(
     pod_cfg: &api::PodSandboxConfig,
     log_dir: &Path,
     vm_mode: bool,
-) -> Result<(), String> {
-    let create_start = |env: &mut CriContainerd,
-                        t: &mut Trace,
-                        cfg: api::ContainerConfig|
-     -> Result<String, String> {
-        let name = cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap();
-        eprintln!("CreateContainer/StartContainer {name}");
-        let id = must(
-            "CreateContainer",
-            env,
-            env.create_container(pod, cfg, pod_cfg),
-        );
-        env.note_vessel_id(&id);
-        t.ids.push(id.clone());
-        t.cgroups.push(format!("{}/{id}", env.cgroup_parent));
-        match env.start_container(&id) {
-            Ok(()) => {}
-            Err(CriError::Status(s)) if vm_mode && s.message().contains("cannot join") => {
-                // Remove it now: a kubelet would retry; the test reports it.
-                let _ = env.remove_container(&id);
-                return Err(format!(
-                    "StartContainer of {name} in a VM pod fails as the issue describes: {}",
-                    s.message()
-                ));
+) {
+    let create_start =
+        |env: &mut CriContainerd, t: &mut Trace, cfg: api::ContainerConfig| -> String {
+            let name = cfg.metadata.as_ref().map(|m| m.name.clone()).unwrap();
+            eprintln!("CreateContainer/StartContainer {name}");
+            let id = must(
+                "CreateContainer",
+                env,
+                env.create_container(pod, cfg, pod_cfg),
+            );
+            env.note_vessel_id(&id);
+            t.ids.push(id.clone());
+            t.cgroups.push(format!("{}/{id}", env.cgroup_parent));
+            if vm_mode {
+                t.note_vm_image(env, &id);
             }
-            Err(e) => panic!("StartContainer {name}: {e}\n{}", env.log_tail()),
-        }
-        if vm_mode {
-            t.note_vm_image(env, &id);
-        }
-        Ok(id)
-    };
+            let started = Instant::now();
+            if let Err(e) = env.start_container(&id) {
+                panic!("StartContainer {name}: {e}\n{}", env.log_tail());
+            }
+            eprintln!("  started in {:?}", started.elapsed());
+            if vm_mode {
+                // The pod is the VM: no VM of its own, a relay on the host.
+                let file = cri::vessel_k8s_root().join(&id).join("state.json");
+                let st: serde_json::Value = std::fs::read(&file)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_else(|| panic!("vessel does not know {id}"));
+                assert_eq!(st["vmPod"]["sandbox"], pod, "{st}");
+                assert!(st.get("vm").is_none(), "{name} has a VM of its own: {st}");
+            }
+            id
+        };
 
     let web = create_start(
         env,
@@ -358,7 +349,7 @@ fn run_containers(
                  echo web-up && exec httpd -f -p 8080 -h /tmp/www",
             ],
         ),
-    )?;
+    );
     let client = create_start(
         env,
         t,
@@ -371,7 +362,7 @@ fn run_containers(
                 "trap 'exit 0' TERM; echo client-up; while :; do sleep 1; done",
             ],
         ),
-    )?;
+    );
 
     eprintln!("ContainerStatus");
     for id in [&web, &client] {
@@ -574,9 +565,9 @@ fn run_containers(
             ],
         )
     };
-    let first = create_start(env, t, once(0))?;
+    let first = create_start(env, t, once(0));
     assert_eq!(wait_exited(env, &first), 3);
-    let second = create_start(env, t, once(1))?;
+    let second = create_start(env, t, once(1));
     assert_eq!(wait_exited(env, &second), 3);
     assert_eq!(exec_ok(env, &client, &["cat", "/dev/shm/runs"]), "run\nrun");
     assert!(log_has(&log_dir.join("once/0.log"), "once-ran"));
@@ -608,7 +599,6 @@ fn run_containers(
             "{id} still known after RemoveContainer"
         );
     }
-    Ok(())
 }
 
 #[track_caller]
@@ -633,10 +623,10 @@ fn cri_vessel_pod_as_a_kubelet_drives_it() {
     assert_nothing_left(&env, &t);
 }
 
-/// VM mode (`vessel-vm` handler): the sandbox boots a microVM; the app
-/// containers need the pod-per-VM model (issue 17) and are reported as
-/// skipped while StartContainer fails as the issue says; StopPodSandbox
-/// must return promptly and leave nothing.
+/// VM mode (`vessel-vm` handler): the pod is the VM. The sandbox boots a
+/// microVM and every app container is created inside it, sharing the pod
+/// IP, localhost, IPC and UTS; StopPodSandbox must return promptly and
+/// leave nothing.
 #[test]
 fn cri_vessel_vm_pod_as_a_kubelet_drives_it() {
     if clients::require_clients(&["containerd"]).is_none() || !vm::vm_available() {

@@ -698,3 +698,117 @@ fn vm_oom_kill_during_boot_fails_create_saying_so() {
     );
     assert_gone(&c, &c.root().join(&c.id), None);
 }
+
+/// The pod is the VM: a container whose annotations name a vm-mode pod
+/// sandbox (`io.kubernetes.cri.*`, as the CRI writes them) and whose IPC
+/// and UTS namespace paths point at the sandbox's pid is created inside
+/// the sandbox's VM, not in a VM of its own: it shares the guest kernel
+/// and the sandbox's IPC and UTS namespaces, has its own pid namespace,
+/// and its whole lifecycle (start, exec, kill, delete) goes through it.
+#[test]
+fn vm_pod_member_runs_inside_the_sandbox_vm() {
+    require_vm!();
+    let loop_sh = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    let mut sb = VmCtr::new("vmpod", &["sh", "-c", loop_sh]);
+    sb.config()["annotations"]["io.kubernetes.cri.container-type"] = json!("sandbox");
+    sb.config()["hostname"] = json!("the-pod");
+    sb.write();
+    ok(&sb.create_with(&[]));
+    sb.start();
+    let sb_pid = sb.pid();
+    let sb_dir = sb.root().join(&sb.id);
+
+    // The member's bundle, created in the sandbox's state root.
+    let mut m = VmCtr::new("vmpodm", &["sh", "-c", loop_sh]);
+    m.config()["annotations"] = json!({
+        "io.vessel.isolation": "vm",
+        "io.kubernetes.cri.container-type": "container",
+        "io.kubernetes.cri.sandbox-id": sb.id,
+    });
+    let nss = m.config()["linux"]["namespaces"].as_array_mut().unwrap();
+    nss.retain(|n| n["type"] != "uts" && n["type"] != "ipc");
+    for kind in ["ipc", "uts"] {
+        nss.push(json!({"type": kind, "path": format!("/proc/{sb_pid}/ns/{kind}")}));
+    }
+    m.config().as_object_mut().unwrap().remove("hostname");
+    m.config()["root"]["readonly"] = json!(false);
+    m.write();
+    let mid = m.id.clone();
+    let mb = m.bundle.path().to_str().unwrap().to_string();
+    ok(&sb.v(&["create", "--bundle", &mb, &mid]));
+    let raw: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sb.root().join(&mid).join("state.json")).unwrap())
+            .unwrap();
+    assert_eq!(raw["isolation"], "vm", "{raw}");
+    assert_eq!(raw["vmPod"]["sandbox"], sb.id.as_str(), "{raw}");
+    assert!(
+        raw.get("vm").is_none(),
+        "the member has a VM of its own: {raw}"
+    );
+    // One VMM for the pod: the sandbox's.
+    let root = sb.root().display().to_string();
+    let qemus = vmm_processes(&root)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.starts_with("qemu"))
+        })
+        .count();
+    assert_eq!(qemus, 1, "one VMM for the pod");
+    ok(&sb.v(&["start", &mid]));
+    let in_member = |args: &[&str]| {
+        let mut a = vec!["exec", mid.as_str()];
+        a.extend_from_slice(args);
+        ok(&sb.v(&a)).trim().to_string()
+    };
+    let in_sandbox = |args: &[&str]| ok(&sb.exec(args)).trim().to_string();
+    let ns = |f: &dyn Fn(&[&str]) -> String, kind: &str| {
+        f(&["readlink", &format!("/proc/self/ns/{kind}")])
+    };
+    assert_eq!(ns(&in_member, "ipc"), ns(&in_sandbox, "ipc"));
+    assert_eq!(ns(&in_member, "uts"), ns(&in_sandbox, "uts"));
+    assert_ne!(ns(&in_member, "pid"), ns(&in_sandbox, "pid"));
+    assert_ne!(ns(&in_member, "mnt"), ns(&in_sandbox, "mnt"));
+    assert_eq!(in_member(&["hostname"]), "the-pod");
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(in_member(&["uname", "-r"]), in_sandbox(&["uname", "-r"]));
+    assert_ne!(in_member(&["uname", "-r"]), host.trim(), "the guest kernel");
+    // Its own root filesystem: a file made in the member is not the
+    // sandbox's.
+    in_member(&["sh", "-c", "echo mine > /member-file"]);
+    let o = sb.exec(&["cat", "/member-file"]);
+    assert!(!o.status.success(), "the sandbox sees the member's file");
+    let ps = ok(&sb.v(&["ps", "--format", "json", &mid]));
+    assert!(ps.trim().starts_with('['), "{ps}");
+
+    // kill reaches the member's init; its relay exits and it stops.
+    ok(&sb.v(&["kill", &mid, "TERM"]));
+    assert!(
+        wait_for(20, || {
+            let o = sb.v(&["state", &mid]);
+            serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                .is_ok_and(|v| v["status"] == "stopped")
+        }),
+        "TERM did not stop the member"
+    );
+    ok(&sb.v(&["delete", &mid]));
+    assert!(!sb.root().join(&mid).exists());
+    assert!(vmm_processes(&format!("{root}/{mid}")).is_empty());
+    // The slot is free again: a second member takes it.
+    let m2 = format!("{mid}-2");
+    ok(&sb.v(&["create", "--bundle", &mb, &m2]));
+    ok(&sb.v(&["start", &m2]));
+    let o = sb.v(&["exec", &m2, "cat", "/member-file"]);
+    assert!(!o.status.success(), "a new member sees the old one's layer");
+
+    // Stopping the sandbox stops the VM and the member with it.
+    ok(&sb.v(&["kill", &sb.id, "KILL"]));
+    assert!(sb.wait_status("stopped"));
+    assert!(
+        wait_for(20, || vmm_processes(&format!("{root}/{m2}")).is_empty()),
+        "the member's relay outlived the pod's VM"
+    );
+    ok(&sb.v(&["delete", &m2]));
+    ok(&sb.v(&["delete", &sb.id]));
+    assert_gone(&sb, &sb_dir, None);
+    drop(m);
+}

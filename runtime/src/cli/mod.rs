@@ -18,6 +18,7 @@ mod start;
 mod state;
 mod update;
 mod vm_exec;
+mod vm_member;
 mod vm_supervise;
 mod vmm;
 
@@ -108,6 +109,9 @@ enum Command {
     /// (internal) The relay of a detached exec in a vm-mode container.
     #[command(name = "vm-exec", hide = true)]
     VmExec(vm_exec::Args),
+    /// (internal) The host-side relay of a container of a VM pod.
+    #[command(name = "vm-member", hide = true)]
+    VmMember(vm_member::Args),
     /// (internal) vessel's own microVM monitor (the kvm engine).
     #[command(hide = true)]
     Vmm(vmm::Args),
@@ -178,6 +182,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::VmSupervise(a) => vm_supervise::run(a),
         Command::VmExec(a) => vm_exec::run(a),
+        Command::VmMember(a) => vm_member::run(a),
         Command::Vmm(a) => vmm::run(a),
     };
     match result {

@@ -170,6 +170,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), Error> {
         cg.destroy().map_err(|e| c.cgroup_error(e))?;
         tracing::debug!("delete {id}: cgroup removed");
     }
+    // A pod member's guest container goes before its slot is freed.
+    c.backend().release(&c)?;
     reclaim(&c, &owned)?;
     let hooks_result = if c.state.problem.is_none() {
         run_hooks_from_bundle(&c, Phase::Poststop, Status::Stopped)

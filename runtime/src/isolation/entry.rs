@@ -1,6 +1,7 @@
 //! The entry points of the internal processes a mode runs vessel as: the
 //! microVM's guest agent (PID 1 in the guest), the VM supervisor
-//! (`vm-supervise`), the relay of a detached exec (`vm-exec`) and the kvm
+//! (`vm-supervise`), the relay of a detached exec (`vm-exec`), the
+//! relay of a VM pod's member container (`vm-member`) and the kvm
 //! engine's monitor (`vmm`). The CLI reaches a mode's code only through
 //! here and [`super::Backend`], so it names no mode itself. None returns.
 
@@ -18,6 +19,12 @@ pub fn guest_agent_if_pid1() {
 /// directory is `dir`, as that container's main process.
 pub fn vm_supervise(dir: &Path) -> ! {
     crate::vm::supervisor::run(dir)
+}
+
+/// `vm-member`: the host-side relay of a container of a VM pod, whose
+/// state directory is `dir` (started by `create`).
+pub fn vm_member_relay(dir: &Path) -> ! {
+    crate::vm::member::run(dir)
 }
 
 /// `vm-exec`: relays a detached exec's process (`process_file`) in the VM

@@ -30,7 +30,7 @@ use crate::ledger::{Owned, ProcRef, Role};
 use crate::process::channel::Channel;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{HostState, Mode, Status, VmState};
+use crate::state::{HostState, Mode, PodMemberState, Status, VmState};
 
 /// What a container's isolation mode does for each command after `create`.
 ///
@@ -89,6 +89,13 @@ pub trait Backend {
     fn stats(&self, c: &Container) -> Result<serde_json::Value, Error> {
         c.cgroup()?.stats().map_err(|e| c.cgroup_error(e))
     }
+
+    /// Frees what the container holds elsewhere than its ledger says (a
+    /// pod member's guest container and mounts), when `delete` removes it
+    /// after its processes are gone.
+    fn release(&self, _c: &Container) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// What differs in `create` between the modes, prepared before the state
@@ -116,7 +123,11 @@ pub fn prepare(
 ) -> Result<Box<dyn Spawner>, Error> {
     Ok(match mode {
         Isolation::Container => Box::new(crate::host::prepare(opts, bundle)?),
-        Isolation::Vm => Box::new(crate::vm::prepare(opts, bundle)?),
+        // A later container of a VM pod runs in its sandbox's VM.
+        Isolation::Vm => match crate::vm::pod::sandbox_of(opts, bundle)? {
+            Some(pod) => Box::new(crate::vm::pod::prepare(opts, bundle, pod)?),
+            None => Box::new(crate::vm::prepare(opts, bundle)?),
+        },
     })
 }
 
@@ -126,6 +137,7 @@ impl Mode {
         match self {
             Mode::Container(h) => Box::new(crate::host::HostBackend(h.clone())),
             Mode::Vm(v) => Box::new(crate::vm::VmBackend((**v).clone())),
+            Mode::VmPodMember(m) => Box::new(crate::vm::pod::MemberBackend((**m).clone())),
         }
     }
 
@@ -133,7 +145,7 @@ impl Mode {
     pub fn isolation(&self) -> Isolation {
         match self {
             Mode::Container(_) => Isolation::Container,
-            Mode::Vm(_) => Isolation::Vm,
+            Mode::Vm(_) | Mode::VmPodMember(_) => Isolation::Vm,
         }
     }
 
@@ -166,11 +178,17 @@ pub struct ModeRecord {
     init_exe: Option<(u64, u64)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vm: Option<VmState>,
+    /// A container of a VM pod created in its sandbox's VM.
+    #[serde(rename = "vmPod", default, skip_serializing_if = "Option::is_none")]
+    vm_pod: Option<PodMemberState>,
 }
 
 impl From<ModeRecord> for Mode {
     fn from(r: ModeRecord) -> Mode {
         match (r.isolation, r.vm) {
+            (Isolation::Vm, _) if r.vm_pod.is_some() => {
+                Mode::VmPodMember(Box::new(r.vm_pod.unwrap_or_default()))
+            }
             (Isolation::Vm, Some(vm)) => Mode::Vm(Box::new(vm)),
             // A vm record without its VM (never written so) reads as the
             // recovered state of a VM: nothing known to signal.
@@ -191,12 +209,21 @@ impl From<Mode> for ModeRecord {
                 own_pid_ns: h.own_pid_ns,
                 init_exe: h.init_exe,
                 vm: None,
+                vm_pod: None,
             },
             Mode::Vm(vm) => ModeRecord {
                 isolation: Isolation::Vm,
                 own_pid_ns: true,
                 init_exe: None,
                 vm: Some(*vm),
+                vm_pod: None,
+            },
+            Mode::VmPodMember(m) => ModeRecord {
+                isolation: Isolation::Vm,
+                own_pid_ns: true,
+                init_exe: None,
+                vm: None,
+                vm_pod: Some(*m),
             },
         }
     }

@@ -44,6 +44,29 @@ pub enum Request {
         /// `table` or `json`.
         format: String,
     },
+    /// Create a container of the VM's pod in the guest (from a member's
+    /// relay); like `exec`, the connection then carries its frames.
+    CreateMember {
+        /// The member as the guest creates it (the supervisor gives its id).
+        run: Box<vessel_vm::agent::RunProcess>,
+        /// The container whose namespaces it joins.
+        sandbox: String,
+        /// Which of them, as config.json names them.
+        join: Vec<String>,
+    },
+    /// `request` (start, signal, exec, ps) is about the pod's member
+    /// `container` (forwarded by its relay).
+    Member {
+        /// The member's container id.
+        container: String,
+        /// The request.
+        request: Box<Request>,
+    },
+    /// Delete the pod's member `container` in the guest.
+    DeleteMember {
+        /// The member's container id.
+        container: String,
+    },
 }
 
 /// The supervisor's answer.

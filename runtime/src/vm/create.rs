@@ -119,6 +119,14 @@ impl Spawner for VmSpawner {
             })
         })?;
 
+        // A pod sandbox's VM boots with spare disks for the pod's later
+        // containers (see `pod`): a running microVM gets no new disk.
+        let pod_slots = if super::pod::is_sandbox(&b.spec) {
+            super::pod::make_slots(new, &scratch_dir)?
+        } else {
+            Vec::new()
+        };
+
         // `run` in the foreground with a terminal: the supervisor sends the
         // pty to a socket of ours, and `run` relays it.
         let own_console = if b.terminal && opts.console_socket.is_none() {
@@ -149,6 +157,12 @@ impl Spawner for VmSpawner {
                 serial: SCRATCH_SERIAL.into(),
             },
         ];
+        vm.block_devices
+            .extend(pod_slots.iter().enumerate().map(|(k, path)| BlockDevice {
+                path: path.clone(),
+                read_only: true,
+                serial: format!("{}{k}", super::pod::SLOT_SERIAL),
+            }));
         // The container's network namespace (podman's or a CNI plugin's):
         // its interfaces are mirrored to taps the VM gets, configured alike
         // in the guest. Without one the guest has loopback only.
@@ -195,9 +209,9 @@ impl Spawner for VmSpawner {
             }),
             hostname: b.spec.hostname().clone(),
             container_id: Some(id.into()),
-            config: Some(plan.config.clone()),
+            config: Some(Box::new(plan.config.clone())),
             files: plan.files.clone(),
-            network: Some(serde_json::to_value(&guest_net).map_err(|x| e(VmError::Json(x)))?),
+            network: Some(guest_net),
             ..RunProcess::default()
         };
         let launch = Launch {
@@ -247,6 +261,7 @@ impl Spawner for VmSpawner {
             memory_mib: plan.memory_mib,
             scratch,
             net,
+            pod_slots,
         }));
         runtime_hooks(&new.state, b.spec.hooks().as_ref())?;
         let console = match own_console {

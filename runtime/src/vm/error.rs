@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub enum VmError {
     /// The bundle cannot run in a VM as it is (the field is named).
     #[error("{0}")]
-    Plan(String),
+    Plan(#[from] super::guest_spec::PlanError),
     /// No kernel, engine or guest agent is usable, or the configuration
     /// names one that does not exist.
     #[error("{0}")]
@@ -62,6 +62,9 @@ pub enum VmError {
     /// `--preserve-fds` in a VM.
     #[error("--preserve-fds: descriptors cannot be passed into a VM")]
     PreserveFds,
+    /// A container of a VM pod cannot join it.
+    #[error("vm pod: {0}")]
+    Pod(#[from] super::pod::PodError),
     /// Encoding the launch description.
     #[error("the VM's launch description: {0}")]
     Json(#[source] serde_json::Error),

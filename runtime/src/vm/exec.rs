@@ -119,13 +119,22 @@ pub fn relay(
     if terminal != console_socket.is_some() && console_socket.is_some() {
         return Err("--console-socket was given but process.terminal is false".into());
     }
-    let (reply, conn) = control::request(
+    let reply = control::request(
         dir,
         &Request::Exec {
             process: Box::new(process.clone()),
         },
         Some(Duration::from_secs(120)),
-    )?;
+    );
+    let (reply, conn) = match (reply, ready.as_ref()) {
+        // A detached relay's caller learns why through the report (the
+        // guest's error names what is wrong, such as a missing binary).
+        (Err(e), Some(mut r)) => {
+            let _ = write!(r, "{e}");
+            return Err(e);
+        }
+        (r, _) => r?,
+    };
     let id = reply.id.ok_or("the supervisor gave no process id")?;
     // Our side of the terminal: a pty whose master goes to the console
     // socket, or our own stdin when it is a terminal.

@@ -27,6 +27,8 @@ use vessel_vm::{Error, Result};
 
 use super::guest_spec::GUEST_ROOTFS;
 
+mod members;
+
 /// State root of the guest's vessel.
 const GUEST_STATE: &str = "/run/vessel/state";
 /// Where bundles are written in the guest.
@@ -61,6 +63,8 @@ pub struct ContainerRunner {
     /// Container id and bundle, once prepared.
     container: Mutex<Option<(String, PathBuf)>>,
     execs: AtomicU32,
+    /// The pod's later containers (see `members`): bundle by id.
+    members: Mutex<std::collections::HashMap<String, PathBuf>>,
 }
 
 fn agent_err(msg: impl std::fmt::Display) -> Error {
@@ -175,9 +179,7 @@ impl ProcessRunner for ContainerRunner {
         mount_rootfs(rootfs, Path::new(GUEST_ROOTFS), Duration::from_secs(20))?;
         if let Some(net) = &request.network {
             // Loopback comes up even without interfaces.
-            let net: vessel_vm::net::GuestNetwork =
-                serde_json::from_value(net.clone()).map_err(Error::BadMessage)?;
-            vessel_vm::net::configure(&net)?;
+            vessel_vm::net::configure(net)?;
         }
         for f in &request.files {
             let path = Path::new(&f.path);
@@ -253,6 +255,35 @@ impl ProcessRunner for ContainerRunner {
         let sig = nix::sys::signal::Signal::try_from(signal)
             .map_err(|_| agent_err(format!("invalid signal number {signal}")))?;
         crate::container::kill(Path::new(GUEST_STATE), &id, Some(sig), true).map_err(agent_err)
+    }
+
+    fn create_member(
+        &self,
+        request: &RunProcess,
+        sandbox: &str,
+        join: &[String],
+    ) -> Result<Spawned> {
+        self.create_member_in(request, sandbox, join)
+    }
+
+    fn start_in(&self, container: &str) -> Result<()> {
+        self.start_member(container)
+    }
+
+    fn exec_in(&self, container: &str, process: &Process) -> Result<Spawned> {
+        self.exec_member(container, process)
+    }
+
+    fn signal_all_in(&self, container: &str, signal: i32) -> Result<()> {
+        self.signal_member(container, signal)
+    }
+
+    fn ps_in(&self, container: &str, format: &str) -> Result<String> {
+        self.ps_member(container, format)
+    }
+
+    fn delete_member(&self, container: &str) -> Result<()> {
+        self.delete_member_in(container)
     }
 
     fn ps(&self, format: &str) -> Result<String> {

@@ -31,8 +31,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use oci_spec::runtime::Spec;
-use serde_json::{json, Value};
+use oci_spec::runtime::{Hooks, LinuxNamespaceType, Root, Spec};
 use vessel_vm::agent::{GuestFile, GuestFileKind};
 
 use super::config::{VmDefaults, CPUS_ANNOTATION, MEMORY_ANNOTATION};
@@ -63,11 +62,134 @@ pub fn min_memory_limit_mib(guest_mib: u32) -> u32 {
 /// Guest memory when neither the spec nor the configuration says.
 pub const DEFAULT_GUEST_MIB: u32 = 256;
 
+/// Why a bundle cannot run in a VM as it is; each names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A sizing annotation is not a positive integer.
+    #[error("annotations.{key}: {value:?} is not a positive integer")]
+    NotPositive {
+        /// The annotation.
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The guest asked for plus the VMM do not fit in the memory limit.
+    #[error(
+        "annotations.{MEMORY_ANNOTATION}: {guest} MiB plus {VMM_OVERHEAD_MIB} MiB for the VMM \
+         does not fit in linux.resources.memory.limit ({limit} MiB): the minimum for a \
+         {guest} MiB guest is {} MiB", min_memory_limit_mib(*.guest)
+    )]
+    GuestAboveLimit {
+        /// The guest's memory, MiB.
+        guest: u32,
+        /// The limit, MiB.
+        limit: u32,
+    },
+    /// The memory limit leaves too little for a guest.
+    #[error(
+        "linux.resources.memory.limit: {limit} MiB is too low for vm mode: the minimum is \
+         {MIN_MEMORY_LIMIT_MIB} MiB ({MIN_GUEST_MIB} MiB for the guest plus \
+         {VMM_OVERHEAD_MIB} MiB for the VMM)"
+    )]
+    LimitTooLow {
+        /// The limit, MiB.
+        limit: u32,
+    },
+    /// The guest would be too small to boot.
+    #[error(
+        "the guest would get {memory} MiB, below the {MIN_GUEST_MIB} MiB it needs \
+         (annotation {MEMORY_ANNOTATION} or [vm] memory_mib)"
+    )]
+    GuestTooSmall {
+        /// Its memory, MiB.
+        memory: u32,
+    },
+    /// No `linux` section.
+    #[error("linux: vm mode needs the linux section")]
+    NoLinux,
+    /// A namespace of the host is joined by path.
+    #[error(
+        "linux.namespaces[{index}].path: vm mode cannot join the host's {kind} namespace {}",
+        .path.display()
+    )]
+    JoinsHost {
+        /// Its index.
+        index: usize,
+        /// Its type.
+        kind: String,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// No network namespace: the host's network.
+    #[error(
+        "linux.namespaces: vm mode cannot share the host's network (add a network \
+         namespace; its interfaces are given to the VM)"
+    )]
+    HostNetwork,
+    /// A mount type the guest cannot have.
+    #[error("{field}: type {kind:?} cannot be mounted in a vm-mode guest")]
+    MountType {
+        /// `mounts[i] (destination)`.
+        field: String,
+        /// The type.
+        kind: String,
+    },
+    /// A bind mount without a source.
+    #[error("{field}: a bind mount needs a source")]
+    NoSource {
+        /// `mounts[i] (destination)`.
+        field: String,
+    },
+    /// A bind mount's source cannot be copied in.
+    #[error("{field}: source {}: {source}", .path.display())]
+    Copy {
+        /// `mounts[i] (destination)`.
+        field: String,
+        /// The source.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: CopyError,
+    },
+}
+
+/// Why a bind mount's source cannot be copied into the guest.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading it.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Over the copy budget.
+    #[error(
+        "bind-mount sources are copied into the VM, at most {} KiB in all; this one \
+         exceeds what is left ({size} bytes)", COPY_LIMIT >> 10
+    )]
+    TooLarge {
+        /// Its size.
+        size: u64,
+    },
+    /// A device node.
+    #[error("a device node cannot be bind-mounted into a VM")]
+    Device,
+    /// A socket or fifo.
+    #[error("sockets and fifos cannot be bind-mounted into a VM")]
+    Special,
+    /// An entry of a directory being copied.
+    #[error("{}: {source}", .path.display())]
+    Entry {
+        /// The entry.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<CopyError>,
+    },
+}
+
 /// What the host sends and boots for one container.
 #[derive(Debug, Clone)]
 pub struct GuestPlan {
     /// The guest's config.json.
-    pub config: Value,
+    pub config: Spec,
     /// Bind-mount sources to create in the guest.
     pub files: Vec<GuestFile>,
     /// vCPUs.
@@ -79,21 +201,29 @@ pub struct GuestPlan {
 }
 
 /// Plans the guest for `spec` (already validated for container mode).
-pub fn plan(spec: &Spec, defaults: &VmDefaults) -> Result<GuestPlan, String> {
+pub fn plan(spec: &Spec, defaults: &VmDefaults) -> Result<GuestPlan, PlanError> {
     let annotations = spec.annotations().clone().unwrap_or_default();
     let (vcpus, memory_mib) = size(spec, &annotations, defaults)?;
-    let mut config = serde_json::to_value(spec).map_err(|e| format!("config.json: {e}"))?;
-    let readonly = spec
-        .root()
-        .as_ref()
-        .and_then(|r| r.readonly())
-        .unwrap_or(false);
-    config["root"] = json!({ "path": GUEST_ROOTFS, "readonly": readonly });
-    if let Some(a) = config.get_mut("annotations").and_then(Value::as_object_mut) {
+    let mut config = spec.clone();
+    let mut root = Root::default();
+    root.set_path(GUEST_ROOTFS.into());
+    root.set_readonly(Some(
+        spec.root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+    ));
+    config.set_root(Some(root));
+    if let Some(mut a) = spec.annotations().clone() {
         a.retain(|k, _| !k.starts_with("io.vessel."));
+        config.set_annotations(Some(a));
     }
-    if let Some(h) = config.get_mut("hooks").and_then(Value::as_object_mut) {
-        h.retain(|k, _| k == "createContainer" || k == "startContainer");
+    if let Some(h) = spec.hooks() {
+        // Only the hooks that run in the container; the others run on the host.
+        let mut guest = Hooks::default();
+        guest.set_create_container(h.create_container().clone());
+        guest.set_start_container(h.start_container().clone());
+        config.set_hooks(Some(guest));
     }
     let netns = adapt_linux(&mut config)?;
     let files = copy_bind_sources(&mut config)?;
@@ -112,15 +242,18 @@ fn size(
     spec: &Spec,
     annotations: &HashMap<String, String>,
     defaults: &VmDefaults,
-) -> Result<(u32, u32), String> {
-    let number = |key: &str| -> Result<Option<u32>, String> {
+) -> Result<(u32, u32), PlanError> {
+    let number = |key: &'static str| -> Result<Option<u32>, PlanError> {
         annotations
             .get(key)
             .map(|v| {
                 v.parse::<u32>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("annotations.{key}: {v:?} is not a positive integer"))
+                    .ok_or_else(|| PlanError::NotPositive {
+                        key,
+                        value: v.clone(),
+                    })
             })
             .transpose()
     };
@@ -145,12 +278,7 @@ fn size(
         .map(|l| (l as u64 >> 20) as u32);
     let memory = match (number(MEMORY_ANNOTATION)?, limit_mib) {
         (Some(m), Some(limit)) if m.saturating_add(VMM_OVERHEAD_MIB) > limit => {
-            return Err(format!(
-                "annotations.{MEMORY_ANNOTATION}: {m} MiB plus {VMM_OVERHEAD_MIB} MiB for the VMM \
-                 does not fit in linux.resources.memory.limit ({limit} MiB): the minimum for a \
-                 {m} MiB guest is {} MiB",
-                min_memory_limit_mib(m)
-            ))
+            return Err(PlanError::GuestAboveLimit { guest: m, limit })
         }
         (Some(m), _) => m,
         (None, Some(limit)) => limit.saturating_sub(VMM_OVERHEAD_MIB),
@@ -158,15 +286,8 @@ fn size(
     };
     if memory < MIN_GUEST_MIB {
         return Err(match limit_mib {
-            Some(limit) if number(MEMORY_ANNOTATION)?.is_none() => format!(
-                "linux.resources.memory.limit: {limit} MiB is too low for vm mode: the minimum is \
-                 {MIN_MEMORY_LIMIT_MIB} MiB ({MIN_GUEST_MIB} MiB for the guest plus \
-                 {VMM_OVERHEAD_MIB} MiB for the VMM)"
-            ),
-            _ => format!(
-                "the guest would get {memory} MiB, below the {MIN_GUEST_MIB} MiB it needs \
-                 (annotation {MEMORY_ANNOTATION} or [vm] memory_mib)"
-            ),
+            Some(limit) if number(MEMORY_ANNOTATION)?.is_none() => PlanError::LimitTooLow { limit },
+            _ => PlanError::GuestTooSmall { memory },
         });
     }
     Ok((vcpus, memory))
@@ -186,89 +307,86 @@ fn count_cpuset(list: &str) -> Option<u32> {
 
 /// Namespaces and resources for the guest; returns the network namespace
 /// path the VMM must join, if any.
-fn adapt_linux(config: &mut Value) -> Result<Option<PathBuf>, String> {
-    let Some(linux) = config.get_mut("linux").and_then(Value::as_object_mut) else {
-        return Err("linux: vm mode needs the linux section".into());
-    };
+fn adapt_linux(config: &mut Spec) -> Result<Option<PathBuf>, PlanError> {
+    let mut linux = config.linux().clone().ok_or(PlanError::NoLinux)?;
     let mut netns = None;
     let mut has_net = false;
-    if let Some(list) = linux.get_mut("namespaces").and_then(Value::as_array_mut) {
-        for (i, ns) in list.iter().enumerate() {
-            let kind = ns.get("type").and_then(Value::as_str).unwrap_or("");
-            let path = ns
-                .get("path")
-                .and_then(Value::as_str)
-                .filter(|p| !p.is_empty());
-            if kind == "network" {
+    if let Some(list) = linux.namespaces() {
+        for (index, ns) in list.iter().enumerate() {
+            let path = ns.path().clone().filter(|p| !p.as_os_str().is_empty());
+            if ns.typ() == LinuxNamespaceType::Network {
                 has_net = true;
-                netns = path.map(PathBuf::from);
-            } else if let Some(p) = path {
-                return Err(format!(
-                    "linux.namespaces[{i}].path: vm mode cannot join the host's {kind} namespace {p}"
-                ));
+                netns = path;
+            } else if let Some(path) = path {
+                // The name config.json uses.
+                let kind = serde_json::to_value(ns.typ())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                return Err(PlanError::JoinsHost { index, kind, path });
             }
         }
-        list.retain(|ns| ns.get("type").and_then(Value::as_str) != Some("network"));
+        let kept: Vec<_> = list
+            .iter()
+            .filter(|ns| ns.typ() != LinuxNamespaceType::Network)
+            .cloned()
+            .collect();
+        linux.set_namespaces(Some(kept));
     }
     if !has_net {
-        return Err(
-            "linux.namespaces: vm mode cannot share the host's network (add a network \
-                    namespace; its interfaces are given to the VM)"
-                .into(),
-        );
+        return Err(PlanError::HostNetwork);
     }
-    linux.remove("cgroupsPath");
-    if let Some(res) = linux.get_mut("resources").and_then(Value::as_object_mut) {
-        for key in ["blockIO", "hugepageLimits", "rdma", "network"] {
-            res.remove(key);
+    linux.set_cgroups_path(None);
+    if let Some(mut res) = linux.resources().clone() {
+        // Host objects: block IO is applied to the VMM on the host instead.
+        res.set_block_io(None);
+        res.set_hugepage_limits(None);
+        res.set_rdma(None);
+        res.set_network(None);
+        if let Some(mut cpu) = res.cpu().clone() {
+            cpu.set_cpus(None);
+            cpu.set_mems(None);
+            res.set_cpu(Some(cpu));
         }
-        if let Some(cpu) = res.get_mut("cpu").and_then(Value::as_object_mut) {
-            cpu.remove("cpus");
-            cpu.remove("mems");
-        }
+        linux.set_resources(Some(res));
     }
+    config.set_linux(Some(linux));
     Ok(netns)
 }
 
 /// Rewrites the bind mounts to copies under [`GUEST_FILES`] and returns the
 /// files to create; refuses mounts the guest cannot have.
-fn copy_bind_sources(config: &mut Value) -> Result<Vec<GuestFile>, String> {
+fn copy_bind_sources(config: &mut Spec) -> Result<Vec<GuestFile>, PlanError> {
     let mut files = Vec::new();
     let mut budget = COPY_LIMIT;
-    let Some(mounts) = config.get_mut("mounts").and_then(Value::as_array_mut) else {
+    let Some(mut mounts) = config.mounts().clone() else {
         return Ok(files);
     };
     for (i, m) in mounts.iter_mut().enumerate() {
-        let dest = m
-            .get("destination")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let kind = m.get("type").and_then(Value::as_str).unwrap_or("");
+        let kind = m.typ().clone().unwrap_or_default();
         let bind = kind == "bind"
-            || m.get("options")
-                .and_then(Value::as_array)
+            || m.options()
+                .as_ref()
                 .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
-        let field = format!("mounts[{i}] ({dest})");
+        let field = format!("mounts[{i}] ({})", m.destination().display());
         if !bind {
-            match kind {
+            match kind.as_str() {
                 "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2" => continue,
-                other => {
-                    return Err(format!(
-                        "{field}: type {other:?} cannot be mounted in a vm-mode guest"
-                    ))
-                }
+                _ => return Err(PlanError::MountType { field, kind }),
             }
         }
-        let source = m
-            .get("source")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("{field}: a bind mount needs a source"))?;
+        let Some(source) = m.source().clone() else {
+            return Err(PlanError::NoSource { field });
+        };
         let guest = format!("{GUEST_FILES}/{i}");
-        copy_in(Path::new(source), &guest, &mut files, &mut budget)
-            .map_err(|e| format!("{field}: source {source}: {e}"))?;
-        m["source"] = Value::String(guest);
+        copy_in(&source, &guest, &mut files, &mut budget).map_err(|e| PlanError::Copy {
+            field,
+            path: source.clone(),
+            source: e,
+        })?;
+        m.set_source(Some(guest.into()));
     }
+    config.set_mounts(Some(mounts));
     Ok(files)
 }
 
@@ -277,35 +395,30 @@ fn copy_in(
     guest: &str,
     files: &mut Vec<GuestFile>,
     budget: &mut u64,
-) -> Result<(), String> {
-    let meta = fs::symlink_metadata(host).map_err(|e| e.to_string())?;
+) -> Result<(), CopyError> {
+    let meta = fs::symlink_metadata(host)?;
     let mode = meta.mode() & 0o7777;
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         GuestFileKind::Dir
     } else if ft.is_symlink() {
-        let target = fs::read_link(host).map_err(|e| e.to_string())?;
+        let target = fs::read_link(host)?;
         GuestFileKind::Symlink {
             target: target.to_string_lossy().into_owned(),
         }
     } else if ft.is_file() {
         if meta.len() > *budget {
-            return Err(format!(
-                "bind-mount sources are copied into the VM, at most {} KiB in all; this one \
-                 exceeds what is left ({} bytes)",
-                COPY_LIMIT >> 10,
-                meta.len()
-            ));
+            return Err(CopyError::TooLarge { size: meta.len() });
         }
         *budget -= meta.len();
-        let data = fs::read(host).map_err(|e| e.to_string())?;
+        let data = fs::read(host)?;
         GuestFileKind::File {
             base64: base64::engine::general_purpose::STANDARD.encode(data),
         }
     } else if ft.is_block_device() || ft.is_char_device() {
-        return Err("a device node cannot be bind-mounted into a VM".into());
+        return Err(CopyError::Device);
     } else {
-        return Err("sockets and fifos cannot be bind-mounted into a VM".into());
+        return Err(CopyError::Special);
     };
     let is_dir = matches!(kind, GuestFileKind::Dir);
     files.push(GuestFile {
@@ -314,16 +427,15 @@ fn copy_in(
         kind,
     });
     if is_dir {
-        let mut entries: Vec<_> = fs::read_dir(host)
-            .map_err(|e| e.to_string())?
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let mut entries: Vec<_> = fs::read_dir(host)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name();
             let child = format!("{guest}/{}", name.to_string_lossy());
-            copy_in(&e.path(), &child, files, budget)
-                .map_err(|x| format!("{}: {x}", e.path().display()))?;
+            copy_in(&e.path(), &child, files, budget).map_err(|x| CopyError::Entry {
+                path: e.path(),
+                source: Box::new(x),
+            })?;
         }
     }
     Ok(())
@@ -332,6 +444,11 @@ fn copy_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    fn config(p: &GuestPlan) -> Value {
+        serde_json::to_value(&p.config).unwrap()
+    }
 
     fn spec_with(extra: Value) -> Spec {
         let mut base = json!({
@@ -359,20 +476,21 @@ mod tests {
     #[test]
     fn guest_config_is_adapted() {
         let p = plan(&spec_with(json!({})), &VmDefaults::default()).unwrap();
-        assert_eq!(p.config["root"]["path"], GUEST_ROOTFS);
-        assert_eq!(p.config["root"]["readonly"], true);
+        let c = config(&p);
+        assert_eq!(c["root"]["path"], GUEST_ROOTFS);
+        assert_eq!(c["root"]["readonly"], true);
         assert_eq!(p.netns, Some(PathBuf::from("/run/netns/x")));
-        let ns: Vec<&str> = p.config["linux"]["namespaces"]
+        let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()
             .unwrap()
             .iter()
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert_eq!(ns, ["pid", "mount"]);
-        assert!(p.config["annotations"].get("io.vessel.isolation").is_none());
-        assert_eq!(p.config["annotations"]["other"], "kept");
-        assert!(p.config["hooks"].get("prestart").is_none());
-        assert!(p.config["hooks"].get("startContainer").is_some());
+        assert!(c["annotations"].get("io.vessel.isolation").is_none());
+        assert_eq!(c["annotations"]["other"], "kept");
+        assert!(c["hooks"].get("prestart").is_none());
+        assert!(c["hooks"].get("startContainer").is_some());
         assert_eq!((p.vcpus, p.memory_mib), (1, DEFAULT_GUEST_MIB));
     }
 
@@ -382,7 +500,7 @@ mod tests {
         let mut v = serde_json::to_value(&s).unwrap();
         v["linux"]["namespaces"] = json!([{"type": "pid"}]);
         s = serde_json::from_value(v.clone()).unwrap();
-        let e = plan(&s, &VmDefaults::default()).unwrap_err();
+        let e = plan(&s, &VmDefaults::default()).unwrap_err().to_string();
         assert!(
             e.contains("linux.namespaces") && e.contains("network"),
             "{e}"
@@ -390,7 +508,7 @@ mod tests {
         v["linux"]["namespaces"] =
             json!([{"type": "network"}, {"type": "ipc", "path": "/proc/1/ns/ipc"}]);
         s = serde_json::from_value(v).unwrap();
-        let e = plan(&s, &VmDefaults::default()).unwrap_err();
+        let e = plan(&s, &VmDefaults::default()).unwrap_err().to_string();
         assert!(e.contains("linux.namespaces[1].path"), "{e}");
     }
 
@@ -408,7 +526,7 @@ mod tests {
         let p = plan(&s, &VmDefaults::default()).unwrap();
         assert_eq!((p.vcpus, p.memory_mib), (3, 128));
         let s = spec_with(json!({"linux": {"resources": {"memory": {"limit": 128i64 << 20}}}}));
-        let e = plan(&s, &VmDefaults::default()).unwrap_err();
+        let e = plan(&s, &VmDefaults::default()).unwrap_err().to_string();
         assert!(e.contains("linux.resources.memory.limit"), "{e}");
         assert!(
             e.contains(&format!("the minimum is {MIN_MEMORY_LIMIT_MIB} MiB")),
@@ -422,11 +540,12 @@ mod tests {
         assert!(plan(&at(MIN_MEMORY_LIMIT_MIB as i64 - 1), &VmDefaults::default()).is_err());
         let s = spec_with(json!({"annotations": {"io.vessel.vm.memory_mib": "500"},
             "linux": {"resources": {"memory": {"limit": 512i64 << 20}}}}));
-        let e = plan(&s, &VmDefaults::default()).unwrap_err();
+        let e = plan(&s, &VmDefaults::default()).unwrap_err().to_string();
         assert!(e.contains("io.vessel.vm.memory_mib"), "{e}");
         let s = spec_with(json!({"annotations": {"io.vessel.vm.cpus": "zero"}}));
         assert!(plan(&s, &VmDefaults::default())
             .unwrap_err()
+            .to_string()
             .contains("io.vessel.vm.cpus"));
         assert_eq!(count_cpuset("0-3,6"), Some(5));
     }
@@ -441,13 +560,16 @@ mod tests {
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/data", "type": "bind", "source": src, "options": ["rbind", "ro"]}]}));
         let p = plan(&s, &VmDefaults::default()).unwrap();
-        assert_eq!(p.config["mounts"][1]["source"], format!("{GUEST_FILES}/1"));
+        assert_eq!(
+            config(&p)["mounts"][1]["source"],
+            format!("{GUEST_FILES}/1")
+        );
         assert_eq!(p.files.len(), 2);
         assert_eq!(p.files[1].path, format!("{GUEST_FILES}/1/f"));
         assert!(matches!(&p.files[1].kind, GuestFileKind::File { base64 } if base64 == "aGk="));
         let s = spec_with(json!({"mounts": [
             {"destination": "/dev/x", "type": "bind", "source": "/dev/null", "options": ["bind"]}]}));
-        let e = plan(&s, &VmDefaults::default()).unwrap_err();
+        let e = plan(&s, &VmDefaults::default()).unwrap_err().to_string();
         assert!(
             e.contains("mounts[0] (/dev/x)") && e.contains("device"),
             "{e}"
@@ -456,6 +578,7 @@ mod tests {
             {"destination": "/x", "type": "nfs", "source": "server:/x"}]}));
         assert!(plan(&s, &VmDefaults::default())
             .unwrap_err()
+            .to_string()
             .contains("\"nfs\""));
     }
 }

@@ -18,6 +18,8 @@ mod error;
 pub mod exec;
 pub mod guest_runner;
 pub mod guest_spec;
+pub mod member;
+pub mod pod;
 pub mod resolve;
 pub mod supervisor;
 

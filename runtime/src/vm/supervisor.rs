@@ -134,6 +134,9 @@ struct Supervisor {
     exited: AtomicBool,
     /// The host side of the workload's terminal.
     tty: Option<OwnedFd>,
+    /// The pod's other containers in this VM: the agent's id of each one's
+    /// init, by container id.
+    members: Mutex<HashMap<String, u32>>,
 }
 
 /// Where frames of an exec'd process go: buffered until its client got
@@ -263,6 +266,7 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         next_id: AtomicU32::new(2),
         exited: AtomicBool::new(false),
         tty,
+        members: Mutex::new(HashMap::new()),
     });
     let sock = control::socket_path(dir);
     let _ = std::fs::remove_file(&sock);
@@ -349,7 +353,7 @@ fn console_tail(log: Option<&Path>) -> String {
 
 /// Opens the host side of the workload's terminal: a pty whose master goes
 /// to the console socket; we keep the slave, raw, and relay it.
-fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
+pub(crate) fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
     let (master, slave, name) =
         terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
     let conn = UnixStream::connect(socket)
@@ -644,12 +648,154 @@ impl Supervisor {
                     })
             }
             Request::Exec { process } => return self.exec(conn, *process),
+            Request::CreateMember { run, sandbox, join } => {
+                return self.create_member(conn, *run, sandbox, join)
+            }
+            Request::Member { container, request } => {
+                return self.member(conn, &container, *request)
+            }
+            Request::DeleteMember { container } => {
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+                let r = self
+                    .ask(
+                        id,
+                        Message::DeleteMember {
+                            id,
+                            container: container.clone(),
+                        },
+                        Duration::from_secs(60),
+                    )
+                    .map(|_| Reply::default());
+                self.members
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&container);
+                r
+            }
         };
         let _ = control::write_reply(&conn, &reply.unwrap_or_else(Reply::error));
     }
 
     fn exec(&self, conn: UnixStream, process: oci_spec::runtime::Process) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        self.routed(
+            conn,
+            id,
+            Message::Exec {
+                id,
+                process: Box::new(process),
+            },
+        )
+    }
+
+    /// A request about the pod's member `container`, from its relay.
+    fn member(&self, conn: UnixStream, container: &str, request: Request) {
+        let known = self
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(container)
+            .copied();
+        let Some(init) = known else {
+            let msg = format!("no container {container:?} in this pod's VM");
+            let _ = control::write_reply(&conn, &Reply::error(msg));
+            return;
+        };
+        let inside = |message: Message| Message::InContainer {
+            container: container.into(),
+            message: Box::new(message),
+        };
+        let next = || self.next_id.fetch_add(1, Ordering::SeqCst);
+        let reply = match request {
+            Request::Start => {
+                let id = next();
+                self.ask(
+                    id,
+                    inside(Message::StartProcess { id }),
+                    Duration::from_secs(60),
+                )
+                .map(|_| Reply::default())
+            }
+            Request::Signal { signal, all: false } => self
+                .send(&Frame::Control(Message::Signal {
+                    id: init,
+                    signal,
+                    all: false,
+                }))
+                .map(|_| Reply::default()),
+            Request::Signal { signal, all: true } => {
+                let id = next();
+                self.ask(
+                    id,
+                    inside(Message::Signal {
+                        id,
+                        signal,
+                        all: true,
+                    }),
+                    Duration::from_secs(30),
+                )
+                .map(|_| Reply::default())
+            }
+            Request::Ps { format } => {
+                let id = next();
+                self.ask(
+                    id,
+                    inside(Message::Ps { id, format }),
+                    Duration::from_secs(30),
+                )
+                .map(|m| Reply {
+                    output: match m {
+                        Message::PsOutput { output, .. } => Some(output),
+                        _ => None,
+                    },
+                    ..Reply::default()
+                })
+            }
+            Request::Exec { process } => {
+                let id = next();
+                return self.routed(conn, id, inside(Message::Exec { id, process }));
+            }
+            other => Err(format!(
+                "not a request about a container of the pod: {other:?}"
+            )),
+        };
+        let _ = control::write_reply(&conn, &reply.unwrap_or_else(Reply::error));
+    }
+
+    /// Creates a container of the pod in the guest; its relay's
+    /// connection then carries its frames, as an exec's.
+    fn create_member(
+        &self,
+        conn: UnixStream,
+        mut run: vessel_vm::agent::RunProcess,
+        sandbox: String,
+        join: Vec<String>,
+    ) {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        run.id = id;
+        let Some(container) = run.container_id.clone() else {
+            let _ = control::write_reply(&conn, &Reply::error("a pod member needs a container id"));
+            return;
+        };
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(container, id);
+        self.routed(
+            conn,
+            id,
+            Message::CreateMember {
+                run: Box::new(run),
+                sandbox,
+                join,
+            },
+        )
+    }
+
+    /// Sends `msg`, which starts process `id` in the guest, and once it
+    /// started hands `conn` its frames (and the client's stdin, resizes and
+    /// signals to it).
+    fn routed(&self, conn: UnixStream, id: u32, msg: Message) {
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -660,14 +806,7 @@ impl Supervisor {
                     buffered: Vec::new(),
                 },
             );
-        let started = self.ask(
-            id,
-            Message::Exec {
-                id,
-                process: Box::new(process),
-            },
-            Duration::from_secs(60),
-        );
+        let started = self.ask(id, msg, Duration::from_secs(60));
         let pid = match started {
             Ok(Message::Started { pid, .. }) => pid,
             Ok(m) => {

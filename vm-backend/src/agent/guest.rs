@@ -95,6 +95,48 @@ pub trait ProcessRunner: Send + Sync {
             "listing processes needs the container runner".into(),
         ))
     }
+    /// Creates another container of the pod ([`Message::CreateMember`]),
+    /// joining the namespaces `join` of container `sandbox`; its init
+    /// waits for [`ProcessRunner::start_in`].
+    fn create_member(
+        &self,
+        request: &RunProcess,
+        sandbox: &str,
+        join: &[String],
+    ) -> Result<Spawned> {
+        let _ = (request, sandbox, join);
+        Err(members_need_runner())
+    }
+    /// Starts the created init of member `container`.
+    fn start_in(&self, container: &str) -> Result<()> {
+        let _ = container;
+        Err(members_need_runner())
+    }
+    /// Runs another process in member `container`.
+    fn exec_in(&self, container: &str, process: &Process) -> Result<Spawned> {
+        let _ = (container, process);
+        Err(members_need_runner())
+    }
+    /// Sends `signal` to every process of member `container`.
+    fn signal_all_in(&self, container: &str, signal: i32) -> Result<()> {
+        let _ = (container, signal);
+        Err(members_need_runner())
+    }
+    /// Lists the processes of member `container`.
+    fn ps_in(&self, container: &str, format: &str) -> Result<String> {
+        let _ = (container, format);
+        Err(members_need_runner())
+    }
+    /// Deletes member `container` (killing what is left of it) and frees
+    /// its guest resources.
+    fn delete_member(&self, container: &str) -> Result<()> {
+        let _ = container;
+        Err(members_need_runner())
+    }
+}
+
+fn members_need_runner() -> Error {
+    Error::Agent("the containers of a pod need the container runner".into())
 }
 
 /// Runs the process as a plain command with its args, env, cwd, uid and
@@ -275,6 +317,102 @@ pub fn mount_rootfs(rootfs: &GuestRootfs, target: &Path, timeout: Duration) -> R
             e.into(),
         )
     })
+}
+
+/// `BLKFLSBUF` (`_IO(0x12, 97)`): drop a block device's buffer cache.
+const BLKFLSBUF: libc::c_ulong = 0x1261;
+
+/// Mounts a pod member's root filesystem under `dir`: the read-only image
+/// on the device `rootfs.device_serial` at `dir/lower`, and an overlay of
+/// it at `dir/rootfs` whose upper and work directories are made under
+/// `upper_base` (on the writable disk). The device is a pod slot the host
+/// rewrote after boot: its buffer cache (filled by the partition scan, or
+/// by the slot's previous member) is dropped first, or the guest would
+/// read stale blocks. Returns the overlay's path.
+pub fn mount_member_rootfs(
+    rootfs: &GuestRootfs,
+    dir: &Path,
+    upper_base: &Path,
+    timeout: Duration,
+) -> Result<PathBuf> {
+    let dev = find_block_device(&rootfs.device_serial, timeout)?;
+    let f = File::open(&dev).ctx(|| format!("opening {}", dev.display()))?;
+    // SAFETY: BLKFLSBUF takes no argument and only acts on the device
+    // behind the descriptor, which is open for the duration of the call.
+    if unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF as _, 0) } != 0 {
+        return Err(Error::io(
+            format!("dropping the buffer cache of {}", dev.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    drop(f);
+    let lower = dir.join("lower");
+    let target = dir.join("rootfs");
+    let (upper, work) = (upper_base.join("upper"), upper_base.join("work"));
+    for d in [&lower, &target, &upper, &work] {
+        fs::create_dir_all(d).ctx(|| format!("creating {}", d.display()))?;
+    }
+    mount(
+        Some(&dev),
+        &lower,
+        Some(rootfs.fstype.as_str()),
+        MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        Error::io(
+            format!(
+                "mounting {} ({}) on {}",
+                dev.display(),
+                rootfs.fstype,
+                lower.display()
+            ),
+            e.into(),
+        )
+    })?;
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    if let Err(e) = mount(
+        Some("overlay"),
+        &target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    ) {
+        let _ = nix::mount::umount(&lower);
+        return Err(Error::io(
+            format!("mounting overlay ({data}) on {}", target.display()),
+            e.into(),
+        ));
+    }
+    Ok(target)
+}
+
+/// Undoes [`mount_member_rootfs`]: unmounts the overlay and the image and
+/// removes `dir` and `upper_base`. Goes on past failures, returns the first.
+pub fn unmount_member_rootfs(dir: &Path, upper_base: &Path) -> Result<()> {
+    let mut first = None;
+    for m in [dir.join("rootfs"), dir.join("lower")] {
+        match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => {
+                first.get_or_insert(Error::io(format!("unmounting {}", m.display()), e.into()));
+            }
+        }
+    }
+    for d in [dir, upper_base] {
+        match fs::remove_dir_all(d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                first.get_or_insert(Error::io(format!("removing {}", d.display()), e));
+            }
+            _ => {}
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Configuration of the guest agent.
@@ -691,6 +829,31 @@ impl Agent {
                     self.send_error(Some(id), &e);
                 }
             }
+            Frame::Control(Message::CreateMember { run, sandbox, join }) => {
+                let agent = Arc::clone(self);
+                thread::spawn(move || {
+                    let id = run.id;
+                    let result = agent
+                        .runner
+                        .create_member(&run, &sandbox, &join)
+                        .and_then(|spawned| agent.register(id, spawned));
+                    if let Err(e) = result {
+                        agent.send_error(Some(id), &e);
+                    }
+                });
+            }
+            Frame::Control(Message::InContainer { container, message }) => {
+                self.handle_in(container, *message)
+            }
+            Frame::Control(Message::DeleteMember { id, container }) => {
+                let agent = Arc::clone(self);
+                thread::spawn(move || match agent.runner.delete_member(&container) {
+                    Ok(()) => {
+                        let _ = agent.send(&Frame::Control(Message::Ack { id }));
+                    }
+                    Err(e) => agent.send_error(Some(id), &e),
+                });
+            }
             Frame::Data {
                 id,
                 stream: Stream::Stdin,
@@ -703,6 +866,65 @@ impl Agent {
         }
     }
 
+    /// A request about a member container of the pod: each runs on its
+    /// own thread (they start guest vessel commands).
+    fn handle_in(self: &Arc<Self>, container: String, message: Message) {
+        let agent = Arc::clone(self);
+        thread::spawn(move || {
+            let (id, result) = match message {
+                Message::StartProcess { id } => (
+                    id,
+                    agent
+                        .runner
+                        .start_in(&container)
+                        .map(|()| Some(Message::Ack { id })),
+                ),
+                Message::Exec { id, process } => (
+                    id,
+                    agent
+                        .runner
+                        .exec_in(&container, &process)
+                        .and_then(|spawned| agent.register(id, spawned))
+                        .map(|()| None),
+                ),
+                Message::Signal {
+                    id,
+                    signal,
+                    all: true,
+                } => (
+                    id,
+                    agent
+                        .runner
+                        .signal_all_in(&container, signal)
+                        .map(|()| Some(Message::Ack { id })),
+                ),
+                Message::Ps { id, format } => (
+                    id,
+                    agent
+                        .runner
+                        .ps_in(&container, &format)
+                        .map(|output| Some(Message::PsOutput { id, output })),
+                ),
+                other => {
+                    agent.send_error(
+                        None,
+                        &Error::UnexpectedMessage(format!(
+                            "not a request about a container: {other:?}"
+                        )),
+                    );
+                    return;
+                }
+            };
+            match result {
+                Ok(Some(answer)) => {
+                    let _ = agent.send(&Frame::Control(answer));
+                }
+                Ok(None) => {}
+                Err(e) => agent.send_error(Some(id), &e),
+            }
+        });
+    }
+
     fn start(self: &Arc<Self>, id: u32, process: &Process, exec: bool) -> Result<()> {
         if self.lock_procs().by_id.contains_key(&id) {
             return Err(Error::Agent(format!("process id {id} is already in use")));
@@ -712,6 +934,15 @@ impl Agent {
         } else {
             self.runner.spawn(process)?
         };
+        self.register(id, spawned)
+    }
+
+    /// Tracks a started process under `id`: forwards its output, reports
+    /// it started, and reports its exit when reaped.
+    fn register(self: &Arc<Self>, id: u32, spawned: Spawned) -> Result<()> {
+        if self.lock_procs().by_id.contains_key(&id) {
+            return Err(Error::Agent(format!("process id {id} is already in use")));
+        }
         let mut io = Vec::new();
         for (pipe, stream) in [
             (spawned.stdout, Stream::Stdout),

@@ -133,14 +133,14 @@ pub struct RunProcess {
     /// The OCI config.json the guest's container code runs, already adapted
     /// to the guest (root, namespaces, mounts); `None` for a plain command.
     #[serde(default)]
-    pub config: Option<serde_json::Value>,
+    pub config: Option<Box<oci_spec::runtime::Spec>>,
     /// Files to create before the container (bind mount sources).
     #[serde(default)]
     pub files: Vec<GuestFile>,
-    /// The network the guest's interfaces get (a `net::GuestNetwork`), if
-    /// the container's network namespace has any.
+    /// The network the guest's interfaces get, if the container has a
+    /// network namespace.
     #[serde(default)]
-    pub network: Option<serde_json::Value>,
+    pub network: Option<crate::net::GuestNetwork>,
 }
 
 /// Control messages, carried as JSON in control frames.
@@ -247,6 +247,40 @@ pub enum Message {
     },
     /// Host: power the guest off.
     Shutdown,
+    /// Host: create another container of the pod in this guest (a
+    /// "member": a Kubernetes app container of the VM's pod sandbox). Its
+    /// root filesystem is the image on `run.rootfs.device_serial`; it joins
+    /// the namespaces named in `join` of container `sandbox`. Answered by
+    /// [`Message::Started`] (its init waits for a start) or
+    /// [`Message::Error`]; its stdio frames and [`Message::Exit`] carry
+    /// `run.id`.
+    CreateMember {
+        /// The member: id, container id, adapted config, files, rootfs.
+        run: Box<RunProcess>,
+        /// The container whose namespaces it joins (the pod sandbox).
+        sandbox: String,
+        /// The namespace types joined, as config.json names them
+        /// (`ipc`, `uts`, `pid`, ...).
+        join: Vec<String>,
+    },
+    /// Host: `message` (a [`Message::StartProcess`], [`Message::Exec`],
+    /// [`Message::Ps`] or a [`Message::Signal`] to all processes) is about
+    /// the member container `container`, not the guest's first container.
+    InContainer {
+        /// The member's container id.
+        container: String,
+        /// The request.
+        message: Box<Message>,
+    },
+    /// Host: delete the member container `container` and free its guest
+    /// resources (mounts, writable layer, bundle). Answered by
+    /// [`Message::Ack`] with `id`.
+    DeleteMember {
+        /// Request identifier.
+        id: u32,
+        /// The member's container id.
+        container: String,
+    },
 }
 
 /// One unit on the wire.
@@ -466,7 +500,7 @@ mod tests {
                 mounts: Vec::new(),
                 hostname: Some("box".into()),
                 container_id: Some("c1".into()),
-                config: Some(serde_json::json!({"ociVersion": "1.0.2"})),
+                config: Some(Box::default()),
                 files: vec![GuestFile {
                     path: "/run/vessel/files/0".into(),
                     mode: 0o644,
@@ -511,6 +545,23 @@ mod tests {
                 message: "boom".into(),
             },
             Message::Shutdown,
+            Message::CreateMember {
+                run: Box::new(RunProcess {
+                    id: 3,
+                    container_id: Some("m1".into()),
+                    ..RunProcess::default()
+                }),
+                sandbox: "c1".into(),
+                join: vec!["ipc".into(), "uts".into()],
+            },
+            Message::InContainer {
+                container: "m1".into(),
+                message: Box::new(Message::StartProcess { id: 3 }),
+            },
+            Message::DeleteMember {
+                id: 4,
+                container: "m1".into(),
+            },
         ]
     }
 
