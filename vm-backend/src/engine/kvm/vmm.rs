@@ -1,5 +1,7 @@
-//! The monitor: builds a [`Machine`] from a [`VmConfig`], boots the kernel
-//! and runs until the guest resets or powers off.
+//! The monitor: builds a [`Machine`] and its devices (through the
+//! [`DeviceManager`]) from a [`VmConfig`], loads the kernel with the
+//! architecture's boot protocol and runs until the guest resets or powers
+//! off.
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
