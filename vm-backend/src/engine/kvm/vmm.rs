@@ -6,11 +6,10 @@
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use linux_loader::cmdline::Cmdline;
 
-use super::arch::x86_64::boot::{self, Entry};
-use super::arch::x86_64::{acpi, cpu, cpuid, layout};
+use super::arch::x86_64::boot::Entry;
+use super::arch::x86_64::{self as arch, layout};
 use super::device_manager::{ConsoleTail, DeviceManager, VirtioSlot};
 use super::machine::Machine;
 use super::vcpu::{Vcpu, VcpuStop};
@@ -95,41 +94,20 @@ impl Vmm {
         let mut devices = DeviceManager::new();
         let host = devices.create_devices(&m, config, extras)?;
 
-        let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
-        let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
         let cmdline = cmdline_for(config)?;
-        boot::load_cmdline(&m.mem, &cmdline)?;
-        let cmdline_str = cmdline
-            .as_cstring()
-            .map_err(|e| KvmError::Device(format!("kernel command line: {e}")))?;
-        cpu::write_gdt(&m.mem)?;
-        cpu::write_page_tables(&m.mem)?;
-        let rsdp = acpi::write_tables(&m.mem, config.vcpus, &devices.acpi_devices())?;
-        match kernel.entry {
-            Entry::Linux64(_) => boot::configure_linux(
-                &m.mem,
-                &kernel,
-                cmdline_str.as_bytes_with_nul().len(),
-                Some(initrd),
-            )?,
-            Entry::Pvh(_) => boot::configure_pvh(&m.mem, Some(initrd), Some(rsdp))?,
-        }
-
-        let supported = m
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| KvmError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        if !cpuid::has_kvm_clock(supported.as_slice()) {
-            // The guest falls back to the TSC or the PIT: slower and less
-            // stable, but it still boots.
-            eprintln!("vessel vmm: warning: KVM offers no kvm-clock (CPUID 0x40000001 bit 3)");
-        }
+        let guest = arch::load_guest(
+            &m.mem,
+            &config.kernel,
+            &config.initramfs,
+            &cmdline,
+            config.vcpus,
+            &devices.acpi_devices(),
+        )?;
+        let supported = arch::supported_cpuid(&m.kvm)?;
         let mut vcpus = Vec::new();
         for id in 0..config.vcpus {
             let vcpu = m.create_vcpu(u64::from(id), &devices)?;
-            let mut c = supported.clone();
-            cpuid::adjust(c.as_mut_slice(), id, config.vcpus);
-            cpu::configure_vcpu(&vcpu.fd, &c, (id == 0).then_some(kernel.entry))?;
+            arch::configure_vcpu(&vcpu.fd, &supported, id, config.vcpus, guest.entry)?;
             vcpus.push(vcpu);
         }
         Ok(Vmm {
@@ -149,8 +127,8 @@ impl Vmm {
             policy: seccomp::Policy {
                 vsock: extras.vsock.is_some(),
             },
-            entry: kernel.entry,
-            cmdline: cmdline_str.to_string_lossy().into_owned(),
+            entry: guest.entry,
+            cmdline: guest.cmdline,
         })
     }
 
