@@ -1,6 +1,6 @@
 //! The VM itself: the KVM VM file descriptor, guest memory, the in-kernel
 //! interrupt controllers and PIT, and the vCPU threads. Devices and their
-//! buses belong to the [`DeviceManager`](super::device_manager::DeviceManager).
+//! buses belong to the [`DeviceManager`].
 
 use std::sync::Arc;
 
