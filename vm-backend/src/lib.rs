@@ -4,8 +4,9 @@
 //!
 //! - [`engine`]: the small [`engine::Engine`] interface every VMM
 //!   implements, and its two engines: [`engine::kvm`], vessel's own
-//!   monitor on `/dev/kvm` (run as `vessel vmm`, with the virtio-mmio
-//!   devices of [`devices`]), and [`engine::qemu`] (QEMU `microvm` with a
+//!   monitor on `/dev/kvm` (run as `vessel vmm`; its x86_64 specifics in
+//!   `arch/x86_64`, its devices created and wired by its device manager
+//!   from the models in [`devices`]), and [`engine::qemu`] (QEMU `microvm` with a
 //!   KVM-or-TCG accelerator probe). The runtime probes which one can boot
 //!   the guest kernel on this host and records the choice per container.
 //! - [`devices`]: the kvm engine's device models: the port-IO and MMIO

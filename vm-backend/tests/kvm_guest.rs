@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vessel_vm::devices::virtio::rng::Rng;
+use vessel_vm::engine::kvm::device_manager::DeviceManager;
 use vessel_vm::engine::kvm::machine::Machine;
 use vessel_vm::engine::kvm::vcpu::VcpuStop;
 use vm_memory::{Bytes, GuestAddress};
@@ -84,11 +85,12 @@ const CODE: u64 = 0x1000;
 /// Runs one vCPU until the guest resets through the i8042 (or 10 s pass);
 /// returns how it stopped and the serial output.
 fn run_guest(
-    mut m: Machine,
+    m: Machine,
+    devices: DeviceManager,
     setup: impl FnOnce(&mut kvm_ioctls::VcpuFd),
     sink: Sink,
 ) -> (VcpuStop, Vec<u8>, u64) {
-    let mut vcpu = m.create_vcpu(0).unwrap();
+    let mut vcpu = m.create_vcpu(0, &devices).unwrap();
     setup(&mut vcpu.fd);
     let running = m.start(vec![vcpu], |_| {}).unwrap();
     let reset = m.wait_exit(Some(Duration::from_secs(10)));
@@ -102,7 +104,7 @@ fn run_guest(
     );
     // Nothing else on the machine owns these; drop them explicitly so the
     // VM's fds close before the next test.
-    m.pio = Default::default();
+    drop(devices);
     (result.unwrap(), out, vcpu.exits)
 }
 
@@ -155,9 +157,10 @@ fn kvm_real_mode_serial_and_irqfd_interrupt() {
         return;
     }
     let sink = Sink::default();
-    let mut m = Machine::new(64 << 20).unwrap();
-    m.add_serial(Box::new(sink.clone())).unwrap();
-    m.add_i8042().unwrap();
+    let m = Machine::new(64 << 20).unwrap();
+    let mut devices = DeviceManager::new();
+    devices.add_serial(&m, Box::new(sink.clone())).unwrap();
+    devices.add_i8042(&m).unwrap();
 
     // The guest: program the PIC (IRQs at vectors 8..15, only IRQ4 open),
     // point vector 0x0c at the handler, enable the UART's "transmitter
@@ -196,7 +199,7 @@ fn kvm_real_mode_serial_and_irqfd_interrupt() {
     a.0[handler_fixup..handler_fixup + 2].copy_from_slice(&handler.to_le_bytes());
     m.mem.write_slice(&a.0, GuestAddress(CODE)).unwrap();
 
-    let (stop, out, exits) = run_guest(m, real_mode, sink);
+    let (stop, out, exits) = run_guest(m, devices, real_mode, sink);
     assert_eq!(stop, VcpuStop::Stopped);
     assert_eq!(String::from_utf8_lossy(&out), "RID", "serial output");
     // The PIC's ports are handled in the kernel; the UART's five writes and
@@ -211,10 +214,11 @@ fn kvm_protected_mode_virtio_mmio_round_trip() {
     }
     use virtio_bindings::bindings::virtio_mmio as reg;
     let sink = Sink::default();
-    let mut m = Machine::new(64 << 20).unwrap();
-    m.add_serial(Box::new(sink.clone())).unwrap();
-    m.add_i8042().unwrap();
-    let (slot, transport) = m.add_virtio(Box::new(Rng::new())).unwrap();
+    let m = Machine::new(64 << 20).unwrap();
+    let mut devices = DeviceManager::new();
+    devices.add_serial(&m, Box::new(sink.clone())).unwrap();
+    devices.add_i8042(&m).unwrap();
+    let (slot, transport) = devices.add_virtio(&m, Box::new(Rng::new())).unwrap();
     assert_eq!((slot.addr, slot.irq), (0xd000_0000, 5));
     let base = slot.addr as u32;
 
@@ -263,7 +267,7 @@ fn kvm_protected_mode_virtio_mmio_round_trip() {
     m.mem.write_slice(&a.0, GuestAddress(CODE)).unwrap();
     let mem = m.mem.clone();
 
-    let (stop, out, _) = run_guest(m, protected_mode, sink);
+    let (stop, out, _) = run_guest(m, devices, protected_mode, sink);
     assert_eq!(stop, VcpuStop::Stopped);
     // 'v' of "virt", 0xff from the unclaimed gap, device id 4, status with
     // FEATURES_OK, interrupt status 1, used idx 1, used len 32, status 0
@@ -284,9 +288,10 @@ fn kvm_second_vcpu_started_by_init_sipi() {
         return;
     }
     let sink = Sink::default();
-    let mut m = Machine::new(64 << 20).unwrap();
-    m.add_serial(Box::new(sink.clone())).unwrap();
-    m.add_i8042().unwrap();
+    let m = Machine::new(64 << 20).unwrap();
+    let mut devices = DeviceManager::new();
+    devices.add_serial(&m, Box::new(sink.clone())).unwrap();
+    devices.add_i8042(&m).unwrap();
 
     // vCPU 1 waits for a start-up IPI (KVM's in-kernel LAPIC puts every
     // vCPU but 0 in wait-for-SIPI). Its code, at 0x2000 (SIPI vector 2),
@@ -313,9 +318,9 @@ fn kvm_second_vcpu_started_by_init_sipi() {
     a.b(&[0xeb, 0xfe]);
     m.mem.write_slice(&a.0, GuestAddress(CODE)).unwrap();
 
-    let mut bsp = m.create_vcpu(0).unwrap();
+    let mut bsp = m.create_vcpu(0, &devices).unwrap();
     protected_mode(&mut bsp.fd);
-    let ap_vcpu = m.create_vcpu(1).unwrap();
+    let ap_vcpu = m.create_vcpu(1, &devices).unwrap();
     let running = m.start(vec![bsp, ap_vcpu], |_| {}).unwrap();
     let reset = m.wait_exit(Some(Duration::from_secs(10)));
     let outcomes = running.stop();

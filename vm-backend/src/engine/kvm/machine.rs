@@ -1,36 +1,19 @@
-//! The VM itself: KVM VM and vCPU file descriptors, guest memory, the
-//! in-kernel interrupt controllers and PIT, and the two buses.
+//! The VM itself: the KVM VM file descriptor, guest memory, the in-kernel
+//! interrupt controllers and PIT, and the vCPU threads. Devices and their
+//! buses belong to the [`DeviceManager`].
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::layout;
+use super::arch::x86_64::layout;
+use super::device_manager::DeviceManager;
 use super::vcpu::Vcpu;
 use super::KvmError;
-use crate::devices::acpi_pm::{AcpiSleep, SLEEP_LEN, SLEEP_PORT};
-use crate::devices::i8042::{I8042, I8042_LEN, I8042_PORT};
-use crate::devices::serial::{SerialDevice, COM1_IRQ, COM1_LEN, COM1_PORT};
-use crate::devices::virtio::mmio::{MmioTransport, MMIO_WINDOW};
-use crate::devices::virtio::{Interrupt, Memory, VirtioDevice};
-use crate::devices::{Bus, BusDevice};
-
-/// Where KVM puts the three-page TSS it needs to emulate real mode on
-/// Intel: near the top of the MMIO gap, above the LAPIC, away from RAM
-/// and from every device window.
-const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
-
-/// A virtio device as the guest will find it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VirtioSlot {
-    /// Base of its register window.
-    pub addr: u64,
-    /// Its interrupt line (GSI).
-    pub irq: u32,
-}
+use crate::devices::virtio::Memory;
 
 /// A VM with memory and interrupt controllers, not yet running.
 pub struct Machine {
@@ -40,14 +23,8 @@ pub struct Machine {
     pub vm: VmFd,
     /// Guest RAM.
     pub mem: Memory,
-    /// Port-IO devices.
-    pub pio: Bus,
-    /// MMIO devices.
-    pub mmio: Bus,
     /// Written when the guest asks for a reset (i8042) or the VM must stop.
     pub exit_evt: EventFd,
-    /// virtio devices added so far.
-    pub virtio: Vec<(VirtioSlot, Arc<Mutex<MmioTransport>>)>,
 }
 
 impl Machine {
@@ -87,7 +64,7 @@ impl Machine {
             unsafe { vm.set_user_memory_region(r) }
                 .map_err(|e| KvmError::kvm("KVM_SET_USER_MEMORY_REGION", e))?;
         }
-        vm.set_tss_address(KVM_TSS_ADDRESS)
+        vm.set_tss_address(layout::KVM_TSS_ADDRESS)
             .map_err(|e| KvmError::kvm("KVM_SET_TSS_ADDR", e))?;
         vm.create_irq_chip()
             .map_err(|e| KvmError::kvm("KVM_CREATE_IRQCHIP", e))?;
@@ -103,10 +80,7 @@ impl Machine {
             kvm,
             vm,
             mem,
-            pio: Bus::new(),
-            mmio: Bus::new(),
             exit_evt,
-            virtio: Vec::new(),
         })
     }
 
@@ -119,89 +93,17 @@ impl Machine {
             .map_err(|e| KvmError::kvm(&format!("KVM_IRQFD for IRQ {gsi}"), e))?;
         Ok(evt)
     }
+}
 
-    fn add_pio(
-        &mut self,
-        dev: Arc<Mutex<dyn BusDevice>>,
-        base: u64,
-        len: u64,
-    ) -> Result<(), KvmError> {
-        self.pio
-            .insert(dev, base, len)
-            .map_err(|e| KvmError::Device(e.to_string()))
-    }
-
-    /// Adds the COM1 UART, its output going to `out`.
-    pub fn add_serial(
-        &mut self,
-        out: Box<dyn std::io::Write + Send>,
-    ) -> Result<Arc<Mutex<SerialDevice>>, KvmError> {
-        let dev = Arc::new(Mutex::new(SerialDevice::new(self.irq_line(COM1_IRQ)?, out)));
-        self.add_pio(dev.clone(), COM1_PORT, COM1_LEN)?;
-        Ok(dev)
-    }
-
-    /// Adds the i8042 whose reset command writes [`Machine::exit_evt`].
-    pub fn add_i8042(&mut self) -> Result<(), KvmError> {
-        let evt = self
-            .exit_evt
-            .try_clone()
-            .map_err(|e| KvmError::Io("cloning the exit eventfd".into(), e))?;
-        self.add_pio(Arc::new(Mutex::new(I8042::new(evt))), I8042_PORT, I8042_LEN)
-    }
-
-    /// Adds the ACPI sleep registers, whose S5 request writes
-    /// [`Machine::exit_evt`].
-    pub fn add_acpi_sleep(&mut self) -> Result<(), KvmError> {
-        let evt = self
-            .exit_evt
-            .try_clone()
-            .map_err(|e| KvmError::Io("cloning the exit eventfd".into(), e))?;
-        self.add_pio(
-            Arc::new(Mutex::new(AcpiSleep::new(evt))),
-            SLEEP_PORT,
-            SLEEP_LEN,
-        )
-    }
-
-    /// Adds a virtio device in the next virtio-mmio window with the next
-    /// interrupt line.
-    pub fn add_virtio(
-        &mut self,
-        device: Box<dyn VirtioDevice>,
-    ) -> Result<(VirtioSlot, Arc<Mutex<MmioTransport>>), KvmError> {
-        let n = self.virtio.len() as u64;
-        let irq = layout::VIRTIO_IRQ_BASE + n as u32;
-        if irq > layout::IRQ_MAX {
-            return Err(KvmError::Device(format!(
-                "too many virtio devices: IRQ {irq} is past the IOAPIC's last input {}",
-                layout::IRQ_MAX
-            )));
-        }
-        let slot = VirtioSlot {
-            addr: layout::VIRTIO_MMIO_START + n * MMIO_WINDOW,
-            irq,
-        };
-        let interrupt = Interrupt::new(self.irq_line(irq)?);
-        let transport = Arc::new(Mutex::new(MmioTransport::new(
-            device,
-            self.mem.clone(),
-            interrupt,
-        )));
-        self.mmio
-            .insert(transport.clone(), slot.addr, MMIO_WINDOW)
-            .map_err(|e| KvmError::Device(e.to_string()))?;
-        self.virtio.push((slot, transport.clone()));
-        Ok((slot, transport))
-    }
-
-    /// Creates vCPU `id` with the buses as they are now (add devices first).
-    pub fn create_vcpu(&self, id: u64) -> Result<Vcpu, KvmError> {
+impl Machine {
+    /// Creates vCPU `id`, its exits going to the buses of `devices` as
+    /// they are now (add devices first).
+    pub fn create_vcpu(&self, id: u64, devices: &DeviceManager) -> Result<Vcpu, KvmError> {
         let fd = self
             .vm
             .create_vcpu(id)
             .map_err(|e| KvmError::kvm(&format!("KVM_CREATE_VCPU {id}"), e))?;
-        Ok(Vcpu::new(id, fd, self.pio.clone(), self.mmio.clone()))
+        Ok(Vcpu::new(id, fd, devices.pio.clone(), devices.mmio.clone()))
     }
 }
 

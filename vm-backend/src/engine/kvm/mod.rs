@@ -5,17 +5,18 @@
 //! in the kernel: virtio-mmio devices, kvm-clock, the in-kernel PIC,
 //! IOAPIC, LAPICs and PIT. The pieces:
 //!
-//! - [`layout`]: guest-physical memory map, MMIO gap, interrupt lines.
-//! - [`machine`]: VM, memory slots, irqchip, PIT, buses, device wiring.
+//! - [`arch::x86_64`]: what depends on the guest architecture: memory
+//!   map, CPUID, boot registers and MSRs, kernel loading, ACPI tables.
+//! - [`machine`]: the VM: memory slots, irqchip, PIT, vCPU threads.
+//! - [`device_manager`]: creates the devices, places them on the buses,
+//!   allocates their interrupt lines and describes them for ACPI.
 //! - [`vcpu`]: the KVM_RUN loop dispatching exits to the buses.
+//! - [`vmm`]: the monitor putting these together for a [`crate::engine::VmConfig`].
 
-pub mod acpi;
-pub mod boot;
-pub mod cpu;
-pub mod cpuid;
+pub mod arch;
+pub mod device_manager;
 pub mod engine;
 pub mod jail;
-pub mod layout;
 pub mod machine;
 pub mod probe;
 pub mod seccomp;

@@ -33,10 +33,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vm_memory::{Bytes, GuestAddress};
 
-use super::boot::Entry;
+use super::arch::x86_64::boot::Entry;
+use super::arch::x86_64::{cpu, layout};
+use super::device_manager::DeviceManager;
 use super::engine::KvmEngine;
 use super::machine::Machine;
-use super::{cpu, layout, vcpu, KvmError};
+use super::{vcpu, KvmError};
 use crate::guest::hex;
 use crate::{Error, Result};
 
@@ -271,7 +273,9 @@ enum GuestMode {
 /// [`REPORT_PORT`] within [`GUEST_DEADLINE`].
 fn run_guest(kvm: &Kvm, mode: GuestMode) -> std::result::Result<Duration, String> {
     let machine = Machine::new(4 << 20).map_err(|e| e.to_string())?;
-    let vcpu = machine.create_vcpu(0).map_err(|e| e.to_string())?;
+    let vcpu = machine
+        .create_vcpu(0, &DeviceManager::new())
+        .map_err(|e| e.to_string())?;
     let expected = setup(kvm, &machine, &vcpu.fd, mode).map_err(|e| e.to_string())?;
     vcpu::install_kick_handler().map_err(|e| e.to_string())?;
     let done = Arc::new(AtomicBool::new(false));

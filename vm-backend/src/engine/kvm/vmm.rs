@@ -1,26 +1,22 @@
-//! The monitor: builds a [`Machine`] from a [`VmConfig`], boots the kernel
-//! and runs until the guest resets or powers off.
+//! The monitor: builds a [`Machine`] and its devices (through the
+//! [`DeviceManager`]) from a [`VmConfig`], loads the kernel with the
+//! architecture's boot protocol and runs until the guest resets or powers
+//! off.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 
-use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use linux_loader::cmdline::Cmdline;
-use vmm_sys_util::eventfd::EventFd;
 
-use super::boot::{self, Entry};
-use super::machine::{Machine, VirtioSlot};
+use super::arch::x86_64::boot::Entry;
+use super::arch::x86_64::{self as arch, layout};
+use super::device_manager::{ConsoleTail, DeviceManager, VirtioSlot};
+use super::machine::Machine;
 use super::vcpu::{Vcpu, VcpuStop};
-use super::{acpi, cpu, cpuid, layout, seccomp, KvmError};
-use crate::devices::virtio::block::Block;
-use crate::devices::virtio::console::{AgentSocket, Console, Pipe, AGENT_PORT_NAME};
-use crate::devices::virtio::host_io::{HostIo, HostSource};
-use crate::devices::virtio::net::{open_tap, parse_mac, Net};
-use crate::devices::virtio::rng::Rng;
-use crate::devices::virtio::vsock::{Vsock, VsockConfig};
+use super::{seccomp, KvmError};
+use crate::devices::virtio::console::AgentSocket;
+use crate::devices::virtio::host_io::HostIo;
+use crate::devices::virtio::vsock::VsockConfig;
 use crate::engine::VmConfig;
 
 /// The engine's part of the kernel command line: the serial console
@@ -38,55 +34,11 @@ pub struct KvmExtras {
     pub vsock: Option<VsockConfig>,
 }
 
-/// The last bytes the guest wrote to its console, kept so a stopping VM
-/// can say what the guest printed last.
-#[derive(Clone, Default)]
-pub struct ConsoleTail(Arc<Mutex<std::collections::VecDeque<u8>>>);
-
-const CONSOLE_TAIL_BYTES: usize = 2048;
-
-impl ConsoleTail {
-    /// The last `n` lines.
-    pub fn lines(&self, n: usize) -> Vec<String> {
-        let bytes: Vec<u8> = self
-            .0
-            .lock()
-            .map(|b| b.iter().copied().collect())
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<String> = text
-            .lines()
-            .map(|l| l.trim_end().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
-        lines[lines.len().saturating_sub(n)..].to_vec()
-    }
-}
-
-/// A console writer that also keeps the last [`CONSOLE_TAIL_BYTES`].
-struct TeeTail {
-    out: Box<dyn Write + Send>,
-    tail: ConsoleTail,
-}
-
-impl Write for TeeTail {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut t) = self.tail.0.lock() {
-            t.extend(buf.iter().copied());
-            let excess = t.len().saturating_sub(CONSOLE_TAIL_BYTES);
-            t.drain(..excess);
-        }
-        self.out.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
 /// A VM ready to run.
 pub struct Vmm {
     machine: Machine,
+    /// The devices, kept for as long as the VM runs.
+    _devices: DeviceManager,
     console_tail: ConsoleTail,
     /// An existing directory the confined monitor's empty root is mounted
     /// over (in its own mount namespace): the agent socket's.
@@ -138,145 +90,31 @@ impl Vmm {
 
     /// [`Vmm::build`] with the kvm engine's own extras.
     pub fn build_with(config: &VmConfig, extras: &KvmExtras) -> Result<Self, KvmError> {
-        let mut m = Machine::new(u64::from(config.memory_mib) << 20)?;
-        let console: Box<dyn Write + Send> = match &config.console_log {
-            Some(p) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(io_err(format!("opening console log {}", p.display())))?,
-            ),
-            None => Box::new(std::io::sink()),
-        };
-        let console_tail = ConsoleTail::default();
-        m.add_serial(Box::new(TeeTail {
-            out: console,
-            tail: console_tail.clone(),
-        }))?;
-        m.add_i8042()?;
-        m.add_acpi_sleep()?;
-        for dev in &config.block_devices {
-            let blk = Block::open(&dev.path, dev.read_only, &dev.serial)
-                .map_err(|e| KvmError::Device(e.to_string()))?;
-            m.add_virtio(Box::new(blk))?;
-        }
-        let pipe = Arc::new(Mutex::new(Pipe::default()));
-        let wake =
-            EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
-        let console = Console::new(
-            AGENT_PORT_NAME,
-            pipe.clone(),
-            wake.try_clone()
-                .map_err(io_err("cloning an eventfd".into()))?,
-        );
-        let (_, transport) = m.add_virtio(Box::new(console))?;
-        m.add_virtio(Box::new(Rng::new()))?;
-        let mut host_sources = Vec::new();
-        for t in &config.taps {
-            let mac = match &t.mac {
-                Some(s) => Some(parse_mac(s).ok_or_else(|| {
-                    KvmError::Device(format!("tap {}: invalid MAC address {s:?}", t.tap))
-                })?),
-                None => None,
-            };
-            let tap = open_tap(&t.tap).map_err(|e| KvmError::Device(e.to_string()))?;
-            let tap_fd = tap.as_raw_fd();
-            let wake =
-                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
-            let starved = Arc::new(AtomicBool::new(false));
-            let dev = Net::new(
-                tap,
-                mac,
-                wake.try_clone()
-                    .map_err(io_err("cloning an eventfd".into()))?,
-                starved.clone(),
-            );
-            let (_, transport) = m.add_virtio(Box::new(dev))?;
-            host_sources.push(HostSource {
-                fd: tap_fd,
-                wake,
-                rx_starved: starved,
-                transport,
-            });
-        }
-        let agent = AgentSocket::bind(&config.agent_socket, pipe, wake, transport).map_err(
-            io_err(format!(
-                "listening on agent socket {}",
-                config.agent_socket.display()
-            )),
-        )?;
+        let m = Machine::new(u64::from(config.memory_mib) << 20)?;
+        let mut devices = DeviceManager::new();
+        let host = devices.create_devices(&m, config, extras)?;
 
-        let vsock = extras.vsock.is_some();
-        if let Some(v) = &extras.vsock {
-            let wake =
-                EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("creating an eventfd".into()))?;
-            let starved = Arc::new(AtomicBool::new(false));
-            let dev = Vsock::new(
-                v,
-                wake.try_clone()
-                    .map_err(io_err("cloning an eventfd".into()))?,
-                starved.clone(),
-            )
-            .map_err(|e| KvmError::Device(e.to_string()))?;
-            let epoll_fd = dev.epoll_fd();
-            let (_, transport) = m.add_virtio(Box::new(dev))?;
-            host_sources.push(HostSource {
-                fd: epoll_fd,
-                wake,
-                rx_starved: starved,
-                transport,
-            });
-        }
-        let host_io = if host_sources.is_empty() {
-            None
-        } else {
-            Some(HostIo::new(host_sources).map_err(io_err(
-                "creating the epoll set of the host I/O thread".into(),
-            ))?)
-        };
-
-        let kernel = boot::load_kernel(&m.mem, &config.kernel)?;
-        let initrd = boot::load_initrd(&m.mem, &config.initramfs, kernel.end)?;
         let cmdline = cmdline_for(config)?;
-        boot::load_cmdline(&m.mem, &cmdline)?;
-        let cmdline_str = cmdline
-            .as_cstring()
-            .map_err(|e| KvmError::Device(format!("kernel command line: {e}")))?;
-        cpu::write_gdt(&m.mem)?;
-        cpu::write_page_tables(&m.mem)?;
-        let slots: Vec<VirtioSlot> = m.virtio.iter().map(|(s, _)| *s).collect();
-        let rsdp = acpi::write_tables(&m.mem, config.vcpus, &slots)?;
-        match kernel.entry {
-            Entry::Linux64(_) => boot::configure_linux(
-                &m.mem,
-                &kernel,
-                cmdline_str.as_bytes_with_nul().len(),
-                Some(initrd),
-            )?,
-            Entry::Pvh(_) => boot::configure_pvh(&m.mem, Some(initrd), Some(rsdp))?,
-        }
-
-        let supported = m
-            .kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| KvmError::kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        if !cpuid::has_kvm_clock(supported.as_slice()) {
-            // The guest falls back to the TSC or the PIT: slower and less
-            // stable, but it still boots.
-            eprintln!("vessel vmm: warning: KVM offers no kvm-clock (CPUID 0x40000001 bit 3)");
-        }
+        let guest = arch::load_guest(
+            &m.mem,
+            &config.kernel,
+            &config.initramfs,
+            &cmdline,
+            config.vcpus,
+            &devices.acpi_devices(),
+        )?;
+        let supported = arch::supported_cpuid(&m.kvm)?;
         let mut vcpus = Vec::new();
         for id in 0..config.vcpus {
-            let vcpu = m.create_vcpu(u64::from(id))?;
-            let mut c = supported.clone();
-            cpuid::adjust(c.as_mut_slice(), id, config.vcpus);
-            cpu::configure_vcpu(&vcpu.fd, &c, (id == 0).then_some(kernel.entry))?;
+            let vcpu = m.create_vcpu(u64::from(id), &devices)?;
+            arch::configure_vcpu(&vcpu.fd, &supported, id, config.vcpus, guest.entry)?;
             vcpus.push(vcpu);
         }
         Ok(Vmm {
             machine: m,
-            console_tail,
+            virtio: devices.virtio_slots(),
+            _devices: devices,
+            console_tail: host.console_tail,
             jail_dir: config
                 .agent_socket
                 .parent()
@@ -284,12 +122,13 @@ impl Vmm {
                 .unwrap_or(std::path::Path::new("."))
                 .to_path_buf(),
             vcpus,
-            agent: Some(agent),
-            host_io,
-            policy: seccomp::Policy { vsock },
-            entry: kernel.entry,
-            virtio: slots,
-            cmdline: cmdline_str.to_string_lossy().into_owned(),
+            agent: Some(host.agent),
+            host_io: host.host_io,
+            policy: seccomp::Policy {
+                vsock: extras.vsock.is_some(),
+            },
+            entry: guest.entry,
+            cmdline: guest.cmdline,
         })
     }
 

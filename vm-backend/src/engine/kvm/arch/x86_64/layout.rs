@@ -47,6 +47,11 @@ pub const ACPI_START: u64 = 0xe_0000;
 /// Where the kernel is loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
 
+/// Where KVM puts the three-page TSS it needs to emulate real mode on
+/// Intel: near the top of the MMIO gap, above the LAPIC, away from RAM
+/// and from every device window.
+pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
 /// Start of the 32-bit MMIO gap (no RAM here).
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the gap (4 GiB).

@@ -27,8 +27,8 @@ use vm_memory::{
 };
 
 use super::layout::*;
-use super::KvmError;
 use crate::devices::virtio::Memory;
+use crate::engine::kvm::KvmError;
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;

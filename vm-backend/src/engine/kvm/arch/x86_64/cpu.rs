@@ -7,8 +7,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::boot::Entry;
 use super::layout::*;
-use super::KvmError;
 use crate::devices::virtio::Memory;
+use crate::engine::kvm::KvmError;
 
 const X86_CR0_PE: u64 = 1;
 const X86_CR0_ET: u64 = 1 << 4;

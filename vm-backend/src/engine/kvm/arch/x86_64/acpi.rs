@@ -4,11 +4,9 @@
 //! RSDP -> XSDT -> {FADT -> DSDT, MADT}, written from [`ACPI_START`]
 //! (inside the 0xe0000-0xfffff area the kernel scans for the RSDP). The
 //! platform is HW-reduced ACPI (no PM timer or GPE blocks; power-off and
-//! reset go through the i8042). The DSDT holds COM1 and one `LNRO0005`
-//! device per virtio-mmio window, the id Linux's virtio_mmio driver
-//! matches.
+//! reset go through the i8042). The DSDT's device descriptions come from
+//! the device manager, which knows what it placed where.
 
-use acpi_tables::aml::{self, Device, Interrupt, Memory32Fixed, Name, ResourceTemplate, IO};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
@@ -21,12 +19,9 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::layout::{ACPI_START, IOAPIC_START, LAPIC_START};
-use super::machine::VirtioSlot;
-use super::KvmError;
-use crate::devices::acpi_pm::{S5_SLEEP_TYPE, SLEEP_PORT};
-use crate::devices::serial::{COM1_IRQ, COM1_PORT};
-use crate::devices::virtio::mmio::MMIO_WINDOW;
+use crate::devices::acpi_pm::SLEEP_PORT;
 use crate::devices::virtio::Memory;
+use crate::engine::kvm::KvmError;
 
 const OEM_ID: [u8; 6] = *b"VESSEL";
 const OEM_TABLE: [u8; 8] = *b"VESSELVM";
@@ -37,47 +32,10 @@ const IAPC_BOOT_ARCH: u16 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5)
 /// End of the area the tables may use.
 const ACPI_END: u64 = 0x10_0000;
 
-fn dsdt(virtio: &[VirtioSlot]) -> Vec<u8> {
-    let mut body = Vec::new();
-    let com1_io = IO::new(COM1_PORT as u16, COM1_PORT as u16, 1, 8);
-    let com1_irq = Interrupt::new(true, true, false, false, COM1_IRQ);
-    let com1_crs = ResourceTemplate::new(vec![&com1_io, &com1_irq]);
-    let hid = aml::EISAName::new("PNP0501");
-    let uid0 = 0u8;
-    Device::new(
-        "_SB_.COM1".into(),
-        vec![
-            &Name::new("_HID".into(), &hid),
-            &Name::new("_UID".into(), &uid0),
-            &Name::new("_CRS".into(), &com1_crs),
-        ],
-    )
-    .to_aml_bytes(&mut body);
-    for (i, slot) in virtio.iter().enumerate() {
-        let mem = Memory32Fixed::new(true, slot.addr as u32, MMIO_WINDOW as u32);
-        let irq = Interrupt::new(true, true, false, false, slot.irq);
-        let crs = ResourceTemplate::new(vec![&mem, &irq]);
-        let hid: &'static str = "LNRO0005";
-        let uid = i as u8;
-        Device::new(
-            format!("_SB_.V{i:03X}").as_str().into(),
-            vec![
-                &Name::new("_HID".into(), &hid),
-                &Name::new("_UID".into(), &uid),
-                &Name::new("_CRS".into(), &crs),
-            ],
-        )
-        .to_aml_bytes(&mut body);
-    }
-    // \_S5_: SLP_TYPa for power-off (see devices::acpi_pm).
-    let (s5, zero) = (S5_SLEEP_TYPE, 0u8);
-    Name::new(
-        "_S5_".into(),
-        &aml::Package::new(vec![&s5, &zero, &zero, &zero]),
-    )
-    .to_aml_bytes(&mut body);
+/// The DSDT around `devices`, the AML of each device's description.
+fn dsdt(devices: &[u8]) -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE, 1);
-    sdt.append_slice(&body);
+    sdt.append_slice(devices);
     sdt.as_slice().to_vec()
 }
 
@@ -116,13 +74,10 @@ fn madt(vcpus: u32) -> Vec<u8> {
     out
 }
 
-/// Writes the tables for `vcpus` CPUs and the `virtio` devices; returns
-/// the RSDP's address (for PVH's `rsdp_paddr`).
-pub fn write_tables(
-    mem: &Memory,
-    vcpus: u32,
-    virtio: &[VirtioSlot],
-) -> Result<GuestAddress, KvmError> {
+/// Writes the tables for `vcpus` CPUs and the devices described by
+/// `devices` (AML for the DSDT, from the device manager); returns the
+/// RSDP's address (for PVH's `rsdp_paddr`).
+pub fn write_tables(mem: &Memory, vcpus: u32, devices: &[u8]) -> Result<GuestAddress, KvmError> {
     let err =
         |e: vm_memory::GuestMemoryError| KvmError::Memory(format!("writing ACPI tables: {e}"));
     let align = |a: u64| (a + 15) & !15;
@@ -139,7 +94,7 @@ pub fn write_tables(
         next = align(at + bytes.len() as u64);
         Ok(at)
     };
-    let dsdt_addr = place(&dsdt(virtio))?;
+    let dsdt_addr = place(&dsdt(devices))?;
     let fadt_addr = place(&fadt(dsdt_addr))?;
     let madt_addr = place(&madt(vcpus))?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE, 1);
@@ -158,6 +113,7 @@ pub fn write_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kvm::device_manager::aml;
     use vm_memory::GuestMemoryMmap;
 
     fn table(mem: &Memory, addr: u64) -> Vec<u8> {
@@ -176,17 +132,13 @@ mod tests {
     #[test]
     fn tables_chain_from_the_rsdp_with_valid_checksums() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap();
-        let slots = [
-            VirtioSlot {
-                addr: 0xd000_0000,
-                irq: 5,
-            },
-            VirtioSlot {
-                addr: 0xd000_1000,
-                irq: 6,
-            },
-        ];
-        let rsdp = write_tables(&mem, 2, &slots).unwrap();
+        let mut devices = Vec::new();
+        aml::serial(&mut devices);
+        for (i, addr) in [0xd000_0000u64, 0xd000_1000].into_iter().enumerate() {
+            aml::virtio_mmio(&mut devices, i, addr, 5 + i as u32);
+        }
+        aml::s5(&mut devices);
+        let rsdp = write_tables(&mem, 2, &devices).unwrap();
         let mut r = [0u8; 36];
         mem.read_slice(&mut r, rsdp).unwrap();
         assert_eq!(&r[..8], b"RSD PTR ");
