@@ -132,8 +132,13 @@ impl HostIo {
                 slot.parked_until.is_none() && !slot.source.rx_starved.load(Ordering::Acquire);
             self.watch(i, want);
         }
+        // Rounded up: a wait that ends before the park does would only
+        // come round again to wait the last fraction of a millisecond.
         let timeout = next_unpark.map_or(-1, |t| {
-            t.saturating_duration_since(now).as_millis().max(1) as i32
+            t.saturating_duration_since(now)
+                .as_micros()
+                .div_ceil(1000)
+                .max(1) as i32
         });
         // EINTR (a signal, the freezer) is no event: go round again.
         let n = self.epoll.wait(timeout, events).unwrap_or(0);
