@@ -52,17 +52,22 @@ pub enum VmError {
     #[error("the VMM exited during setup")]
     VmmGone,
     /// A request to the supervisor (`start`, `kill`, `ps`) failed.
-    #[error("{what}: {source}")]
+    // `cause` is embedded in the message and deliberately not a #[source]:
+    // the CLI prints an error with its whole source chain, and the guest's
+    // message, which ends most of these chains, would be printed again.
+    #[error("{what}: {cause}")]
     Request {
         /// The command.
         what: &'static str,
         /// The supervisor's or the guest's answer, or why there was none.
-        #[source]
-        source: super::control::ControlError,
+        cause: super::control::ControlError,
     },
-    /// `exec` failed.
-    #[error("exec: {0}")]
-    Exec(#[source] super::exec::ExecError),
+    /// `exec` failed (`cause` not a #[source], as for `Request`).
+    #[error("exec: {cause}")]
+    Exec {
+        /// Why.
+        cause: super::exec::ExecError,
+    },
     /// `--preserve-fds` in a VM.
     #[error("--preserve-fds: descriptors cannot be passed into a VM")]
     PreserveFds,
