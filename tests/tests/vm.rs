@@ -169,6 +169,13 @@ fn vm_detached_exec_and_sigkill() {
             .exists()),
         "the detached exec relay {relay} did not end"
     );
+    // The guest's helper reports its error typed: the container and the
+    // binary are named, as on a host.
+    let e = fails(&c.exec(&["/no/such/exec-binary"]));
+    assert!(
+        e.contains("/no/such/exec-binary") && e.contains(&c.id),
+        "{e}"
+    );
     ok(&c.v(&["kill", &c.id, "KILL"]));
     assert!(c.wait_status("stopped"));
     // As runc: `kill --all` of a stopped container succeeds (containerd

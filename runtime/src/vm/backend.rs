@@ -116,7 +116,7 @@ impl Backend for VmBackend {
         if opts.detach {
             let pid =
                 super::exec::spawn_detached(&dir, &opts.process, opts.console_socket.as_deref())
-                    .map_err(|msg| request_error(id, "exec", msg))?;
+                    .map_err(|e| Error::vm(id, VmError::Exec { cause: e }))?;
             if let Some(p) = &opts.pid_file {
                 utils::write_atomic(p, pid.to_string().as_bytes())
                     .map_err(|e| Error::io(id, "--pid-file", Some(p), e))?;
@@ -129,7 +129,7 @@ impl Backend for VmBackend {
                 .map_err(|e| Error::io(id, "--pid-file", Some(p), e))?;
         }
         let ended = super::exec::relay(&dir, &opts.process, opts.console_socket.as_deref(), None)
-            .map_err(|msg| request_error(id, "exec", msg))?;
+            .map_err(|e| Error::vm(id, VmError::Exec { cause: e }))?;
         Ok(ended.code)
     }
 
@@ -143,6 +143,6 @@ impl Backend for VmBackend {
     }
 }
 
-fn request_error(id: &str, what: &'static str, msg: String) -> Error {
-    Error::vm(id, VmError::Request { what, msg })
+fn request_error(id: &str, what: &'static str, cause: control::ControlError) -> Error {
+    Error::vm(id, VmError::Request { what, cause })
 }

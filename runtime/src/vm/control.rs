@@ -96,6 +96,35 @@ impl Reply {
     }
 }
 
+/// Why a request to the supervisor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nothing listens on the control socket.
+    #[error("the VM supervisor is not reachable at {}: {source}", .path.display())]
+    Unreachable {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding the request.
+    #[error("encoding the request to the VM supervisor: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// Writing the request, or setting the socket's timeout.
+    #[error("sending to the VM supervisor: {0}")]
+    Send(#[source] std::io::Error),
+    /// No reply line (closed, or the timeout passed).
+    #[error("waiting for the VM supervisor: {0}")]
+    Wait(#[source] std::io::Error),
+    /// The reply line is not a [`Reply`].
+    #[error("bad reply from the VM supervisor: {0}")]
+    BadReply(#[source] serde_json::Error),
+    /// The supervisor (or the guest behind it) refused: its message.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// Sends `req` to the supervisor of the container in `dir` and returns its
 /// reply and the connection (for `exec`). `timeout` bounds the wait for
 /// the reply (None: no bound).
@@ -103,25 +132,19 @@ pub fn request(
     dir: &Path,
     req: &Request,
     timeout: Option<Duration>,
-) -> Result<(Reply, UnixStream), String> {
+) -> Result<(Reply, UnixStream), ControlError> {
     let path = socket_path(dir);
-    let mut conn = UnixStream::connect(&path).map_err(|e| {
-        format!(
-            "the VM supervisor is not reachable at {}: {e}",
-            path.display()
-        )
-    })?;
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    let mut conn =
+        UnixStream::connect(&path).map_err(|source| ControlError::Unreachable { path, source })?;
+    let mut line = serde_json::to_vec(req).map_err(ControlError::Encode)?;
     line.push(b'\n');
-    conn.write_all(&line)
-        .map_err(|e| format!("sending to the VM supervisor: {e}"))?;
-    conn.set_read_timeout(timeout).map_err(|e| e.to_string())?;
-    let reply = read_line(&conn).map_err(|e| format!("waiting for the VM supervisor: {e}"))?;
-    conn.set_read_timeout(None).map_err(|e| e.to_string())?;
-    let reply: Reply = serde_json::from_slice(&reply)
-        .map_err(|e| format!("bad reply from the VM supervisor: {e}"))?;
-    match &reply.error {
-        Some(e) => Err(e.clone()),
+    conn.write_all(&line).map_err(ControlError::Send)?;
+    conn.set_read_timeout(timeout).map_err(ControlError::Send)?;
+    let reply = read_line(&conn).map_err(ControlError::Wait)?;
+    conn.set_read_timeout(None).map_err(ControlError::Wait)?;
+    let reply: Reply = serde_json::from_slice(&reply).map_err(ControlError::BadReply)?;
+    match reply.error {
+        Some(e) => Err(ControlError::Refused(e)),
         None => Ok((reply, conn)),
     }
 }

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     /// The bundle cannot run in a VM as it is (the field is named).
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] super::guest_spec::PlanError),
     /// No kernel, engine or guest agent is usable, or the configuration
     /// names one that does not exist.
-    #[error("{0}")]
-    Resolve(String),
+    #[error(transparent)]
+    Resolve(#[from] super::resolve::ResolveError),
     /// Building or making a disk image or the initramfs.
     #[error("vm mode: {what}: {source}")]
     Image {
@@ -51,13 +51,22 @@ pub enum VmError {
     /// The VMM exited during setup.
     #[error("the VMM exited during setup")]
     VmmGone,
-    /// A request to the supervisor (`start`, `kill`, `ps`, `exec`) failed.
-    #[error("{what}: {msg}")]
+    /// A request to the supervisor (`start`, `kill`, `ps`) failed.
+    // `cause` is embedded in the message and deliberately not a #[source]:
+    // the CLI prints an error with its whole source chain, and the guest's
+    // message, which ends most of these chains, would be printed again.
+    #[error("{what}: {cause}")]
     Request {
         /// The command.
         what: &'static str,
         /// The supervisor's or the guest's answer, or why there was none.
-        msg: String,
+        cause: super::control::ControlError,
+    },
+    /// `exec` failed (`cause` not a #[source], as for `Request`).
+    #[error("exec: {cause}")]
+    Exec {
+        /// Why.
+        cause: super::exec::ExecError,
     },
     /// `--preserve-fds` in a VM.
     #[error("--preserve-fds: descriptors cannot be passed into a VM")]

@@ -19,7 +19,7 @@ use nix::sys::termios::{self, SetArg};
 use oci_spec::runtime::Process;
 use vessel_vm::agent::{Frame, Message, Stream};
 
-use super::control::{self, Request};
+use super::control::{self, ControlError, Request};
 use super::supervisor::window_size;
 use super::READY_FD;
 use crate::terminal;
@@ -33,18 +33,81 @@ pub struct Ended {
     pub signal: Option<i32>,
 }
 
+/// Why an exec in a VM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The supervisor refused or could not be reached.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// Writing the process file the detached relay reads.
+    #[error("{}: {source}", .path.display())]
+    ProcessFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding or decoding the process.
+    #[error("the exec process: {0}")]
+    Json(#[source] serde_json::Error),
+    /// Starting the detached relay.
+    #[error("starting the exec relay: {0}")]
+    SpawnRelay(#[source] std::io::Error),
+    /// The detached relay failed before the process ran: its report.
+    #[error("{0}")]
+    Relay(String),
+    /// The detached relay ended without a report.
+    #[error("the exec relay exited without a report")]
+    NoReport,
+    /// `--console-socket` without `process.terminal`.
+    #[error("--console-socket was given but process.terminal is false")]
+    ConsoleWithoutTerminal,
+    /// The supervisor's reply lacks the process id.
+    #[error("the supervisor gave no process id")]
+    NoProcessId,
+    /// Setting up the terminal or stdin.
+    #[error("{what}: {source}")]
+    Terminal {
+        /// The step.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting to `--console-socket`.
+    #[error("--console-socket {}: {source}", .path.display())]
+    ConsoleSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection to the supervisor.
+    #[error("the control connection: {0}")]
+    Connection(#[source] std::io::Error),
+    /// The guest reported an error about the process: its message.
+    #[error("{0}")]
+    Guest(String),
+    /// The VM stopped before the process ended.
+    #[error("the VM went away: {0}")]
+    VmGone(#[source] vessel_vm::Error),
+}
+
 /// Starts a detached relay for `process`; returns (relay pid, guest pid).
 pub fn spawn_detached(
     dir: &Path,
     process: &Process,
     console_socket: Option<&Path>,
-) -> Result<i32, String> {
+) -> Result<i32, ExecError> {
     let file = dir.join(format!("exec-{}.json", crate::utils::now_nanos()));
-    std::fs::write(
-        &file,
-        serde_json::to_vec(process).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, serde_json::to_vec(process).map_err(ExecError::Json)?).map_err(
+        |source| ExecError::ProcessFile {
+            path: file.clone(),
+            source,
+        },
+    )?;
     let mut args = vec![
         std::ffi::OsStr::new("vm-exec"),
         dir.as_os_str(),
@@ -55,15 +118,15 @@ pub fn spawn_detached(
     }
     let spawned = super::spawn_reporting(&args, |_| {});
     let _ = std::fs::remove_file(&file);
-    let (pid, report) = spawned.map_err(|e| format!("starting the exec relay: {e}"))?;
+    let (pid, report) = spawned.map_err(ExecError::SpawnRelay)?;
     if report.starts_with("ok") {
         Ok(pid)
     } else {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
         Err(if report.is_empty() {
-            "the exec relay exited without a report".into()
+            ExecError::NoReport
         } else {
-            report
+            ExecError::Relay(report)
         })
     }
 }
@@ -78,8 +141,11 @@ pub fn relay_main(dir: &Path, process_file: &Path, console_socket: Option<PathBu
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     let process = std::fs::read(process_file)
-        .map_err(|e| format!("{}: {e}", process_file.display()))
-        .and_then(|d| serde_json::from_slice::<Process>(&d).map_err(|e| e.to_string()));
+        .map_err(|source| ExecError::ProcessFile {
+            path: process_file.to_path_buf(),
+            source,
+        })
+        .and_then(|d| serde_json::from_slice::<Process>(&d).map_err(ExecError::Json));
     let result = process.and_then(|p| relay(dir, &p, console_socket.as_deref(), Some(ready)));
     match result {
         Ok(ended) => super::exit_like(ended.code, ended.signal),
@@ -114,10 +180,10 @@ pub fn relay(
     process: &Process,
     console_socket: Option<&Path>,
     ready: Option<File>,
-) -> Result<Ended, String> {
+) -> Result<Ended, ExecError> {
     let terminal = process.terminal().unwrap_or(false);
     if terminal != console_socket.is_some() && console_socket.is_some() {
-        return Err("--console-socket was given but process.terminal is false".into());
+        return Err(ExecError::ConsoleWithoutTerminal);
     }
     let reply = control::request(
         dir,
@@ -131,20 +197,31 @@ pub fn relay(
         // guest's error names what is wrong, such as a missing binary).
         (Err(e), Some(mut r)) => {
             let _ = write!(r, "{e}");
-            return Err(e);
+            return Err(e.into());
         }
         (r, _) => r?,
     };
-    let id = reply.id.ok_or("the supervisor gave no process id")?;
+    let id = reply.id.ok_or(ExecError::NoProcessId)?;
     // Our side of the terminal: a pty whose master goes to the console
     // socket, or our own stdin when it is a terminal.
     let mut _raw = None;
     let tty: Option<OwnedFd> = match (terminal, console_socket) {
         (true, Some(sock)) => {
-            let (master, slave, name) = terminal::open_pty().map_err(|e| e.to_string())?;
-            let c = UnixStream::connect(sock)
-                .map_err(|e| format!("--console-socket {}: {e}", sock.display()))?;
-            terminal::send_fd(c.as_fd(), &name, master.as_fd()).map_err(|e| e.to_string())?;
+            let (master, slave, name) =
+                terminal::open_pty().map_err(|source| ExecError::Terminal {
+                    what: "opening a pty",
+                    source,
+                })?;
+            let c = UnixStream::connect(sock).map_err(|source| ExecError::ConsoleSocket {
+                path: sock.to_path_buf(),
+                source,
+            })?;
+            terminal::send_fd(c.as_fd(), &name, master.as_fd()).map_err(|source| {
+                ExecError::Terminal {
+                    what: "--console-socket: sending the pty master",
+                    source,
+                }
+            })?;
             _raw = make_raw(&slave);
             Some(slave)
         }
@@ -152,7 +229,10 @@ pub fn relay(
             let fd = std::io::stdin()
                 .as_fd()
                 .try_clone_to_owned()
-                .map_err(|e| e.to_string())?;
+                .map_err(|source| ExecError::Terminal {
+                    what: "duplicating stdin",
+                    source,
+                })?;
             _raw = make_raw(&fd);
             Some(fd)
         }
@@ -161,7 +241,7 @@ pub fn relay(
     if let Some(mut r) = ready {
         let _ = writeln!(r, "ok {}", reply.pid.unwrap_or(0));
     }
-    let writer = Arc::new(Mutex::new(conn.try_clone().map_err(|e| e.to_string())?));
+    let writer = Arc::new(Mutex::new(conn.try_clone().map_err(ExecError::Connection)?));
     let send = {
         let writer = Arc::clone(&writer);
         move |f: Frame| {
@@ -269,9 +349,11 @@ pub fn relay(
             Ok(Frame::Control(Message::Exit { code, signal, .. })) => {
                 return Ok(Ended { code, signal })
             }
-            Ok(Frame::Control(Message::Error { message, .. })) => return Err(message),
+            Ok(Frame::Control(Message::Error { message, .. })) => {
+                return Err(ExecError::Guest(message))
+            }
             Ok(_) => {}
-            Err(e) => return Err(format!("the VM went away: {e}")),
+            Err(e) => return Err(ExecError::VmGone(e)),
         }
     }
 }

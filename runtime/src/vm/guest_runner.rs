@@ -1,19 +1,19 @@
 //! The guest side: when the static vessel binary is PID 1 of a VM, it is
 //! the agent, and this runner makes the agent's processes real containers
 //! by running vessel's own container code in the guest. The host's
-//! adapted config.json becomes a bundle in the guest, and the agent drives
-//! it with `vessel create`, `exec` and `ps` (and the library's `start` and
-//! `kill`, which fork nothing, in its own process), as a containerd shim
-//! drives a runtime: namespaces, mounts, users, env, cwd,
-//! rlimits, capabilities and seccomp apply inside the VM exactly as on a
-//! host.
+//! adapted config.json becomes a bundle in the guest; creating the
+//! container, exec and ps run in helper processes ([`super::guest_helper`])
+//! that report typed results, and the library's `start` and `kill`, which
+//! fork nothing, run in the agent's own process. Namespaces, mounts, users,
+//! env, cwd, rlimits, capabilities and seccomp apply inside the VM exactly
+//! as on a host.
 
 use std::fs::{self, File};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use oci_spec::runtime::Process;
 use vessel_vm::agent::guest::{mount_rootfs, GuestOptions, ProcessRunner, Spawned};
-use vessel_vm::agent::helpers::{helper_output, wait_helper};
 use vessel_vm::agent::{GuestFileKind, RunProcess};
 use vessel_vm::{Error, Result};
 
+use super::guest_helper::{self, HelperReply, HelperRequest};
 use super::guest_spec::GUEST_ROOTFS;
 
 mod members;
@@ -34,9 +34,15 @@ const GUEST_STATE: &str = "/run/vessel/state";
 /// Where bundles are written in the guest.
 const GUEST_BUNDLES: &str = "/run/vessel/bundles";
 
-/// Whether this process is PID 1 of a vessel guest (the kernel runs the
-/// initramfs's `/init`).
+/// Whether this process is one of the guest's own roles, which the CLI
+/// hands to [`run_agent`] before parsing arguments: PID 1 of a vessel guest
+/// (the kernel runs the initramfs's `/init`), or a helper the agent started
+/// ([`guest_helper::HELPER_ARGV0`]).
 pub fn is_guest_init() -> bool {
+    is_pid1_init() || guest_helper::is_helper()
+}
+
+fn is_pid1_init() -> bool {
     std::process::id() == 1 && std::env::args_os().next().is_some_and(|a| a == "/init")
 }
 
@@ -44,12 +50,16 @@ pub fn is_guest_init() -> bool {
 /// vessel command it started (pid 1 runs this very executable, which on a
 /// host it never does).
 pub fn in_guest() -> bool {
-    is_guest_init()
+    is_pid1_init()
         || crate::state::exe_of(1).is_some_and(|e| Some(e) == crate::state::exe_of_self())
 }
 
-/// Runs the guest agent with the container runner; never returns.
+/// Runs the guest role [`is_guest_init`] found: the agent with the
+/// container runner, or a helper; never returns.
 pub fn run_agent() -> ! {
+    if !is_pid1_init() {
+        guest_helper::helper_main();
+    }
     vessel_vm::agent::guest::run_with(GuestOptions {
         runner: Arc::new(ContainerRunner::default()),
         agent_name: format!("vessel {} (container runner)", env!("CARGO_PKG_VERSION")),
@@ -80,24 +90,15 @@ impl ContainerRunner {
             .ok_or_else(|| agent_err("no container has been created in this guest"))
     }
 
-    /// `vessel --root .. --log <bundle>/vessel.log <args>` in the guest.
-    fn vessel(&self, bundle: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("--root")
-            .arg(GUEST_STATE)
-            .arg("--log")
-            .arg(bundle.join("vessel.log"))
-            .arg("--log-format")
-            .arg("json")
-            .args(args);
-        cmd
-    }
-
-    /// Runs a vessel command whose stdio the new process inherits; returns
-    /// the process's pid (from the pid file) and our ends of its stdio.
-    fn spawn_with(&self, bundle: &Path, args: &[&str], terminal: bool) -> Result<Spawned> {
+    /// Runs a create or exec helper whose stdio the new process inherits;
+    /// returns the process's pid and our ends of its stdio.
+    fn spawn_with(
+        &self,
+        bundle: &Path,
+        request: impl FnOnce(Option<PathBuf>) -> HelperRequest,
+        terminal: bool,
+    ) -> Result<Spawned> {
         let n = self.execs.fetch_add(1, Ordering::SeqCst);
-        let pid_file = bundle.join(format!("pid-{n}"));
         let console = bundle.join(format!("console-{n}.sock"));
         let listener = if terminal {
             let _ = fs::remove_file(&console);
@@ -105,40 +106,25 @@ impl ContainerRunner {
         } else {
             None
         };
-        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let id = full.pop().expect("the container id comes last");
-        full.push("--pid-file".into());
-        full.push(pid_file.to_string_lossy().into_owned());
-        if terminal {
-            full.push("--console-socket".into());
-            full.push(console.to_string_lossy().into_owned());
-        }
-        full.push(id);
-        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let mut cmd = self.vessel(bundle, &refs);
+        let request = request(terminal.then(|| console.clone()));
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
-        if terminal {
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-        } else {
-            cmd.stdin(Stdio::from(stdin_r))
-                .stdout(Stdio::from(stdout_w))
-                .stderr(Stdio::from(stderr_w));
-        }
-        let code = wait_helper(&mut cmd)?;
-        // The child's pipe ends live in `cmd` until it is dropped.
-        drop(cmd);
-        if code != 0 {
-            return Err(agent_err(last_error(bundle, code)));
-        }
-        let pid: i32 = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| agent_err(format!("no pid in {}", pid_file.display())))?;
-        let _ = fs::remove_file(&pid_file);
+        let reply = guest_helper::run(&request, |cmd| {
+            if terminal {
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+            } else {
+                cmd.stdin(Stdio::from(stdin_r))
+                    .stdout(Stdio::from(stdout_w))
+                    .stderr(Stdio::from(stderr_w));
+            }
+        })
+        .map_err(agent_err)?;
+        let HelperReply::Started { pid } = reply else {
+            return Err(agent_err(format!("unexpected helper reply {reply:?}")));
+        };
         if let Some(listener) = listener {
             let master = accept_master(&listener, Duration::from_secs(10))?;
             let _ = fs::remove_file(&console);
@@ -215,10 +201,15 @@ impl ProcessRunner for ContainerRunner {
 
     fn spawn(&self, process: &Process) -> Result<Spawned> {
         let (id, bundle) = self.container()?;
-        let b = bundle.to_string_lossy().into_owned();
+        let b = bundle.clone();
         self.spawn_with(
             &bundle,
-            &["create", "--bundle", &b, &id],
+            |console_socket| HelperRequest::Create {
+                root: GUEST_STATE.into(),
+                id,
+                bundle: b,
+                console_socket,
+            },
             process.terminal().unwrap_or(false),
         )
     }
@@ -234,20 +225,18 @@ impl ProcessRunner for ContainerRunner {
     fn exec(&self, process: &Process) -> Result<Spawned> {
         let (id, bundle) = self.container()?;
         let n = self.execs.fetch_add(1, Ordering::SeqCst);
-        let file = bundle.join(format!("exec-{n}.json"));
-        fs::write(
-            &file,
-            serde_json::to_vec(process).map_err(Error::BadMessage)?,
-        )
-        .map_err(|e| Error::io("writing the exec process", e))?;
-        let f = file.to_string_lossy().into_owned();
-        let spawned = self.spawn_with(
+        let pid_file = bundle.join(format!("exec-{n}.pid"));
+        self.spawn_with(
             &bundle,
-            &["exec", "--detach", "--process", &f, &id],
+            |console_socket| HelperRequest::Exec {
+                root: GUEST_STATE.into(),
+                id,
+                process: Box::new(process.clone()),
+                console_socket,
+                pid_file,
+            },
             process.terminal().unwrap_or(false),
-        );
-        let _ = fs::remove_file(&file);
-        spawned
+        )
     }
 
     fn signal_all(&self, signal: i32) -> Result<()> {
@@ -287,30 +276,32 @@ impl ProcessRunner for ContainerRunner {
     }
 
     fn ps(&self, format: &str) -> Result<String> {
-        let (id, bundle) = self.container()?;
-        let mut cmd = self.vessel(&bundle, &["ps", "--format", format, &id]);
-        cmd.stdin(Stdio::null());
-        let (code, out, _) = helper_output(&mut cmd)?;
-        match code {
-            0 => Ok(String::from_utf8_lossy(&out).into_owned()),
-            code => Err(agent_err(last_error(&bundle, code))),
-        }
+        let (id, _) = self.container()?;
+        helper_ps(id, format)
+    }
+}
+
+/// Lists the processes of guest container `id` through a ps helper.
+fn helper_ps(id: String, format: &str) -> Result<String> {
+    let request = HelperRequest::Ps {
+        root: GUEST_STATE.into(),
+        id,
+        format: format.to_string(),
+    };
+    let reply = guest_helper::run(&request, |cmd| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    })
+    .map_err(agent_err)?;
+    match reply {
+        HelperReply::Ps { output } => Ok(output),
+        other => Err(agent_err(format!("unexpected helper reply {other:?}"))),
     }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))
-}
-
-/// The last error the guest's vessel logged (its JSON log), or its code.
-fn last_error(bundle: &Path, code: i32) -> String {
-    let log = fs::read_to_string(bundle.join("vessel.log")).unwrap_or_default();
-    log.lines()
-        .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["level"] == "error")
-        .and_then(|v| v["msg"].as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("the guest's vessel exited with status {code}"))
 }
 
 fn accept_master(listener: &UnixListener, timeout: Duration) -> Result<OwnedFd> {

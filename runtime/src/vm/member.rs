@@ -100,11 +100,48 @@ struct Relay {
     tty: Option<OwnedFd>,
 }
 
-fn setup(dir: &Path) -> Result<Arc<Relay>, String> {
+/// Why the relay could not set the member up (reported to `create`).
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    /// The launch file or the member's control socket.
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The launch file is not what `create` writes.
+    #[error("{MEMBER_FILE}: {0}")]
+    Launch(#[source] serde_json::Error),
+    /// The pod's supervisor refused or failed (`cause` names why; not a
+    /// #[source], as in [`VmError::Request`]).
+    #[error("creating the container in the pod {sandbox:?}: {cause}")]
+    Create {
+        /// The sandbox's id.
+        sandbox: String,
+        /// The supervisor's or the guest's answer.
+        cause: control::ControlError,
+    },
+    /// The supervisor's reply named no process.
+    #[error("the pod's supervisor gave no process id")]
+    NoProcessId,
+    /// The host side of the member's terminal.
+    #[error(transparent)]
+    Terminal(#[from] super::supervisor::SupervisorError),
+    /// Duplicating the connection for the writer.
+    #[error("the connection to the pod's supervisor: {0}")]
+    Connection(#[source] std::io::Error),
+}
+
+fn setup(dir: &Path) -> Result<Arc<Relay>, SetupError> {
     let path = dir.join(MEMBER_FILE);
-    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let launch: MemberLaunch =
-        serde_json::from_slice(&text).map_err(|e| format!("{MEMBER_FILE}: {e}"))?;
+    let text = std::fs::read(&path).map_err(|source| SetupError::File {
+        path: path.clone(),
+        source,
+    })?;
+    let launch: MemberLaunch = serde_json::from_slice(&text).map_err(SetupError::Launch)?;
     let (reply, conn) = control::request(
         &launch.sandbox_dir,
         &Request::CreateMember {
@@ -114,24 +151,25 @@ fn setup(dir: &Path) -> Result<Arc<Relay>, String> {
         },
         Some(Duration::from_secs(120)),
     )
-    .map_err(|e| {
-        format!(
-            "creating the container in the pod {:?}: {e}",
-            launch.sandbox
-        )
+    .map_err(|cause| SetupError::Create {
+        sandbox: launch.sandbox.clone(),
+        cause,
     })?;
-    let id = reply.id.ok_or("the pod's supervisor gave no process id")?;
+    let id = reply.id.ok_or(SetupError::NoProcessId)?;
     let guest_pid = reply.pid.unwrap_or(0);
     let tty = match &launch.console_socket {
         Some(sock) => Some(super::supervisor::host_terminal(sock)?),
         None => None,
     };
-    let writer = Mutex::new(conn.try_clone().map_err(|e| e.to_string())?);
+    let writer = Mutex::new(conn.try_clone().map_err(SetupError::Connection)?);
     // The member's own socket: `start`, `kill`, `exec`, `ps` of the member
     // reach it here and go on to the sandbox.
     let sock = control::socket_path(dir);
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let listener = UnixListener::bind(&sock).map_err(|source| SetupError::File {
+        path: sock.clone(),
+        source,
+    })?;
     let relay = Arc::new(Relay {
         launch,
         id,

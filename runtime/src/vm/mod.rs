@@ -16,6 +16,7 @@ pub mod control;
 pub mod create;
 mod error;
 pub mod exec;
+pub mod guest_helper;
 pub mod guest_runner;
 pub mod guest_spec;
 pub mod member;

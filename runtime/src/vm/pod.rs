@@ -666,11 +666,11 @@ impl Backend for MemberBackend {
             Ok(_) => Ok(()),
             // The VM stopped meanwhile.
             Err(_) if !control::socket_path(&sandbox).exists() => Ok(()),
-            Err(msg) => Err(Error::vm(
+            Err(cause) => Err(Error::vm(
                 c.id(),
                 VmError::Request {
                     what: "delete",
-                    msg,
+                    cause,
                 },
             )),
         }

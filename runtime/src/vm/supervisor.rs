@@ -77,6 +77,108 @@ const RELAYED: [Signal; 10] = [
     Signal::SIGWINCH,
 ];
 
+/// Why the supervisor could not set up the VM, or a request to the guest
+/// failed. Set-up errors reach `create` as text over the report pipe.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Reading the launch description.
+    #[error("{}: {source}", .path.display())]
+    LaunchFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Parsing the launch description.
+    #[error("{LAUNCH_FILE}: {0}")]
+    LaunchJson(#[source] serde_json::Error),
+    /// Opening the container's network namespace.
+    #[error("network namespace {}: {source}", .path.display())]
+    Netns {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Joining it.
+    #[error("joining network namespace {}: {source}", .path.display())]
+    JoinNetns {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// Opening or applying the container's cgroup.
+    #[error(transparent)]
+    Cgroup(#[from] vessel_cgroups::CgroupError),
+    /// Moving the VMM into the cgroup.
+    #[error("moving the VMM into its cgroup: {0}")]
+    MoveVmm(#[source] vessel_cgroups::CgroupError),
+    /// Setting the IO priority the VMM inherits.
+    #[error("annotation io.vessel.blockio.priority: {0}")]
+    Ioprio(#[source] std::io::Error),
+    /// Booting the VM, or talking to its agent.
+    #[error(transparent)]
+    Vm(#[from] vessel_vm::Error),
+    /// No agent connection.
+    #[error("connecting to the guest agent: {0}")]
+    Connect(#[source] vessel_vm::Error),
+    /// The agent did not greet.
+    #[error("the guest agent did not greet: {0}")]
+    Hello(#[source] vessel_vm::Error),
+    /// The connection failed while the guest created the container.
+    #[error("waiting for the guest to create the container: {0}")]
+    CreateWait(#[source] vessel_vm::Error),
+    /// The guest refused a request: its message.
+    #[error("{0}")]
+    Guest(String),
+    /// A request that has no meaning for a container of a pod.
+    #[error("not a request about a container of the pod: {0}")]
+    NotForMember(String),
+    /// The guest did not answer in time.
+    #[error("no answer from the guest within {secs}s")]
+    NoAnswer {
+        /// The wait, in seconds.
+        secs: u64,
+    },
+    /// Setting up the host side of the workload's terminal.
+    #[error("{what}: {source}")]
+    Terminal {
+        /// The step, naming the field or socket.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding the control socket.
+    #[error("{}: {source}", .path.display())]
+    ControlSocket {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VM failed during set-up; the VMM's log and the guest console's
+    /// tail say more, and an OOM kill of the VMM is named first.
+    #[error("{}\nVMM log: {vmm_log}\nguest console: {console}",
+        match .oom { Some(oom) => format!("{oom} ({cause})"), None => cause.to_string() })]
+    VmFailed {
+        /// What failed.
+        #[source]
+        cause: Box<SupervisorError>,
+        /// How the OOM killer took the VMM, if it did.
+        oom: Option<String>,
+        /// The VMM log's tail.
+        vmm_log: String,
+        /// The guest console's tail.
+        console: String,
+    },
+}
+
 /// Runs the supervisor of the container in `dir`; never returns.
 pub fn run(dir: &Path) -> ! {
     // SAFETY: READY_FD was set up by `create` for us alone; we own it now.
@@ -146,51 +248,54 @@ struct Route {
     buffered: Vec<Frame>,
 }
 
-fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
-    let text = std::fs::read(dir.join(LAUNCH_FILE))
-        .map_err(|e| format!("{}: {e}", dir.join(LAUNCH_FILE).display()))?;
-    let mut launch: Launch =
-        serde_json::from_slice(&text).map_err(|e| format!("{LAUNCH_FILE}: {e}"))?;
+fn setup(dir: &Path) -> Result<Arc<Supervisor>, SupervisorError> {
+    let path = dir.join(LAUNCH_FILE);
+    let text =
+        std::fs::read(&path).map_err(|source| SupervisorError::LaunchFile { path, source })?;
+    let mut launch: Launch = serde_json::from_slice(&text).map_err(SupervisorError::LaunchJson)?;
     let id = launch.id.clone();
     if let Some(ns) = &launch.netns {
         // The VMM must open its taps inside the container's network
         // namespace; joined by this (still single) thread, inherited by QEMU.
-        let f = File::open(ns).map_err(|e| format!("network namespace {}: {e}", ns.display()))?;
-        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("joining network namespace {}: {e}", ns.display()))?;
+        let f = File::open(ns).map_err(|source| SupervisorError::Netns {
+            path: ns.clone(),
+            source,
+        })?;
+        nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| {
+            SupervisorError::JoinNetns {
+                path: ns.clone(),
+                source,
+            }
+        })?;
     }
     let cgroup = Cgroup::open(&CgroupOptions {
         cgroups_path: Some(launch.cgroup_path.clone()),
         systemd: launch.systemd_cgroup,
         container_id: id.clone(),
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     if let Some(prio) = launch.ioprio {
         // Set on us before the VMM starts, so it inherits it.
-        crate::process::exec::set_ioprio(prio as i32)
-            .map_err(|e| format!("annotation io.vessel.blockio.priority: {e}"))?;
+        crate::process::exec::set_ioprio(prio as i32).map_err(SupervisorError::Ioprio)?;
     }
     let engine = launch.engine.engine();
     launch.vm.die_with_parent = true;
-    let mut vm = engine.boot(&launch.vm).map_err(|e| e.to_string())?;
+    let mut vm = engine.boot(&launch.vm)?;
     let vmm_pid = vm.pid();
     // A VMM the OOM killer took during boot shows only as a lost agent or
     // a closed connection: say what happened and what limit would do.
-    let fail = |vm: &mut VmHandle, msg: String| {
-        let msg = match oom_killed(vm, &cgroup, &launch) {
-            Some(oom) => format!("{oom} ({msg})"),
-            None => msg,
-        };
-        let tail = vm.vmm_log_tail();
+    let fail = |vm: &mut VmHandle, cause: SupervisorError| {
+        let oom = oom_killed(vm, &cgroup, &launch);
+        let vmm_log = vm.vmm_log_tail();
         let _ = vm.kill();
-        let console = console_tail(launch.vm.console_log.as_deref());
-        format!("{msg}\nVMM log: {tail}\nguest console: {console}")
+        SupervisorError::VmFailed {
+            cause: Box::new(cause),
+            oom,
+            vmm_log,
+            console: console_tail(launch.vm.console_log.as_deref()),
+        }
     };
     if let Err(e) = cgroup.add_task(vmm_pid) {
-        return Err(fail(
-            &mut vm,
-            format!("moving the VMM into its cgroup: {e}"),
-        ));
+        return Err(fail(&mut vm, SupervisorError::MoveVmm(e)));
     }
     if let Some(res) = &launch.resources {
         let oom = res
@@ -199,16 +304,16 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
             .and_then(|m| m.disable_oom_killer())
             .unwrap_or(false);
         if let Err(e) = cgroup.apply(res, oom) {
-            return Err(fail(&mut vm, e.to_string()));
+            return Err(fail(&mut vm, e.into()));
         }
     }
     let agent = match vm.connect_agent(launch.boot_timeout) {
         Ok(a) => a,
-        Err(e) => return Err(fail(&mut vm, format!("connecting to the guest agent: {e}"))),
+        Err(e) => return Err(fail(&mut vm, SupervisorError::Connect(e))),
     };
     let hello = match agent.wait_hello(launch.boot_timeout) {
         Ok(h) => h,
-        Err(e) => return Err(fail(&mut vm, format!("the guest agent did not greet: {e}"))),
+        Err(e) => return Err(fail(&mut vm, SupervisorError::Hello(e))),
     };
     // Where the time goes, for `vessel bench vm-startup` and for users.
     tracing::info!(
@@ -218,20 +323,18 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
         hello.ready_ms
     );
     if let Err(e) = agent.run_process(launch.run.clone()) {
-        return Err(fail(&mut vm, e.to_string()));
+        return Err(fail(&mut vm, e.into()));
     }
     // The guest creates the container: wait for its pid or its error.
     let _ = agent.set_timeout(Some(launch.boot_timeout));
     let created = loop {
         match agent.recv() {
             Ok(Frame::Control(Message::Started { id: 1, .. })) => break Ok(()),
-            Ok(Frame::Control(Message::Error { message, .. })) => break Err(message),
-            Ok(_) => continue,
-            Err(e) => {
-                break Err(format!(
-                    "waiting for the guest to create the container: {e}"
-                ))
+            Ok(Frame::Control(Message::Error { message, .. })) => {
+                break Err(SupervisorError::Guest(message))
             }
+            Ok(_) => continue,
+            Err(e) => break Err(SupervisorError::CreateWait(e)),
         }
     };
     let _ = agent.set_timeout(None);
@@ -270,7 +373,10 @@ fn setup(dir: &Path) -> Result<Arc<Supervisor>, String> {
     });
     let sock = control::socket_path(dir);
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let listener = UnixListener::bind(&sock).map_err(|source| SupervisorError::ControlSocket {
+        path: sock.clone(),
+        source,
+    })?;
     let s = Arc::clone(&sup);
     thread::spawn(move || s.accept(listener));
     Ok(sup)
@@ -353,13 +459,16 @@ fn console_tail(log: Option<&Path>) -> String {
 
 /// Opens the host side of the workload's terminal: a pty whose master goes
 /// to the console socket; we keep the slave, raw, and relay it.
-pub(crate) fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
+pub(crate) fn host_terminal(socket: &Path) -> Result<OwnedFd, SupervisorError> {
+    let terminal_error = |what: String| move |source| SupervisorError::Terminal { what, source };
     let (master, slave, name) =
-        terminal::open_pty().map_err(|e| format!("process.terminal: open pty: {e}"))?;
-    let conn = UnixStream::connect(socket)
-        .map_err(|e| format!("--console-socket {}: {e}", socket.display()))?;
+        terminal::open_pty().map_err(terminal_error("process.terminal: open pty".into()))?;
+    let conn = UnixStream::connect(socket).map_err(terminal_error(format!(
+        "--console-socket {}",
+        socket.display()
+    )))?;
     terminal::send_fd(conn.as_fd(), &name, master.as_fd())
-        .map_err(|e| format!("--console-socket: send pty: {e}"))?;
+        .map_err(terminal_error("--console-socket: send pty".into()))?;
     if let Ok(mut t) = nix::sys::termios::tcgetattr(slave.as_fd()) {
         nix::sys::termios::cfmakeraw(&mut t);
         let _ = nix::sys::termios::tcsetattr(slave.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t);
@@ -368,13 +477,13 @@ pub(crate) fn host_terminal(socket: &Path) -> Result<OwnedFd, String> {
 }
 
 impl Supervisor {
-    fn send(&self, frame: &Frame) -> Result<(), String> {
+    fn send(&self, frame: &Frame) -> Result<(), SupervisorError> {
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.agent.send(frame).map_err(|e| e.to_string())
+        Ok(self.agent.send(frame)?)
     }
 
     /// Sends `msg` and waits for the answer about `id`.
-    fn ask(&self, id: u32, msg: Message, timeout: Duration) -> Result<Message, String> {
+    fn ask(&self, id: u32, msg: Message, timeout: Duration) -> Result<Message, SupervisorError> {
         let (tx, rx) = mpsc::channel();
         self.pending
             .lock()
@@ -387,12 +496,11 @@ impl Supervisor {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
         match answer {
-            Ok(Message::Error { message, .. }) => Err(message),
+            Ok(Message::Error { message, .. }) => Err(SupervisorError::Guest(message)),
             Ok(m) => Ok(m),
-            Err(_) => Err(format!(
-                "no answer from the guest within {}s",
-                timeout.as_secs()
-            )),
+            Err(_) => Err(SupervisorError::NoAnswer {
+                secs: timeout.as_secs(),
+            }),
         }
     }
 
@@ -582,9 +690,9 @@ impl Supervisor {
         let _ = self.agent_stdin(&[]);
     }
 
-    fn agent_stdin(&self, data: &[u8]) -> Result<(), String> {
+    fn agent_stdin(&self, data: &[u8]) -> Result<(), SupervisorError> {
         let _g = self.send_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.agent.write_stdin(1, data).map_err(|e| e.to_string())
+        Ok(self.agent.write_stdin(1, data)?)
     }
 
     /// Keeps the guest terminal's size equal to ours.
@@ -755,9 +863,7 @@ impl Supervisor {
                 let id = next();
                 return self.routed(conn, id, inside(Message::Exec { id, process }));
             }
-            other => Err(format!(
-                "not a request about a container of the pod: {other:?}"
-            )),
+            other => Err(SupervisorError::NotForMember(format!("{other:?}"))),
         };
         let _ = control::write_reply(&conn, &reply.unwrap_or_else(Reply::error));
     }

@@ -490,11 +490,21 @@ fn agent_main(options: GuestOptions) -> Result<()> {
 /// Where [`leave_initramfs`] builds the new root before moving it to `/`.
 const NEW_ROOT: &str = "/.vessel-root";
 
+/// Left on the tmpfs root by [`leave_initramfs`]: PID 1, re-executed from
+/// that root, must not move it again.
+const MOVED_MARKER: &str = "/.vessel-moved";
+
 /// Moves PID 1 off the initramfs onto a tmpfs copy of it. The initial
 /// ramfs can never be `pivot_root`ed away from, so containers made in it
 /// would have to fall back to chroot; on a tmpfs root the guest's container
 /// code pivots as on a host. The copy is then removed from the ramfs to
-/// give its memory back. A root that is not the initramfs is left alone.
+/// give its memory back, and PID 1 re-executes itself from the copy of
+/// `/init` (returning only on failure): a removed file is freed only when
+/// nothing maps it, and PID 1 maps its own `/init`. Without the re-exec the
+/// guest keeps two copies of the static binary (measured with a 9.6 MB
+/// binary: `Shmem` of a running guest 20.1 MB without the re-exec, 10.7 MB
+/// with it; without it a 96 MiB guest ran out of memory creating the
+/// container). A root that is not the initramfs is left alone.
 pub fn leave_initramfs() -> Result<()> {
     let root = nix::sys::statfs::statfs("/").map_err(|e| Error::io("statfs /", e.into()))?;
     // RAMFS_MAGIC (0x858458f6): nix names only the tmpfs magic.
@@ -502,7 +512,7 @@ pub fn leave_initramfs() -> Result<()> {
     if root.filesystem_type() != RAMFS && root.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
         return Ok(());
     }
-    if Path::new(NEW_ROOT).exists() || std::process::id() != 1 {
+    if Path::new(NEW_ROOT).exists() || Path::new(MOVED_MARKER).exists() || std::process::id() != 1 {
         return Ok(());
     }
     let new_root = Path::new(NEW_ROOT);
@@ -530,7 +540,27 @@ pub fn leave_initramfs() -> Result<()> {
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| Error::io("moving the new root onto /", e.into()))?;
     nix::unistd::chroot(".").map_err(|e| Error::io("chroot to the new root", e.into()))?;
-    nix::unistd::chdir("/").map_err(|e| Error::io("chdir /", e.into()))
+    nix::unistd::chdir("/").map_err(|e| Error::io("chdir /", e.into()))?;
+    File::create(MOVED_MARKER).ctx(|| format!("creating {MOVED_MARKER}"))?;
+    reexec_self()
+}
+
+/// Replaces this process's image with its own path (`argv[0]`, `/init`)
+/// on the new root, keeping the arguments; returns only on failure.
+fn reexec_self() -> Result<()> {
+    use std::os::unix::ffi::OsStringExt;
+    let args = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|_| Error::InvalidConfig("an argument of PID 1 contains a NUL byte".into()))?;
+    let Some(path) = args.first() else {
+        return Err(Error::InvalidConfig("PID 1 has no argv[0]".into()));
+    };
+    let Err(e) = nix::unistd::execv(path, &args);
+    Err(Error::io(
+        format!("re-executing {} from the new root", path.to_string_lossy()),
+        e.into(),
+    ))
 }
 
 /// Copies a tree of directories, regular files, symlinks and device nodes,

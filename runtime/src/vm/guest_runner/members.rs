@@ -6,17 +6,16 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine as _;
 use oci_spec::runtime::Process;
 use vessel_vm::agent::guest::{mount_member_rootfs, unmount_member_rootfs, Spawned};
-use vessel_vm::agent::helpers::helper_output;
 use vessel_vm::agent::{GuestFile, GuestFileKind, RunProcess};
 use vessel_vm::{Error, Result};
 
-use super::{agent_err, last_error, ContainerRunner, GUEST_BUNDLES, GUEST_STATE};
+use super::{agent_err, helper_ps, ContainerRunner, GUEST_BUNDLES, GUEST_STATE};
+use crate::vm::guest_helper::HelperRequest;
 
 /// Where members' root filesystems are assembled.
 const MEMBERS: &str = "/run/vessel/members";
@@ -121,11 +120,15 @@ impl ContainerRunner {
         fs::write(bundle.join("config.json"), json)
             .map_err(|e| Error::io("writing config.json", e))
             .map_err(undo)?;
-        let b = bundle.to_string_lossy().into_owned();
         let spawned = self
             .spawn_with(
                 &bundle,
-                &["create", "--bundle", &b, &id],
+                |console_socket| HelperRequest::Create {
+                    root: GUEST_STATE.into(),
+                    id: id.clone(),
+                    bundle: bundle.clone(),
+                    console_socket,
+                },
                 request.process.terminal().unwrap_or(false),
             )
             .map_err(|e| {
@@ -147,20 +150,18 @@ impl ContainerRunner {
     pub(super) fn exec_member(&self, id: &str, process: &Process) -> Result<Spawned> {
         let bundle = self.member(id)?;
         let n = self.execs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let file = bundle.join(format!("exec-{n}.json"));
-        fs::write(
-            &file,
-            serde_json::to_vec(process).map_err(Error::BadMessage)?,
-        )
-        .map_err(|e| Error::io("writing the exec process", e))?;
-        let f = file.to_string_lossy().into_owned();
-        let spawned = self.spawn_with(
+        let pid_file = bundle.join(format!("exec-{n}.pid"));
+        self.spawn_with(
             &bundle,
-            &["exec", "--detach", "--process", &f, id],
+            |console_socket| HelperRequest::Exec {
+                root: GUEST_STATE.into(),
+                id: id.to_string(),
+                process: Box::new(process.clone()),
+                console_socket,
+                pid_file,
+            },
             process.terminal().unwrap_or(false),
-        );
-        let _ = fs::remove_file(&file);
-        spawned
+        )
     }
 
     pub(super) fn signal_member(&self, id: &str, signal: i32) -> Result<()> {
@@ -171,14 +172,8 @@ impl ContainerRunner {
     }
 
     pub(super) fn ps_member(&self, id: &str, format: &str) -> Result<String> {
-        let bundle = self.member(id)?;
-        let mut cmd = self.vessel(&bundle, &["ps", "--format", format, id]);
-        cmd.stdin(Stdio::null());
-        let (code, out, _) = helper_output(&mut cmd)?;
-        match code {
-            0 => Ok(String::from_utf8_lossy(&out).into_owned()),
-            code => Err(agent_err(last_error(&bundle, code))),
-        }
+        self.member(id)?;
+        helper_ps(id.to_string(), format)
     }
 
     /// Removes member `id` and everything it holds in the guest.
