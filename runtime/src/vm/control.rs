@@ -149,6 +149,21 @@ pub fn request(
     }
 }
 
+/// Reads a client's request; a line that is not one is answered "bad
+/// request" here, and `None` returned.
+pub fn read_request(conn: &UnixStream) -> Option<Request> {
+    let req = read_line(conn)
+        .map_err(|e| e.to_string())
+        .and_then(|l| serde_json::from_slice::<Request>(&l).map_err(|e| e.to_string()));
+    match req {
+        Ok(r) => Some(r),
+        Err(e) => {
+            let _ = write_reply(conn, &Reply::error(format!("bad request: {e}")));
+            None
+        }
+    }
+}
+
 /// Reads one line byte by byte, so nothing after it (frames) is consumed.
 pub fn read_line(conn: &UnixStream) -> std::io::Result<Vec<u8>> {
     let mut reader = BufReader::with_capacity(1, conn);

@@ -308,17 +308,7 @@ fn spawn_and_wait(
     started: impl FnOnce(i32),
 ) -> Result<(i32, i32), VmError> {
     let log = dir.join("supervisor.log");
-    let args: [&std::ffi::OsStr; 8] = [
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--log".as_ref(),
-        log.as_os_str(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "vm-supervise".as_ref(),
-        dir.as_os_str(),
-    ];
-    let (pid, report) = super::spawn_reporting(&args, started).map_err(VmError::Spawn)?;
+    let (pid, report) = super::spawn_internal(root, dir, &log, "vm-supervise", started)?;
     match report.strip_prefix("ok ") {
         Some(rest) => {
             let vmm_pid = rest.trim().parse().map_err(|_| {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::termios::{self, SetArg};
 use oci_spec::runtime::Process;
 use vessel_vm::agent::{Frame, Message, Stream};
@@ -309,14 +309,7 @@ pub fn relay(
     }
     // Signals sent to us are for the process.
     let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGHUP,
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-    ] {
+    for s in super::RELAYED_SIGNALS {
         mask.add(s);
     }
     if mask.thread_block().is_ok() {

@@ -28,17 +28,7 @@ use super::{VmError, READY_FD};
 /// report; returns the member's pid in the guest.
 pub fn spawn_relay(root: &Path, dir: &Path, started: impl FnOnce(i32)) -> Result<i32, VmError> {
     let log = dir.join("member.log");
-    let args: [&std::ffi::OsStr; 8] = [
-        "--root".as_ref(),
-        root.as_os_str(),
-        "--log".as_ref(),
-        log.as_os_str(),
-        "--log-format".as_ref(),
-        "json".as_ref(),
-        "vm-member".as_ref(),
-        dir.as_os_str(),
-    ];
-    let (_, report) = super::spawn_reporting(&args, started).map_err(VmError::Spawn)?;
+    let (_, report) = super::spawn_internal(root, dir, &log, "vm-member", started)?;
     match report.strip_prefix("ok ") {
         Some(rest) => rest
             .trim()
@@ -49,16 +39,6 @@ pub fn spawn_relay(root: &Path, dir: &Path, started: impl FnOnce(i32)) -> Result
     }
 }
 
-/// Signals relayed to the member's init.
-const RELAYED: [Signal; 6] = [
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGTERM,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
 /// Runs the relay of the member in `dir`; never returns.
 pub fn run(dir: &Path) -> ! {
     // SAFETY: READY_FD was set up by `create` for us alone; we own it now.
@@ -68,7 +48,7 @@ pub fn run(dir: &Path) -> ! {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     let mut mask = SigSet::empty();
-    for s in RELAYED {
+    for s in super::RELAYED_SIGNALS {
         mask.add(s);
     }
     // Blocked before any thread starts: the signal thread alone gets them.
@@ -279,18 +259,8 @@ impl Relay {
     /// request about this member, then splices the two connections (an
     /// `exec` carries frames both ways).
     fn forward(&self, client: UnixStream) {
-        let req = match control::read_line(&client)
-            .map_err(|e| e.to_string())
-            .and_then(|l| serde_json::from_slice::<Request>(&l).map_err(|e| e.to_string()))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = control::write_reply(
-                    &client,
-                    &control::Reply::error(format!("bad request: {e}")),
-                );
-                return;
-            }
+        let Some(req) = control::read_request(&client) else {
+            return;
         };
         let wrapped = Request::Member {
             container: self.launch.id.clone(),

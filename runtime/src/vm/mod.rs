@@ -35,12 +35,46 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 use nix::sys::signal::{SigSet, Signal};
 
 /// The descriptor on which a helper started by [`spawn_reporting`] reports.
 pub const READY_FD: i32 = 3;
+
+/// Signals a relay forwards to the process it stands for (a detached
+/// exec's, a pod member's init).
+pub(crate) const RELAYED_SIGNALS: [Signal; 6] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// Starts `vessel <command> <dir>`, one of this mode's internal
+/// processes, logging as JSON to `log`, through [`spawn_reporting`].
+fn spawn_internal(
+    root: &Path,
+    dir: &Path,
+    log: &Path,
+    command: &str,
+    started: impl FnOnce(i32),
+) -> Result<(i32, String), VmError> {
+    let args: [&OsStr; 8] = [
+        "--root".as_ref(),
+        root.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        command.as_ref(),
+        dir.as_os_str(),
+    ];
+    spawn_reporting(&args, started).map_err(VmError::Spawn)
+}
 
 /// Starts this binary with `args` in a session of its own (a terminal's
 /// ^C then reaches only the foreground vessel, which forwards it once),

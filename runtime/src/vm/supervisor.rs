@@ -723,15 +723,8 @@ impl Supervisor {
     }
 
     fn serve_client(&self, conn: UnixStream) {
-        let req = match control::read_line(&conn)
-            .map_err(|e| e.to_string())
-            .and_then(|l| serde_json::from_slice::<Request>(&l).map_err(|e| e.to_string()))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = control::write_reply(&conn, &Reply::error(format!("bad request: {e}")));
-                return;
-            }
+        let Some(req) = control::read_request(&conn) else {
+            return;
         };
         if self.exited.load(Ordering::SeqCst) {
             let _ = control::write_reply(&conn, &Reply::error("the workload has exited"));
