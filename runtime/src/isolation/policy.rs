@@ -464,3 +464,265 @@ pub fn decide_for(
         source: Box::new(e.into()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// A spec with the default namespaces of `vessel spec` (pid, network,
+    /// ipc, uts, mount), changed by `f`.
+    fn spec(f: impl FnOnce(&mut Value)) -> Spec {
+        let mut v = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}
+            ]},
+            "annotations": {}
+        });
+        f(&mut v);
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn policy(text: &str) -> Policy {
+        let p: Policy = toml::from_str(text).unwrap();
+        p.validate().unwrap();
+        p
+    }
+
+    fn inputs(p: &Policy) -> Inputs<'_> {
+        Inputs {
+            policy: p,
+            default: Isolation::Container,
+            default_from: DefaultFrom::BuiltIn,
+            sandbox: None,
+        }
+    }
+
+    const POLICY: &str = r#"
+        trusted_registries = ["registry.example.com", "docker.io/library"]
+        [[rule]]
+        mode = "container"
+        host_network = true
+        [[rule]]
+        mode = "vm"
+        namespaces = ["ci", "untrusted"]
+        [[rule]]
+        mode = "vm"
+        privileged = true
+        [[rule]]
+        mode = "vm"
+        untrusted_image = true
+    "#;
+
+    #[test]
+    fn first_matching_rule_wins_and_says_why() {
+        let p = policy(POLICY);
+        let d = decide(&spec(|_| {}), inputs(&p)).unwrap();
+        assert_eq!(d.to_string(), "container: default (built in)");
+
+        let s = spec(|v| {
+            v["annotations"]["io.kubernetes.cri.sandbox-namespace"] = json!("ci");
+            v["annotations"][IMAGE_ANNOTATION] = json!("quay.io/evil/app:1");
+        });
+        // Rule 2 (namespace) comes before rule 4 (image).
+        assert_eq!(
+            decide(&s, inputs(&p)).unwrap().to_string(),
+            "vm: policy rule 2 (namespace ci)"
+        );
+
+        let s = spec(|v| v["annotations"][IMAGE_ANNOTATION] = json!("quay.io/evil/app:1"));
+        assert_eq!(
+            decide(&s, inputs(&p)).unwrap().to_string(),
+            "vm: policy rule 4 (image not from a trusted registry: quay.io/evil/app:1)"
+        );
+        let s = spec(|v| v["annotations"][IMAGE_ANNOTATION] = json!("me/app"));
+        assert_eq!(
+            decide(&s, inputs(&p)).unwrap().reason,
+            Reason::Rule(
+                4,
+                "image not from a trusted registry: docker.io/me/app".into()
+            )
+        );
+        for trusted in [
+            "busybox",
+            "docker.io/library/busybox:1.36",
+            "registry.example.com/team/app@sha256:00",
+        ] {
+            let s = spec(|v| v["annotations"][IMAGE_ANNOTATION] = json!(trusted));
+            assert_eq!(
+                decide(&s, inputs(&p)).unwrap().mode,
+                Isolation::Container,
+                "{trusted}"
+            );
+        }
+        // A prefix is trusted only at a path boundary.
+        let s =
+            spec(|v| v["annotations"][IMAGE_ANNOTATION] = json!("registry.example.com.evil/app"));
+        assert_eq!(decide(&s, inputs(&p)).unwrap().mode, Isolation::Vm);
+
+        // The host network rule (1) puts such a container on the host even
+        // in a namespace that rule 2 sends to VMs.
+        let s = spec(|v| {
+            v["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
+            v["annotations"]["io.kubernetes.pod.namespace"] = json!("ci");
+        });
+        assert_eq!(
+            decide(&s, inputs(&p)).unwrap().to_string(),
+            "container: policy rule 1 (host network: linux.namespaces has no network namespace)"
+        );
+    }
+
+    #[test]
+    fn privilege_asks_are_recognized() {
+        let p = policy(POLICY);
+        let why = |f: fn(&mut Value)| match decide(&spec(f), inputs(&p)).unwrap().reason {
+            Reason::Rule(3, why) => why,
+            other => panic!("not rule 3: {other:?}"),
+        };
+        assert_eq!(
+            why(|v| v["process"]["capabilities"] =
+                json!({"bounding": ["CAP_CHOWN", "CAP_SYS_ADMIN"]})),
+            "privileged: process.capabilities.bounding has CAP_SYS_ADMIN"
+        );
+        assert_eq!(
+            why(|v| v["linux"]["devices"] = json!([
+                {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+                {"path": "/dev/sda", "type": "b", "major": 8, "minor": 0}
+            ])),
+            "privileged: linux.devices has /dev/sda"
+        );
+        assert_eq!(
+            why(
+                |v| v["mounts"] = json!([{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid"]}])
+            ),
+            "privileged: mounts has a writable sysfs on /sys"
+        );
+        // Not privileged: default caps, default devices, a read-only sysfs,
+        // CAP_SYS_ADMIN inside a user namespace.
+        for f in [
+            (|v: &mut Value| {
+                v["process"]["capabilities"] =
+                    json!({"bounding": ["CAP_CHOWN", "CAP_NET_BIND_SERVICE"]})
+            }) as fn(&mut Value),
+            |v| {
+                v["linux"]["devices"] =
+                    json!([{"path": "/dev/null", "type": "c", "major": 1, "minor": 3}])
+            },
+            |v| v["mounts"] = json!([{"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]}]),
+            |v| {
+                v["process"]["capabilities"] = json!({"bounding": ["CAP_SYS_ADMIN"]});
+                v["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}));
+                v["linux"]["uidMappings"] =
+                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+                v["linux"]["gidMappings"] =
+                    json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            },
+        ] {
+            assert_eq!(
+                decide(&spec(f), inputs(&p)).unwrap().mode,
+                Isolation::Container
+            );
+        }
+    }
+
+    #[test]
+    fn precedence_sandbox_then_annotation_then_rules_then_default() {
+        let p = policy("[[rule]]\nmode = \"vm\"\nnamespaces = [\"ci\"]\n");
+        let ci = |v: &mut Value| v["annotations"]["io.kubernetes.pod.namespace"] = json!("ci");
+        let mut i = inputs(&p);
+        i.default = Isolation::Vm;
+        i.default_from = DefaultFrom::Flag;
+        assert_eq!(
+            decide(&spec(|_| {}), i).unwrap().to_string(),
+            "vm: default (--isolation)"
+        );
+        assert_eq!(
+            decide(&spec(ci), i).unwrap().reason,
+            Reason::Rule(1, "namespace ci".into())
+        );
+        // The annotation overrides the rules.
+        let s = spec(|v| {
+            ci(v);
+            v["annotations"][ISOLATION_ANNOTATION] = json!("container");
+        });
+        assert_eq!(
+            decide(&s, i).unwrap().to_string(),
+            "container: annotation io.vessel.isolation"
+        );
+        // A pod's container follows its sandbox whatever else says.
+        i.sandbox = Some(("sb1", Isolation::Container));
+        assert_eq!(
+            decide(&spec(ci), i).unwrap().to_string(),
+            "container: the mode of its pod sandbox sb1"
+        );
+        // A bad annotation is named.
+        i.sandbox = None;
+        let s = spec(|v| v["annotations"][ISOLATION_ANNOTATION] = json!("kata"));
+        let e = decide(&s, i).unwrap_err().to_string();
+        assert!(
+            e.contains("annotations.io.vessel.isolation") && e.contains("kata"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn host_network_or_pid_in_a_vm_is_refused_naming_the_field() {
+        let p = policy("[[rule]]\nmode = \"vm\"\nnamespaces = [\"ci\"]\n");
+        let no_net = |v: &mut Value| {
+            v["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}]);
+            v["annotations"]["io.kubernetes.pod.namespace"] = json!("ci");
+        };
+        let e = decide(&spec(no_net), inputs(&p)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "linux.namespaces: no network namespace asks for the host's network, which a \
+             vm-mode container cannot have (vm chosen by policy rule 1 (namespace ci))"
+        );
+        let no_pid = |v: &mut Value| {
+            v["linux"]["namespaces"] = json!([{"type": "network"}, {"type": "mount"}]);
+            v["annotations"][ISOLATION_ANNOTATION] = json!("vm");
+        };
+        let e = decide(&spec(no_pid), inputs(&p)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("linux.namespaces: no pid namespace")
+                && e.contains("annotation io.vessel.isolation"),
+            "{e}"
+        );
+        // The same specs in container mode are fine.
+        let mut i = inputs(&p);
+        i.sandbox = Some(("sb", Isolation::Container));
+        assert!(decide(&spec(no_net), i).is_ok());
+    }
+
+    #[test]
+    fn bad_policies_name_the_rule() {
+        let err = |t: &str| {
+            toml::from_str::<Policy>(t)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("[[rule]]\nmode = \"vm\"\nhost_network = true\n"),
+            "policy rule 1: host_network with mode \"vm\": a VM cannot have the host's network"
+        );
+        assert!(err(
+            "[[rule]]\nmode = \"vm\"\n[[rule]]\nmode = \"container\"\nprivileged = true\n"
+        )
+        .starts_with("policy rule 2: never reached: rule 1"));
+        assert!(err("[[rule]]\nmode = \"vm\"\nuntrusted_image = true\n")
+            .starts_with("policy rule 1: untrusted_image needs policy.trusted_registries"));
+        assert!(err("[[rule]]\nmode = \"vm\"\nnamespaces = [\"\"]\n").contains("policy rule 1"));
+        assert!(err("trusted_registries = [\"/\"]\n").starts_with("policy: trusted_registries"));
+        assert!(toml::from_str::<Policy>("[[rule]]\nmode = \"kvm\"\n").is_err());
+        assert!(toml::from_str::<Policy>("[[rule]]\nmode = \"vm\"\nimage = \"x\"\n").is_err());
+    }
+}
