@@ -34,6 +34,7 @@ impl CreateFlags {
     pub fn options(&self, cli: &Cli, id: &str, foreground: bool) -> anyhow::Result<CreateOptions> {
         let config = vessel::isolation::RuntimeConfig::load(cli.config.as_deref())
             .map_err(|e| anyhow::anyhow!(e))?;
+        let (isolation, isolation_from) = vessel::isolation::default_mode(cli.isolation, &config);
         Ok(CreateOptions {
             root: cli.root.clone(),
             id: id.to_string(),
@@ -45,8 +46,10 @@ impl CreateFlags {
             preserve_fds: self.preserve_fds,
             systemd_cgroup: cli.systemd_cgroup,
             foreground,
-            isolation: cli.isolation.or(config.isolation).unwrap_or_default(),
+            isolation,
+            isolation_from,
             vm: config.vm,
+            policy: config.policy,
         })
     }
 }

@@ -6,6 +6,7 @@ mod create;
 mod delete;
 mod events;
 mod exec;
+mod explain;
 mod features;
 mod kill;
 mod list;
@@ -99,6 +100,9 @@ enum Command {
     Restore(restore::Args),
     /// Print what this runtime supports, as JSON.
     Features,
+    /// Say which isolation mode a container (id) got, or a bundle would
+    /// get, and which input or policy rule chose it.
+    Explain(explain::Args),
     /// Write a default config.json into a bundle.
     Spec(spec::Args),
     /// Run a benchmark suite (lifecycle, io-isolation).
@@ -136,6 +140,7 @@ pub fn main() -> ExitCode {
             | Command::Ps(_)
             | Command::Events(_)
             | Command::Features
+            | Command::Explain(_)
     ) {
         // Commands that only print die quietly on a closed pipe (`vessel ps
         // | head`), like every Unix filter. The others keep Rust's ignored
@@ -178,6 +183,7 @@ pub fn main() -> ExitCode {
         Command::Checkpoint(a) => checkpoint::run(&cli, a),
         Command::Restore(a) => restore::run(&cli, a),
         Command::Features => features::run(&cli),
+        Command::Explain(a) => explain::run(&cli, a),
         Command::Spec(a) => spec::run(a),
         Command::Bench(a) => bench::run(a),
         Command::VmSupervise(a) => vm_supervise::run(a),

@@ -38,6 +38,7 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
     let _ = (a.no_subreaper, a.no_pivot);
     let config = vessel::isolation::RuntimeConfig::load(cli.config.as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
+    let (isolation, isolation_from) = vessel::isolation::default_mode(cli.isolation, &config);
     let opts = RestoreOptions {
         create: vessel::container::CreateOptions {
             root: cli.root.clone(),
@@ -48,8 +49,10 @@ pub fn run(cli: &Cli, a: &Args) -> anyhow::Result<u8> {
             systemd_cgroup: cli.systemd_cgroup,
             // restore sets its own status; no exec fifo is made.
             foreground: true,
-            isolation: cli.isolation.or(config.isolation).unwrap_or_default(),
+            isolation,
+            isolation_from,
             vm: config.vm,
+            policy: config.policy,
             ..Default::default()
         },
         criu: a.shared.criu(cli),

@@ -48,8 +48,13 @@ pub struct CreateOptions {
     pub systemd_cgroup: bool,
     /// `run` in the foreground: start over the sync channel, no exec fifo.
     pub foreground: bool,
-    /// The runtime-wide isolation mode (the annotation overrides it).
+    /// The runtime-wide default isolation mode (see
+    /// [`crate::isolation::policy`] for what overrides it).
     pub isolation: Isolation,
+    /// Where that default came from (for the recorded reason).
+    pub isolation_from: crate::isolation::DefaultFrom,
+    /// The isolation policy of the configuration file.
+    pub policy: crate::isolation::Policy,
     /// vm-mode defaults from the configuration file.
     pub vm: VmDefaults,
 }
@@ -308,11 +313,8 @@ where
     super::check_id(id)?;
     tracing::debug!("create {id}: checking the bundle");
     let bundle = check(opts)?;
-    let mode = crate::isolation::decide(bundle.spec.annotations().as_ref(), opts.isolation)
-        .map_err(|source| Error::Mode {
-            id: id.into(),
-            source: Box::new(source),
-        })?;
+    let decision = crate::isolation::policy::decide_for(opts, &bundle.spec)?;
+    let mode = decision.mode;
     let spawner = prepare(mode, opts, &bundle)?;
     tracing::debug!("create {id}: bundle checked, {mode} mode");
 
@@ -350,7 +352,14 @@ where
             rootfs: bundle.rootfs.clone(),
             created: created_at,
             owner: utils::owner_name(),
-            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            annotations: {
+                let mut a = bundle.spec.annotations().clone().unwrap_or_default();
+                a.insert(
+                    crate::isolation::REASON_ANNOTATION.into(),
+                    decision.reason.to_string(),
+                );
+                a
+            },
             pid_start_time: 0,
             cgroup_path: cgroup.path().to_path_buf(),
             systemd_cgroup: opts.systemd_cgroup,

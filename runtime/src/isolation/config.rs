@@ -1,9 +1,12 @@
 //! Choosing the isolation mode, and the runtime-wide configuration file.
 //!
-//! The mode of a container is decided once, at `create`: the annotation
-//! `io.vessel.isolation` of its config.json wins; otherwise the global
-//! `--isolation` flag; otherwise `isolation` in the configuration file
-//! (`--config`, default [`DEFAULT_CONFIG`]); otherwise `container`.
+//! The mode of a container is decided once, at `create`
+//! ([`super::policy::decide`]): a member of a CRI pod takes its sandbox's
+//! mode; otherwise the annotation `io.vessel.isolation` of its config.json;
+//! otherwise the first matching rule of the `[policy]` of the configuration
+//! file (`--config`, default [`DEFAULT_CONFIG`]); otherwise the global
+//! `--isolation` flag; otherwise `isolation` in the configuration file;
+//! otherwise `container`.
 
 use std::fmt;
 use std::path::Path;
@@ -55,9 +58,18 @@ impl FromStr for Isolation {
 /// Why the mode of a container, or the configuration file, is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The annotation names no mode.
-    #[error("annotations.{ISOLATION_ANNOTATION}: {0}")]
-    Annotation(#[source] UnknownMode),
+    /// The mode cannot be decided or is refused for this spec.
+    #[error(transparent)]
+    Decide(#[from] super::policy::DecideError),
+    /// The policy of the configuration file cannot be applied.
+    #[error("config file {}: {source}", .path.display())]
+    Policy {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Which rule and why.
+        #[source]
+        source: super::policy::PolicyError,
+    },
     /// The configuration file cannot be read.
     #[error("config file {}: {source}", .path.display())]
     Read {
@@ -92,6 +104,11 @@ pub enum ConfigError {
 /// scratch_mib = 1024        # writable layer of the root filesystem
 /// cache_dir = "/var/cache/vessel"
 /// boot_timeout_secs = 60
+/// [policy]                  # see [`super::policy::Policy`]
+/// trusted_registries = ["registry.example.com"]
+/// [[policy.rule]]
+/// mode = "vm"
+/// untrusted_image = true
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +118,9 @@ pub struct RuntimeConfig {
     /// Defaults of vm mode.
     #[serde(default)]
     pub vm: crate::vm::VmDefaults,
+    /// The isolation policy.
+    #[serde(default)]
+    pub policy: super::policy::Policy,
 }
 
 impl RuntimeConfig {
@@ -122,57 +142,38 @@ impl RuntimeConfig {
                 })
             }
         };
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let config: RuntimeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
             source,
-        })
+        })?;
+        config
+            .policy
+            .validate()
+            .map_err(|source| ConfigError::Policy {
+                path: path.into(),
+                source,
+            })?;
+        Ok(config)
     }
 }
 
-/// The mode of a container with these annotations, given the runtime-wide
-/// default.
-pub fn decide(
-    annotations: Option<&std::collections::HashMap<String, String>>,
-    default: Isolation,
-) -> Result<Isolation, ConfigError> {
-    match annotations.and_then(|a| a.get(ISOLATION_ANNOTATION)) {
-        Some(v) => v.parse().map_err(ConfigError::Annotation),
-        None => Ok(default),
+/// The default mode of this runtime and where it comes from: the
+/// `--isolation` flag, else the file's `isolation`, else container mode.
+pub fn default_mode(
+    flag: Option<Isolation>,
+    config: &RuntimeConfig,
+) -> (Isolation, super::policy::DefaultFrom) {
+    use super::policy::DefaultFrom;
+    match (flag, config.isolation) {
+        (Some(m), _) => (m, DefaultFrom::Flag),
+        (None, Some(m)) => (m, DefaultFrom::ConfigFile),
+        (None, None) => (Isolation::Container, DefaultFrom::BuiltIn),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    #[test]
-    fn annotation_wins_over_default() {
-        let mut a = HashMap::new();
-        assert_eq!(decide(Some(&a), Isolation::Vm).unwrap(), Isolation::Vm);
-        a.insert(ISOLATION_ANNOTATION.to_string(), "container".to_string());
-        assert_eq!(
-            decide(Some(&a), Isolation::Vm).unwrap(),
-            Isolation::Container
-        );
-        a.insert(ISOLATION_ANNOTATION.to_string(), "vm".to_string());
-        assert_eq!(
-            decide(None, Isolation::Container).unwrap(),
-            Isolation::Container
-        );
-        assert_eq!(
-            decide(Some(&a), Isolation::Container).unwrap(),
-            Isolation::Vm
-        );
-        a.insert(ISOLATION_ANNOTATION.to_string(), "kata".to_string());
-        let e = decide(Some(&a), Isolation::Container)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("annotations.io.vessel.isolation") && e.contains("kata"),
-            "{e}"
-        );
-    }
 
     #[test]
     fn config_file_parses_and_rejects_unknown_keys() {
@@ -190,5 +191,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/vessel.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_policy_names_the_file_and_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vessel.toml");
+        std::fs::write(
+            &path,
+            "[policy]\ntrusted_registries = [\"r.example\"]\n\
+             [[policy.rule]]\nmode = \"vm\"\nnamespaces = [\"ci\"]\n\
+             [[policy.rule]]\nmode = \"vm\"\nhost_network = true\n",
+        )
+        .unwrap();
+        let e = RuntimeConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.contains(path.to_str().unwrap())
+                && e.contains("policy rule 2")
+                && e.contains("host_network"),
+            "{e}"
+        );
+        std::fs::write(&path, "[[policy.rule]]\nmode = \"vm\"\nprivilegd = true\n").unwrap();
+        let e = RuntimeConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.contains(path.to_str().unwrap()) && e.contains("privilegd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn default_mode_says_where_it_comes_from() {
+        use crate::isolation::policy::DefaultFrom;
+        let mut c = RuntimeConfig::default();
+        assert_eq!(
+            default_mode(None, &c),
+            (Isolation::Container, DefaultFrom::BuiltIn)
+        );
+        c.isolation = Some(Isolation::Vm);
+        assert_eq!(
+            default_mode(None, &c),
+            (Isolation::Vm, DefaultFrom::ConfigFile)
+        );
+        assert_eq!(
+            default_mode(Some(Isolation::Container), &c),
+            (Isolation::Container, DefaultFrom::Flag)
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! A container is isolated either by namespaces and cgroups on the host
 //! kernel ([`crate::host`], "container mode") or inside a microVM
 //! ([`crate::vm`]). The mode is decided once, at `create`
-//! ([`config::decide`]), and recorded once in the state as a [`Mode`] that
+//! ([`policy::decide`]), and recorded once in the state as a [`Mode`] that
 //! carries the mode's own data. From then on every command reaches the
 //! mode's code through the [`Backend`] trait: this module is the only
 //! place that maps a mode to its code, so no other code tests the mode.
@@ -15,9 +15,11 @@
 
 pub mod config;
 pub mod entry;
+pub mod policy;
 
 pub use crate::vm::VmDefaults;
-pub use config::{decide, Isolation, RuntimeConfig, ISOLATION_ANNOTATION};
+pub use config::{default_mode, Isolation, RuntimeConfig, ISOLATION_ANNOTATION};
+pub use policy::{Decision, DefaultFrom, Policy, Reason, REASON_ANNOTATION};
 
 use std::path::Path;
 

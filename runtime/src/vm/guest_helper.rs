@@ -301,6 +301,7 @@ fn serve(request: HelperRequest) -> Result<HelperReply, BoxError> {
                 foreground: false,
                 isolation: crate::isolation::Isolation::Container,
                 vm: super::VmDefaults::default(),
+                ..Default::default()
             })?;
             Ok(HelperReply::Started { pid: created.pid })
         }
