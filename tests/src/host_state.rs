@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub loop_devices: BTreeSet<String>,
     /// Live processes as (pid, start time in ticks since boot).
     pub processes: BTreeSet<(i32, u64)>,
+    /// The host's standard device nodes as `path mode uid:gid rdev`: a
+    /// runtime that binds one into a container must never change it.
+    #[serde(default)]
+    pub device_nodes: BTreeSet<String>,
 }
 
 /// One difference between two snapshots.
@@ -79,6 +83,9 @@ pub enum Difference {
     LoopRemoved(String),
     /// A process started after the snapshot and still alive.
     ProcessLeft(String),
+    /// A standard device node that changed (mode, owner or device), or
+    /// appeared or vanished: `path mode uid:gid rdev` before and after.
+    DeviceNodeChanged(String, String),
 }
 
 impl fmt::Display for Difference {
@@ -100,6 +107,9 @@ impl fmt::Display for Difference {
             Difference::LoopAdded(l) => write!(f, "loop device added: {l}"),
             Difference::LoopRemoved(l) => write!(f, "loop device removed: {l}"),
             Difference::ProcessLeft(p) => write!(f, "process left running: {p}"),
+            Difference::DeviceNodeChanged(a, b) => {
+                write!(f, "device node changed: {a:?} is now {b:?}")
+            }
         }
     }
 }
@@ -287,6 +297,37 @@ fn loop_devices() -> BTreeSet<String> {
     out
 }
 
+/// The device nodes every host has and containers commonly get bound in.
+const DEVICE_NODES: [&str; 10] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/kvm",
+    "/dev/net/tun",
+    "/dev/fuse",
+];
+
+fn device_nodes() -> BTreeSet<String> {
+    use std::os::unix::fs::MetadataExt;
+    DEVICE_NODES
+        .iter()
+        .map(|p| match fs::symlink_metadata(p) {
+            Ok(m) => format!(
+                "{p} {:o} {}:{} {:x}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.rdev()
+            ),
+            Err(_) => format!("{p} absent"),
+        })
+        .collect()
+}
+
 fn netns_names() -> BTreeSet<String> {
     fs::read_dir(NETNS_DIR)
         .map(|rd| {
@@ -359,6 +400,7 @@ pub fn take() -> Result<Snapshot, ReadError> {
         links: links()?,
         loop_devices: loop_devices(),
         processes: user_processes(&skip),
+        device_nodes: device_nodes(),
     })
 }
 
@@ -474,6 +516,11 @@ pub fn compare(before: &Snapshot) -> Result<Vec<Difference>, ReadError> {
         Difference::LoopRemoved,
         &mut out,
     );
+    for (old, new) in before.device_nodes.iter().zip(&now.device_nodes) {
+        if old != new {
+            out.push(Difference::DeviceNodeChanged(old.clone(), new.clone()));
+        }
+    }
     for &(pid, start) in now.processes.difference(&before.processes) {
         if start >= before.taken_at_ticks {
             out.push(Difference::ProcessLeft(describe_process(
@@ -489,6 +536,27 @@ pub fn compare(before: &Snapshot) -> Result<Vec<Difference>, ReadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_device_node_is_a_difference() {
+        let mut before = take().unwrap();
+        assert_eq!(before.device_nodes.len(), DEVICE_NODES.len());
+        let null = before
+            .device_nodes
+            .iter()
+            .find(|l| l.starts_with("/dev/null "))
+            .unwrap()
+            .clone();
+        before.device_nodes.remove(&null);
+        before.device_nodes.insert("/dev/null 644 0:0 103".into());
+        let diffs = compare(&before).unwrap();
+        assert!(
+            diffs
+                .iter()
+                .any(|d| matches!(d, Difference::DeviceNodeChanged(_, now) if *now == null)),
+            "{diffs:?}"
+        );
+    }
 
     #[test]
     fn mounts_keep_what_identifies_them_and_drop_ids() {
