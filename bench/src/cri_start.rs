@@ -8,8 +8,8 @@
 //!
 //! On KVM-PVM hosts the microVM runs under QEMU's TCG emulation; the
 //! table and the JSON say which accelerator ran. A step that fails is
-//! counted and its first error reported, not timed (a VM pod's app
-//! container cannot start until issue 17's pod-per-VM model exists).
+//! counted and its first error reported, not timed. In a `vessel-vm` pod
+//! the first container starts inside the sandbox's VM (a pod member).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
