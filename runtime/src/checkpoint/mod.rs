@@ -18,7 +18,7 @@ pub use restore::{restore, RestoreOptions};
 use std::path::{Path, PathBuf};
 
 use crate::container::{Container, Error as ContainerError};
-use crate::state::{Mode, Status};
+use crate::state::Status;
 
 /// The CRIU log of a dump or pre-dump, in the work directory.
 pub const DUMP_LOG: &str = "dump.log";
@@ -193,7 +193,7 @@ pub struct CheckpointOptions {
 /// Checkpoints container `id` under `root` into `opts.criu.image_path`.
 pub fn checkpoint(root: &Path, id: &str, opts: &CheckpointOptions) -> Result<(), CheckpointError> {
     let mut c = Container::load(root, id)?;
-    if matches!(c.state.mode, Mode::Vm(_)) {
+    if !c.state.mode.checkpoints_with_criu() {
         return Err(CheckpointError::Vm { id: id.into() });
     }
     let status = c.status();

@@ -151,6 +151,12 @@ impl Mode {
         }
     }
 
+    /// Whether CRIU can checkpoint the container: only host processes
+    /// (a VM, or a pod member inside one, needs a VM snapshot instead).
+    pub fn checkpoints_with_criu(&self) -> bool {
+        matches!(self, Mode::Container(_))
+    }
+
     /// The mode of a container known only from its ledger, and its main
     /// process (init, or the VM supervisor).
     pub fn recover(isolation: Isolation, owned: &Owned) -> (Mode, Option<ProcRef>) {
