@@ -44,17 +44,6 @@ const HOST_GRADE_CAPS: [(Capability, &str); 7] = [
     (Capability::MacAdmin, "CAP_MAC_ADMIN"),
 ];
 
-/// Device nodes every container gets anyway (the OCI default set): asking
-/// for them is no privilege.
-const DEFAULT_DEVICES: [&str; 6] = [
-    "/dev/null",
-    "/dev/zero",
-    "/dev/full",
-    "/dev/random",
-    "/dev/urandom",
-    "/dev/tty",
-];
-
 /// `[policy]` of the configuration file.
 ///
 /// ```toml
@@ -378,7 +367,7 @@ pub fn host_privilege(spec: &Spec) -> Option<String> {
     if let Some(devs) = spec.linux().as_ref().and_then(|l| l.devices().as_ref()) {
         if let Some(d) = devs
             .iter()
-            .find(|d| !DEFAULT_DEVICES.iter().any(|p| d.path().as_os_str() == *p))
+            .find(|d| !crate::rootfs::is_default_device(d.path()))
         {
             return Some(format!("linux.devices has {}", d.path().display()));
         }

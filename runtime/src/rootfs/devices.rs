@@ -29,6 +29,11 @@ const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
     ("/dev/tty", 5, 0),
 ];
 
+/// Whether `path` is one of the devices every container gets anyway.
+pub(crate) fn is_default_device(path: &Path) -> bool {
+    DEFAULT_DEVICES.iter().any(|(p, _, _)| path == Path::new(p))
+}
+
 /// Symlinks in /dev: (name, target).
 const DEV_SYMLINKS: &[(&str, &str)] = &[
     ("fd", "/proc/self/fd"),

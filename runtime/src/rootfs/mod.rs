@@ -14,6 +14,7 @@ use oci_spec::runtime::Spec;
 
 mod cgroup_mount;
 mod devices;
+pub(crate) use devices::is_default_device;
 mod error;
 mod idmap;
 mod mounts;
