@@ -230,11 +230,7 @@ pub fn validate(spec: &Spec, need_process: bool) -> Result<(), SpecError> {
             }
         }
     }
-    if let Some(mode) = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(crate::isolation::ISOLATION_ANNOTATION))
-    {
+    if let Some(mode) = annotation(spec, crate::isolation::ISOLATION_ANNOTATION) {
         if let Err(e) = mode.parse::<crate::isolation::Isolation>() {
             return Err(invalid("annotations.io.vessel.isolation", e.to_string()));
         }
@@ -355,6 +351,14 @@ pub fn validate_process(p: &oci_spec::runtime::Process) -> Result<(), SpecError>
         }
     }
     Ok(())
+}
+
+/// The value of annotation `key` in `spec`, if set.
+pub(crate) fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! Whatever chose it, a vm-mode container asking for the host's network or
 //! pid namespace is refused, naming the field: a VM has neither.
 
-use std::collections::HashMap;
+use crate::spec::annotation;
 use std::fmt;
 
 use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
@@ -316,13 +316,6 @@ pub fn decide(spec: &Spec, inputs: Inputs<'_>) -> Result<Decision, DecideError> 
     Ok(d)
 }
 
-fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
-    spec.annotations()
-        .as_ref()
-        .and_then(|a: &HashMap<String, String>| a.get(key))
-        .map(String::as_str)
-}
-
 /// The pod's Kubernetes namespace from the CRI annotations.
 fn pod_namespace(spec: &Spec) -> Option<&str> {
     NAMESPACE_ANNOTATIONS
@@ -416,15 +409,9 @@ pub fn sandbox_of(
     id: &str,
     spec: &Spec,
 ) -> Result<Option<(String, Isolation)>, crate::container::Error> {
-    let (Some("container"), Some(sandbox)) = (
-        annotation(spec, crate::vm::pod::CONTAINER_TYPE),
-        annotation(spec, crate::vm::pod::SANDBOX_ID),
-    ) else {
+    let Some(sandbox) = crate::vm::pod::named_sandbox(spec, id) else {
         return Ok(None);
     };
-    if sandbox == id {
-        return Ok(None);
-    }
     match crate::container::Container::peek(root, sandbox) {
         Ok(c) => Ok(Some((sandbox.to_string(), c.state.mode.isolation()))),
         // Not one of ours: the policy decides as for any container.

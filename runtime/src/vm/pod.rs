@@ -19,6 +19,7 @@
 //! namespace paths point at the pid of a vm-mode container of the same
 //! state root.
 
+use crate::spec::annotation;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -136,11 +137,16 @@ pub fn is_sandbox(spec: &Spec) -> bool {
     annotation(spec, CONTAINER_TYPE) == Some("sandbox")
 }
 
-fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
-    spec.annotations()
-        .as_ref()
-        .and_then(|a| a.get(key))
-        .map(String::as_str)
+/// The sandbox a CRI container's annotations name (a container of a pod,
+/// not the sandbox itself), if any.
+pub fn named_sandbox<'a>(spec: &'a Spec, id: &str) -> Option<&'a str> {
+    match (
+        annotation(spec, CONTAINER_TYPE),
+        annotation(spec, SANDBOX_ID),
+    ) {
+        (Some("container"), Some(s)) if s != id => Some(s),
+        _ => None,
+    }
 }
 
 /// The VM pod a container about to be created belongs to, if any: the
@@ -148,15 +154,8 @@ fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
 /// its namespace paths name, in the same state root.
 pub fn sandbox_of(opts: &CreateOptions, b: &Bundle) -> Result<Option<Pod>, Error> {
     let id = &opts.id;
-    let named = match (
-        annotation(&b.spec, CONTAINER_TYPE),
-        annotation(&b.spec, SANDBOX_ID),
-    ) {
-        (Some("container"), Some(s)) if s != id => Some(s.to_string()),
-        _ => None,
-    };
-    let sandbox = match named {
-        Some(s) => match Container::peek(&opts.root, &s) {
+    let sandbox = match named_sandbox(&b.spec, id) {
+        Some(s) => match Container::peek(&opts.root, s) {
             Ok(c) => Some(c),
             // Not one of ours: the container is not a member (and vm mode
             // refuses the namespaces it joins, naming them).
