@@ -71,7 +71,7 @@ fn prepare(
     criu: CriuFlags,
 ) -> Result<Box<dyn Spawner>, Error> {
     let id = opts.id.as_str();
-    if mode == Isolation::Vm {
+    if !mode.checkpoints_with_criu() {
         return Err(Error::Checkpoint(Box::new(CheckpointError::Vm {
             id: id.into(),
         })));

@@ -30,6 +30,14 @@ pub enum Isolation {
     Vm,
 }
 
+impl Isolation {
+    /// Whether CRIU can checkpoint and restore a container of this mode:
+    /// only host processes (a VM needs a VM snapshot instead).
+    pub fn checkpoints_with_criu(self) -> bool {
+        self == Isolation::Container
+    }
+}
+
 impl fmt::Display for Isolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

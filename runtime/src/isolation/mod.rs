@@ -154,7 +154,7 @@ impl Mode {
     /// Whether CRIU can checkpoint the container: only host processes
     /// (a VM, or a pod member inside one, needs a VM snapshot instead).
     pub fn checkpoints_with_criu(&self) -> bool {
-        matches!(self, Mode::Container(_))
+        self.isolation().checkpoints_with_criu()
     }
 
     /// The mode of a container known only from its ledger, and its main
